@@ -1,0 +1,18 @@
+//! Compiles every `.proto` file under `proto/` into tonic services and prost messages.
+//! The protoc binary comes from `protoc-bin-vendored`, so a build needs no system protoc.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut protos: Vec<std::path::PathBuf> = std::fs::read_dir("proto")?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "proto"))
+        .collect();
+    protos.sort();
+    // SAFETY-free: build scripts are single-threaded; setting PROTOC for prost-build.
+    if std::env::var_os("PROTOC").is_none() {
+        // build scripts run single-threaded, so mutating the environment is fine
+        unsafe { std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?) };
+    }
+    tonic_prost_build::configure().compile_protos(&protos, &["proto"])?;
+    println!("cargo:rerun-if-changed=proto");
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! The content subsystem (see DESIGN.md).

@@ -1,0 +1,1 @@
+//! The gc subsystem (see DESIGN.md).

@@ -1,0 +1,1 @@
+//! The image subsystem (see DESIGN.md).

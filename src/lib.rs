@@ -1,0 +1,41 @@
+//! nook: a rootless-first, per-user container runtime.
+//!
+//! The library holds every subsystem as one module, mirroring containerd's concepts so that a
+//! later compatibility layer can expose them as containerd's own services:
+//!
+//! * [`config`] — `config.toml`, defaults and the paths nook uses (XDG).
+//! * [`bootstrap`] — how `nookd` enters its user namespace (newuidmap/newgidmap), mount namespace
+//!   and detached network namespace, and the pause process that keeps them alive across restarts.
+//! * [`metadata`] — the redb database: namespaces and every other subsystem's records.
+//! * [`content`], [`image`], [`snapshot`], [`diff`], [`runtime`], [`shim`], [`network`], [`gc`] —
+//!   the subsystems.
+//! * [`api`] — the thin gRPC façade over them; [`daemon`] wires it to a unix socket.
+//! * [`cli`] — the `nook` client.
+
+pub mod api;
+pub mod bootstrap;
+pub mod cli;
+pub mod config;
+pub mod content;
+pub mod daemon;
+pub mod diff;
+pub mod error;
+pub mod gc;
+pub mod image;
+pub mod metadata;
+pub mod network;
+pub mod plugins;
+pub mod runtime;
+pub mod shim;
+pub mod snapshot;
+
+/// Generated gRPC code (see `proto/`).
+pub mod proto {
+    /// The spine: version, namespaces, introspection.
+    pub mod v1 {
+        tonic::include_proto!("nook.v1");
+    }
+}
+
+/// nook's version, reported by `nook version` and `nookd --version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,1 @@
+//! The network subsystem (see DESIGN.md).

@@ -1,0 +1,1 @@
+//! The shim subsystem (see DESIGN.md).

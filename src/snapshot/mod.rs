@@ -1,0 +1,1 @@
+//! The snapshot subsystem (see DESIGN.md).
