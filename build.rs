@@ -7,12 +7,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .filter(|p| p.extension().is_some_and(|x| x == "proto"))
         .collect();
     protos.sort();
-    // SAFETY-free: build scripts are single-threaded; setting PROTOC for prost-build.
     if std::env::var_os("PROTOC").is_none() {
-        // build scripts run single-threaded, so mutating the environment is fine
+        // SAFETY: build scripts are single-threaded, so mutating the environment is sound.
         unsafe { std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?) };
     }
-    tonic_prost_build::configure().compile_protos(&protos, &["proto"])?;
+    tonic_prost_build::configure().compile_protos(&protos, &[std::path::PathBuf::from("proto")])?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

@@ -1,1 +1,53 @@
-//! api
+//! The gRPC façade: thin services that translate requests into calls on the subsystems.
+//! Each subsystem's service lives in its own file and is added to [`router`].
+
+mod spine;
+
+use std::sync::Arc;
+
+use tonic::transport::server::Router;
+
+use crate::daemon::Daemon;
+
+/// Largest request or response message (bytes). Larger ones are refused with a clear error.
+pub const MAX_MESSAGE: usize = 16 << 20;
+
+/// Starts each subsystem (probes, recovery) before the socket opens.
+pub async fn init_subsystems(_d: &Arc<Daemon>) {}
+
+/// Stops each subsystem after the socket closed.
+pub async fn shutdown_subsystems(_d: &Arc<Daemon>) {}
+
+/// Builds the server with every service.
+pub fn router(d: Arc<Daemon>) -> Router {
+    tonic::transport::Server::builder()
+        .add_service(spine::version(d.clone()))
+        .add_service(spine::namespaces(d.clone()))
+        .add_service(spine::introspection(d.clone()))
+}
+
+/// Runs blocking subsystem work off the async threads; a panic inside becomes an Internal
+/// error instead of taking the daemon down.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> crate::error::Result<T> + Send + 'static,
+) -> Result<T, tonic::Status> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(Into::into),
+        Err(e) => {
+            tracing::error!("request handler panicked: {e}");
+            Err(tonic::Status::internal(format!("internal error: {e}")))
+        }
+    }
+}
+
+/// The namespace a request names in its `nook-namespace` metadata header (default `default`).
+pub fn namespace<T>(req: &tonic::Request<T>) -> Result<String, tonic::Status> {
+    let ns = req
+        .metadata()
+        .get("nook-namespace")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("default")
+        .to_string();
+    crate::metadata::validate_namespace(&ns)?;
+    Ok(ns)
+}

@@ -1,1 +1,4 @@
-fn main() {}
+fn main() {
+    eprintln!("nook-shim: not implemented yet");
+    std::process::exit(1)
+}

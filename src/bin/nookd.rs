@@ -1,1 +1,139 @@
-fn main() {}
+//! nookd: the per-user nook daemon. See `nook::bootstrap` for how it gets its namespaces.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use nook::config::{Config, LogFormat};
+
+/// The per-user nook daemon: content, snapshots, containers, networks — without root.
+#[derive(Parser, Debug)]
+#[command(name = "nookd", version = nook::VERSION)]
+struct Args {
+    /// Config file (default: $XDG_CONFIG_HOME/nook/config.toml).
+    #[arg(long, env = "NOOK_CONFIG")]
+    config: Option<PathBuf>,
+    /// Persistent state directory (default: $XDG_DATA_HOME/nook).
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Runtime state directory (default: $XDG_RUNTIME_DIR/nook).
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// API socket (default: <state>/nook.sock).
+    #[arg(long)]
+    address: Option<PathBuf>,
+    /// Log level (overrides [debug] level).
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Shorthand for --log-level debug.
+    #[arg(long)]
+    debug: bool,
+    /// Check the configuration and the prerequisites, print what nookd would use, and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("nookd: {e}");
+    ExitCode::FAILURE
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let cfg = match Config::load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let level = if args.debug {
+        "debug".to_string()
+    } else {
+        args.log_level.clone().unwrap_or(cfg.debug.level.clone())
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("nook={level},nookd={level},warn"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let sub = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cfg.debug.format {
+        LogFormat::Json => sub.json().init(),
+        LogFormat::Text => sub.init(),
+    }
+    let paths = match cfg.paths(
+        args.root.as_deref(),
+        args.state.as_deref(),
+        args.address.as_deref(),
+    ) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    let state_from_xdg = args.state.is_none() && cfg.state.is_empty();
+    let pre = match nook::bootstrap::preflight(&cfg.network.driver, state_from_xdg) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    if args.check {
+        println!(
+            "ok: user {} (uid {}), subuid {}:{}, subgid {}:{}, root {}, state {}, socket {}",
+            pre.user,
+            pre.uid,
+            pre.subuid.start,
+            pre.subuid.count,
+            pre.subgid.start,
+            pre.subgid.count,
+            paths.root.display(),
+            paths.state.display(),
+            paths.address.display()
+        );
+        return ExitCode::SUCCESS;
+    }
+    // One nookd per root and per state directory.
+    let _root_lock = match nook::bootstrap::lock::lock(&paths.root, "root") {
+        Ok(l) => l,
+        Err(e) => return fail(e),
+    };
+    let _state_lock = match nook::bootstrap::lock::lock(&paths.state, "state directory") {
+        Ok(l) => l,
+        Err(e) => return fail(e),
+    };
+    // Still single-threaded here: join (or create) the user and mount namespaces.
+    let mut link = None;
+    let entered = match nook::bootstrap::enter(&pre, &paths.state, |pause| {
+        link = Some(nook::daemon::start_link(&cfg.network, &paths.state, pause));
+    }) {
+        Ok(e) => e,
+        Err(e) => return fail(e),
+    };
+    tracing::info!(
+        pause = entered.pause_pid,
+        created = entered.created,
+        "entered nook's user namespace"
+    );
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("starting the async runtime: {e}")),
+    };
+    let (link, link_child) = link.unwrap_or_else(|| {
+        (
+            Err(nook::error::Error::Internal(
+                "the network link was not started".into(),
+            )),
+            None,
+        )
+    });
+    let boot = nook::daemon::Boot {
+        pause_pid: entered.pause_pid,
+        link,
+        link_child,
+        host_uid: pre.uid,
+        host_gid: pre.gid,
+    };
+    match rt.block_on(nook::daemon::run(cfg, paths, boot)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}

@@ -69,8 +69,12 @@ pub fn live_pause(state: &Path) -> Option<i32> {
 ///
 /// Must be called while the process is single-threaded: `setns(CLONE_NEWUSER)` refuses
 /// multi-threaded callers.
-pub fn enter(pre: &Preflight, state: &Path) -> Result<Entered> {
+///
+/// `host_side` runs with the pause process's pid while still in the host's user namespace,
+/// just before joining: helpers that must live outside (the network link) start there.
+pub fn enter(pre: &Preflight, state: &Path, host_side: impl FnOnce(i32)) -> Result<Entered> {
     if let Some(pid) = live_pause(state) {
+        host_side(pid);
         join(pid)?;
         return Ok(Entered {
             pause_pid: pid,
@@ -80,6 +84,7 @@ pub fn enter(pre: &Preflight, state: &Path) -> Result<Entered> {
     let pid = create_pause(pre)?;
     std::fs::write(pause_pid_file(state), format!("{pid}\n"))
         .map_err(|e| Error::io(format!("writing {}", pause_pid_file(state).display()), e))?;
+    host_side(pid);
     join(pid)?;
     Ok(Entered {
         pause_pid: pid,
@@ -264,7 +269,10 @@ pub fn read_id_map(pid: &str, which: &str) -> Vec<(u32, u32, u32)> {
         .unwrap_or_default()
         .lines()
         .filter_map(|l| {
-            let v: Vec<u32> = l.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+            let v: Vec<u32> = l
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
             (v.len() == 3).then(|| (v[0], v[1], v[2]))
         })
         .collect()

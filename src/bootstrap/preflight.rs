@@ -93,7 +93,11 @@ fn subid(file: &str, user: &str, uid: u32) -> Result<SubRange> {
         }
         None => {
             let s = suggest_range(&text);
-            let opt = if file.ends_with("subuid") { "subuids" } else { "subgids" };
+            let opt = if file.ends_with("subuid") {
+                "subuids"
+            } else {
+                "subgids"
+            };
             Err(Error::Precondition(format!(
                 "no entry for user {user} in {file}: ask an administrator to add the line \"{user}:{s}:65536\" (e.g. `sudo usermod --add-{opt} {s}-{} {user}`)",
                 s + 65535

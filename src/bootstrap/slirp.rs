@@ -1,7 +1,8 @@
 //! The host link of the containers' network namespace: slirp4netns (or pasta), started by nookd
-//! and detached from it (own session), so that containers keep their network while nookd
-//! restarts. nookd records its pid in `<state>/netlink.pid`, adopts a live one on start, and a
-//! supervisor task restarts it if it dies.
+//! from the host's user namespace (just before it joins its own; pasta cannot enter the
+//! namespace from inside it) and detached (own session), so that containers keep their network
+//! while nookd restarts. nookd records its pid in `<state>/netlink.pid` and adopts a live one on
+//! start; if the link dies, `nook plugins ls` says so and the next nookd start makes a new one.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -39,9 +40,11 @@ fn pid_file(state: &Path) -> PathBuf {
     state.join("netlink.pid")
 }
 
+/// Whether `pid` lives and its command name starts with one of `comms` (pasta re-executes
+/// itself as `passt.avx2` and the like).
 fn alive_with_comm(pid: i32, comms: &[&str]) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .map(|c| comms.contains(&c.trim()))
+        .map(|c| comms.iter().any(|p| c.trim().starts_with(p)))
         .unwrap_or(false)
 }
 
@@ -52,7 +55,7 @@ pub fn adopt(state: &Path) -> Option<Link> {
     let pid: i32 = it.next()?.parse().ok()?;
     let driver = it.next()?.to_string();
     let comm: &[&str] = if driver == "pasta" {
-        &["pasta", "passt", "pasta.avx2"]
+        &["pasta", "passt"]
     } else {
         &["slirp4netns"]
     };
@@ -60,10 +63,17 @@ pub fn adopt(state: &Path) -> Option<Link> {
 }
 
 /// Starts the link for the pause process's network namespace and waits until it is configured.
-pub fn start(cfg: &NetworkConfig, state: &Path, pause_pid: i32) -> Result<Link> {
+/// Returns the child process too: the caller must reap it (we must not start a thread here,
+/// because the process is about to join a user namespace, which needs a single thread).
+pub fn start(
+    cfg: &NetworkConfig,
+    state: &Path,
+    pause_pid: i32,
+) -> Result<(Link, std::process::Child)> {
     let driver = resolve_driver(cfg);
     let mut cmd;
-    let (ready_r, ready_w) = nix::unistd::pipe().map_err(|e| Error::Internal(format!("pipe: {e}")))?;
+    let (ready_r, ready_w) =
+        nix::unistd::pipe().map_err(|e| Error::Internal(format!("pipe: {e}")))?;
     use std::os::fd::{AsRawFd, IntoRawFd};
     let ready_w_raw = ready_w.as_raw_fd();
     match driver.as_str() {
@@ -80,24 +90,19 @@ pub fn start(cfg: &NetworkConfig, state: &Path, pause_pid: i32) -> Result<Link> 
                 cmd.arg("--disable-host-loopback");
             }
             let _ = std::fs::remove_file(state.join("slirp4netns.sock"));
-            cmd.arg("--netns-type=path")
-                .arg(format!("/proc/{pause_pid}/ns/net"))
-                .arg(TAP);
+            cmd.arg(pause_pid.to_string()).arg(TAP);
         }
         "pasta" => {
             cmd = Command::new("pasta");
-            cmd.args(["--config-net", "-q", "--foreground"])
+            cmd.args(["--config-net", "-q", "--foreground", "--no-map-gw"])
                 .arg("--mtu")
                 .arg(cfg.mtu.min(65520).to_string())
                 .args(["-t", "none", "-u", "none", "-T", "none", "-U", "none"])
                 .args(["--ns-ifname", TAP]);
             if !cfg.disable_host_loopback {
                 cmd.arg("--map-host-loopback").arg("10.0.2.2");
-            } else {
-                cmd.arg("--no-map-gw");
             }
-            cmd.arg("--netns")
-                .arg(format!("/proc/{pause_pid}/ns/net"));
+            cmd.arg(pause_pid.to_string());
         }
         other => {
             return Err(Error::InvalidArgument(format!(
@@ -126,11 +131,6 @@ pub fn start(cfg: &NetworkConfig, state: &Path, pause_pid: i32) -> Result<Link> 
         .map_err(|e| Error::io(format!("starting {driver}"), e))?;
     drop(ready_w);
     let pid = child.id() as i32;
-    // reap it in the background if it dies while we run (we are its parent)
-    std::thread::spawn(move || {
-        let mut child = child;
-        let _ = child.wait();
-    });
     if driver == "slirp4netns" {
         // slirp4netns writes "1" to the ready fd once the tap is configured
         let fd = ready_r.into_raw_fd();
@@ -150,14 +150,14 @@ pub fn start(cfg: &NetworkConfig, state: &Path, pause_pid: i32) -> Result<Link> 
         // pasta --foreground configures before it daemonizes; wait for tap0 to appear
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while std::time::Instant::now() < deadline {
-            if !alive_with_comm(pid, &["pasta", "passt", "pasta.avx2"]) {
+            if !alive_with_comm(pid, &["pasta", "passt"]) {
                 let msg = std::fs::read_to_string(state.join("pasta.log")).unwrap_or_default();
                 return Err(Error::Unavailable(format!(
                     "pasta exited before it was ready: {}",
                     msg.lines().last().unwrap_or("no output").trim()
                 )));
             }
-            if crate::network::link_exists(TAP) {
+            if crate::network::link_exists_in(pause_pid, TAP) {
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -165,7 +165,7 @@ pub fn start(cfg: &NetworkConfig, state: &Path, pause_pid: i32) -> Result<Link> 
     }
     std::fs::write(pid_file(state), format!("{pid} {driver}\n"))
         .map_err(|e| Error::io("writing netlink.pid", e))?;
-    Ok(Link { driver, pid })
+    Ok((Link { driver, pid }, child))
 }
 
 /// Stops the link process recorded under `state`.

@@ -356,7 +356,11 @@ impl Config {
             }
         }
         if !self.metrics.address.is_empty()
-            && self.metrics.address.parse::<std::net::SocketAddr>().is_err()
+            && self
+                .metrics
+                .address
+                .parse::<std::net::SocketAddr>()
+                .is_err()
         {
             return bad(
                 "metrics.address",
@@ -434,7 +438,9 @@ impl Config {
         };
         let root = pick(root, &self.root)
             .or_else(default_root)
-            .ok_or_else(|| Error::Config("cannot find a home directory for the root; set --root".into()))?;
+            .ok_or_else(|| {
+                Error::Config("cannot find a home directory for the root; set --root".into())
+            })?;
         let state = match pick(state, &self.state).or_else(default_state) {
             Some(s) => s,
             None => {

@@ -1,1 +1,289 @@
-//! daemon
+//! nookd's life after bootstrap: open the stores, start the network link, report plugins, serve
+//! the API on the unix socket, and shut down on SIGTERM/SIGINT through one path.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::bootstrap::slirp;
+use crate::config::{Config, Paths};
+use crate::error::{Error, Result};
+use crate::metadata::Store;
+use crate::plugins::{self, Registry};
+
+/// Everything a request handler may need, shared as `Arc<Daemon>`.
+pub struct Daemon {
+    pub config: Config,
+    pub paths: Paths,
+    pub store: Store,
+    pub plugins: Registry,
+    pub started: Instant,
+    /// The pause process holding the user, mount and containers' network namespaces.
+    pub pause_pid: i32,
+    /// The user's uid/gid on the host.
+    pub host_uid: u32,
+    pub host_gid: u32,
+    /// The network link (slirp4netns/pasta), if any.
+    pub link: std::sync::Mutex<Option<slirp::Link>>,
+}
+
+/// Facts from bootstrap handed to [`run`].
+pub struct Boot {
+    pub pause_pid: i32,
+    /// The network link started (or adopted) in the host's user namespace.
+    pub link: Result<slirp::Link>,
+    /// Its process when we started it (to be reaped).
+    pub link_child: Option<std::process::Child>,
+    pub host_uid: u32,
+    pub host_gid: u32,
+}
+
+impl Daemon {
+    /// The path of the containers' network namespace.
+    pub fn netns_path(&self) -> String {
+        format!("/proc/{}/ns/net", self.pause_pid)
+    }
+
+    /// The name of the link driver in use, or `none`.
+    pub fn network_driver(&self) -> String {
+        self.link
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|l| l.driver.clone())
+            .unwrap_or_else(|| "none".into())
+    }
+}
+
+/// Counts live shims recorded under `<state>/tasks/**/shim.pid`.
+pub fn live_shims(state: &Path) -> usize {
+    fn walk(dir: &Path, n: &mut usize, depth: u32) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.file_name().is_some_and(|f| f == "shim.pid") {
+                let alive = std::fs::read_to_string(&p)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<i32>().ok())
+                    .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+                if alive {
+                    *n += 1;
+                }
+            } else if depth < 4 && e.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(&p, n, depth + 1);
+            }
+        }
+    }
+    let mut n = 0;
+    walk(&state.join("tasks"), &mut n, 0);
+    n
+}
+
+/// Starts (or adopts) the network link. Runs in the host's user namespace, before nookd joins
+/// its own (see [`crate::bootstrap::enter`]).
+pub fn start_link(
+    cfg: &crate::config::NetworkConfig,
+    state: &Path,
+    pause_pid: i32,
+) -> (Result<slirp::Link>, Option<std::process::Child>) {
+    if cfg.driver == "none" {
+        return (
+            Err(Error::Precondition(
+                "disabled ([network] driver = \"none\")".into(),
+            )),
+            None,
+        );
+    }
+    match slirp::adopt(state) {
+        Some(l) => (Ok(l), None),
+        None => match slirp::start(cfg, state, pause_pid) {
+            Ok((l, c)) => (Ok(l), Some(c)),
+            Err(e) => (Err(e), None),
+        },
+    }
+}
+
+fn report_link(d: &Daemon, link: Result<slirp::Link>) {
+    match link {
+        Ok(l) => {
+            tracing::info!(driver = %l.driver, pid = l.pid, "network link up");
+            let mut ex = std::collections::BTreeMap::new();
+            ex.insert("driver".into(), l.driver.clone());
+            ex.insert("pid".into(), l.pid.to_string());
+            ex.insert("mtu".into(), d.config.network.mtu.to_string());
+            d.plugins.set_with(plugins::NETWORK, "link", Ok(()), ex);
+            *d.link.lock().unwrap_or_else(|e| e.into_inner()) = Some(l);
+        }
+        Err(e) if d.config.network.driver == "none" => {
+            d.plugins.set(plugins::NETWORK, "link", Err(e.to_string()));
+        }
+        Err(e) => {
+            tracing::error!("network link: {e}");
+            d.plugins.error(plugins::NETWORK, "link", e.to_string());
+        }
+    }
+}
+
+/// Watches the network link; if it dies, says so in the plugin status and the log.
+async fn supervise_link(d: Arc<Daemon>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let dead = {
+            let l = d.link.lock().unwrap_or_else(|e| e.into_inner());
+            l.as_ref()
+                .filter(|l| !Path::new(&format!("/proc/{}", l.pid)).exists())
+                .cloned()
+        };
+        if let Some(l) = dead {
+            let msg = format!(
+                "the network link ({} pid {}) died; containers have no outside network until nookd restarts (`systemctl --user restart nook`); see {}",
+                l.driver,
+                l.pid,
+                d.paths.state.join(format!("{}.log", l.driver)).display()
+            );
+            tracing::error!("{msg}");
+            d.plugins.error(plugins::NETWORK, "link", msg);
+            *d.link.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+    }
+}
+
+fn probe_runtimes(d: &Daemon) {
+    for (name, rt) in &d.config.runtimes {
+        let res = match crate::bootstrap::preflight::which(&rt.path) {
+            None => Err(format!(
+                "{} not found in PATH: install it (`sudo apt-get install {name}`) or set [runtimes.{name}] path",
+                rt.path
+            )),
+            Some(p) => {
+                let mut ex = std::collections::BTreeMap::new();
+                ex.insert("path".into(), p.display().to_string());
+                d.plugins.set_with(plugins::RUNTIME, name, Ok(()), ex);
+                continue;
+            }
+        };
+        d.plugins.set(plugins::RUNTIME, name, res);
+    }
+}
+
+/// Binds the API socket: `<dir>` 0700, socket 0600. A stale socket is removed (we hold the lock).
+fn bind(address: &Path) -> Result<UnixListener> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if let Some(dir) = address.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    }
+    let _ = std::fs::remove_file(address);
+    // umask makes the socket 0600 from birth, so there is no window where others may connect
+    // SAFETY: umask only changes this process's file creation mask.
+    let old = unsafe { libc::umask(0o177) };
+    let l = UnixListener::bind(address);
+    // SAFETY: restoring the previous mask.
+    unsafe { libc::umask(old) };
+    let l = l.map_err(|e| Error::io(format!("binding the API socket {}", address.display()), e))?;
+    std::fs::set_permissions(address, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::io("chmod socket", e))?;
+    Ok(l)
+}
+
+/// Tells systemd (Type=notify) that nookd is ready, if it was started by systemd.
+fn sd_notify(msg: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let path = path.to_string_lossy().to_string();
+    let sock = match std::os::unix::net::UnixDatagram::unbound() {
+        Ok(s) => s,
+        Err(_) => return,
+    };
+    let res = if let Some(abs) = path.strip_prefix('@') {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(abs.as_bytes())
+            .and_then(|a| sock.send_to_addr(msg.as_bytes(), &a))
+    } else {
+        sock.send_to(msg.as_bytes(), &path)
+    };
+    if let Err(e) = res {
+        tracing::warn!("sd_notify: {e}");
+    }
+}
+
+/// Serves nookd until SIGTERM/SIGINT. Called inside the namespaces, on a tokio runtime.
+pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
+    let t0 = Instant::now();
+    std::fs::create_dir_all(&paths.root)
+        .map_err(|e| Error::io(format!("creating {}", paths.root.display()), e))?;
+    let store = Store::open(&paths.root.join("meta.redb"))?;
+    let d = Arc::new(Daemon {
+        config,
+        paths,
+        store,
+        plugins: Registry::default(),
+        started: Instant::now(),
+        pause_pid: boot.pause_pid,
+        host_uid: boot.host_uid,
+        host_gid: boot.host_gid,
+        link: std::sync::Mutex::new(None),
+    });
+    d.plugins.set(plugins::METADATA, "redb", Ok(()));
+    report_link(&d, boot.link);
+    if let Some(mut c) = boot.link_child {
+        tokio::task::spawn_blocking(move || c.wait());
+    }
+    probe_runtimes(&d);
+    crate::api::init_subsystems(&d).await;
+    tokio::spawn(supervise_link(d.clone()));
+
+    let listener = bind(&d.paths.address)?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+        let _ = tx.send(());
+    });
+    let router = crate::api::router(d.clone());
+    tracing::info!(
+        address = %d.paths.address.display(),
+        pid = std::process::id(),
+        ready_ms = t0.elapsed().as_millis() as u64,
+        "nookd is ready"
+    );
+    sd_notify("READY=1");
+    router
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+            let _ = rx.await;
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("API server: {e}")))?;
+    sd_notify("STOPPING=1");
+    let _ = std::fs::remove_file(&d.paths.address);
+    crate::api::shutdown_subsystems(&d).await;
+    if live_shims(&d.paths.state) == 0 {
+        // nothing runs in our namespaces: take them down with us
+        slirp::stop(&d.paths.state);
+        crate::bootstrap::stop_pause(&d.paths.state);
+        tracing::info!("no containers running: stopped the network link and the pause process");
+    } else {
+        tracing::info!(
+            "containers still run: kept their namespaces and network for the next nookd"
+        );
+    }
+    Ok(())
+}

@@ -70,7 +70,9 @@ pub fn validate_namespace(name: &str) -> Result<()> {
 pub fn validate_name(what: &str, name: &str, max: usize) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= max
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric())
         && !name.contains("..")
@@ -127,7 +129,12 @@ impl Store {
     }
 
     /// Reads one namespaced record.
-    pub fn get<T: DeserializeOwned>(&self, bucket: Bucket, ns: &str, key: &str) -> Result<Option<T>> {
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        bucket: Bucket,
+        ns: &str,
+        key: &str,
+    ) -> Result<Option<T>> {
         self.get_raw(bucket, &nskey(ns, key))
     }
 
@@ -187,14 +194,22 @@ fn list_prefix<T: DeserializeOwned>(
         if !k.starts_with(prefix) {
             break;
         }
-        out.push((k[prefix.len()..].to_string(), serde_json::from_slice(v.value())?));
+        out.push((
+            k[prefix.len()..].to_string(),
+            serde_json::from_slice(v.value())?,
+        ));
     }
     Ok(out)
 }
 
 impl Tx<'_> {
     /// Reads a namespaced record inside the transaction.
-    pub fn get<T: DeserializeOwned>(&self, bucket: Bucket, ns: &str, key: &str) -> Result<Option<T>> {
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        bucket: Bucket,
+        ns: &str,
+        key: &str,
+    ) -> Result<Option<T>> {
         self.get_raw(bucket, &nskey(ns, key))
     }
 
@@ -268,12 +283,12 @@ impl Tx<'_> {
         let prefix = format!("{ns}/");
         for (name, b) in NAMESPACED {
             let t = self.txn.open_table(*b)?;
-            let mut it = t.range(prefix.as_str()..)?;
-            if let Some(item) = it.next() {
-                let (k, _) = item?;
-                if k.value().starts_with(&prefix) {
-                    return Ok(Some(name));
-                }
+            let first = match t.range(prefix.as_str()..)?.next() {
+                Some(item) => Some(item?.0.value().to_string()),
+                None => None,
+            };
+            if first.is_some_and(|k| k.starts_with(&prefix)) {
+                return Ok(Some(name));
             }
         }
         Ok(None)
@@ -299,7 +314,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("meta.redb")).unwrap();
         assert_eq!(s.namespaces().unwrap().len(), 1);
-        s.write(|tx| tx.create(IMAGES, "a", "img", "image", &1u32)).unwrap();
+        s.write(|tx| tx.create(IMAGES, "a", "img", "image", &1u32))
+            .unwrap();
         let e = s
             .write(|tx| tx.create(IMAGES, "a", "img", "image", &2u32))
             .unwrap_err();
@@ -307,7 +323,10 @@ mod tests {
         s.write(|tx| tx.put(IMAGES, "ab", "img", &3u32)).unwrap();
         let l: Vec<(String, u32)> = s.list(IMAGES, "a").unwrap();
         assert_eq!(l, vec![("img".to_string(), 1)]);
-        assert_eq!(s.write(|tx| tx.namespace_in_use("a")).unwrap(), Some("images"));
+        assert_eq!(
+            s.write(|tx| tx.namespace_in_use("a")).unwrap(),
+            Some("images")
+        );
         assert_eq!(s.write(|tx| tx.namespace_in_use("b")).unwrap(), None);
         // a failed transaction leaves nothing behind
         let _ = s.write(|tx| {

@@ -1,0 +1,359 @@
+//! `nook version`, `nook info`, `nook namespaces`, `nook plugins`, `nook config`.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+use super::client::StatusExt;
+use super::output::{self, Format};
+use super::Ctx;
+use crate::proto::v1 as pb;
+
+#[derive(Args, Debug)]
+pub struct VersionArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NamespacesCmd {
+    /// List namespaces.
+    #[command(visible_alias = "list")]
+    Ls {
+        /// Print only names.
+        #[arg(short, long)]
+        quiet: bool,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Create a namespace.
+    Create {
+        name: String,
+        /// Labels as KEY=VALUE.
+        #[arg(long = "label", short = 'l')]
+        labels: Vec<String>,
+    },
+    /// Remove namespaces (refused while they hold anything).
+    #[command(visible_aliases = ["remove", "delete"])]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Set (KEY=VALUE) or clear (KEY=) labels of a namespace.
+    Label {
+        name: String,
+        #[arg(required = true)]
+        labels: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PluginsCmd {
+    /// List plugins with their status and the reason a skipped one does not work here.
+    #[command(visible_alias = "list")]
+    Ls {
+        #[arg(short, long)]
+        quiet: bool,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCmd {
+    /// Print the complete default config.toml, with comments.
+    Default,
+    /// Check a config file (default: $XDG_CONFIG_HOME/nook/config.toml) and print it resolved.
+    Check { file: Option<std::path::PathBuf> },
+}
+
+/// Parses KEY=VALUE pairs.
+pub fn parse_labels(v: &[String]) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    v.iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(anyhow::anyhow!("invalid label {kv:?}: expected KEY=VALUE")),
+        })
+        .collect()
+}
+
+pub async fn version(ctx: &Ctx, a: VersionArgs) -> anyhow::Result<ExitCode> {
+    #[derive(Serialize)]
+    struct V {
+        client: String,
+        server: Option<String>,
+        server_pid: Option<u32>,
+        server_error: Option<String>,
+    }
+    let (server, pid, err) = match ctx.connect().await {
+        Ok(c) => {
+            let mut cl = pb::version_client::VersionClient::new(c.channel.clone());
+            match cl.version(c.req(pb::VersionRequest {})).await.or_fail() {
+                Ok(v) => (Some(v.version), Some(v.pid), None),
+                Err(e) => (None, None, Some(e.to_string())),
+            }
+        }
+        Err(e) => (None, None, Some(e.to_string())),
+    };
+    let v = V {
+        client: crate::VERSION.into(),
+        server,
+        server_pid: pid,
+        server_error: err.clone(),
+    };
+    match a.format {
+        Format::Json => output::json(&v)?,
+        Format::Table => {
+            println!("Client: nook {}", v.client);
+            match (&v.server, v.server_pid) {
+                (Some(s), Some(p)) => println!("Server: nookd {s} (pid {p})"),
+                _ => {}
+            }
+        }
+    }
+    if let Some(e) = err {
+        eprintln!("nook: {e}");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Serialize)]
+struct InfoOut {
+    version: String,
+    pid: u32,
+    host_uid: u32,
+    host_gid: u32,
+    uid_map: Vec<[u32; 3]>,
+    gid_map: Vec<[u32; 3]>,
+    root: String,
+    state: String,
+    address: String,
+    network_driver: String,
+    network_status: String,
+    default_snapshotter: String,
+    default_runtime: String,
+    kernel: String,
+    cgroup: String,
+    uptime_seconds: u64,
+    extra: BTreeMap<String, String>,
+}
+
+pub async fn info(ctx: &Ctx, a: InfoArgs) -> anyhow::Result<ExitCode> {
+    let c = ctx.connect().await?;
+    let mut cl = pb::introspection_client::IntrospectionClient::new(c.channel.clone());
+    let i = cl.info(c.req(pb::InfoRequest {})).await.or_fail()?;
+    let map = |m: &[pb::IdMap]| -> Vec<[u32; 3]> {
+        m.iter()
+            .map(|x| [x.container_id, x.host_id, x.size])
+            .collect()
+    };
+    let out = InfoOut {
+        version: i.version.clone(),
+        pid: i.pid,
+        host_uid: i.host_uid,
+        host_gid: i.host_gid,
+        uid_map: map(&i.uid_map),
+        gid_map: map(&i.gid_map),
+        root: i.root.clone(),
+        state: i.state.clone(),
+        address: i.address.clone(),
+        network_driver: i.network_driver.clone(),
+        network_status: i.network_status.clone(),
+        default_snapshotter: i.default_snapshotter.clone(),
+        default_runtime: i.default_runtime.clone(),
+        kernel: i.kernel.clone(),
+        cgroup: i.cgroup_version.clone(),
+        uptime_seconds: i.uptime_seconds,
+        extra: i.extra.clone().into_iter().collect(),
+    };
+    match a.format {
+        Format::Json => output::json(&out)?,
+        Format::Table => {
+            let fmt_map = |m: &[[u32; 3]]| {
+                m.iter()
+                    .map(|[c, h, s]| format!("{c}→{h} ({s})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            println!(
+                "Server version:      nookd {} (pid {})",
+                out.version, out.pid
+            );
+            println!(
+                "Rootless:            uid {} gid {}",
+                out.host_uid, out.host_gid
+            );
+            println!("UID map:             {}", fmt_map(&out.uid_map));
+            println!("GID map:             {}", fmt_map(&out.gid_map));
+            println!("Root:                {}", out.root);
+            println!("State:               {}", out.state);
+            println!("Socket:              {}", out.address);
+            println!(
+                "Network:             {} ({})",
+                out.network_driver, out.network_status
+            );
+            println!("Default snapshotter: {}", out.default_snapshotter);
+            println!("Default runtime:     {}", out.default_runtime);
+            println!("Kernel:              {}", out.kernel);
+            println!("Cgroups:             {}", out.cgroup);
+            println!("Uptime:              {}s", out.uptime_seconds);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn namespaces(ctx: &Ctx, cmd: NamespacesCmd) -> anyhow::Result<ExitCode> {
+    let c = ctx.connect().await?;
+    let mut cl = pb::namespaces_client::NamespacesClient::new(c.channel.clone());
+    match cmd {
+        NamespacesCmd::Ls { quiet, format } => {
+            let mut v = cl
+                .list(c.req(pb::ListNamespacesRequest {}))
+                .await
+                .or_fail()?
+                .namespaces;
+            v.sort_by(|a, b| a.name.cmp(&b.name));
+            if quiet {
+                for n in &v {
+                    println!("{}", n.name);
+                }
+            } else if format == Format::Json {
+                #[derive(Serialize)]
+                struct N<'a> {
+                    name: &'a str,
+                    labels: BTreeMap<&'a String, &'a String>,
+                    created_at: i64,
+                }
+                let out: Vec<N> = v
+                    .iter()
+                    .map(|n| N {
+                        name: &n.name,
+                        labels: n.labels.iter().collect(),
+                        created_at: n.created_at,
+                    })
+                    .collect();
+                output::json(&out)?;
+            } else {
+                let rows: Vec<Vec<String>> = v
+                    .iter()
+                    .map(|n| {
+                        let mut l: Vec<String> =
+                            n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        l.sort();
+                        vec![n.name.clone(), l.join(",")]
+                    })
+                    .collect();
+                output::table(&["NAME", "LABELS"], &rows);
+            }
+        }
+        NamespacesCmd::Create { name, labels } => {
+            cl.create(c.req(pb::CreateNamespaceRequest {
+                name: name.clone(),
+                labels: parse_labels(&labels)?,
+            }))
+            .await
+            .or_fail()?;
+            println!("{name}");
+        }
+        NamespacesCmd::Rm { names } => {
+            let mut failed = false;
+            for name in names {
+                match cl
+                    .remove(c.req(pb::RemoveNamespaceRequest { name: name.clone() }))
+                    .await
+                    .or_fail()
+                {
+                    Ok(_) => println!("{name}"),
+                    Err(e) => {
+                        eprintln!("nook: {e}");
+                        failed = true;
+                    }
+                }
+            }
+            if failed {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        NamespacesCmd::Label { name, labels } => {
+            cl.update(c.req(pb::UpdateNamespaceRequest {
+                name,
+                labels: parse_labels(&labels)?,
+            }))
+            .await
+            .or_fail()?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn plugins(ctx: &Ctx, cmd: PluginsCmd) -> anyhow::Result<ExitCode> {
+    let PluginsCmd::Ls { quiet, format } = cmd;
+    let c = ctx.connect().await?;
+    let mut cl = pb::introspection_client::IntrospectionClient::new(c.channel.clone());
+    let v = cl
+        .plugins(c.req(pb::PluginsRequest {}))
+        .await
+        .or_fail()?
+        .plugins;
+    if quiet {
+        for p in &v {
+            println!("{}.{}", p.r#type, p.id);
+        }
+    } else if format == Format::Json {
+        #[derive(Serialize)]
+        struct P<'a> {
+            r#type: &'a str,
+            id: &'a str,
+            status: &'a str,
+            reason: &'a str,
+            exports: BTreeMap<&'a String, &'a String>,
+        }
+        let out: Vec<P> = v
+            .iter()
+            .map(|p| P {
+                r#type: &p.r#type,
+                id: &p.id,
+                status: &p.status,
+                reason: &p.reason,
+                exports: p.exports.iter().collect(),
+            })
+            .collect();
+        output::json(&out)?;
+    } else {
+        let rows: Vec<Vec<String>> = v
+            .iter()
+            .map(|p| {
+                vec![
+                    p.r#type.clone(),
+                    p.id.clone(),
+                    p.status.clone(),
+                    p.reason.clone(),
+                ]
+            })
+            .collect();
+        output::table(&["TYPE", "ID", "STATUS", "REASON"], &rows);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn config(_ctx: &Ctx, cmd: ConfigCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ConfigCmd::Default => print!("{}", crate::config::DEFAULT_CONFIG),
+        ConfigCmd::Check { file } => {
+            let cfg = crate::config::Config::load(file.as_deref())?;
+            print!("{}", toml::to_string_pretty(&cfg)?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
