@@ -316,6 +316,8 @@ check_overlay() {
 	else
 		warn "neither kernel overlayfs in a user namespace (${out//$'\n'/ }) nor fuse-overlayfs works on $base: nook falls back to the native snapshotter (copies, slow, disk hungry) -> sudo apt-get install fuse-overlayfs, and make /dev/fuse usable"
 	fi
+	# overlay leaves work/work with mode 000
+	chmod -R u+rwx "$tmp" 2>/dev/null || true
 	rm -rf "$tmp" 2>/dev/null || true
 }
 
@@ -574,12 +576,16 @@ cmd_install() {
 # ---------------------------------------------------------------------------------------------
 # uninstall
 
-# Reads a pid file's first word when that process is alive.
+# Reads a pid file's first word when that process is alive, ours, and its name matches the
+# extended regular expression $2 (so a recycled pid is never killed).
 live_pid() {
-	local pid
+	local pid comm
 	[ -r "$1" ] || return 1
 	pid=$(awk '{ print $1; exit }' "$1")
-	[ -n "$pid" ] && [ -d "/proc/$pid" ] || return 1
+	case "$pid" in '' | *[!0-9]*) return 1 ;; esac
+	comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
+	[ "$(stat -c %u "/proc/$pid")" = "$USER_ID" ] || return 1
+	printf '%s' "$comm" | grep -qxE "$2" || return 1
 	printf '%s\n' "$pid"
 }
 
@@ -623,6 +629,21 @@ remove_tree() {
 
 cmd_uninstall() {
 	local purge=$1 state root pause link
+	state=$(nook_state)
+	root=$(nook_root)
+	pause=$(live_pid "$state/pause.pid" nook-pause || true)
+	if [ "$purge" = 1 ]; then
+		info "Purging: this stops every container, shim, the pause process and the network link, and deletes:"
+		info "    $root    (images, content, snapshots, containers, metadata)"
+		info "    $state    (runtime state: socket, pid files)"
+		info "    $CONFIG_DIR    (configuration)"
+		info "    $(dirname "$LOG_FILE")    (logs)"
+		# Containers and shims first, while the pause process still lets us into their
+		# namespace: then nookd, finding no shim, also stops the pause process and the link.
+		if [ -n "$pause" ]; then
+			kill_namespace "$pause"
+		fi
+	fi
 	if systemd_user_running; then
 		if systemctl --user cat "$UNIT_NAME" >/dev/null 2>&1; then
 			systemctl --user disable --now "$UNIT_NAME" >/dev/null 2>&1 || systemctl --user stop "$UNIT_NAME" || true
@@ -641,24 +662,18 @@ cmd_uninstall() {
 		systemctl --user daemon-reload
 		systemctl --user reset-failed "$UNIT_NAME" >/dev/null 2>&1 || true
 	fi
-	state=$(nook_state)
-	root=$(nook_root)
-	pause=$(live_pid "$state/pause.pid" || true)
 	if [ "$purge" = 0 ]; then
 		info "Kept images, containers and snapshots in $root, and the configuration in $CONFIG_DIR."
+		pause=$(live_pid "$state/pause.pid" nook-pause || true)
 		if [ -n "$pause" ]; then
-			info "Running containers and nook's namespaces (pause process $pause) are still alive; \`$PROG uninstall --purge\` stops them and deletes all data."
+			info "Containers still run in nook's namespaces (pause process $pause); \`$PROG uninstall --purge\` stops them and deletes all data."
 		fi
 		return 0
 	fi
-	info "Purging: this stops every container, shim, the pause process and the network link, and deletes:"
-	info "    $root    (images, content, snapshots, containers, metadata)"
-	info "    $state    (runtime state: socket, pid files)"
-	info "    $CONFIG_DIR    (configuration)"
-	info "    $(dirname "$LOG_FILE")    (logs)"
-	link=$(live_pid "$state/netlink.pid" || true)
+	pause=$(live_pid "$state/pause.pid" nook-pause || true)
 	if [ -n "$pause" ]; then
-		# delete the data first, from inside the namespace that owns its files, then kill
+		# nookd was not running (or kept it): delete the data from inside the namespace that
+		# owns its files, then end the namespace
 		kill_namespace "$pause"
 		remove_tree "$root" "$pause"
 		kill_namespace "$pause" all
@@ -666,8 +681,14 @@ cmd_uninstall() {
 	else
 		remove_tree "$root" ""
 	fi
+	link=$(live_pid "$state/netlink.pid" 'slirp4netns|pasta|passt.*' || true)
 	if [ -n "$link" ]; then
 		kill "$link" 2>/dev/null || true
+		for _ in 1 2 3 4 5 6 7 8 9 10; do
+			[ -d "/proc/$link" ] || break
+			sleep 0.1
+		done
+		kill -9 "$link" 2>/dev/null || true
 		info "Stopped the network link (pid $link)."
 	fi
 	remove_tree "$state" ""
