@@ -91,6 +91,7 @@ pub struct RuntimeConfig {
 /// `[runtimes.NAME]`: one OCI runtime binary.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[derive(Default)]
 pub struct RuntimeEntry {
     /// The binary: a name looked up in PATH or an absolute path.
     pub path: String,
@@ -209,15 +210,6 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
             default: "runc".into(),
-        }
-    }
-}
-
-impl Default for RuntimeEntry {
-    fn default() -> Self {
-        RuntimeEntry {
-            path: String::new(),
-            args: vec![],
         }
     }
 }
