@@ -3,3 +3,4 @@
 //! the rest.
 
 pub mod lease;
+pub mod scheduler;
