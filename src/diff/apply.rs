@@ -199,6 +199,7 @@ impl Applier<'_> {
             }
             let abs = self.root.join(&next);
             let meta = lstat(&abs).ctx(|| format!("inspecting {}", abs.display()))?;
+            let mut replaces_whiteout = false;
             let (link_src, kind) = match meta {
                 Some(m) if m.is_dir() => {
                     self.known_dirs.insert(next.clone());
@@ -209,6 +210,7 @@ impl Applier<'_> {
                 Some(m) if is_whiteout_dev(&m) => {
                     // A whiteout in the upper dir: the directory is new in this layer.
                     fs::remove_file(&abs).ctx(|| format!("removing {}", abs.display()))?;
+                    replaces_whiteout = true;
                     (None, None)
                 }
                 Some(_) => {
@@ -268,8 +270,12 @@ impl Applier<'_> {
             }
             // Create the directory, like overlay's copy-up of a lower directory.
             fs::create_dir(&abs).ctx(|| format!("creating {}", abs.display()))?;
+            if replaces_whiteout {
+                self.mark_opaque(&abs, entry)?;
+            }
             if let Some(m) = kind {
                 lchown(&abs, m.uid(), m.gid()).ctx(|| format!("chown {}", abs.display()))?;
+                self.dir_times.push((next.clone(), m.mtime()));
                 fs::set_permissions(&abs, fs::Permissions::from_mode(m.mode() & 0o7777))
                     .ctx(|| format!("chmod {}", abs.display()))?;
             } else {
@@ -347,9 +353,15 @@ impl Applier<'_> {
             EntryType::Directory => {
                 match lstat(&abs).ctx(|| format!("inspecting {}", abs.display()))? {
                     Some(m) if m.is_dir() => {}
-                    _ => {
+                    existing => {
+                        let was_whiteout = existing.as_ref().is_some_and(is_whiteout_dev);
                         self.remove_existing(&rel)?;
                         fs::create_dir(&abs).ctx(|| format!("creating {}", abs.display()))?;
+                        if was_whiteout {
+                            // A directory replacing a deleted one must not show the lower's
+                            // content: overlay's own rule.
+                            self.mark_opaque(&abs, &raw)?;
+                        }
                     }
                 }
                 self.known_dirs.insert(rel.clone());
@@ -524,6 +536,19 @@ impl Applier<'_> {
                 0,
             )
             .map_err(|e| Error::io(format!("creating whiteout {}", abs.display()), e.into()))?;
+        }
+        Ok(())
+    }
+
+    fn mark_opaque(&self, abs: &Path, raw: &Path) -> Result<()> {
+        if let Whiteouts::Overlay { xattr_prefix, .. } = self.whiteouts {
+            set_xattr(abs, &format!("{xattr_prefix}.overlay.opaque"), b"y").ctx(|| {
+                format!(
+                    "marking {} opaque (entry {:?})",
+                    abs.display(),
+                    raw.display().to_string()
+                )
+            })?;
         }
         Ok(())
     }

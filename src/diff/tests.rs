@@ -365,6 +365,7 @@ fn overlay_whiteouts_and_opaque() {
         &TarBuilder::new()
             .file("a", b"a")
             .file("o/old", b"old")
+            .file("r/old", b"old")
             .file_owned("keep/f", b"f", 0o644, 0, 0)
             .finish(),
         &lower,
@@ -383,6 +384,9 @@ fn overlay_whiteouts_and_opaque() {
             .file("o/new", b"n")
             .file("keep/g", b"g")
             .link("hl", tar::EntryType::Link, "keep/f")
+            .file(".wh.r", b"")
+            .dir("r", 0o755)
+            .file("r/new", b"n")
             .finish(),
         &upper,
         &w,
@@ -395,6 +399,10 @@ fn overlay_whiteouts_and_opaque() {
         Some(&b"y"[..])
     );
     assert!(upper.join("o/new").exists());
+    assert_eq!(
+        apply::get_xattr(&upper.join("r"), "user.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
     // implicit dir copied the lower dir's mode
     assert_eq!(
         fs::metadata(upper.join("keep")).unwrap().mode() & 0o777,
