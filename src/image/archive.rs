@@ -664,3 +664,194 @@ fn complete_index(cs: &ContentStore, meta: &Store, ns: &str, d: &Descriptor) -> 
     }
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixture::{self, TestImage};
+    use super::*;
+    use std::sync::Arc;
+
+    fn setup() -> (tempfile::TempDir, Arc<ContentStore>, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let cs = ContentStore::open(&dir.path().join("content")).unwrap();
+        let meta = Store::open(&dir.path().join("meta.redb")).unwrap();
+        (dir, cs, meta)
+    }
+
+    fn one() -> PlatformSelector {
+        PlatformSelector::default()
+    }
+
+    #[test]
+    fn docker_archive_several_images_shared_layers() {
+        let (_t, cs, meta) = setup();
+        let a = TestImage::busybox("a", false).unwrap();
+        let b = TestImage::busybox("b", false).unwrap();
+        let tar = fixture::docker_archive(&[
+            (&["busybox:a", "example.com/x/y:1"], &a),
+            (&["busybox:b"], &b),
+        ]);
+        let imgs = import(&cs, &meta, "default", &tar[..], &ImportOptions::default()).unwrap();
+        let names: Vec<&str> = imgs.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(
+            names,
+            vec![
+                "docker.io/library/busybox:a",
+                "example.com/x/y:1",
+                "docker.io/library/busybox:b"
+            ]
+        );
+        let pa = &super::super::resolve(&cs, &meta, "default", &imgs[0].target, &one()).unwrap()[0];
+        let pb = &super::super::resolve(&cs, &meta, "default", &imgs[2].target, &one()).unwrap()[0];
+        assert_eq!(pa.layers.len(), 3);
+        // uncompressed layers: the blob digest is the diff id
+        for (l, d) in pa.layers.iter().zip(&a.diffs) {
+            assert_eq!(l.diff_id, Digest::sha256(d));
+            assert_eq!(l.descriptor.digest, l.diff_id);
+            assert_eq!(l.descriptor.media_type, manifest::DOCKER_LAYER);
+        }
+        assert_eq!(pa.config_bytes, a.config);
+        assert_eq!(
+            pa.layers[0].descriptor.digest,
+            pb.layers[0].descriptor.digest
+        );
+        assert_ne!(
+            pa.layers[2].descriptor.digest,
+            pb.layers[2].descriptor.digest
+        );
+        // the shared base layer is stored once: 2 configs + 2 manifests + 4 distinct layers
+        let blobs = cs.blobs().unwrap();
+        assert_eq!(blobs.len(), 8, "{blobs:?}");
+        let base = &pa.layers[0].descriptor.digest;
+        assert_eq!(std::fs::read(cs.blob_path(base)).unwrap(), a.diffs[0]);
+        // manifests carry gc labels for their children
+        let mi = cs.info(&meta, "default", &imgs[0].target.digest).unwrap();
+        assert_eq!(
+            mi.labels["containerd.io/gc.ref.content.l.0"],
+            base.to_string()
+        );
+        assert!(cs.ingests().unwrap().is_empty());
+    }
+
+    #[test]
+    fn oci_layout_import_and_corrupt_blob_refused() {
+        let (_t, cs, meta) = setup();
+        let a = TestImage::busybox("a", true).unwrap();
+        let tar = fixture::oci_layout(&[("localhost:5000/bb:v1", &a), ("", &a)]);
+        let imgs = import(
+            &cs,
+            &meta,
+            "ns1",
+            &tar[..],
+            &ImportOptions {
+                base_name: Some("unnamed/img".into()),
+            },
+        )
+        .unwrap();
+        assert_eq!(imgs[0].name, "localhost:5000/bb:v1");
+        assert_eq!(imgs[0].target.digest, a.manifest_descriptor.digest);
+        assert!(
+            imgs[1].name.starts_with("docker.io/unnamed/img:"),
+            "{}",
+            imgs[1].name
+        );
+        let p = &super::super::resolve(&cs, &meta, "ns1", &imgs[0].target, &one()).unwrap()[0];
+        assert_eq!(p.layers[2].descriptor.media_type, manifest::OCI_LAYER_GZIP);
+        assert_eq!(p.layers[2].diff_id, Digest::sha256(&a.diffs[2]));
+        assert!(cs
+            .info(&meta, "other", &a.manifest_descriptor.digest)
+            .is_err());
+
+        // a blob whose bytes do not match its name is refused and not stored
+        let (_t2, cs2, meta2) = setup();
+        let mut bad = TestImage::busybox("bad", true).unwrap();
+        let victim = bad.layers[1].0.digest.clone();
+        bad.layers[1].1 = fixture::gzip(b"tampered");
+        let tar = fixture::oci_layout(&[("bad:1", &bad)]);
+        let e = import(&cs2, &meta2, "default", &tar[..], &ImportOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("digest mismatch"), "{e}");
+        assert!(!cs2.blob_path(&victim).exists());
+        assert!(!cs2
+            .blob_path(&Digest::sha256(&fixture::gzip(b"tampered")))
+            .exists());
+        assert!(crate::image::list(&meta2, "default").unwrap().is_empty());
+        assert!(cs2.ingests().unwrap().is_empty());
+
+        // neither format
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(1);
+        b.append_data(&mut h, "x", &b"x"[..]).unwrap();
+        let e = import(
+            &cs2,
+            &meta2,
+            "default",
+            &b.into_inner().unwrap()[..],
+            &ImportOptions::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("neither"), "{e}");
+        assert!(import(
+            &cs2,
+            &meta2,
+            "default",
+            &b"garbage"[..],
+            &ImportOptions::default()
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn export_import_round_trip_keeps_digests() {
+        let (_t, cs, meta) = setup();
+        let a = TestImage::busybox("a", true).unwrap();
+        let b = TestImage::busybox("b", false).unwrap();
+        let tar = fixture::oci_layout(&[("docker.io/library/a:1", &a)]);
+        import(&cs, &meta, "default", &tar[..], &ImportOptions::default()).unwrap();
+        let tar = fixture::docker_archive(&[(&["b:2"], &b)]);
+        let ib = import(&cs, &meta, "default", &tar[..], &ImportOptions::default()).unwrap();
+        let mut out = Vec::new();
+        export(
+            &cs,
+            &meta,
+            "default",
+            &["a:1".into(), "b:2".into()],
+            &one(),
+            &mut out,
+        )
+        .unwrap();
+
+        let (_t2, cs2, meta2) = setup();
+        let imgs = import(&cs2, &meta2, "default", &out[..], &ImportOptions::default()).unwrap();
+        assert_eq!(imgs.len(), 2);
+        assert_eq!(imgs[0].name, "docker.io/library/a:1");
+        assert_eq!(imgs[0].target.digest, a.manifest_descriptor.digest);
+        assert_eq!(imgs[1].name, "docker.io/library/b:2");
+        assert_eq!(imgs[1].target.digest, ib[0].target.digest);
+        let mut b1: Vec<_> = cs.blobs().unwrap();
+        let mut b2: Vec<_> = cs2.blobs().unwrap();
+        b1.sort();
+        b2.sort();
+        assert_eq!(b1, b2);
+
+        // the docker manifest.json in the export names the right config and layers
+        let mut ar = tar::Archive::new(&out[..]);
+        let mut mj = None;
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            if e.path().unwrap().to_str() == Some("manifest.json") {
+                let mut s = String::new();
+                e.read_to_string(&mut s).unwrap();
+                mj = Some(s);
+            }
+        }
+        let mj: Vec<DockerArchiveEntry> = serde_json::from_str(&mj.unwrap()).unwrap();
+        assert_eq!(mj[0].repo_tags.as_deref(), Some(&["a:1".to_string()][..]));
+        assert_eq!(
+            mj[0].config,
+            format!("blobs/sha256/{}", a.config_descriptor.digest.hex())
+        );
+        assert_eq!(mj[0].layers.len(), 3);
+        assert!(export(&cs, &meta, "default", &["nope".into()], &one(), Vec::new()).is_err());
+    }
+}

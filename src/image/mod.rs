@@ -7,6 +7,8 @@
 
 pub mod archive;
 pub mod auth;
+#[doc(hidden)]
+pub mod fixture;
 pub mod manifest;
 pub mod pull;
 pub mod push;
