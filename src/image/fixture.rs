@@ -335,3 +335,115 @@ pub fn oci_layout(images: &[(&str, &TestImage)]) -> Vec<u8> {
     );
     b.into_inner().expect("tar in memory")
 }
+
+/// A Debian `docker-registry` serving on 127.0.0.1 for tests, killed on drop.
+pub struct TestRegistry {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+/// TLS and auth settings of a [`TestRegistry`].
+#[derive(Debug, Clone, Default)]
+pub struct TestRegistryOptions {
+    /// Server certificate and key (PEM).
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// An htpasswd file (bcrypt) for basic auth.
+    pub htpasswd: Option<std::path::PathBuf>,
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl TestRegistry {
+    /// Starts a registry storing under `dir` on a free port.
+    pub fn start(
+        dir: &std::path::Path,
+        opts: &TestRegistryOptions,
+    ) -> std::io::Result<TestRegistry> {
+        let port = free_port()?;
+        std::fs::create_dir_all(dir.join("data"))?;
+        let mut cfg = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.join("data").display()
+        );
+        if let Some((c, k)) = &opts.tls {
+            cfg.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                c.display(),
+                k.display()
+            ));
+        }
+        if let Some(h) = &opts.htpasswd {
+            cfg.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: nook-test\n    path: {}\n",
+                h.display()
+            ));
+        }
+        std::fs::write(dir.join("config.yml"), cfg)?;
+        let mut r = TestRegistry {
+            port,
+            dir: dir.to_path_buf(),
+            child: None,
+        };
+        r.restart()?;
+        Ok(r)
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Where the registry keeps a blob's bytes (to corrupt it in tests).
+    pub fn blob_file(&self, d: &Digest) -> std::path::PathBuf {
+        self.dir
+            .join("data/docker/registry/v2/blobs")
+            .join(d.algorithm().name())
+            .join(&d.hex()[..2])
+            .join(d.hex())
+            .join("data")
+    }
+
+    /// Stops the registry (the port stays reserved for [`TestRegistry::restart`]).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// (Re)starts it on the same port and waits until it accepts connections.
+    pub fn restart(&mut self) -> std::io::Result<()> {
+        self.stop();
+        let log = std::fs::File::create(self.dir.join("registry.log"))?;
+        let child = std::process::Command::new("docker-registry")
+            .arg("serve")
+            .arg(self.dir.join("config.yml"))
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let log = std::fs::read_to_string(self.dir.join("registry.log")).unwrap_or_default();
+        Err(std::io::Error::other(format!(
+            "docker-registry did not start: {log}"
+        )))
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
