@@ -115,9 +115,8 @@ pub async fn version(ctx: &Ctx, a: VersionArgs) -> anyhow::Result<ExitCode> {
         Format::Json => output::json(&v)?,
         Format::Table => {
             println!("Client: nook {}", v.client);
-            match (&v.server, v.server_pid) {
-                (Some(s), Some(p)) => println!("Server: nookd {s} (pid {p})"),
-                _ => {}
+            if let (Some(s), Some(p)) = (&v.server, v.server_pid) {
+                println!("Server: nookd {s} (pid {p})");
             }
         }
     }
