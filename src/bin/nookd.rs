@@ -41,6 +41,9 @@ fn fail(e: impl std::fmt::Display) -> ExitCode {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if nix::unistd::getuid().is_root() {
+        return fail("nookd is running as root: rootful mode is not supported yet; run nookd as an ordinary user (systemctl --user start nook)");
+    }
     let cfg = match Config::load(args.config.as_deref()) {
         Ok(c) => c,
         Err(e) => return fail(e),

@@ -281,7 +281,10 @@ pub fn read_id_map(pid: &str, which: &str) -> Vec<(u32, u32, u32)> {
 /// Stops the pause process (and so the namespaces, once nothing else is in them).
 pub fn stop_pause(state: &Path) {
     if let Some(pid) = live_pause(state) {
-        let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        let pid = Pid::from_raw(pid);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        // reap it if it is our child (the nookd that created it); ECHILD otherwise
+        let _ = nix::sys::wait::waitpid(pid, None);
     }
     let _ = std::fs::remove_file(pause_pid_file(state));
 }

@@ -3,8 +3,9 @@
 //! file; this file holds the global options and dispatch.
 
 pub mod client;
+mod leases;
 pub mod output;
-mod spine;
+pub mod spine;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +50,9 @@ pub enum Command {
     /// Configuration helpers.
     #[command(subcommand)]
     Config(spine::ConfigCmd),
+    /// Manage leases (holds against garbage collection).
+    #[command(subcommand)]
+    Leases(leases::LeasesCmd),
 }
 
 /// Runs the CLI; returns the process exit code.
@@ -84,6 +88,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Namespaces(c) => spine::namespaces(&ctx, c).await,
         Command::Plugins(c) => spine::plugins(&ctx, c).await,
         Command::Config(c) => spine::config(&ctx, c).await,
+        Command::Leases(c) => leases::run(&ctx, c).await,
     }
 }
 

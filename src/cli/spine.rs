@@ -116,7 +116,7 @@ pub async fn version(ctx: &Ctx, a: VersionArgs) -> anyhow::Result<ExitCode> {
         Format::Table => {
             println!("Client: nook {}", v.client);
             if let (Some(s), Some(p)) = (&v.server, v.server_pid) {
-                println!("Server: nookd {s} (pid {p})")
+                println!("Server: nookd {s} (pid {p})");
             }
         }
     }

@@ -89,7 +89,7 @@ pub struct RuntimeConfig {
 }
 
 /// `[runtimes.NAME]`: one OCI runtime binary.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[derive(Default)]
 pub struct RuntimeEntry {
@@ -242,9 +242,13 @@ impl Config {
     pub fn parse(text: &str, origin: &str) -> Result<Config> {
         let cfg: Config = toml::from_str(text).map_err(|e| {
             let msg = e.message().to_string();
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            let line = e.span().map(|s| {
+                text.as_bytes()[..s.start.min(text.len())]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count()
+                    + 1
+            });
             match line {
                 Some(l) => Error::Config(format!("{origin}:{l}: {msg}")),
                 None => Error::Config(format!("{origin}: {msg}")),
@@ -263,7 +267,14 @@ impl Config {
                 None => return Ok(Config::default()),
             },
         };
-        match std::fs::read_to_string(&path) {
+        let read = if path == Path::new("-") || path == Path::new("/dev/stdin") {
+            // read our stdin directly: reopening /dev/stdin fails for a pipe made by another user
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).map(|_| s)
+        } else {
+            std::fs::read_to_string(&path)
+        };
+        match read {
             Ok(text) => Config::parse(&text, &path.display().to_string()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
                 Ok(Config::default())

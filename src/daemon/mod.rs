@@ -18,7 +18,7 @@ use crate::plugins::{self, Registry};
 pub struct Daemon {
     pub config: Config,
     pub paths: Paths,
-    pub store: Store,
+    pub store: Arc<Store>,
     pub plugins: Registry,
     pub started: Instant,
     /// The pause process holding the user, mount and containers' network namespaces.
@@ -221,7 +221,7 @@ pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
     let t0 = Instant::now();
     std::fs::create_dir_all(&paths.root)
         .map_err(|e| Error::io(format!("creating {}", paths.root.display()), e))?;
-    let store = Store::open(&paths.root.join("meta.redb"))?;
+    let store = Arc::new(Store::open(&paths.root.join("meta.redb"))?);
     let d = Arc::new(Daemon {
         config,
         paths,

@@ -1,1 +1,6 @@
-//! The gc subsystem (see DESIGN.md).
+//! Garbage collection and leases (containerd's model): mark from roots — images, containers,
+//! live leases, resources labelled `containerd.io/gc.root` — through references, and sweep
+//! the rest.
+
+pub mod lease;
+pub mod scheduler;
