@@ -91,7 +91,6 @@ pub struct RuntimeConfig {
 /// `[runtimes.NAME]`: one OCI runtime binary.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-#[derive(Default)]
 pub struct RuntimeEntry {
     /// The binary: a name looked up in PATH or an absolute path.
     pub path: String,
