@@ -1,6 +1,8 @@
 //! nookd's life after bootstrap: open the stores, start the network link, report plugins, serve
 //! the API on the unix socket, and shut down on SIGTERM/SIGINT through one path.
 
+pub mod metrics;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -258,6 +260,10 @@ pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
         }
         let _ = tx.send(());
     });
+    if !d.config.metrics.address.is_empty() {
+        metrics::add_disk_refresher(&metrics::global(), &d.paths.root, Duration::from_secs(15));
+        metrics::start(&d.config.metrics.address).await?;
+    }
     let router = crate::api::router(d.clone());
     tracing::info!(
         address = %d.paths.address.display(),
