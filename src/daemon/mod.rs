@@ -19,6 +19,10 @@ pub struct Daemon {
     pub config: Config,
     pub paths: Paths,
     pub store: Arc<Store>,
+    /// Blobs by digest, shared by all namespaces.
+    pub content: Arc<crate::content::ContentStore>,
+    /// The snapshotters that work here, with the default chosen.
+    pub snapshotters: crate::snapshot::Snapshotters,
     pub plugins: Registry,
     pub started: Instant,
     /// The pause process holding the user, mount and containers' network namespaces.
@@ -222,10 +226,25 @@ pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
     std::fs::create_dir_all(&paths.root)
         .map_err(|e| Error::io(format!("creating {}", paths.root.display()), e))?;
     let store = Arc::new(Store::open(&paths.root.join("meta.redb"))?);
+    let content = crate::content::ContentStore::open(&paths.root.join("content"))?;
+    let snapshotters = {
+        let (root, store, configured) = (
+            paths.root.clone(),
+            store.clone(),
+            config.snapshotter.default.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            crate::snapshot::Snapshotters::new(&root, store, &configured)
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??
+    };
     let d = Arc::new(Daemon {
         config,
         paths,
         store,
+        content,
+        snapshotters,
         plugins: Registry::default(),
         started: Instant::now(),
         pause_pid: boot.pause_pid,
@@ -234,6 +253,19 @@ pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
         link: std::sync::Mutex::new(None),
     });
     d.plugins.set(plugins::METADATA, "redb", Ok(()));
+    d.plugins.set(plugins::CONTENT, "content", Ok(()));
+    for st in d.snapshotters.status() {
+        let mut ex = std::collections::BTreeMap::new();
+        if st.name == d.snapshotters.default_name() {
+            ex.insert("default".to_string(), "true".to_string());
+        }
+        d.plugins.set_with(
+            plugins::SNAPSHOTTER,
+            &st.name,
+            st.error.clone().map_or(Ok(()), Err),
+            ex,
+        );
+    }
     report_link(&d, boot.link);
     if let Some(mut c) = boot.link_child {
         tokio::task::spawn_blocking(move || c.wait());
