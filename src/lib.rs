@@ -35,6 +35,10 @@ pub mod proto {
     pub mod v1 {
         tonic::include_proto!("nook.v1");
     }
+    /// Garbage collection and disk usage.
+    pub mod gc {
+        tonic::include_proto!("nook.gc.v1");
+    }
     /// Leases.
     pub mod leases {
         tonic::include_proto!("nook.leases.v1");

@@ -1,6 +1,7 @@
 //! The gRPC façade: thin services that translate requests into calls on the subsystems.
 //! Each subsystem's service lives in its own file and is added to [`router`].
 
+mod gc;
 mod leases;
 mod spine;
 
@@ -26,6 +27,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .add_service(spine::namespaces(d.clone()))
         .add_service(spine::introspection(d.clone()))
         .add_service(leases::service(d.clone()))
+        .add_service(gc::service(d.clone()))
 }
 
 /// Runs blocking subsystem work off the async threads; a panic inside becomes an Internal

@@ -6,6 +6,7 @@ pub mod client;
 mod leases;
 pub mod output;
 pub mod spine;
+mod system;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,6 +51,11 @@ pub enum Command {
     /// Configuration helpers.
     #[command(subcommand)]
     Config(spine::ConfigCmd),
+    /// Collect garbage now: content and snapshots nothing references.
+    Gc(system::GcArgs),
+    /// System-wide views: disk usage, info.
+    #[command(subcommand)]
+    System(system::SystemCmd),
     /// Manage leases (holds against garbage collection).
     #[command(subcommand)]
     Leases(leases::LeasesCmd),
@@ -89,6 +95,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plugins(c) => spine::plugins(&ctx, c).await,
         Command::Config(c) => spine::config(&ctx, c).await,
         Command::Leases(c) => leases::run(&ctx, c).await,
+        Command::Gc(a) => system::gc(&ctx, a).await,
+        Command::System(c) => system::system(&ctx, c).await,
     }
 }
 

@@ -1,6 +1,8 @@
 //! nookd's life after bootstrap: open the stores, start the network link, report plugins, serve
 //! the API on the unix socket, and shut down on SIGTERM/SIGINT through one path.
 
+pub mod gc;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +26,8 @@ pub struct Daemon {
     /// The snapshotters that work here, with the default chosen.
     pub snapshotters: crate::snapshot::Snapshotters,
     pub plugins: Registry,
+    /// Garbage collection: lock, scheduler policy, counters.
+    pub gc: gc::GcState,
     pub started: Instant,
     /// The pause process holding the user, mount and containers' network namespaces.
     pub pause_pid: i32,
@@ -239,12 +243,14 @@ pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
         .await
         .map_err(|e| Error::Internal(e.to_string()))??
     };
+    let gc_state = gc::GcState::new(&config.gc);
     let d = Arc::new(Daemon {
         config,
         paths,
         store,
         content,
         snapshotters,
+        gc: gc_state,
         plugins: Registry::default(),
         started: Instant::now(),
         pause_pid: boot.pause_pid,
@@ -273,6 +279,8 @@ pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
     probe_runtimes(&d);
     crate::api::init_subsystems(&d).await;
     tokio::spawn(supervise_link(d.clone()));
+    tokio::spawn(gc::scheduler(d.clone()));
+    d.plugins.set(plugins::GC, "scheduler", Ok(()));
 
     let listener = bind(&d.paths.address)?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
