@@ -28,6 +28,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .add_service(spine::introspection(d.clone()))
         .add_service(leases::service(d.clone()))
         .add_service(gc::service(d.clone()))
+        .add_service(gc::check_service(d.clone()))
 }
 
 /// Runs blocking subsystem work off the async threads; a panic inside becomes an Internal

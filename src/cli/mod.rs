@@ -53,6 +53,8 @@ pub enum Command {
     Config(spine::ConfigCmd),
     /// Collect garbage now: content and snapshots nothing references.
     Gc(system::GcArgs),
+    /// Verify every blob and reference (fsck); --repair fixes what it can.
+    Check(system::CheckArgs),
     /// System-wide views: disk usage, info.
     #[command(subcommand)]
     System(system::SystemCmd),
@@ -96,6 +98,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config(c) => spine::config(&ctx, c).await,
         Command::Leases(c) => leases::run(&ctx, c).await,
         Command::Gc(a) => system::gc(&ctx, a).await,
+        Command::Check(a) => system::check(&ctx, a).await,
         Command::System(c) => system::system(&ctx, c).await,
     }
 }
