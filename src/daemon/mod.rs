@@ -230,7 +230,7 @@ pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
     std::fs::create_dir_all(&paths.root)
         .map_err(|e| Error::io(format!("creating {}", paths.root.display()), e))?;
     let store = Arc::new(Store::open(&paths.root.join("meta.redb"))?);
-    let content = crate::content::ContentStore::open(&paths.root.join("content"))?;
+    let content = crate::content::ContentStore::shared(&paths.root.join("content"))?;
     let snapshotters = {
         let (root, store, configured) = (
             paths.root.clone(),
