@@ -35,6 +35,10 @@ pub mod proto {
     pub mod v1 {
         tonic::include_proto!("nook.v1");
     }
+    /// Snapshots.
+    pub mod snapshots {
+        tonic::include_proto!("nook.snapshots.v1");
+    }
 }
 
 /// nook's version, reported by `nook version` and `nookd --version`.

@@ -1,6 +1,7 @@
 //! The gRPC façade: thin services that translate requests into calls on the subsystems.
 //! Each subsystem's service lives in its own file and is added to [`router`].
 
+mod snapshots;
 mod spine;
 
 use std::sync::Arc;
@@ -13,7 +14,9 @@ use crate::daemon::Daemon;
 pub const MAX_MESSAGE: usize = 16 << 20;
 
 /// Starts each subsystem (probes, recovery) before the socket opens.
-pub async fn init_subsystems(_d: &Arc<Daemon>) {}
+pub async fn init_subsystems(d: &Arc<Daemon>) {
+    snapshots::init(d).await;
+}
 
 /// Stops each subsystem after the socket closed.
 pub async fn shutdown_subsystems(_d: &Arc<Daemon>) {}
@@ -24,6 +27,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .add_service(spine::version(d.clone()))
         .add_service(spine::namespaces(d.clone()))
         .add_service(spine::introspection(d.clone()))
+        .add_service(snapshots::service(d.clone()))
 }
 
 /// Runs blocking subsystem work off the async threads; a panic inside becomes an Internal

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod output;
+mod snapshots;
 mod spine;
 
 use std::path::PathBuf;
@@ -49,6 +50,9 @@ pub enum Command {
     /// Configuration helpers.
     #[command(subcommand)]
     Config(spine::ConfigCmd),
+    /// Manage snapshots (filesystem layers): prepare, view, commit, mounts, unpack layers.
+    #[command(visible_alias = "snapshot")]
+    Snapshots(snapshots::SnapshotsArgs),
 }
 
 /// Runs the CLI; returns the process exit code.
@@ -84,6 +88,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Namespaces(c) => spine::namespaces(&ctx, c).await,
         Command::Plugins(c) => spine::plugins(&ctx, c).await,
         Command::Config(c) => spine::config(&ctx, c).await,
+        Command::Snapshots(a) => snapshots::run(&ctx, a).await,
     }
 }
 

@@ -18,7 +18,7 @@ use crate::plugins::{self, Registry};
 pub struct Daemon {
     pub config: Config,
     pub paths: Paths,
-    pub store: Store,
+    pub store: Arc<Store>,
     pub plugins: Registry,
     pub started: Instant,
     /// The pause process holding the user, mount and containers' network namespaces.
@@ -28,6 +28,8 @@ pub struct Daemon {
     pub host_gid: u32,
     /// The network link (slirp4netns/pasta), if any.
     pub link: std::sync::Mutex<Option<slirp::Link>>,
+    /// The snapshotters, probed at start (see [`crate::api::init_subsystems`]).
+    pub snapshotters: std::sync::OnceLock<crate::snapshot::Snapshotters>,
 }
 
 /// Facts from bootstrap handed to [`run`].
@@ -225,13 +227,14 @@ pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
     let d = Arc::new(Daemon {
         config,
         paths,
-        store,
+        store: Arc::new(store),
         plugins: Registry::default(),
         started: Instant::now(),
         pause_pid: boot.pause_pid,
         host_uid: boot.host_uid,
         host_gid: boot.host_gid,
         link: std::sync::Mutex::new(None),
+        snapshotters: std::sync::OnceLock::new(),
     });
     d.plugins.set(plugins::METADATA, "redb", Ok(()));
     report_link(&d, boot.link);
