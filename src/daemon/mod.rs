@@ -2,6 +2,7 @@
 //! the API on the unix socket, and shut down on SIGTERM/SIGINT through one path.
 
 pub mod gc;
+pub mod recover;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -266,6 +267,14 @@ pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
         tokio::task::spawn_blocking(move || c.wait());
     }
     probe_runtimes(&d);
+    {
+        let d2 = d.clone();
+        match tokio::task::spawn_blocking(move || recover::recover(&d2)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!("start-up recovery: {e}"),
+            Err(e) => tracing::error!("start-up recovery panicked: {e}"),
+        }
+    }
     crate::api::init_subsystems(&d).await;
     tokio::spawn(supervise_link(d.clone()));
     tokio::spawn(gc::scheduler(d.clone()));
