@@ -582,6 +582,7 @@ impl pb::images_server::Images for Svc {
             Error::Config("no config directory (HOME or XDG_CONFIG_HOME unset)".into())
         })?;
         let f2 = file.clone();
+        self.registry.forget(&host);
         blocking(move || auth::store(&f2, &host, &creds)).await?;
         Ok(Response::new(pb::LoginResponse {
             file: file.display().to_string(),
@@ -596,6 +597,8 @@ impl pb::images_server::Images for Svc {
         let file = auth::nook_auth_file().ok_or_else(|| {
             Error::Config("no config directory (HOME or XDG_CONFIG_HOME unset)".into())
         })?;
+        let host = auth::normalize_host(&host);
+        self.registry.forget(&host);
         let removed = blocking(move || auth::remove(&file, &host)).await?;
         Ok(Response::new(pb::LogoutResponse { removed }))
     }
