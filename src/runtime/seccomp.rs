@@ -585,7 +585,7 @@ mod tests {
         ] {
             assert!(!allowed.iter().any(|n| n == s), "{s} must be denied");
         }
-        assert!(p.architectures().as_ref().unwrap().len() >= 1);
+        assert!(!p.architectures().as_ref().unwrap().is_empty());
         // the JSON is what runc reads
         let j = serde_json::to_string(&p).unwrap();
         assert!(

@@ -169,9 +169,7 @@ pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<ResolvedUser> {
         // docker: supplementary groups come from /etc/group only when no group was forced
         if group.is_none() {
             for g in &groups {
-                if g.members.iter().any(|m| *m == e.name)
-                    && g.gid != gid
-                    && !additional_gids.contains(&g.gid)
+                if g.members.contains(&e.name) && g.gid != gid && !additional_gids.contains(&g.gid)
                 {
                     additional_gids.push(g.gid);
                 }
