@@ -941,3 +941,27 @@ mod tests {
         assert_eq!(m, ["A=1", "B=3", "C"]);
     }
 }
+
+#[cfg(test)]
+mod sample {
+    /// Writes a sample config.json for manual smoke tests:
+    /// `NOOK_SAMPLE=/path/bundle cargo test --lib sample -- --ignored`.
+    #[test]
+    #[ignore]
+    fn write_sample_bundle() {
+        let dir = std::path::PathBuf::from(std::env::var("NOOK_SAMPLE").unwrap());
+        let mut o = super::SpecOptions::new("sample", dir.join("rootfs"));
+        o.args = std::env::var("NOOK_SAMPLE_ARGS")
+            .unwrap_or_else(|_| "sh".into())
+            .split(' ')
+            .map(str::to_string)
+            .collect();
+        o.tty = std::env::var("NOOK_SAMPLE_TTY").is_ok();
+        let spec = super::build_spec(&super::ImageConfig::default(), &o).unwrap();
+        std::fs::write(
+            dir.join("config.json"),
+            serde_json::to_vec_pretty(&spec).unwrap(),
+        )
+        .unwrap();
+    }
+}
