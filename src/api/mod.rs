@@ -1,8 +1,8 @@
 //! The gRPC façade: thin services that translate requests into calls on the subsystems.
 //! Each subsystem's service lives in its own file and is added to [`router`].
 
-mod gc;
 pub mod content;
+mod gc;
 pub mod images;
 mod leases;
 mod spine;

@@ -7,6 +7,7 @@
 //! * [`plugin`] resolves runtime names from `[runtimes]` and probes them.
 //! * [`task`] creates bundles, starts `nook-shim` processes and talks to them.
 
+pub mod containers;
 pub mod plugin;
 pub mod seccomp;
 pub mod spec;
