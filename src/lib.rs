@@ -51,6 +51,10 @@ pub mod proto {
     pub mod content {
         tonic::include_proto!("nook.content.v1");
     }
+    /// Snapshots.
+    pub mod snapshots {
+        tonic::include_proto!("nook.snapshots.v1");
+    }
 }
 
 /// nook's version, reported by `nook version` and `nookd --version`.

@@ -5,6 +5,7 @@ pub mod content;
 mod gc;
 pub mod images;
 mod leases;
+mod snapshots;
 mod spine;
 
 use std::sync::Arc;
@@ -17,7 +18,9 @@ use crate::daemon::Daemon;
 pub const MAX_MESSAGE: usize = 16 << 20;
 
 /// Starts each subsystem (probes, recovery) before the socket opens.
-pub async fn init_subsystems(_d: &Arc<Daemon>) {}
+pub async fn init_subsystems(d: &Arc<Daemon>) {
+    snapshots::init(d).await;
+}
 
 /// Stops each subsystem after the socket closed.
 pub async fn shutdown_subsystems(_d: &Arc<Daemon>) {}
@@ -33,6 +36,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .add_service(gc::check_service(d.clone()))
         .add_optional_service(optional("images", images::service(d.clone())))
         .add_optional_service(optional("content", content::service(d.clone())))
+        .add_service(snapshots::service(d.clone()))
 }
 
 /// A service that could not start is left out, with its error in the log.

@@ -7,6 +7,7 @@ mod content;
 mod images;
 mod leases;
 pub mod output;
+mod snapshots;
 pub mod spine;
 mod system;
 
@@ -85,6 +86,9 @@ pub enum Command {
     /// Inspect the content store (blobs of this namespace).
     #[command(subcommand)]
     Content(content::ContentCmd),
+    /// Manage snapshots (filesystem layers): prepare, view, commit, mounts, unpack layers.
+    #[command(visible_alias = "snapshot")]
+    Snapshots(snapshots::SnapshotsArgs),
 }
 
 /// Runs the CLI; returns the process exit code.
@@ -134,6 +138,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Login(a) => images::login(&ctx, a).await,
         Command::Logout(a) => images::logout(&ctx, a).await,
         Command::Content(c) => content::run(&ctx, c).await,
+        Command::Snapshots(a) => snapshots::run(&ctx, a).await,
     }
 }
 

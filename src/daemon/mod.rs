@@ -260,18 +260,7 @@ pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
     });
     d.plugins.set(plugins::METADATA, "redb", Ok(()));
     d.plugins.set(plugins::CONTENT, "content", Ok(()));
-    for st in d.snapshotters.status() {
-        let mut ex = std::collections::BTreeMap::new();
-        if st.name == d.snapshotters.default_name() {
-            ex.insert("default".to_string(), "true".to_string());
-        }
-        d.plugins.set_with(
-            plugins::SNAPSHOTTER,
-            &st.name,
-            st.error.clone().map_or(Ok(()), Err),
-            ex,
-        );
-    }
+
     report_link(&d, boot.link);
     if let Some(mut c) = boot.link_child {
         tokio::task::spawn_blocking(move || c.wait());
