@@ -125,9 +125,15 @@ pub struct Manager {
     pub tasks: Tasks,
 }
 
+static M: std::sync::OnceLock<Manager> = std::sync::OnceLock::new();
+
+/// The manager, if [`manager`] made it already.
+pub fn manager_if_made() -> Option<&'static Manager> {
+    M.get()
+}
+
 /// The daemon's container manager (made on first use).
 pub fn manager(d: &Daemon) -> Result<&'static Manager> {
-    static M: std::sync::OnceLock<Manager> = std::sync::OnceLock::new();
     if let Some(m) = M.get() {
         return Ok(m);
     }
