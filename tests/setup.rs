@@ -730,6 +730,12 @@ fn metrics_are_served_to_the_host_and_parse() {
     d.nook(&["namespaces", "create", "metrics-b"]).ok();
     d.nook(&["namespaces", "ls"]).ok();
     d.nook(&["namespaces", "create", "metrics-a"]).fails();
+    // a running container, counted by state
+    let image = run(Command::new("bash").arg(repo().join("scripts/busybox-image.sh")));
+    assert!(image.status.success(), "busybox-image.sh: {}", text(&image));
+    d.nook_stdin(&["load"], &image.stdout).ok();
+    d.nook(&["run", "-d", "--name", "m1", "busybox", "sleep", "1000"])
+        .ok();
     let url = format!("http://127.0.0.1:{port}/v1/metrics");
     let o = run(Command::new("curl").args(["-sS", "-f", "-D", "-", &url]));
     assert!(o.status.success(), "curl {url}: {}", text(&o));
@@ -782,8 +788,15 @@ fn metrics_are_served_to_the_host_and_parse() {
     assert!(up > 0.0 && up < 600.0, "uptime {up}");
     assert_eq!(
         value(&scrape, "nook_containers", &[("state", "running")]),
-        Some(0.0)
+        Some(1.0),
+        "{body}"
     );
+    assert_eq!(
+        value(&scrape, "nook_containers", &[("state", "exited")]),
+        Some(0.0),
+        "{body}"
+    );
+    d.nook(&["rm", "-f", "m1"]).ok();
     assert!(
         value(&scrape, "nook_disk_bytes", &[("store", "content")]).is_some(),
         "{body}"

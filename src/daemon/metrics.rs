@@ -79,9 +79,10 @@ pub struct StoreLabels {
 pub struct ContainerSample {
     pub namespace: String,
     pub id: String,
-    /// created | running | paused | stopped | unknown
+    /// created | running | paused | exited | unknown
     pub state: String,
-    pub restarts: u64,
+    /// Times it was restarted, when the runtime keeps count.
+    pub restarts: Option<u64>,
     /// CPU time used, when its cgroup can be read.
     pub cpu_seconds: Option<f64>,
     /// Memory in use, when its cgroup can be read.
@@ -137,7 +138,7 @@ pub fn global() -> Arc<Metrics> {
 }
 
 /// The labels of a container state; unknown states are reported as `unknown`.
-const STATES: &[&str] = &["created", "running", "paused", "stopped", "unknown"];
+const STATES: &[&str] = &["created", "running", "paused", "exited", "unknown"];
 
 impl Metrics {
     /// Creates and registers every metric.
@@ -277,9 +278,11 @@ impl Metrics {
                 namespace: c.namespace.clone(),
                 container: c.id.clone(),
             };
-            self.container_restarts
-                .get_or_create(&l)
-                .set(c.restarts.min(i64::MAX as u64) as i64);
+            if let Some(n) = c.restarts {
+                self.container_restarts
+                    .get_or_create(&l)
+                    .set(n.min(i64::MAX as u64) as i64);
+            }
             if let Some(cpu) = c.cpu_seconds {
                 self.container_cpu.get_or_create(&l).set(cpu);
             }
@@ -430,6 +433,51 @@ pub fn add_disk_refresher(metrics: &Metrics, root: &Path, every: Duration) {
         for store in ["content", "snapshots"] {
             m.set_disk_bytes(store, dir_usage(&root.join(store)));
         }
+    });
+}
+
+/// Adds the refresher of the container gauges: every container of every namespace with the
+/// state its shim reports, and CPU and memory from its cgroup (`linux.cgroupsPath` of its spec)
+/// where one is set and readable. Runs inside encode, on a blocking thread of nookd's runtime.
+pub fn add_container_refresher(metrics: &Metrics, d: &Arc<crate::daemon::Daemon>) {
+    let weak = Arc::downgrade(d);
+    metrics.add_refresher(move |m| {
+        let (Some(d), Ok(handle)) = (weak.upgrade(), tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        let Some(mgr) = crate::runtime::containers::manager_if_made() else {
+            m.set_containers(&[]);
+            return;
+        };
+        let Ok(namespaces) = d.store.namespaces() else {
+            return;
+        };
+        let mut samples = vec![];
+        for ns in namespaces {
+            let Ok(records) = mgr.records(&d, &ns.name) else {
+                continue;
+            };
+            for r in records {
+                let cgroup = r.spec["linux"]["cgroupsPath"]
+                    .as_str()
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_string);
+                let st = handle.block_on(mgr.status(&ns.name, r));
+                let (cpu_seconds, memory_bytes) = match (&cgroup, st.running()) {
+                    (Some(cg), true) => cgroup_usage(cg),
+                    _ => (None, None),
+                };
+                samples.push(ContainerSample {
+                    namespace: ns.name.clone(),
+                    id: st.record.id.clone(),
+                    state: st.status().to_string(),
+                    restarts: None,
+                    cpu_seconds,
+                    memory_bytes,
+                });
+            }
+        }
+        m.set_containers(&samples);
     });
 }
 
@@ -711,7 +759,7 @@ mod tests {
             namespace: "default".into(),
             id: id.into(),
             state: state.into(),
-            restarts: 2,
+            restarts: Some(2),
             cpu_seconds: Some(1.5),
             memory_bytes: None,
         };
@@ -734,14 +782,14 @@ mod tests {
             Some(1.5)
         );
         assert!(!t.contains("nook_container_memory_bytes{"));
-        m.set_containers(&[c("a", "stopped")]);
+        m.set_containers(&[c("a", "exited")]);
         let t = m.encode().unwrap();
         assert_eq!(
             sample(&t, "nook_containers", &[("state", "running")]),
             Some(0.0)
         );
         assert_eq!(
-            sample(&t, "nook_containers", &[("state", "stopped")]),
+            sample(&t, "nook_containers", &[("state", "exited")]),
             Some(1.0)
         );
         assert!(sample(&t, "nook_container_restarts", &[("container", "b")]).is_none());

@@ -323,6 +323,7 @@ pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
     });
     if !d.config.metrics.address.is_empty() {
         metrics::add_disk_refresher(&metrics::global(), &d.paths.root, Duration::from_secs(15));
+        metrics::add_container_refresher(&metrics::global(), &d);
         metrics::start(&d.config.metrics.address).await?;
     }
     let router = crate::api::router(d.clone());
