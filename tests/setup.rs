@@ -730,6 +730,9 @@ fn metrics_are_served_to_the_host_and_parse() {
     d.nook(&["namespaces", "create", "metrics-b"]).ok();
     d.nook(&["namespaces", "ls"]).ok();
     d.nook(&["namespaces", "create", "metrics-a"]).fails();
+    // a failed pull and a GC run are counted
+    d.nook(&["pull", "127.0.0.1:1/nothing/here:1"]).fails();
+    d.nook(&["gc"]).ok();
     // a running container, counted by state
     let image = run(Command::new("bash").arg(repo().join("scripts/busybox-image.sh")));
     assert!(image.status.success(), "busybox-image.sh: {}", text(&image));
@@ -806,7 +809,12 @@ fn metrics_are_served_to_the_host_and_parse() {
         "{body}"
     );
     assert!(
-        value(&scrape, "nook_gc_runs_total", &[]).is_some(),
+        value(&scrape, "nook_gc_runs_total", &[]).unwrap_or(0.0) >= 1.0,
+        "{body}"
+    );
+    assert_eq!(
+        value(&scrape, "nook_image_pulls_total", &[("result", "error")]),
+        Some(1.0),
         "{body}"
     );
     // anything else is a 404 that names the path

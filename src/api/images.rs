@@ -290,6 +290,7 @@ impl pb::images_server::Images for Svc {
                     )));
                 }
             }
+            crate::daemon::metrics::global().pull(res.is_ok());
             let msg = match res {
                 Ok(r) => {
                     tracing::info!(image = %r.image.name, digest = %r.image.target.digest, bytes = r.downloaded, "pulled");
