@@ -165,6 +165,41 @@ impl Write for ChannelWriter {
     }
 }
 
+/// Unpacks freshly pulled or imported images into the default snapshotter (when
+/// `[images] unpack` is on), so `nook run` finds them ready.
+async fn unpack_new(d: &Arc<Daemon>, ns: &str, names: Vec<String>) -> Result<()> {
+    if !d.config.images.unpack {
+        return Ok(());
+    }
+    let (d, ns) = (d.clone(), ns.to_string());
+    tokio::task::spawn_blocking(move || {
+        for name in names {
+            let t0 = std::time::Instant::now();
+            let u = crate::image::unpack::unpack_image(
+                &d.content,
+                &d.store,
+                &d.snapshotters,
+                &ns,
+                &name,
+                None,
+                &PlatformSelector::default(),
+            )?;
+            tracing::info!(
+                image = %name,
+                snapshotter = %u.snapshotter,
+                applied = u.applied,
+                reused = u.reused,
+                bytes = u.bytes,
+                ms = t0.elapsed().as_millis() as u64,
+                "unpacked"
+            );
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("unpack panicked: {e}")))?
+}
+
 impl Svc {
     async fn check_ns(&self, ns: &str) -> std::result::Result<(), Status> {
         let d = self.d.clone();
@@ -233,6 +268,8 @@ impl pb::images_server::Images for Svc {
         let (tx, rx) = mpsc::channel(1024);
         let (d, cs, reg) = (self.d.clone(), self.cs.clone(), self.registry.clone());
         tokio::spawn(async move {
+            // a collection never runs while the pull is half recorded
+            let _gc = d.gc.lock.read().await;
             let ptx = tx.clone();
             let progress = move |p: Progress| {
                 let _ = ptx.try_send(Ok(progress_pb(p)));
@@ -243,7 +280,16 @@ impl pb::images_server::Images for Svc {
                 ns: &ns,
                 registry: &reg,
             };
-            let res = puller.pull(&req.reference, &opts, &progress).await;
+            let mut res = puller.pull(&req.reference, &opts, &progress).await;
+            if let Ok(r) = &res {
+                d.mutated(false);
+                if let Err(e) = unpack_new(&d, &ns, vec![r.image.name.clone()]).await {
+                    res = Err(Error::Internal(format!(
+                        "pulled {}, but unpacking it failed: {e}",
+                        r.image.name
+                    )));
+                }
+            }
             let msg = match res {
                 Ok(r) => {
                     tracing::info!(image = %r.image.name, digest = %r.image.target.digest, bytes = r.downloaded, "pulled");
@@ -274,6 +320,8 @@ impl pb::images_server::Images for Svc {
         let (d, cs, reg) = (self.d.clone(), self.cs.clone(), self.registry.clone());
         let conc = self.d.config.images.max_concurrent_downloads as usize;
         tokio::spawn(async move {
+            // a collection never runs while the pull is half recorded
+            let _gc = d.gc.lock.read().await;
             let ptx = tx.clone();
             let progress = move |p: Progress| {
                 let _ = ptx.try_send(Ok(progress_pb(p)));
@@ -383,6 +431,7 @@ impl pb::images_server::Images for Svc {
         let (d, cs) = (self.d.clone(), self.cs.clone());
         let img = blocking(move || {
             let rec = image::delete(&d.store, &ns, &name)?;
+            d.mutated(true);
             Ok(image_pb(&cs, &d, &ns, &rec))
         })
         .await?;
@@ -418,6 +467,7 @@ impl pb::images_server::Images for Svc {
         if let Some(b) = &opts.base_name {
             Reference::parse(b)?;
         }
+        let _gc = self.d.gc.lock.read().await;
         let (tx, rx) = mpsc::channel(64);
         let (d, cs) = (self.d.clone(), self.cs.clone());
         let ns2 = ns.clone();
@@ -453,6 +503,14 @@ impl pb::images_server::Images for Svc {
             Ok(r) => r?,
             Err(e) => return Err(Status::internal(format!("import crashed: {e}"))),
         };
+        self.d.mutated(false);
+        let mut names: Vec<String> = recs.iter().map(|r| r.name.clone()).collect();
+        names.dedup_by(|a, b| {
+            // tags of one image unpack once
+            recs.iter().find(|r| &r.name == a).map(|r| &r.target)
+                == recs.iter().find(|r| &r.name == b).map(|r| &r.target)
+        });
+        unpack_new(&self.d, &ns, names).await?;
         let (d, cs) = (self.d.clone(), self.cs.clone());
         let images =
             blocking(move || Ok(recs.iter().map(|r| image_pb(&cs, &d, &ns, r)).collect())).await?;

@@ -1,9 +1,12 @@
 //! The gRPC façade: thin services that translate requests into calls on the subsystems.
 //! Each subsystem's service lives in its own file and is added to [`router`].
 
+pub mod containers;
 pub mod content;
+mod gc;
 pub mod images;
 mod leases;
+mod snapshots;
 mod spine;
 
 use std::sync::Arc;
@@ -16,7 +19,10 @@ use crate::daemon::Daemon;
 pub const MAX_MESSAGE: usize = 16 << 20;
 
 /// Starts each subsystem (probes, recovery) before the socket opens.
-pub async fn init_subsystems(_d: &Arc<Daemon>) {}
+pub async fn init_subsystems(d: &Arc<Daemon>) {
+    snapshots::init(d).await;
+    containers::init(d).await;
+}
 
 /// Stops each subsystem after the socket closed.
 pub async fn shutdown_subsystems(_d: &Arc<Daemon>) {}
@@ -28,8 +34,12 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .add_service(spine::namespaces(d.clone()))
         .add_service(spine::introspection(d.clone()))
         .add_service(leases::service(d.clone()))
+        .add_service(gc::service(d.clone()))
+        .add_service(gc::check_service(d.clone()))
         .add_optional_service(optional("images", images::service(d.clone())))
         .add_optional_service(optional("content", content::service(d.clone())))
+        .add_service(snapshots::service(d.clone()))
+        .add_service(containers::service(d.clone()))
 }
 
 /// A service that could not start is left out, with its error in the log.

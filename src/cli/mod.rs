@@ -3,11 +3,14 @@
 //! file; this file holds the global options and dispatch.
 
 pub mod client;
+mod containers;
 mod content;
 mod images;
 mod leases;
 pub mod output;
+mod snapshots;
 pub mod spine;
+mod system;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,6 +55,13 @@ pub enum Command {
     /// Configuration helpers.
     #[command(subcommand)]
     Config(spine::ConfigCmd),
+    /// Collect garbage now: content and snapshots nothing references.
+    Gc(system::GcArgs),
+    /// Verify every blob and reference (fsck); --repair fixes what it can.
+    Check(system::CheckArgs),
+    /// System-wide views: disk usage, info.
+    #[command(subcommand)]
+    System(system::SystemCmd),
     /// Manage leases (holds against garbage collection).
     #[command(subcommand)]
     Leases(leases::LeasesCmd),
@@ -74,9 +84,44 @@ pub enum Command {
     Login(images::LoginArgs),
     /// Forget the credentials for a registry.
     Logout(images::LogoutArgs),
+    /// Run a command in a new container.
+    Run(containers::RunArgs),
+    /// Create a container without starting it.
+    Create(containers::CreateArgs),
+    /// List containers.
+    Ps(containers::PsArgs),
+    /// Run a command in a running container.
+    Exec(containers::ExecArgs),
+    /// Show a container's output.
+    Logs(containers::LogsArgs),
+    /// Stop containers (SIGTERM, then SIGKILL after -t seconds).
+    Stop(containers::StopArgs),
+    /// Send a signal to containers.
+    Kill(containers::KillArgs),
+    /// Start stopped or created containers.
+    Start(containers::StartArgs),
+    /// Stop and start containers.
+    Restart(containers::StopArgs),
+    /// Wait for containers to exit; print their exit codes.
+    Wait(containers::ManyArgs),
+    /// Remove containers.
+    Rm(containers::RmArgs),
+    /// Show containers' records, specs and states (JSON).
+    Inspect(containers::ManyArgs),
+    /// Show a container's processes.
+    Top(containers::OneArgs),
+    /// Manage containers (ctr-style): ls, info, rm, create.
+    #[command(subcommand, visible_alias = "container", visible_alias = "c")]
+    Containers(containers::ContainersCmd),
+    /// Manage tasks (ctr-style): ls, start, kill, exec, ps, pause, resume.
+    #[command(subcommand, visible_alias = "task", visible_alias = "t")]
+    Tasks(containers::TasksCmd),
     /// Inspect the content store (blobs of this namespace).
     #[command(subcommand)]
     Content(content::ContentCmd),
+    /// Manage snapshots (filesystem layers): prepare, view, commit, mounts, unpack layers.
+    #[command(visible_alias = "snapshot")]
+    Snapshots(snapshots::SnapshotsArgs),
 }
 
 /// Runs the CLI; returns the process exit code.
@@ -113,6 +158,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plugins(c) => spine::plugins(&ctx, c).await,
         Command::Config(c) => spine::config(&ctx, c).await,
         Command::Leases(c) => leases::run(&ctx, c).await,
+        Command::Gc(a) => system::gc(&ctx, a).await,
+        Command::Check(a) => system::check(&ctx, a).await,
+        Command::System(c) => system::system(&ctx, c).await,
         Command::Images(c) => images::run(&ctx, c).await,
         Command::Pull(a) => images::pull(&ctx, a).await,
         Command::Push(a) => images::push(&ctx, a).await,
@@ -123,6 +171,22 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Login(a) => images::login(&ctx, a).await,
         Command::Logout(a) => images::logout(&ctx, a).await,
         Command::Content(c) => content::run(&ctx, c).await,
+        Command::Run(a) => containers::run(&ctx, a).await,
+        Command::Create(a) => containers::create(&ctx, a).await,
+        Command::Ps(a) => containers::ps(&ctx, a).await,
+        Command::Exec(a) => containers::exec(&ctx, a).await,
+        Command::Logs(a) => containers::logs(&ctx, a).await,
+        Command::Stop(a) => containers::stop(&ctx, a).await,
+        Command::Kill(a) => containers::kill(&ctx, a).await,
+        Command::Start(a) => containers::start(&ctx, a).await,
+        Command::Restart(a) => containers::restart(&ctx, a).await,
+        Command::Wait(a) => containers::wait(&ctx, a).await,
+        Command::Rm(a) => containers::rm(&ctx, a).await,
+        Command::Inspect(a) => containers::inspect(&ctx, a).await,
+        Command::Top(a) => containers::top(&ctx, a).await,
+        Command::Containers(c) => containers::containers(&ctx, c).await,
+        Command::Tasks(c) => containers::tasks(&ctx, c).await,
+        Command::Snapshots(a) => snapshots::run(&ctx, a).await,
     }
 }
 

@@ -14,6 +14,7 @@ pub mod pull;
 pub mod push;
 pub mod reference;
 pub mod registry;
+pub mod unpack;
 
 use std::collections::BTreeMap;
 
