@@ -3,7 +3,8 @@
 # against `skopeo copy docker://… oci:DIR` of the same image in the same run.
 #
 # Run as root (nookd and skopeo run as the unprivileged user $1, default nooktest). Binaries come
-# from $NOOK_BIN (default target/release, else target/debug). Runs each side $2 times (default 5)
+# from $NOOK_BIN (default target/release, else target/debug; with a target directory shared
+# by several checkouts, copy your own build somewhere and point NOOK_BIN at it). Runs each side $2 times (default 5)
 # with an empty store each time and prints the medians, throughput and the ratio.
 set -euo pipefail
 user=${1:-nooktest}
@@ -103,13 +104,15 @@ done
 nk=()
 for i in $(seq "$runs"); do
   root="$work/root$i"; install -d -m 700 -o "$user" -g "$user" "$root"
-  as_user nookd --root "$root" >"$work/nookd.log" 2>&1 &
+  (exec setpriv --reuid="$user" --regid="$user" --init-groups --reset-env env \
+    HOME="/home/$user" PATH="$bin:/usr/bin:/bin:/usr/sbin:/sbin" \
+    XDG_RUNTIME_DIR="$work/run" XDG_CONFIG_HOME="$work/cfg" nookd --root "$root") >"$work/nookd.log" 2>&1 &
+  pid=$!  # the subshell, setpriv and env exec: this is nookd itself
   until as_user nook version >/dev/null 2>&1; do sleep 0.01; done
   t0=$(now)
   as_user nook pull -q "$image" >/dev/null
   t1=$(now)
   nk+=($(( (t1 - t0) / 1000000 )))
-  pid=$(pgrep -u "$user" -x nookd | head -1)
   kill "$pid"; while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
   rm -rf "$root"
 done
