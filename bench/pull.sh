@@ -100,26 +100,35 @@ for _ in $(seq "$runs"); do
   sk+=($(( (t1 - t0) / 1000000 )))
 done
 
-# --- nook -----------------------------------------------------------------------------------
-nk=()
-for i in $(seq "$runs"); do
-  root="$work/root$i"; install -d -m 700 -o "$user" -g "$user" "$root"
-  (exec setpriv --reuid="$user" --regid="$user" --init-groups --reset-env env \
-    HOME="/home/$user" PATH="$bin:/usr/bin:/bin:/usr/sbin:/sbin" \
-    XDG_RUNTIME_DIR="$work/run" XDG_CONFIG_HOME="$work/cfg" nookd --root "$root") >"$work/nookd.log" 2>&1 &
-  pid=$!  # the subshell, setpriv and env exec: this is nookd itself
-  until as_user nook version >/dev/null 2>&1; do sleep 0.01; done
-  t0=$(now)
-  as_user nook pull -q "$image" >/dev/null
-  t1=$(now)
-  nk+=($(( (t1 - t0) / 1000000 )))
-  kill "$pid"; while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
-  rm -rf "$root"
-done
+# --- nook (fetch only, and fetch + unpack into the default snapshotter) --------------------
+printf '[images]\nunpack = false\n' >"$work/fetch.toml"
+printf '[images]\nunpack = true\n' >"$work/unpack.toml"
+chmod 644 "$work"/*.toml
+nook_runs() { # config -> prints the times (ms)
+  for i in $(seq "$runs"); do
+    root="$work/root$i"; install -d -m 700 -o "$user" -g "$user" "$root"
+    (exec setpriv --reuid="$user" --regid="$user" --init-groups --reset-env env \
+      HOME="/home/$user" PATH="$bin:/usr/bin:/bin:/usr/sbin:/sbin" \
+      XDG_RUNTIME_DIR="$work/run" XDG_CONFIG_HOME="$work/cfg" \
+      nookd --config "$1" --root "$root") >"$work/nookd.log" 2>&1 &
+    pid=$!  # the subshell, setpriv and env exec: this is nookd itself
+    until as_user nook version >/dev/null 2>&1; do sleep 0.01; done
+    t0=$(now)
+    as_user nook pull -q "$image" >/dev/null
+    t1=$(now)
+    echo $(( (t1 - t0) / 1000000 ))
+    kill "$pid"; while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+    rm -rf "$root"
+  done
+}
+mapfile -t nk < <(nook_runs "$work/fetch.toml")
+mapfile -t nu < <(nook_runs "$work/unpack.toml")
 
 skm=$(printf '%s\n' "${sk[@]}" | median)
 nkm=$(printf '%s\n' "${nk[@]}" | median)
+num=$(printf '%s\n' "${nu[@]}" | median)
 echo "binaries: $src"
 echo "skopeo copy docker:// -> oci:  median ${skm} ms  ($(( total / 1000 / skm )) MB/s)  runs: ${sk[*]}"
-echo "nook pull:                     median ${nkm} ms  ($(( total / 1000 / nkm )) MB/s)  runs: ${nk[*]}"
-python3 -c "print(f'ratio nook/skopeo: {$nkm/$skm:.2f}')"
+echo "nook pull (fetch only):        median ${nkm} ms  ($(( total / 1000 / nkm )) MB/s)  runs: ${nk[*]}"
+echo "nook pull + unpack:            median ${num} ms  ($(( total / 1000 / num )) MB/s)  runs: ${nu[*]}"
+python3 -c "print(f'ratio nook fetch / skopeo: {$nkm/$skm:.2f}')"
