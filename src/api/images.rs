@@ -31,7 +31,7 @@ pub struct Svc {
 
 /// The content store of a daemon (`<root>/content`), shared by every subsystem.
 pub fn content_store(d: &Daemon) -> Result<Arc<ContentStore>> {
-    ContentStore::shared(&d.paths.root.join("content"))
+    Ok(d.content.clone())
 }
 
 pub fn service(d: Arc<Daemon>) -> Result<pb::images_server::ImagesServer<Svc>> {
