@@ -585,6 +585,55 @@ fn import_docker_archive_and_export_round_trip() {
         digest_of(&e, "default", "quay.io/x/y:2"),
         a.manifest_descriptor.digest.to_string()
     );
+    // archives written by another tool (skopeo) from our export: docker-archive and OCI archive
+    // (of an OCI-typed image: skopeo 1.9 ignores Docker-typed manifests in an OCI index)
+    let exp = dir.join("export-oci.tar");
+    e.nook(&["images", "export", exp.to_str().unwrap(), "quay.io/x/y:2"])
+        .ok();
+    let sk_docker = dir.join("skopeo-docker.tar");
+    let sk_oci = dir.join("skopeo-oci.tar");
+    for (dst, fmt, n) in [
+        (&sk_docker, "docker-archive", "d"),
+        (&sk_oci, "oci-archive", "o"),
+    ] {
+        let o = Command::new("skopeo")
+            .arg("copy")
+            .arg("--quiet")
+            .arg(format!("oci-archive:{}:2", exp.display()))
+            .arg(format!("{fmt}:{}:example.org/sk/{n}:1", dst.display()))
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "skopeo: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        std::fs::set_permissions(dst, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    e.nook(&["images", "import", sk_docker.to_str().unwrap()])
+        .ok();
+    e.nook(&[
+        "images",
+        "import",
+        "--base-name",
+        "example.org/sk/o",
+        sk_oci.to_str().unwrap(),
+    ])
+    .ok();
+    let insp = |n: &str| -> serde_json::Value {
+        serde_json::from_str(&e.nook(&["images", "inspect", n]).ok()).unwrap()
+    };
+    let want = insp("quay.io/x/y:2")["manifests"][0]["config"]["rootfs"].clone();
+    assert_eq!(
+        insp("example.org/sk/d:1")["manifests"][0]["config"]["rootfs"],
+        want
+    );
+    let o_name = images_json(&e, "default")
+        .into_iter()
+        .map(|i| i["name"].as_str().unwrap().to_string())
+        .find(|n| n.starts_with("docker.io/library/example") || n.starts_with("example.org/sk/o"))
+        .expect("the OCI archive's image");
+    assert_eq!(insp(&o_name)["manifests"][0]["config"]["rootfs"], want);
     let err = e
         .nook_stdin(&["load"], b"this is not a tar archive at all")
         .fails();
