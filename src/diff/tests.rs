@@ -481,3 +481,36 @@ fn chain_ids_follow_the_spec() {
     assert_eq!(c[2], sha(format!("{} sha256:cc", c[1]).as_bytes()));
     assert_eq!(chain_id(None, "sha256:aa"), c[0]);
 }
+
+/// Timing probe for the unpack benchmark: NOOK_BENCH_LAYER=/path/to/layer.tar.
+#[test]
+#[ignore]
+fn bench_apply_phases() {
+    let Some(p) = std::env::var_os("NOOK_BENCH_LAYER") else {
+        return;
+    };
+    let t = std::time::Instant::now();
+    let mut h = HashingReader::new(fs::File::open(&p).unwrap());
+    std::io::copy(&mut h, &mut std::io::sink()).unwrap();
+    eprintln!("hash only: {:?}", t.elapsed());
+    let t = std::time::Instant::now();
+    let mut a = tar::Archive::new(fs::File::open(&p).unwrap());
+    let mut n = 0;
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        std::io::copy(&mut e, &mut std::io::sink()).unwrap();
+        n += 1;
+    }
+    eprintln!("tar parse only ({n} entries): {:?}", t.elapsed());
+    let d = tempfile::tempdir().unwrap();
+    let t = std::time::Instant::now();
+    apply_layer(
+        fs::File::open(&p).unwrap(),
+        "",
+        d.path(),
+        &Whiteouts::Direct,
+        None,
+    )
+    .unwrap();
+    eprintln!("full apply: {:?}", t.elapsed());
+}
