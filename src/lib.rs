@@ -35,6 +35,22 @@ pub mod proto {
     pub mod v1 {
         tonic::include_proto!("nook.v1");
     }
+    /// Garbage collection and disk usage.
+    pub mod gc {
+        tonic::include_proto!("nook.gc.v1");
+    }
+    /// Leases.
+    pub mod leases {
+        tonic::include_proto!("nook.leases.v1");
+    }
+    /// Images: pull, push, import/export, records, logins.
+    pub mod images {
+        tonic::include_proto!("nook.images.v1");
+    }
+    /// Content: the blobs of a namespace.
+    pub mod content {
+        tonic::include_proto!("nook.content.v1");
+    }
     /// Snapshots.
     pub mod snapshots {
         tonic::include_proto!("nook.snapshots.v1");

@@ -258,3 +258,37 @@ fn slirp4netns_driver_links_the_namespace() {
         "{route}"
     );
 }
+
+#[test]
+fn leases_and_non_empty_namespace() {
+    let d = Nookd::start();
+    d.nook(&["ns", "create", "work"]).ok();
+    let id = d
+        .nook(&[
+            "-n",
+            "work",
+            "leases",
+            "create",
+            "--id",
+            "hold-1",
+            "--expires-in",
+            "60",
+        ])
+        .ok();
+    assert_eq!(id.trim(), "hold-1");
+    let v: serde_json::Value = serde_json::from_str(
+        &d.nook(&["-n", "work", "leases", "ls", "--format", "json"])
+            .ok(),
+    )
+    .unwrap();
+    assert_eq!(v[0]["id"], "hold-1");
+    assert!(v[0]["expires_at"].as_i64().unwrap() > 0);
+    // the lease lives in "work" only
+    assert!(d.nook(&["leases", "ls", "-q"]).ok().trim().is_empty());
+    let err = d.nook(&["ns", "rm", "work"]).fails();
+    assert!(err.contains("not empty") && err.contains("leases"), "{err}");
+    d.nook(&["-n", "work", "leases", "rm", "hold-1"]).ok();
+    d.nook(&["ns", "rm", "work"]).ok();
+    let err = d.nook(&["-n", "nope", "leases", "create"]).fails();
+    assert!(err.contains("namespace \"nope\" does not exist"), "{err}");
+}

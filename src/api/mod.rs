@@ -1,6 +1,10 @@
 //! The gRPC façade: thin services that translate requests into calls on the subsystems.
 //! Each subsystem's service lives in its own file and is added to [`router`].
 
+pub mod content;
+mod gc;
+pub mod images;
+mod leases;
 mod snapshots;
 mod spine;
 
@@ -27,7 +31,23 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .add_service(spine::version(d.clone()))
         .add_service(spine::namespaces(d.clone()))
         .add_service(spine::introspection(d.clone()))
+        .add_service(leases::service(d.clone()))
+        .add_service(gc::service(d.clone()))
+        .add_service(gc::check_service(d.clone()))
+        .add_optional_service(optional("images", images::service(d.clone())))
+        .add_optional_service(optional("content", content::service(d.clone())))
         .add_service(snapshots::service(d.clone()))
+}
+
+/// A service that could not start is left out, with its error in the log.
+fn optional<S>(what: &str, s: crate::error::Result<S>) -> Option<S> {
+    match s {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!("{what} service unavailable: {e}");
+            None
+        }
+    }
 }
 
 /// Runs blocking subsystem work off the async threads; a panic inside becomes an Internal

@@ -11,7 +11,7 @@ use crate::daemon::Daemon;
 use crate::error::Error;
 use crate::plugins;
 use crate::proto::snapshots as pb;
-use crate::snapshot::{DirSnapshotter, Info, Snapshotter, Snapshotters};
+use crate::snapshot::{DirSnapshotter, Info, Snapshotter};
 
 pub struct Svc(Arc<Daemon>);
 
@@ -19,37 +19,9 @@ pub fn service(d: Arc<Daemon>) -> pb::snapshots_server::SnapshotsServer<Svc> {
     pb::snapshots_server::SnapshotsServer::new(Svc(d)).max_decoding_message_size(super::MAX_MESSAGE)
 }
 
-/// Probes the snapshotters, reports each in the plugin registry and keeps them in the daemon.
+/// Reports each snapshotter (probed at daemon start) in the plugin registry.
 pub async fn init(d: &Arc<Daemon>) {
-    let d2 = d.clone();
-    let res = tokio::task::spawn_blocking(move || {
-        Snapshotters::new(
-            &d2.paths.root,
-            d2.store.clone(),
-            &d2.config.snapshotter.default,
-        )
-    })
-    .await;
-    let s = match res {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::error!("snapshotters: {e}");
-            d.plugins.error(
-                plugins::SNAPSHOTTER,
-                &d.config.snapshotter.default,
-                e.to_string(),
-            );
-            return;
-        }
-        Err(e) => {
-            d.plugins.error(
-                plugins::SNAPSHOTTER,
-                "snapshotters",
-                format!("probe panicked: {e}"),
-            );
-            return;
-        }
-    };
+    let s = &d.snapshotters;
     for st in s.status() {
         let mut ex = BTreeMap::new();
         ex.insert(
@@ -83,15 +55,11 @@ pub async fn init(d: &Arc<Daemon>) {
         d.plugins.set_with(plugins::SNAPSHOTTER, &st.name, r, ex);
     }
     tracing::info!(default = s.default_name(), "snapshotters ready");
-    let _ = d.snapshotters.set(s);
 }
 
 impl Svc {
     fn sn(&self, name: &str) -> Result<Arc<DirSnapshotter>, Status> {
-        let s = self.0.snapshotters.get().ok_or_else(|| {
-            Status::unavailable("the snapshotters failed to start: see `nook plugins ls`")
-        })?;
-        Ok(s.get(Some(name))?)
+        Ok(self.0.snapshotters.get(Some(name))?)
     }
 }
 

@@ -1,6 +1,9 @@
 //! nookd's life after bootstrap: open the stores, start the network link, report plugins, serve
 //! the API on the unix socket, and shut down on SIGTERM/SIGINT through one path.
 
+pub mod gc;
+pub mod recover;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +22,13 @@ pub struct Daemon {
     pub config: Config,
     pub paths: Paths,
     pub store: Arc<Store>,
+    /// Blobs by digest, shared by all namespaces.
+    pub content: Arc<crate::content::ContentStore>,
+    /// The snapshotters that work here, with the default chosen.
+    pub snapshotters: crate::snapshot::Snapshotters,
     pub plugins: Registry,
+    /// Garbage collection: lock, scheduler policy, counters.
+    pub gc: gc::GcState,
     pub started: Instant,
     /// The pause process holding the user, mount and containers' network namespaces.
     pub pause_pid: i32,
@@ -28,8 +37,6 @@ pub struct Daemon {
     pub host_gid: u32,
     /// The network link (slirp4netns/pasta), if any.
     pub link: std::sync::Mutex<Option<slirp::Link>>,
-    /// The snapshotters, probed at start (see [`crate::api::init_subsystems`]).
-    pub snapshotters: std::sync::OnceLock<crate::snapshot::Snapshotters>,
 }
 
 /// Facts from bootstrap handed to [`run`].
@@ -223,27 +230,55 @@ pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
     let t0 = Instant::now();
     std::fs::create_dir_all(&paths.root)
         .map_err(|e| Error::io(format!("creating {}", paths.root.display()), e))?;
-    let store = Store::open(&paths.root.join("meta.redb"))?;
+    let store = Arc::new(Store::open(&paths.root.join("meta.redb"))?);
+    let content = crate::content::ContentStore::shared(&paths.root.join("content"))?;
+    let snapshotters = {
+        let (root, store, configured) = (
+            paths.root.clone(),
+            store.clone(),
+            config.snapshotter.default.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            crate::snapshot::Snapshotters::new(&root, store, &configured)
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??
+    };
+    let gc_state = gc::GcState::new(&config.gc);
     let d = Arc::new(Daemon {
         config,
         paths,
-        store: Arc::new(store),
+        store,
+        content,
+        snapshotters,
+        gc: gc_state,
         plugins: Registry::default(),
         started: Instant::now(),
         pause_pid: boot.pause_pid,
         host_uid: boot.host_uid,
         host_gid: boot.host_gid,
         link: std::sync::Mutex::new(None),
-        snapshotters: std::sync::OnceLock::new(),
     });
     d.plugins.set(plugins::METADATA, "redb", Ok(()));
+    d.plugins.set(plugins::CONTENT, "content", Ok(()));
+
     report_link(&d, boot.link);
     if let Some(mut c) = boot.link_child {
         tokio::task::spawn_blocking(move || c.wait());
     }
     probe_runtimes(&d);
+    {
+        let d2 = d.clone();
+        match tokio::task::spawn_blocking(move || recover::recover(&d2)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!("start-up recovery: {e}"),
+            Err(e) => tracing::error!("start-up recovery panicked: {e}"),
+        }
+    }
     crate::api::init_subsystems(&d).await;
     tokio::spawn(supervise_link(d.clone()));
+    tokio::spawn(gc::scheduler(d.clone()));
+    d.plugins.set(plugins::GC, "scheduler", Ok(()));
 
     let listener = bind(&d.paths.address)?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -1,1 +1,8 @@
-//! The gc subsystem (see DESIGN.md).
+//! Garbage collection and leases (containerd's model): mark from roots — images, containers,
+//! live leases, resources labelled `containerd.io/gc.root` — through references, and sweep
+//! the rest.
+
+pub mod check;
+pub mod collect;
+pub mod lease;
+pub mod scheduler;
