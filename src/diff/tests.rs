@@ -345,8 +345,10 @@ fn direct_whiteouts_and_opaque() {
         .file("d/.wh.x", b"")
         .file("o/.wh..wh..opq", b"")
         .file("o/fresh", b"f")
+        .file("nowhere/deep/.wh.x", b"")
         .finish();
     apply(&top, &root, &Whiteouts::Direct).unwrap();
+    assert!(!root.join("nowhere").exists());
     assert!(!root.join("a").exists());
     assert!(!root.join("d/x").exists() && root.join("d").is_dir());
     assert!(!root.join("o/old").exists());
@@ -387,6 +389,7 @@ fn overlay_whiteouts_and_opaque() {
             .file(".wh.r", b"")
             .dir("r", 0o755)
             .file("r/new", b"n")
+            .file("nowhere/.wh.x", b"")
             .finish(),
         &upper,
         &w,
@@ -399,6 +402,7 @@ fn overlay_whiteouts_and_opaque() {
         Some(&b"y"[..])
     );
     assert!(upper.join("o/new").exists());
+    assert!(!upper.join("nowhere").exists());
     assert_eq!(
         apply::get_xattr(&upper.join("r"), "user.overlay.opaque").as_deref(),
         Some(&b"y"[..])
