@@ -494,11 +494,11 @@ fn bench_apply_phases() {
         return;
     };
     let t = std::time::Instant::now();
-    let mut h = HashingReader::new(fs::File::open(&p).unwrap());
+    let mut h = HashingReader::new(decompress(fs::File::open(&p).unwrap(), "").unwrap());
     std::io::copy(&mut h, &mut std::io::sink()).unwrap();
     eprintln!("hash only: {:?}", t.elapsed());
     let t = std::time::Instant::now();
-    let mut a = tar::Archive::new(fs::File::open(&p).unwrap());
+    let mut a = tar::Archive::new(decompress(fs::File::open(&p).unwrap(), "").unwrap());
     let mut n = 0;
     for e in a.entries().unwrap() {
         let mut e = e.unwrap();
