@@ -1,6 +1,7 @@
 //! The gRPC façade: thin services that translate requests into calls on the subsystems.
 //! Each subsystem's service lives in its own file and is added to [`router`].
 
+pub mod containers;
 pub mod content;
 mod gc;
 pub mod images;
@@ -20,6 +21,7 @@ pub const MAX_MESSAGE: usize = 16 << 20;
 /// Starts each subsystem (probes, recovery) before the socket opens.
 pub async fn init_subsystems(d: &Arc<Daemon>) {
     snapshots::init(d).await;
+    containers::init(d).await;
 }
 
 /// Stops each subsystem after the socket closed.
@@ -37,6 +39,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .add_optional_service(optional("images", images::service(d.clone())))
         .add_optional_service(optional("content", content::service(d.clone())))
         .add_service(snapshots::service(d.clone()))
+        .add_service(containers::service(d.clone()))
 }
 
 /// A service that could not start is left out, with its error in the log.
