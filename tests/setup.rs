@@ -7,6 +7,8 @@
 //! `systemd --user` the way DESIGN.md describes (a delegated cgroup, `/run/user/UID`); every
 //! nook command runs as the user.
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -196,7 +198,7 @@ fn check_without_subuid_names_the_problem() {
 fn copy_tool_for(user: &str) -> PathBuf {
     let dir = PathBuf::from(format!("/tmp/nook-setuptool-{user}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    for sub in ["setuptool", "systemd-user"] {
+    for sub in ["setuptool", "systemd-user", "scripts"] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
         for e in std::fs::read_dir(repo().join(sub)).unwrap().flatten() {
             let dst = dir.join(sub).join(e.file_name());
@@ -340,9 +342,10 @@ fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// install → the unit is active and `nook version` answers → a second install is harmless →
-/// `systemctl --user restart nook` gives a new nookd that answers → uninstall stops it and
-/// removes the unit.
+/// install → the unit is active, `nook version` answers and `nook run --rm busybox echo ok` prints
+/// ok → a second install is harmless → `systemctl --user restart nook` gives a new nookd while a
+/// running container keeps running (same process, `nook ps`, `nook exec`) → uninstall stops
+/// nookd and removes the unit but keeps data and containers → `uninstall --purge` ends them.
 #[test]
 fn setuptool_install_restart_uninstall_with_real_systemd_user() {
     need_root();
@@ -435,6 +438,47 @@ fn setuptool_install_restart_uninstall_with_real_systemd_user() {
         "nookd's uid_map lacks the subordinate range: {uid_map}"
     );
 
+    // a container runs under the systemd-managed daemon: the README's busybox image, loaded
+    let load = format!(
+        "{} | nook load",
+        src.join("scripts/busybox-image.sh").display()
+    );
+    let o = run(user_cmd("bash").args(["-c", &load]));
+    assert!(o.status.success(), "loading busybox: {}", text(&o));
+    let o = run(user_cmd("nook").args(["run", "--rm", "busybox", "echo", "ok"]));
+    assert!(
+        o.status.success(),
+        "nook run --rm busybox echo ok: {}",
+        text(&o)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "ok",
+        "{}",
+        text(&o)
+    );
+    // and one keeps running, to outlive a restart
+    let o =
+        run(user_cmd("nook").args(["run", "-d", "--name", "keep", "busybox", "sleep", "31337"]));
+    assert!(o.status.success(), "nook run -d: {}", text(&o));
+    let sleeper = || -> Vec<i32> {
+        let mut v = vec![];
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            if cmd == b"sleep\x0031337\x00" {
+                v.push(pid);
+            }
+        }
+        v
+    };
+    wait_until("the container's sleep to start", 20, || {
+        sleeper().len() == 1
+    });
+    let container_pid = sleeper()[0];
+
     // a second install is harmless
     let o = run(user_cmd("bash").arg(&setuptool).arg("install"));
     assert!(o.status.success(), "second install: {}", text(&o));
@@ -450,8 +494,15 @@ fn setuptool_install_restart_uninstall_with_real_systemd_user() {
     );
 
     // restart: a new nookd, answering again
+    let t0 = Instant::now();
     let o = mgr.systemctl(&["restart", "nook"]);
     assert!(o.status.success(), "restart: {}", text(&o));
+    let restart_secs = t0.elapsed().as_secs_f64();
+    eprintln!("systemctl --user restart nook with a running container took {restart_secs:.2}s");
+    assert!(
+        restart_secs < 20.0,
+        "restart took {restart_secs:.1}s: nookd did not exit promptly on SIGTERM (systemd killed it at its stop timeout)"
+    );
     let pid2 = main_pid(&mgr);
     assert!(
         pid2 > 0 && pid2 != pid1,
@@ -463,10 +514,35 @@ fn setuptool_install_restart_uninstall_with_real_systemd_user() {
         "after restart: {}",
         text(&v)
     );
+    // the container survived the restart: same process, still listed running, still reachable
+    assert_eq!(
+        sleeper(),
+        vec![container_pid],
+        "the container did not survive `systemctl --user restart nook`"
+    );
+    let o = run(user_cmd("nook").args(["ps", "-q", "--no-trunc"]));
+    assert!(o.status.success(), "nook ps: {}", text(&o));
+    let o = run(user_cmd("nook").args(["ps", "--format", "json"]));
+    let ps = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        ps.contains("keep") && ps.to_lowercase().contains("running"),
+        "after restart, nook ps: {ps}"
+    );
+    let o = run(user_cmd("nook").args(["exec", "keep", "echo", "alive"]));
+    assert!(
+        o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "alive",
+        "nook exec after restart: {}",
+        text(&o)
+    );
 
     // uninstall: stopped, unit gone, socket gone, no nookd left
+    let t0 = Instant::now();
     let o = run(user_cmd("bash").arg(&setuptool).arg("uninstall"));
     assert!(o.status.success(), "uninstall: {}", text(&o));
+    eprintln!(
+        "setuptool uninstall took {:.2}s",
+        t0.elapsed().as_secs_f64()
+    );
     assert!(!unit.exists(), "the unit is still there after uninstall");
     let active = mgr.systemctl(&["is-active", "nook"]);
     assert_ne!(String::from_utf8_lossy(&active.stdout).trim(), "active");
@@ -479,8 +555,13 @@ fn setuptool_install_restart_uninstall_with_real_systemd_user() {
         "{}",
         text(&v)
     );
-    // data is kept without --purge, removed with it
+    // data and the running container are kept without --purge
     assert!(home.join(".local/share/nook/meta.redb").exists());
+    assert_eq!(
+        sleeper(),
+        vec![container_pid],
+        "uninstall without --purge killed the container"
+    );
     let o = run(user_cmd("bash")
         .arg(&setuptool)
         .args(["uninstall", "--purge"]));
@@ -494,6 +575,13 @@ fn setuptool_install_restart_uninstall_with_real_systemd_user() {
     assert!(
         pids_of(uid, "nook-pause").is_empty(),
         "the pause process survived --purge"
+    );
+    wait_until("the container to die with --purge", 10, || {
+        sleeper().is_empty()
+    });
+    assert!(
+        pids_of(uid, "nook-shim").is_empty(),
+        "a shim survived --purge"
     );
     drop(mgr);
     let _ = std::fs::remove_dir_all(src);
@@ -605,4 +693,151 @@ fn cli_md_lists_exactly_the_commands() {
         missing.is_empty() && extra.is_empty(),
         "docs/cli.md is out of date (run docs/gen-cli.sh): commands missing there {missing:?}, documented but not in nook {extra:?}"
     );
+}
+
+// ------------------------------------------------------------------------------------------------
+// Metrics
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+}
+
+/// `[metrics] address` serves Prometheus text at /v1/metrics, reachable from the host's shell
+/// (curl as root, outside nook's namespaces), counting API requests and errors by method.
+#[test]
+fn metrics_are_served_to_the_host_and_parse() {
+    need_root();
+    let port = free_port();
+    let d = common::Nookd::start_with(&format!("[metrics]\naddress = \"127.0.0.1:{port}\"\n"));
+    d.nook(&["namespaces", "create", "metrics-a"]).ok();
+    d.nook(&["namespaces", "create", "metrics-b"]).ok();
+    d.nook(&["namespaces", "ls"]).ok();
+    d.nook(&["namespaces", "create", "metrics-a"]).fails();
+    let url = format!("http://127.0.0.1:{port}/v1/metrics");
+    let o = run(Command::new("curl").args(["-sS", "-f", "-D", "-", &url]));
+    assert!(o.status.success(), "curl {url}: {}", text(&o));
+    let resp = String::from_utf8_lossy(&o.stdout).to_string();
+    let (head, body) = resp.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/openmetrics-text"),
+        "{head}"
+    );
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
+        .unwrap_or_else(|e| panic!("the metrics do not parse: {e}\n{body}"));
+    let create = [("method", "/nook.v1.Namespaces/Create")];
+    assert_eq!(
+        value(&scrape, "nook_api_requests_total", &create),
+        Some(3.0),
+        "{body}"
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            "nook_api_errors_total",
+            &[
+                ("method", "/nook.v1.Namespaces/Create"),
+                ("code", "AlreadyExists")
+            ]
+        ),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            "nook_api_requests_total",
+            &[("method", "/nook.v1.Namespaces/List")]
+        ),
+        Some(1.0),
+        "{body}"
+    );
+    assert!(
+        value(
+            &scrape,
+            "nook_api_requests_total",
+            &[("method", "/nook.v1.Version/Version")]
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    );
+    let up = value(&scrape, "nook_uptime_seconds", &[]).expect("uptime");
+    assert!(up > 0.0 && up < 600.0, "uptime {up}");
+    assert_eq!(
+        value(&scrape, "nook_containers", &[("state", "running")]),
+        Some(0.0)
+    );
+    assert!(
+        value(&scrape, "nook_disk_bytes", &[("store", "content")]).is_some(),
+        "{body}"
+    );
+    assert!(
+        value(&scrape, "nook_disk_bytes", &[("store", "snapshots")]).is_some(),
+        "{body}"
+    );
+    assert!(
+        value(&scrape, "nook_gc_runs_total", &[]).is_some(),
+        "{body}"
+    );
+    // anything else is a 404 that names the path
+    let o = run(Command::new("curl").args(["-sS", &format!("http://127.0.0.1:{port}/metrics")]));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("/v1/metrics"),
+        "{}",
+        text(&o)
+    );
+    // a busy port stops nookd with a clear line
+    let second = common::Nookd::prepare(&format!("[metrics]\naddress = \"127.0.0.1:{port}\"\n"));
+    let errf = second.base.join("second.stderr");
+    let mut child = second
+        .nookd_cmd()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&errf).unwrap())
+        .spawn()
+        .unwrap();
+    let want = format!("cannot listen for metrics on 127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut exited = None;
+    loop {
+        let e = std::fs::read_to_string(&errf).unwrap_or_default();
+        if e.contains(&want) {
+            break;
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            exited = Some(st);
+            break;
+        }
+        if Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let err = std::fs::read_to_string(&errf).unwrap_or_default();
+    // the second daemon may have left its link and pause process: the harness kills them
+    drop(second);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        exited.is_none_or(|st| !st.success()),
+        "a second nookd on a busy metrics port started"
+    );
+    assert!(err.contains(&want), "{err}");
 }

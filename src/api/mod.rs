@@ -27,9 +27,14 @@ pub async fn init_subsystems(d: &Arc<Daemon>) {
 /// Stops each subsystem after the socket closed.
 pub async fn shutdown_subsystems(_d: &Arc<Daemon>) {}
 
+/// The layers around every service: request counting for the metrics.
+pub type ApiLayers =
+    tower::layer::util::Stack<crate::daemon::metrics::ApiLayer, tower::layer::util::Identity>;
+
 /// Builds the server with every service.
-pub fn router(d: Arc<Daemon>) -> Router {
+pub fn router(d: Arc<Daemon>) -> Router<ApiLayers> {
     tonic::transport::Server::builder()
+        .layer(crate::daemon::metrics::ApiLayer::global())
         .add_service(spine::version(d.clone()))
         .add_service(spine::namespaces(d.clone()))
         .add_service(spine::introspection(d.clone()))

@@ -2,6 +2,7 @@
 //! the API on the unix socket, and shut down on SIGTERM/SIGINT through one path.
 
 pub mod gc;
+pub mod metrics;
 pub mod recover;
 
 use std::path::Path;
@@ -203,9 +204,28 @@ fn bind(address: &Path) -> Result<UnixListener> {
     Ok(l)
 }
 
+static NOTIFY_SOCKET: std::sync::OnceLock<Option<std::ffi::OsString>> = std::sync::OnceLock::new();
+
+/// Takes `$NOTIFY_SOCKET` (set by systemd for Type=notify) out of the environment and keeps it
+/// for [`sd_notify`]. Call it at the start of `main`, while single-threaded: a NOTIFY_SOCKET
+/// inherited by shims makes runc create its own notify socket under the runtime root (a path
+/// too long for a unix socket there: every `nook run` under systemd failed with "listen
+/// unixgram …/notify/notify.sock: bind: invalid argument") and wait for READY from the
+/// container.
+pub fn take_notify_socket() {
+    let v = std::env::var_os("NOTIFY_SOCKET");
+    if v.is_some() {
+        std::env::remove_var("NOTIFY_SOCKET");
+    }
+    let _ = NOTIFY_SOCKET.set(v);
+}
+
 /// Tells systemd (Type=notify) that nookd is ready, if it was started by systemd.
 fn sd_notify(msg: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+    let Some(path) = NOTIFY_SOCKET
+        .get_or_init(|| std::env::var_os("NOTIFY_SOCKET"))
+        .clone()
+    else {
         return;
     };
     let path = path.to_string_lossy().to_string();
@@ -264,7 +284,12 @@ pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
 
     report_link(&d, boot.link);
     if let Some(mut c) = boot.link_child {
-        tokio::task::spawn_blocking(move || c.wait());
+        // A plain thread, not spawn_blocking: dropping the runtime waits for blocking tasks, and
+        // the link outlives nookd while containers run, so a restart hung until systemd's stop
+        // timeout (90 s) killed nookd.
+        std::thread::spawn(move || {
+            let _ = c.wait();
+        });
     }
     probe_runtimes(&d);
     {
@@ -296,6 +321,10 @@ pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
         }
         let _ = tx.send(());
     });
+    if !d.config.metrics.address.is_empty() {
+        metrics::add_disk_refresher(&metrics::global(), &d.paths.root, Duration::from_secs(15));
+        metrics::start(&d.config.metrics.address).await?;
+    }
     let router = crate::api::router(d.clone());
     tracing::info!(
         address = %d.paths.address.display(),
