@@ -50,3 +50,9 @@ pub fn link_exists_in(pid: i32, name: &str) -> bool {
         })
         .unwrap_or(false)
 }
+
+pub mod dns;
+pub mod ipam;
+pub mod netlink;
+pub mod netns;
+pub mod ports;
