@@ -43,6 +43,18 @@ pub mod proto {
     pub mod leases {
         tonic::include_proto!("nook.leases.v1");
     }
+    /// Images: pull, push, import/export, records, logins.
+    pub mod images {
+        tonic::include_proto!("nook.images.v1");
+    }
+    /// Content: the blobs of a namespace.
+    pub mod content {
+        tonic::include_proto!("nook.content.v1");
+    }
+    /// Snapshots.
+    pub mod snapshots {
+        tonic::include_proto!("nook.snapshots.v1");
+    }
 }
 
 /// nook's version, reported by `nook version` and `nookd --version`.

@@ -50,3 +50,42 @@ impl pb::gc_server::Gc for Svc {
         }))
     }
 }
+
+/// The Check service (`nook check`).
+pub struct CheckSvc(Arc<Daemon>);
+
+pub fn check_service(d: Arc<Daemon>) -> pb::check_server::CheckServer<CheckSvc> {
+    pb::check_server::CheckServer::new(CheckSvc(d))
+}
+
+#[tonic::async_trait]
+impl pb::check_server::Check for CheckSvc {
+    async fn check(
+        &self,
+        r: Request<pb::CheckRequest>,
+    ) -> Result<Response<pb::CheckResponse>, Status> {
+        let repair = r.into_inner().repair;
+        // nothing may be half-written while we look: hold the GC lock for writing
+        let _w = self.0.gc.lock.write().await;
+        let d = self.0.clone();
+        let rep = blocking(move || {
+            crate::gc::check::check(&d.store, &d.content, &d.snapshotters, repair)
+        })
+        .await?;
+        Ok(Response::new(pb::CheckResponse {
+            blobs_checked: rep.blobs_checked,
+            bytes_checked: rep.bytes_checked,
+            records_checked: rep.records_checked,
+            problems: rep
+                .problems
+                .into_iter()
+                .map(|p| pb::Problem {
+                    kind: p.kind,
+                    subject: p.subject,
+                    problem: p.problem,
+                    repaired: p.repaired,
+                })
+                .collect(),
+        }))
+    }
+}

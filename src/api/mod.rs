@@ -1,8 +1,11 @@
 //! The gRPC façade: thin services that translate requests into calls on the subsystems.
 //! Each subsystem's service lives in its own file and is added to [`router`].
 
+pub mod content;
 mod gc;
+pub mod images;
 mod leases;
+mod snapshots;
 mod spine;
 
 use std::sync::Arc;
@@ -15,7 +18,9 @@ use crate::daemon::Daemon;
 pub const MAX_MESSAGE: usize = 16 << 20;
 
 /// Starts each subsystem (probes, recovery) before the socket opens.
-pub async fn init_subsystems(_d: &Arc<Daemon>) {}
+pub async fn init_subsystems(d: &Arc<Daemon>) {
+    snapshots::init(d).await;
+}
 
 /// Stops each subsystem after the socket closed.
 pub async fn shutdown_subsystems(_d: &Arc<Daemon>) {}
@@ -28,6 +33,21 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .add_service(spine::introspection(d.clone()))
         .add_service(leases::service(d.clone()))
         .add_service(gc::service(d.clone()))
+        .add_service(gc::check_service(d.clone()))
+        .add_optional_service(optional("images", images::service(d.clone())))
+        .add_optional_service(optional("content", content::service(d.clone())))
+        .add_service(snapshots::service(d.clone()))
+}
+
+/// A service that could not start is left out, with its error in the log.
+fn optional<S>(what: &str, s: crate::error::Result<S>) -> Option<S> {
+    match s {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!("{what} service unavailable: {e}");
+            None
+        }
+    }
 }
 
 /// Runs blocking subsystem work off the async threads; a panic inside becomes an Internal

@@ -3,8 +3,11 @@
 //! file; this file holds the global options and dispatch.
 
 pub mod client;
+mod content;
+mod images;
 mod leases;
 pub mod output;
+mod snapshots;
 pub mod spine;
 mod system;
 
@@ -53,12 +56,39 @@ pub enum Command {
     Config(spine::ConfigCmd),
     /// Collect garbage now: content and snapshots nothing references.
     Gc(system::GcArgs),
+    /// Verify every blob and reference (fsck); --repair fixes what it can.
+    Check(system::CheckArgs),
     /// System-wide views: disk usage, info.
     #[command(subcommand)]
     System(system::SystemCmd),
     /// Manage leases (holds against garbage collection).
     #[command(subcommand)]
     Leases(leases::LeasesCmd),
+    /// Manage images: pull, push, ls, rm, inspect, import, export, tag.
+    #[command(subcommand, visible_alias = "image")]
+    Images(images::ImagesCmd),
+    /// Pull an image from a registry.
+    Pull(images::PullArgs),
+    /// Push an image to a registry.
+    Push(images::PushArgs),
+    /// Give an image another name.
+    Tag(images::TagArgs),
+    /// Remove images.
+    Rmi(images::RmArgs),
+    /// Write images to an OCI-layout tar (stdout, or -o FILE).
+    Save(images::SaveArgs),
+    /// Load images from a docker-archive or OCI-layout tar (stdin, or -i FILE).
+    Load(images::LoadArgs),
+    /// Store credentials for a registry (checked against it first).
+    Login(images::LoginArgs),
+    /// Forget the credentials for a registry.
+    Logout(images::LogoutArgs),
+    /// Inspect the content store (blobs of this namespace).
+    #[command(subcommand)]
+    Content(content::ContentCmd),
+    /// Manage snapshots (filesystem layers): prepare, view, commit, mounts, unpack layers.
+    #[command(visible_alias = "snapshot")]
+    Snapshots(snapshots::SnapshotsArgs),
 }
 
 /// Runs the CLI; returns the process exit code.
@@ -96,7 +126,19 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config(c) => spine::config(&ctx, c).await,
         Command::Leases(c) => leases::run(&ctx, c).await,
         Command::Gc(a) => system::gc(&ctx, a).await,
+        Command::Check(a) => system::check(&ctx, a).await,
         Command::System(c) => system::system(&ctx, c).await,
+        Command::Images(c) => images::run(&ctx, c).await,
+        Command::Pull(a) => images::pull(&ctx, a).await,
+        Command::Push(a) => images::push(&ctx, a).await,
+        Command::Tag(a) => images::tag(&ctx, a).await,
+        Command::Rmi(a) => images::rm(&ctx, a).await,
+        Command::Save(a) => images::save(&ctx, a).await,
+        Command::Load(a) => images::load(&ctx, a).await,
+        Command::Login(a) => images::login(&ctx, a).await,
+        Command::Logout(a) => images::logout(&ctx, a).await,
+        Command::Content(c) => content::run(&ctx, c).await,
+        Command::Snapshots(a) => snapshots::run(&ctx, a).await,
     }
 }
 

@@ -16,6 +16,15 @@ pub struct GcArgs {
     pub format: Format,
 }
 
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Fix what is broken (removes corrupt blobs, dangling records, broken snapshots).
+    #[arg(long)]
+    pub repair: bool,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum SystemCmd {
     /// Disk use by content, snapshots and containers.
@@ -100,4 +109,73 @@ pub async fn system(ctx: &Ctx, cmd: SystemCmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+pub async fn check(ctx: &Ctx, a: CheckArgs) -> anyhow::Result<ExitCode> {
+    let c = ctx.connect().await?;
+    let mut cl = pb::check_client::CheckClient::new(c.channel.clone());
+    let r = cl
+        .check(c.req(pb::CheckRequest { repair: a.repair }))
+        .await
+        .or_fail()?;
+    let unrepaired = r.problems.iter().filter(|p| !p.repaired).count();
+    if a.format == Format::Json {
+        #[derive(Serialize)]
+        struct P<'a> {
+            kind: &'a str,
+            subject: &'a str,
+            problem: &'a str,
+            repaired: bool,
+        }
+        #[derive(Serialize)]
+        struct R<'a> {
+            blobs_checked: u64,
+            bytes_checked: u64,
+            records_checked: u64,
+            consistent: bool,
+            problems: Vec<P<'a>>,
+        }
+        output::json(&R {
+            blobs_checked: r.blobs_checked,
+            bytes_checked: r.bytes_checked,
+            records_checked: r.records_checked,
+            consistent: r.problems.is_empty(),
+            problems: r
+                .problems
+                .iter()
+                .map(|p| P {
+                    kind: &p.kind,
+                    subject: &p.subject,
+                    problem: &p.problem,
+                    repaired: p.repaired,
+                })
+                .collect(),
+        })?;
+    } else {
+        for p in &r.problems {
+            println!(
+                "{} {}: {}{}",
+                p.kind,
+                p.subject,
+                p.problem,
+                if p.repaired { " (repaired)" } else { "" }
+            );
+        }
+        println!(
+            "checked {} blobs ({}) and {} records: {}",
+            r.blobs_checked,
+            output::size(r.bytes_checked),
+            r.records_checked,
+            if r.problems.is_empty() {
+                "consistent".to_string()
+            } else {
+                format!("{} problems, {} not repaired", r.problems.len(), unrepaired)
+            }
+        );
+    }
+    Ok(if unrepaired == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -228,6 +228,22 @@ impl ContentStore {
         }))
     }
 
+    /// The process-wide store for `dir`: every subsystem of nookd gets the same instance, so
+    /// the in-process writer locks hold across them.
+    pub fn shared(dir: &Path) -> Result<Arc<ContentStore>> {
+        static STORES: std::sync::OnceLock<
+            Mutex<std::collections::HashMap<PathBuf, Arc<ContentStore>>>,
+        > = std::sync::OnceLock::new();
+        let m = STORES.get_or_init(|| Mutex::new(std::collections::HashMap::new()));
+        let mut g = lock(m);
+        if let Some(cs) = g.get(dir) {
+            return Ok(cs.clone());
+        }
+        let cs = ContentStore::open(dir)?;
+        g.insert(dir.to_path_buf(), cs.clone());
+        Ok(cs)
+    }
+
     /// The directory of the store.
     pub fn root(&self) -> &Path {
         &self.root

@@ -118,7 +118,7 @@ pub fn disk_usage(d: &Daemon) -> Result<Vec<(String, u64, u64)>> {
         let dir = d.paths.root.join("snapshots").join(&st.name);
         let (n, bytes) = match crate::snapshot::copy::disk_usage(&dir) {
             Ok(u) => {
-                let n = std::fs::read_dir(dir.join("snapshots"))
+                let n = std::fs::read_dir(&dir)
                     .map(|r| r.count() as u64)
                     .unwrap_or(0);
                 (n, u.size)

@@ -2,6 +2,7 @@
 //! the API on the unix socket, and shut down on SIGTERM/SIGINT through one path.
 
 pub mod gc;
+pub mod recover;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -230,7 +231,7 @@ pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
     std::fs::create_dir_all(&paths.root)
         .map_err(|e| Error::io(format!("creating {}", paths.root.display()), e))?;
     let store = Arc::new(Store::open(&paths.root.join("meta.redb"))?);
-    let content = crate::content::ContentStore::open(&paths.root.join("content"))?;
+    let content = crate::content::ContentStore::shared(&paths.root.join("content"))?;
     let snapshotters = {
         let (root, store, configured) = (
             paths.root.clone(),
@@ -260,23 +261,20 @@ pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
     });
     d.plugins.set(plugins::METADATA, "redb", Ok(()));
     d.plugins.set(plugins::CONTENT, "content", Ok(()));
-    for st in d.snapshotters.status() {
-        let mut ex = std::collections::BTreeMap::new();
-        if st.name == d.snapshotters.default_name() {
-            ex.insert("default".to_string(), "true".to_string());
-        }
-        d.plugins.set_with(
-            plugins::SNAPSHOTTER,
-            &st.name,
-            st.error.clone().map_or(Ok(()), Err),
-            ex,
-        );
-    }
+
     report_link(&d, boot.link);
     if let Some(mut c) = boot.link_child {
         tokio::task::spawn_blocking(move || c.wait());
     }
     probe_runtimes(&d);
+    {
+        let d2 = d.clone();
+        match tokio::task::spawn_blocking(move || recover::recover(&d2)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!("start-up recovery: {e}"),
+            Err(e) => tracing::error!("start-up recovery panicked: {e}"),
+        }
+    }
     crate::api::init_subsystems(&d).await;
     tokio::spawn(supervise_link(d.clone()));
     tokio::spawn(gc::scheduler(d.clone()));

@@ -16,6 +16,7 @@ pub struct Layer {
     pub digest: String,
     pub media_type: String,
     /// Digest of the uncompressed tar (`sha256:…`), as in the image config's rootfs.diff_ids.
+    /// Empty when unknown: then it is computed while applying (and nothing is verified).
     pub diff_id: String,
 }
 
@@ -74,31 +75,30 @@ where
     let mut stats = UnpackStats::default();
     let mut parent: Option<String> = None;
     for (i, layer) in layers.iter().enumerate() {
-        if !layer.diff_id.starts_with("sha256:") {
+        let known = !layer.diff_id.is_empty();
+        if known && !layer.diff_id.starts_with("sha256:") {
             return Err(Error::InvalidArgument(format!(
                 "layer {i} has diff ID {:?}: only sha256 is supported",
                 layer.diff_id
             )));
         }
-        let chain = chain_id(parent.as_deref(), &layer.diff_id);
-        match sn.stat(ns, &chain) {
-            Ok(_) => {
-                stats.reused += 1;
-                parent = Some(chain);
-                continue;
+        if known {
+            let chain = chain_id(parent.as_deref(), &layer.diff_id);
+            match sn.stat(ns, &chain) {
+                Ok(_) => {
+                    stats.reused += 1;
+                    parent = Some(chain);
+                    continue;
+                }
+                Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
             }
-            Err(Error::NotFound(_)) => {}
-            Err(e) => return Err(e),
         }
-        let key = format!(
-            "extract-{:016x}-{}",
-            rand::random::<u64>(),
-            chain.trim_start_matches("sha256:")
-        );
+        let key = format!("extract-{:016x}-{i}", rand::random::<u64>());
         let mut labels = BTreeMap::new();
         labels.insert("nook.io/unpack".to_string(), "true".to_string());
         sn.prepare(ns, &key, parent.as_deref(), labels)?;
-        let res = (|| -> Result<u64> {
+        let res = (|| -> Result<(u64, String, bool)> {
             let (dir, whiteouts) = sn.apply_target(ns, &key)?;
             let blob = open(&layer.digest)?;
             let applied = super::apply_layer(
@@ -106,7 +106,7 @@ where
                 &layer.media_type,
                 &dir,
                 &whiteouts,
-                Some(&layer.diff_id),
+                known.then_some(layer.diff_id.as_str()),
             )
             .map_err(|e| match e {
                 Error::InvalidArgument(m) => {
@@ -114,20 +114,29 @@ where
                 }
                 e => e,
             })?;
+            let chain = chain_id(parent.as_deref(), &applied.diff_id);
             let mut labels = BTreeMap::new();
-            labels.insert(LABEL_UNCOMPRESSED.to_string(), layer.diff_id.clone());
-            match sn.commit(ns, &chain, &key, labels) {
-                Ok(()) => {}
+            labels.insert(LABEL_UNCOMPRESSED.to_string(), applied.diff_id.clone());
+            let fresh = match sn.commit(ns, &chain, &key, labels) {
+                Ok(()) => true,
                 // Someone else unpacked the same layer meanwhile: theirs is as good.
-                Err(Error::AlreadyExists(_)) => sn.remove(ns, &key)?,
+                Err(Error::AlreadyExists(_)) => {
+                    sn.remove(ns, &key)?;
+                    false
+                }
                 Err(e) => return Err(e),
-            }
-            Ok(applied.size)
+            };
+            Ok((applied.size, chain, fresh))
         })();
-        match res {
-            Ok(n) => {
-                stats.applied += 1;
-                stats.bytes += n;
+        let chain = match res {
+            Ok((n, chain, fresh)) => {
+                if fresh {
+                    stats.applied += 1;
+                    stats.bytes += n;
+                } else {
+                    stats.reused += 1;
+                }
+                chain
             }
             Err(e) => {
                 if let Err(re) = sn.remove(ns, &key) {
@@ -135,7 +144,7 @@ where
                 }
                 return Err(e);
             }
-        }
+        };
         parent = Some(chain);
     }
     stats.chain_id = parent.unwrap_or_default();

@@ -2,6 +2,7 @@
 //! live leases, resources labelled `containerd.io/gc.root` — through references, and sweep
 //! the rest.
 
+pub mod check;
 pub mod collect;
 pub mod lease;
 pub mod scheduler;

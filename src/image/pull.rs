@@ -128,6 +128,8 @@ impl Puller<'_> {
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<PullResult> {
         let r = Reference::parse(name)?;
+        // hold what this pull writes against garbage collection until the image records it
+        let lease = crate::gc::lease::TempLease::new(self.meta, self.ns, "pull")?;
         let (root, _) = self
             .registry
             .fetch_manifest(&r, &r.object(), r.digest())
@@ -189,7 +191,11 @@ impl Puller<'_> {
                 }
             }
         }
+        for (d, _, _) in &docs {
+            lease.hold("content", &d.digest.to_string())?;
+        }
         for j in &jobs {
+            lease.hold("content", &j.desc.digest.to_string())?;
             progress(Progress::Blob {
                 digest: j.desc.digest.clone(),
                 kind: j.kind,
@@ -254,6 +260,7 @@ impl Puller<'_> {
                     Err(e)
                 }
             })?;
+        drop(lease);
         Ok(PullResult {
             image,
             platforms,
