@@ -766,6 +766,31 @@ impl Manager {
         });
     }
 
+    /// Finds a container's attachment in `ns` by id, unique id prefix, or name.
+    pub fn find(&self, ns: &str, container: &str) -> Result<AttachmentRecord> {
+        let all = self.store.list::<AttachmentRecord>(NETWORKS, ns)?;
+        if let Some((_, a)) = all.iter().find(|(k, _)| k == container) {
+            return Ok(a.clone());
+        }
+        if let Some((_, a)) = all.iter().find(|(_, a)| a.name == container) {
+            return Ok(a.clone());
+        }
+        let m: Vec<&AttachmentRecord> = all
+            .iter()
+            .filter(|(k, _)| !container.is_empty() && k.starts_with(container))
+            .map(|(_, a)| a)
+            .collect();
+        match m.as_slice() {
+            [a] => Ok((*a).clone()),
+            [] => Err(Error::NotFound(format!(
+                "no container {container:?} with a network in namespace {ns:?}"
+            ))),
+            _ => Err(Error::InvalidArgument(format!(
+                "{container:?} matches several containers: give more of the id"
+            ))),
+        }
+    }
+
     /// The container's port mappings: as bound while it runs, else as requested.
     pub fn ports(&self, ns: &str, id: &str) -> Result<Vec<PortMapping>> {
         Ok(self
