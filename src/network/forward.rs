@@ -280,10 +280,14 @@ async fn serve_tcp(l: TcpListener, target: SocketAddr, f: Arc<SocketFactory>) {
                         };
                         let _ = c.set_nodelay(true);
                         let _ = inside.set_nodelay(true);
-                        let _ = tokio::io::copy_bidirectional_with_sizes(
-                            &mut c, &mut inside, 256 << 10, 256 << 10,
-                        )
-                        .await;
+                        if std::env::var_os("NOOK_RELAY_COPY").is_some() {
+                            let _ = tokio::io::copy_bidirectional_with_sizes(
+                                &mut c, &mut inside, 256 << 10, 256 << 10,
+                            )
+                            .await;
+                        } else if let Err(e) = relay(&c, &inside).await {
+                            tracing::debug!("relay to {target}: {e}");
+                        }
                     });
                 }
                 Err(e) => {
@@ -338,6 +342,76 @@ async fn serve_udp(host: Arc<UdpSocket>, target: SocketAddr, f: Arc<SocketFactor
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }
     }
+}
+
+/// A pipe for splice(2), as large as the system allows (up to 1 MiB).
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: fds is a valid array of two ints for pipe2 to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 returned two fresh descriptors we now own.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: fcntl on a valid pipe fd; failure (a lower limit) is harmless.
+    unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
+    Ok((r, w))
+}
+
+fn splice(from: i32, to: i32, len: usize) -> io::Result<usize> {
+    // SAFETY: splice between two valid descriptors with no offsets.
+    let n = unsafe {
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Moves bytes from `from` to `to` through a pipe with splice(2), never copying them through
+/// user space, until EOF; then shuts down `to`'s write side.
+async fn splice_one(from: &TcpStream, to: &TcpStream) -> io::Result<()> {
+    use tokio::io::Interest;
+    let (pr, pw) = pipe()?;
+    let (fd_from, fd_to) = (from.as_raw_fd(), to.as_raw_fd());
+    loop {
+        from.readable().await?;
+        let n = match from.try_io(Interest::READABLE, || {
+            splice(fd_from, pw.as_raw_fd(), 1 << 20)
+        }) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        };
+        let mut left = n;
+        while left > 0 {
+            to.writable().await?;
+            match to.try_io(Interest::WRITABLE, || splice(pr.as_raw_fd(), fd_to, left)) {
+                Ok(m) => left -= m,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    // SAFETY: shutdown of the write half of a valid socket.
+    unsafe { libc::shutdown(fd_to, libc::SHUT_WR) };
+    Ok(())
+}
+
+/// Relays both directions of a connection with splice(2) until both ends are done.
+async fn relay(a: &TcpStream, b: &TcpStream) -> io::Result<()> {
+    let (x, y) = tokio::join!(splice_one(a, b), splice_one(b, a));
+    x.and(y)
 }
 
 /// The container address to relay to.

@@ -1284,3 +1284,80 @@ mod tests {
         remove_netns(&dir.path().join("pause")).unwrap();
     }
 }
+
+/// Throughput of the published-port relay (host 127.0.0.1 → container), as root in throwaway
+/// namespaces: `cargo test --lib network::manager::bench -- --ignored --nocapture`.
+#[cfg(test)]
+mod bench {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore]
+    async fn relay_throughput() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        create_netns(&d.join("pause")).unwrap();
+        let store = Arc::new(Store::open(&d.join("meta.redb")).unwrap());
+        let m = Arc::new(Manager::new(
+            store,
+            Settings {
+                netns: d.join("pause"),
+                netns_dir: d.join("netns"),
+                driver: "slirp4netns".into(),
+                mtu: 65520,
+                bridge: "nook0".into(),
+                subnet: "10.88.0.0/16".into(),
+                host_resolv: String::new(),
+            },
+        ));
+        let m2 = m.clone();
+        let (a, port) = tokio::task::spawn_blocking(move || {
+            m2.init().unwrap();
+            let a = m2
+                .attach(
+                    "default",
+                    "iperf",
+                    &AttachRequest {
+                        ports: crate::network::ports::parse("127.0.0.1::5201").unwrap(),
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+            let p = m2.publish("default", "iperf").unwrap()[0].host_port;
+            (a, p)
+        })
+        .await
+        .unwrap();
+        let mut srv = std::process::Command::new("nsenter")
+            .arg(format!("--net={}", a.netns_path.display()))
+            .args(["iperf3", "-s", "-p", "5201"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        for (what, args) in [
+            ("host -> container", vec![]),
+            ("container -> host", vec!["-R"]),
+        ] {
+            let o = tokio::process::Command::new("iperf3")
+                .args(["-c", "127.0.0.1", "-p", &port.to_string(), "-t", "5", "-J"])
+                .args(args)
+                .output()
+                .await
+                .unwrap();
+            let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            let bps = j["end"]["sum_received"]["bits_per_second"]
+                .as_f64()
+                .unwrap_or(0.0);
+            println!("published port {what}: {:.2} Gbit/s", bps / 1e9);
+        }
+        let _ = srv.kill();
+        let _ = srv.wait();
+        let m2 = m.clone();
+        tokio::task::spawn_blocking(move || m2.detach("default", "iperf"))
+            .await
+            .unwrap()
+            .unwrap();
+        remove_netns(&d.join("pause")).unwrap();
+    }
+}
