@@ -168,11 +168,18 @@ fn security_defaults_and_identity() {
         ])
         .ok();
     assert_eq!(status_field(&out, "CapEff:"), "0000000000000001", "{out}");
-    // masked paths
+    // masked paths read empty (/dev/null over them); /proc/sys is read-only
     let out = d
-        .nook(&["run", "--rm", IMG, "sh", "-c", "wc -c < /proc/kcore"])
+        .nook(&[
+            "run",
+            "--rm",
+            IMG,
+            "sh",
+            "-c",
+            "wc -c < /proc/keys; echo x > /proc/sys/kernel/domainname || echo refused",
+        ])
         .ok();
-    assert_eq!(out.trim(), "0");
+    assert_eq!(out, "0\nrefused\n", "{out}");
     // env, workdir, user by name (with its groups from /etc/group)
     let out = d
         .nook(&[

@@ -585,8 +585,125 @@ fn import_docker_archive_and_export_round_trip() {
         digest_of(&e, "default", "quay.io/x/y:2"),
         a.manifest_descriptor.digest.to_string()
     );
+    // archives written by another tool (skopeo) from our export: docker-archive and OCI archive
+    // (of an OCI-typed image: skopeo 1.9 ignores Docker-typed manifests in an OCI index)
+    let exp = dir.join("export-oci.tar");
+    e.nook(&["images", "export", exp.to_str().unwrap(), "quay.io/x/y:2"])
+        .ok();
+    let sk_docker = dir.join("skopeo-docker.tar");
+    let sk_oci = dir.join("skopeo-oci.tar");
+    for (dst, fmt, n) in [
+        (&sk_docker, "docker-archive", "d"),
+        (&sk_oci, "oci-archive", "o"),
+    ] {
+        let o = Command::new("skopeo")
+            .arg("copy")
+            .arg("--quiet")
+            .arg(format!("oci-archive:{}:2", exp.display()))
+            .arg(format!("{fmt}:{}:example.org/sk/{n}:1", dst.display()))
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "skopeo: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        std::fs::set_permissions(dst, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    e.nook(&["images", "import", sk_docker.to_str().unwrap()])
+        .ok();
+    e.nook(&[
+        "images",
+        "import",
+        "--base-name",
+        "example.org/sk/o",
+        sk_oci.to_str().unwrap(),
+    ])
+    .ok();
+    let insp = |n: &str| -> serde_json::Value {
+        serde_json::from_str(&e.nook(&["images", "inspect", n]).ok()).unwrap()
+    };
+    let want = insp("quay.io/x/y:2")["manifests"][0]["config"]["rootfs"].clone();
+    assert_eq!(
+        insp("example.org/sk/d:1")["manifests"][0]["config"]["rootfs"],
+        want
+    );
+    let o_name = images_json(&e, "default")
+        .into_iter()
+        .map(|i| i["name"].as_str().unwrap().to_string())
+        .find(|n| n.starts_with("docker.io/library/example") || n.starts_with("example.org/sk/o"))
+        .expect("the OCI archive's image");
+    assert_eq!(insp(&o_name)["manifests"][0]["config"]["rootfs"], want);
     let err = e
         .nook_stdin(&["load"], b"this is not a tar archive at all")
         .fails();
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn multi_platform_index_push_pull_by_platform() {
+    use nook::image::Platform;
+    let dir = scratch("multi");
+    let reg = TestRegistry::start(&dir.join("reg"), &TestRegistryOptions::default()).unwrap();
+    let host = reg.host();
+    let layers = fixture::busybox_layers(std::fs::read("/bin/busybox").unwrap(), "multi");
+    let here = Platform::host();
+    let other = Platform::parse(if here.architecture == "arm64" {
+        "linux/amd64"
+    } else {
+        "linux/arm64"
+    })
+    .unwrap();
+    let i_here = TestImage::build_for(&layers, true, &["sh"], &here);
+    let i_other = TestImage::build_for(&layers, true, &["sh"], &other);
+    let (_, idesc) = fixture::index(&[(&i_here, here.clone()), (&i_other, other.clone())]);
+    let d = Nookd::start();
+    d.nook_stdin(
+        &["load"],
+        &fixture::oci_layout_index(
+            "local/multi:1",
+            &[(&i_here, here.clone()), (&i_other, other.clone())],
+        ),
+    )
+    .ok();
+    let ls = images_json(&d, "default");
+    assert_eq!(ls[0]["digest"], idesc.digest.to_string());
+    assert_eq!(ls[0]["platforms"].as_array().unwrap().len(), 2, "{ls:?}");
+    let name = format!("{host}/multi/bb:1");
+    d.nook(&["push", "local/multi:1", &name]).ok();
+
+    // default: the index and this machine's manifest only
+    let e = Nookd::start();
+    e.nook(&["pull", &name]).ok();
+    assert_eq!(digest_of(&e, "default", &name), idesc.digest.to_string());
+    let blobs = blob_files(&e);
+    assert!(blobs.contains(&i_here.manifest_descriptor.digest.to_string()));
+    assert!(!blobs.contains(&i_other.manifest_descriptor.digest.to_string()));
+    // --platform picks the other one (into another namespace)
+    e.nook(&["namespaces", "create", "o"]).ok();
+    e.nook(&["-n", "o", "pull", "--platform", &other.to_string(), &name])
+        .ok();
+    let insp: serde_json::Value =
+        serde_json::from_str(&e.nook(&["-n", "o", "images", "inspect", &name]).ok()).unwrap();
+    assert_eq!(insp["manifests"][0]["platform"], other.to_string());
+    // --all-platforms fetches both
+    let f = Nookd::start();
+    f.nook(&["pull", "--all-platforms", &name]).ok();
+    let blobs = blob_files(&f);
+    assert!(blobs.contains(&i_other.manifest_descriptor.digest.to_string()));
+    assert!(blobs.contains(&i_other.config_descriptor.digest.to_string()));
+    // a platform the index lacks: the error lists what it offers
+    let err = f
+        .nook(&["pull", "--platform", "linux/s390x", &name])
+        .fails();
+    assert!(err.contains("no image for platform linux/s390x"), "{err}");
+    // exporting the partial pull writes this machine's manifest; importing it elsewhere works
+    let exp = dir.join("partial.tar");
+    e.nook(&["save", "-o", exp.to_str().unwrap(), &name]).ok();
+    let g = Nookd::start();
+    g.nook_stdin(&["load"], &std::fs::read(&exp).unwrap()).ok();
+    assert_eq!(
+        digest_of(&g, "default", &name),
+        i_here.manifest_descriptor.digest.to_string()
+    );
 }

@@ -31,7 +31,7 @@ pub struct Svc {
 
 /// The content store of a daemon (`<root>/content`), shared by every subsystem.
 pub fn content_store(d: &Daemon) -> Result<Arc<ContentStore>> {
-    ContentStore::shared(&d.paths.root.join("content"))
+    Ok(d.content.clone())
 }
 
 pub fn service(d: Arc<Daemon>) -> Result<pb::images_server::ImagesServer<Svc>> {
@@ -167,7 +167,12 @@ impl Write for ChannelWriter {
 
 /// Unpacks freshly pulled or imported images into the default snapshotter (when
 /// `[images] unpack` is on), so `nook run` finds them ready.
-async fn unpack_new(d: &Arc<Daemon>, ns: &str, names: Vec<String>) -> Result<()> {
+async fn unpack_new(
+    d: &Arc<Daemon>,
+    ns: &str,
+    names: Vec<String>,
+    platform: PlatformSelector,
+) -> Result<()> {
     if !d.config.images.unpack {
         return Ok(());
     }
@@ -182,7 +187,7 @@ async fn unpack_new(d: &Arc<Daemon>, ns: &str, names: Vec<String>) -> Result<()>
                 &ns,
                 &name,
                 None,
-                &PlatformSelector::default(),
+                &platform,
             )?;
             tracing::info!(
                 image = %name,
@@ -283,7 +288,12 @@ impl pb::images_server::Images for Svc {
             let mut res = puller.pull(&req.reference, &opts, &progress).await;
             if let Ok(r) = &res {
                 d.mutated(false);
-                if let Err(e) = unpack_new(&d, &ns, vec![r.image.name.clone()]).await {
+                // the platform pulled (all platforms: this machine's)
+                let platform = match &opts.platforms {
+                    PlatformSelector::All => PlatformSelector::default(),
+                    one => one.clone(),
+                };
+                if let Err(e) = unpack_new(&d, &ns, vec![r.image.name.clone()], platform).await {
                     res = Err(Error::Internal(format!(
                         "pulled {}, but unpacking it failed: {e}",
                         r.image.name
@@ -511,7 +521,11 @@ impl pb::images_server::Images for Svc {
             recs.iter().find(|r| &r.name == a).map(|r| &r.target)
                 == recs.iter().find(|r| &r.name == b).map(|r| &r.target)
         });
-        unpack_new(&self.d, &ns, names).await?;
+        match unpack_new(&self.d, &ns, names, PlatformSelector::default()).await {
+            // an image for another platform imports fine; it just is not unpacked here
+            Err(Error::NotFound(m)) => tracing::warn!("import: not unpacked: {m}"),
+            r => r?,
+        }
         let (d, cs) = (self.d.clone(), self.cs.clone());
         let images =
             blocking(move || Ok(recs.iter().map(|r| image_pb(&cs, &d, &ns, r)).collect())).await?;

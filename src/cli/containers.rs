@@ -8,7 +8,6 @@ use std::os::fd::AsFd;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
-use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -232,7 +231,7 @@ pub enum ContainersCmd {
     #[command(visible_alias = "delete")]
     Rm(RmArgs),
     /// Create a container (not started).
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -523,18 +522,21 @@ async fn interact(
         });
     }
     if stdin {
+        // a plain thread, not tokio's blocking pool: a read that never returns (a terminal)
+        // must not keep the runtime from shutting down when the container has exited
         let txs = tx.clone();
-        tokio::spawn(async move {
-            let mut inp = tokio::io::stdin();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut inp = std::io::stdin().lock();
             let mut buf = vec![0u8; 16 * 1024];
             loop {
-                match inp.read(&mut buf).await {
+                match inp.read(&mut buf) {
                     Ok(0) | Err(_) => {
-                        let _ = txs.send(In::Close).await;
+                        let _ = txs.blocking_send(In::Close);
                         return;
                     }
                     Ok(n) => {
-                        if txs.send(In::Data(buf[..n].to_vec())).await.is_err() {
+                        if txs.blocking_send(In::Data(buf[..n].to_vec())).is_err() {
                             return;
                         }
                     }
@@ -1054,7 +1056,7 @@ pub async fn containers(ctx: &Ctx, cmd: ContainersCmd) -> anyhow::Result<ExitCod
         }
         ContainersCmd::Info(a) => inspect(ctx, a).await,
         ContainersCmd::Rm(a) => rm(ctx, a).await,
-        ContainersCmd::Create(a) => create(ctx, a).await,
+        ContainersCmd::Create(a) => create(ctx, *a).await,
     }
 }
 

@@ -38,6 +38,8 @@ pub struct Daemon {
     pub host_gid: u32,
     /// The network link (slirp4netns/pasta), if any.
     pub link: std::sync::Mutex<Option<slirp::Link>>,
+    /// Container networks: bridges, per-container namespaces, IPAM, published ports.
+    pub network: Arc<crate::network::Manager>,
 }
 
 /// Facts from bootstrap handed to [`run`].
@@ -265,6 +267,18 @@ pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
         .map_err(|e| Error::Internal(e.to_string()))??
     };
     let gc_state = gc::GcState::new(&config.gc);
+    let network = Arc::new(crate::network::Manager::new(
+        store.clone(),
+        crate::network::manager::settings_for(
+            &config.network,
+            boot.pause_pid,
+            &paths.state,
+            boot.link
+                .as_ref()
+                .map(|l| l.driver.as_str())
+                .unwrap_or("none"),
+        ),
+    ));
     let d = Arc::new(Daemon {
         config,
         paths,
@@ -278,6 +292,7 @@ pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
         host_uid: boot.host_uid,
         host_gid: boot.host_gid,
         link: std::sync::Mutex::new(None),
+        network,
     });
     d.plugins.set(plugins::METADATA, "redb", Ok(()));
     d.plugins.set(plugins::CONTENT, "content", Ok(()));

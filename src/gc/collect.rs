@@ -36,6 +36,9 @@ pub const REF_CONTENT: &str = "containerd.io/gc.ref.content";
 /// Prefix of labels that reference snapshots (`…snapshot.<snapshotter>` = key).
 pub const REF_SNAPSHOT: &str = "containerd.io/gc.ref.snapshot.";
 
+/// Label on a container's own snapshot (the container id): only the container record keeps it.
+pub const CONTAINER_LABEL: &str = "nook.container";
+
 /// What is never collected, however unreferenced: the window between writing something and
 /// recording what refers to it.
 pub const GRACE: Duration = Duration::from_secs(60);
@@ -157,7 +160,9 @@ fn mark(
             // unpacked layers are committed under their chain ID (`sha256:…`); anything else a
             // user made through `nook snapshots` and keeps until they remove it
             let unpacked_layer = rec.kind == Kind::Committed && name.starts_with("sha256:");
-            let user_made = !unpacked_layer && !leftover;
+            // a container's snapshot lives exactly as long as its container record
+            let containers_own = rec.labels.contains_key(CONTAINER_LABEL);
+            let user_made = !unpacked_layer && !leftover && !containers_own;
             if young || user_made || rec.labels.contains_key(ROOT_LABEL) {
                 m.snapshots.insert((ns.clone(), key.clone()));
             }

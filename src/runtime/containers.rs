@@ -619,16 +619,21 @@ impl Manager {
             crate::snapshot::mount::unmount(&rootfs)?;
         }
         let _gc = d.gc.lock.read().await;
-        if let Ok(sn) = d.snapshotters.get(Some(&r.snapshotter)) {
-            match crate::snapshot::Snapshotter::remove(sn.as_ref(), ns, &r.snapshot_key) {
-                Err(Error::NotFound(_)) | Ok(()) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        self.tasks.remove_bundle(ns, &r.id)?;
+        // The record goes first, in one transaction: a crash after it leaves only an
+        // unreferenced snapshot (labelled nook.container, so GC collects it) and a bundle
+        // directory, never a container whose snapshot is gone.
         d.store
             .write(|tx| tx.delete(CONTAINERS, ns, &r.id).map(|_| ()))?;
         d.mutated(true);
+        if let Ok(sn) = d.snapshotters.get(Some(&r.snapshotter)) {
+            match crate::snapshot::Snapshotter::remove(sn.as_ref(), ns, &r.snapshot_key) {
+                Err(Error::NotFound(_)) | Ok(()) => {}
+                Err(e) => {
+                    tracing::warn!(container = %r.id, "removing its snapshot: {e} (GC will retry)")
+                }
+            }
+        }
+        self.tasks.remove_bundle(ns, &r.id)?;
         Ok(())
     }
 
@@ -661,6 +666,7 @@ impl Manager {
     }
 
     /// The process spec of an exec, from the container's: args, env, user, workdir, tty.
+    #[allow(clippy::too_many_arguments)]
     pub fn exec_process(
         &self,
         ns: &str,
