@@ -163,13 +163,7 @@ fn sigkill_during_run_and_rm_loses_no_container() {
         .nook(&["run", "--rm", "crash/run:1", "echo", "alive"])
         .ok();
     assert_eq!(out.trim(), "alive");
-    d.nook(
-        &["rm", "-f"]
-            .iter()
-            .copied()
-            .chain(created.iter().map(String::as_str))
-            .collect::<Vec<_>>()
-            .as_slice(),
-    )
-    .ok();
+    let mut rm = vec!["rm", "-f"];
+    rm.extend(created.iter().map(String::as_str));
+    d.nook(&rm).ok();
 }
