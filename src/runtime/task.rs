@@ -171,6 +171,8 @@ impl Tasks {
         rt: &RuntimeBinary,
         tty: bool,
         stdin: bool,
+        start: bool,
+        hold_output: bool,
     ) -> Result<(ShimClient, i32)> {
         let bundle = self.bundle_dir(ns, id);
         let root = self.runtime_root(&rt.name);
@@ -184,6 +186,8 @@ impl Tasks {
             runtime_root: root.to_string_lossy().into_owned(),
             tty,
             stdin,
+            start,
+            hold_output,
         };
         let p = bundle.join(files::CONFIG);
         std::fs::write(&p, serde_json::to_vec(&cfg)?).ctx(|| format!("writing {}", p.display()))?;
