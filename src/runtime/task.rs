@@ -164,6 +164,7 @@ impl Tasks {
 
     /// Starts the task's shim, which creates the container (not started yet). Returns the
     /// client and the container's init pid. On failure, the runtime's own message is the error.
+    #[allow(clippy::too_many_arguments)]
     pub async fn spawn(
         &self,
         ns: &str,
