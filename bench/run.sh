@@ -18,7 +18,7 @@ work=$(mktemp -d /tmp/nook-bench-run-XXXXXX)
 chmod 755 "$work"
 cleanup() {
   # shellcheck disable=SC2046 # one id per word
-  as_user nook rm -f $(as_user nook ps -a -q 2>/dev/null) >/dev/null 2>&1 || true
+  as_user nook rm -f $(as_user nook ps -a -q 2>/dev/null) >"$work/h.log" 2>&1 || true
   if [ -n "${nookd_pid:-}" ]; then kill "$nookd_pid" 2>/dev/null || true; fi
   sleep 0.5
   rm -rf "$work"
@@ -63,7 +63,11 @@ bundle="$work/pub/bundle"
 mkdir -p "$bundle"
 cp -a "$img/rootfs" "$bundle/rootfs"
 (cd "$bundle" && runc spec --rootless)
-jq '.process.terminal=false | .process.args=["true"]' "$bundle/config.json" >"$bundle/c" && mv "$bundle/c" "$bundle/config.json"
+# `runc spec --rootless` maps the caller (root here): map the user instead
+jq --argjson u "$(id -u "$user")" --argjson g "$(id -g "$user")" \
+  '.process.terminal=false | .process.args=["true"]
+   | .linux.uidMappings[0].hostID=$u | .linux.gidMappings[0].hostID=$g' \
+  "$bundle/config.json" >"$bundle/c" && mv "$bundle/c" "$bundle/config.json"
 chown -R "$user:$user" "$bundle"
 install -d -m 700 -o "$user" -g "$user" "$work/runc-root"
 
@@ -92,7 +96,7 @@ fi
 
 # --- measure --------------------------------------------------------------------------------
 cmds=(
-  "runc --root $work/runc-root run -b $bundle bench-\$RANDOM"
+  "runc --root $work/runc-root run -b $bundle bench"
   "nook run --rm localhost/bench:latest true"
 )
 names=("runc run (floor)" "nook run --rm")
@@ -103,8 +107,8 @@ fi
 args=()
 for i in "${!cmds[@]}"; do args+=(-n "${names[$i]}" "${cmds[$i]}"); done
 chown "$user:$user" "$work"
-as_user hyperfine -N --warmup 3 --runs "$runs" --export-json "$work/h.json" "${args[@]}" >/dev/null 2>&1 ||
-  as_user hyperfine --warmup 3 --runs "$runs" --export-json "$work/h.json" "${args[@]}" >/dev/null
+as_user hyperfine -N --warmup 3 --runs "$runs" --export-json "$work/h.json" "${args[@]}" >"$work/h.log" 2>&1 ||
+  { cat "$work/h.log" >&2; exit 1; }
 med() { jq -r --arg n "$1" '.results[] | select(.command==$n) | .median' "$work/h.json"; }
 floor=$(med "runc run (floor)")
 nook=$(med "nook run --rm")

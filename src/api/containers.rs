@@ -81,6 +81,7 @@ fn bridge<I, F>(
     mut input: ShimInput,
     mut inbound: Streaming<I>,
     conv: F,
+    remove_after: Option<(Arc<Daemon>, String, ContainerRecord)>,
 ) -> OutStream
 where
     I: Send + 'static,
@@ -117,6 +118,13 @@ where
                     }
                 }
                 Ok(Some(Event::Exit(e))) => {
+                    if let Some((d, ns, rec)) = &remove_after {
+                        if let Ok(m) = manager(d) {
+                            if let Err(e) = m.remove(d, ns, rec, true).await {
+                                tracing::warn!(container = %rec.id, "auto-remove: {e}");
+                            }
+                        }
+                    }
                     let _ = tx
                         .send(Ok(pb::Output {
                             exited: true,
@@ -230,7 +238,7 @@ impl pb::containers_server::Containers for Svc {
         let m = self.m()?;
         let rec = self.find(&ns, &first.id)?;
         if first.start {
-            m.create_task(&self.0, &ns, &rec).await?;
+            m.create_task(&self.0, &ns, &rec, true, true).await?;
         }
         let client = m.tasks.client(&ns, &rec.id);
         let stream = client.attach(first.stdin, first.start).await?;
@@ -241,11 +249,16 @@ impl pb::containers_server::Containers for Svc {
         for i in inputs(first.data, first.close_stdin, first.width, first.height) {
             input.send(&i).await?;
         }
+        // with --rm, the exit is reported once the container is gone, so that its name is free
+        // when `nook run --rm` returns
+        let after =
+            (first.start && rec.auto_remove).then(|| (self.0.clone(), ns.clone(), rec.clone()));
         Ok(Response::new(bridge(
             events,
             input,
             inbound,
             |m: pb::AttachInput| inputs(m.data, m.close_stdin, m.width, m.height),
+            after,
         )))
     }
 
@@ -290,6 +303,7 @@ impl pb::containers_server::Containers for Svc {
             input,
             inbound,
             |m: pb::ExecInput| inputs(m.data, m.close_stdin, m.width, m.height),
+            None,
         )))
     }
 

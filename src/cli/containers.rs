@@ -656,21 +656,8 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> anyhow::Result<ExitCode> {
         println!("{}", created.id);
         return Ok(ExitCode::SUCCESS);
     }
+    // with --rm, nookd answers the exit once the container is removed
     let res = attach(&c, &created.id, a.create.interactive, a.create.tty, true).await;
-    if a.create.rm {
-        // nookd removes it; wait until it has, so the name is free when we return
-        for _ in 0..200 {
-            let r = client(&c)
-                .get(c.req(pb::ContainerRef {
-                    id: created.id.clone(),
-                }))
-                .await;
-            if matches!(&r, Err(s) if s.code() == tonic::Code::NotFound) {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-        }
-    }
     Ok(code(res?))
 }
 

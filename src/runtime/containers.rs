@@ -123,6 +123,7 @@ impl Status {
 /// The containers' manager inside nookd.
 pub struct Manager {
     pub tasks: Tasks,
+    removing: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 static M: std::sync::OnceLock<Manager> = std::sync::OnceLock::new();
@@ -140,6 +141,7 @@ pub fn manager(d: &Daemon) -> Result<&'static Manager> {
     let shim = task::find_shim()?;
     Ok(M.get_or_init(|| Manager {
         tasks: Tasks::new(&d.paths.state, shim),
+        removing: Default::default(),
     }))
 }
 
@@ -442,11 +444,16 @@ impl Manager {
 
     /// Creates the task (a shim running `runtime create`), unless one is already there.
     /// Returns whether a new task was made.
+    ///
+    /// With `start_now` the task starts at once (one runtime invocation); `hold_output` keeps
+    /// its first output for the client about to attach.
     pub async fn create_task(
         &self,
         d: &Arc<Daemon>,
         ns: &str,
         r: &ContainerRecord,
+        start_now: bool,
+        hold_output: bool,
     ) -> Result<bool> {
         let st = self.status(ns, r.clone()).await;
         match st.task.as_ref().map(|t| t.status.as_str()) {
@@ -465,14 +472,18 @@ impl Manager {
             self.tasks.runtime_delete(&rt, &r.id).await?;
         }
         self.ensure_bundle(d, ns, r).await?;
-        self.tasks.spawn(ns, &r.id, &rt, r.tty, r.stdin).await?;
+        self.tasks
+            .spawn(ns, &r.id, &rt, r.tty, r.stdin, start_now, hold_output)
+            .await?;
         Ok(true)
     }
 
     /// Starts a container detached; with `--rm`, nookd removes it when it exits.
     pub async fn start(&self, d: &Arc<Daemon>, ns: &str, r: &ContainerRecord) -> Result<()> {
-        self.create_task(d, ns, r).await?;
-        self.tasks.client(ns, &r.id).start().await?;
+        if !self.create_task(d, ns, r, true, false).await? {
+            // a task created earlier and not started: start it
+            self.tasks.client(ns, &r.id).start().await?;
+        }
         self.watch_auto_remove(d, ns, r);
         Ok(())
     }
@@ -594,6 +605,38 @@ impl Manager {
         r: &ContainerRecord,
         force: bool,
     ) -> Result<()> {
+        // one removal at a time per container (`--rm` watcher, attach and `rm -f` may race)
+        let key = format!("{ns}/{}", r.id);
+        let lock = {
+            let mut m = self.removing.lock().unwrap_or_else(|e| e.into_inner());
+            m.entry(key.clone())
+                .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
+                .clone()
+        };
+        let res = {
+            let _held = lock.lock().await;
+            self.remove_locked(d, ns, r, force).await
+        };
+        self.removing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+        res
+    }
+
+    async fn remove_locked(
+        &self,
+        d: &Arc<Daemon>,
+        ns: &str,
+        r: &ContainerRecord,
+        force: bool,
+    ) -> Result<()> {
+        if d.store
+            .get::<ContainerRecord>(CONTAINERS, ns, &r.id)?
+            .is_none()
+        {
+            return Ok(()); // removed meanwhile
+        }
         let st = self.status(ns, r.clone()).await;
         if st.running() {
             if !force {

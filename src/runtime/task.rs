@@ -164,6 +164,7 @@ impl Tasks {
 
     /// Starts the task's shim, which creates the container (not started yet). Returns the
     /// client and the container's init pid. On failure, the runtime's own message is the error.
+    #[allow(clippy::too_many_arguments)]
     pub async fn spawn(
         &self,
         ns: &str,
@@ -171,6 +172,8 @@ impl Tasks {
         rt: &RuntimeBinary,
         tty: bool,
         stdin: bool,
+        start: bool,
+        hold_output: bool,
     ) -> Result<(ShimClient, i32)> {
         let bundle = self.bundle_dir(ns, id);
         let root = self.runtime_root(&rt.name);
@@ -184,6 +187,8 @@ impl Tasks {
             runtime_root: root.to_string_lossy().into_owned(),
             tty,
             stdin,
+            start,
+            hold_output,
         };
         let p = bundle.join(files::CONFIG);
         std::fs::write(&p, serde_json::to_vec(&cfg)?).ctx(|| format!("writing {}", p.display()))?;

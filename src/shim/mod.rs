@@ -38,6 +38,13 @@ pub struct ShimConfig {
     /// Keep stdin open (`-i`).
     #[serde(default)]
     pub stdin: bool,
+    /// Start at once (`runtime run --detach`: one runtime invocation instead of create+start).
+    #[serde(default)]
+    pub start: bool,
+    /// Keep the init's output in memory until the first client attaches (`nook run` attaches
+    /// just after the start, and must not miss the first lines).
+    #[serde(default)]
+    pub hold_output: bool,
 }
 
 /// How a process ended.

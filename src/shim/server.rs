@@ -136,6 +136,8 @@ struct Proc {
     /// The pty master (for resize).
     master: Mutex<Option<Fd>>,
     subs: Mutex<Vec<mpsc::UnboundedSender<Event>>>,
+    /// Output kept for the first subscriber (see [`ShimConfig::hold_output`]), with its size.
+    held: Mutex<Option<(Vec<Event>, usize)>>,
     /// Set when reaped.
     exit: watch::Sender<Option<ExitInfo>>,
     /// Set when reaped and the output is drained: the moment to send [`Event::Exit`].
@@ -147,8 +149,9 @@ struct Proc {
 }
 
 impl Proc {
-    fn new(log: Option<File>) -> Arc<Proc> {
+    fn new(log: Option<File>, hold: bool) -> Arc<Proc> {
         Arc::new(Proc {
+            held: Mutex::new(hold.then(|| (Vec::new(), 0))),
             pid: Mutex::new(0),
             stdin: Mutex::new(None),
             master: Mutex::new(None),
@@ -167,6 +170,11 @@ impl Proc {
     /// Subscribes to output and the final exit event.
     fn subscribe(&self) -> mpsc::UnboundedReceiver<Event> {
         let (tx, rx) = mpsc::unbounded_channel();
+        if let Some((held, _)) = lock(&self.held).take() {
+            for ev in held {
+                let _ = tx.send(ev);
+            }
+        }
         if let Some(info) = self.done.borrow().clone() {
             let _ = tx.send(Event::Exit(info));
         } else {
@@ -176,6 +184,19 @@ impl Proc {
     }
 
     fn broadcast(&self, ev: Event) {
+        {
+            let mut held = lock(&self.held);
+            if let Some((buf, size)) = held.as_mut() {
+                if let Event::Out { data, .. } = &ev {
+                    *size += data.len();
+                }
+                buf.push(ev.clone());
+                if *size > 4 << 20 {
+                    // nobody came for it: stop holding (the log has everything)
+                    *held = None;
+                }
+            }
+        }
         lock(&self.subs).retain(|s| s.send(ev.clone()).is_ok());
     }
 
@@ -417,7 +438,13 @@ impl Shim {
         } else {
             None
         };
-        let mut args = vec!["create", "--bundle", &bundle, "--pid-file", files::INIT_PID];
+        let verb: &[&str] = if self.cfg.start {
+            &["run", "--detach"]
+        } else {
+            &["create"]
+        };
+        let mut args = verb.to_vec();
+        args.extend(["--bundle", &bundle, "--pid-file", files::INIT_PID]);
         if let Some((_, name)) = &console {
             args.push("--console-socket");
             args.push(name);
@@ -432,6 +459,10 @@ impl Shim {
         res?;
         let pid = read_pid(&self.bundle.join(files::INIT_PID))?;
         *lock(&self.init.pid) = pid;
+        if self.cfg.start {
+            *lock(&self.status) = "running";
+            *lock(&self.started_at) = Some(now_rfc3339());
+        }
         let exited = self.reaper.wait_for(pid);
         let me = self.clone();
         tokio::spawn(async move {
@@ -448,6 +479,12 @@ impl Shim {
             *lock(&me.status) = "stopped";
             me.init.finish(info).await;
             me.maybe_quit();
+            // output held for a client that never came: give up on it after a while
+            if lock(&me.init.held).is_some() {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                *lock(&me.init.held) = None;
+                me.maybe_quit();
+            }
         });
         Ok(pid)
     }
@@ -543,7 +580,7 @@ impl Shim {
         if let Some(obj) = process.as_object_mut() {
             obj.insert("terminal".into(), serde_json::Value::Bool(tty));
         }
-        let proc = Proc::new(None);
+        let proc = Proc::new(None, false);
         lock(&self.execs).insert(exec_id.to_string(), proc.clone());
         let rx = proc.subscribe();
         let res = self.exec_inner(exec_id, &process, tty, stdin, &proc).await;
@@ -626,6 +663,8 @@ impl Shim {
         if *lock(&self.status) == "stopped"
             && self.init.done.borrow().is_some()
             && self.active.load(Ordering::SeqCst) == 0
+            // output held for a client that has not attached yet
+            && lock(&self.init.held).is_none()
         {
             self.quit.notify_one();
         }
@@ -928,7 +967,7 @@ async fn handle(shim: Arc<Shim>, conn: UnixStream) {
         Request::Attach { stdin, start } => {
             shim.active.fetch_add(1, Ordering::SeqCst);
             let rx = shim.init.subscribe();
-            let resp = if start {
+            let resp = if start && *lock(&shim.status) == "created" {
                 match shim.start().await {
                     Ok(()) => Response::Ok,
                     Err(e) => err(e),
@@ -1105,11 +1144,12 @@ async fn run(cfg: ShimConfig, bundle: PathBuf) -> i32 {
             return 1;
         }
     };
+    let hold = cfg.hold_output;
     let shim = Arc::new(Shim {
         cfg,
         bundle,
         reaper: Reaper::default(),
-        init: Proc::new(Some(log)),
+        init: Proc::new(Some(log), hold),
         execs: Mutex::new(HashMap::new()),
         status: Mutex::new("created"),
         started_at: Mutex::new(None),
