@@ -51,6 +51,10 @@ pub mod proto {
     pub mod images {
         tonic::include_proto!("nook.images.v1");
     }
+    /// Containers and tasks.
+    pub mod containers {
+        tonic::include_proto!("nook.containers.v1");
+    }
     /// Content: the blobs of a namespace.
     pub mod content {
         tonic::include_proto!("nook.content.v1");

@@ -75,3 +75,101 @@ fn sigkill_during_import_and_unpack_loses_nothing() {
     d.nook(&["gc"]).ok();
     d.nook(&["check"]).ok();
 }
+
+/// The container half of the workload: run -d / rm -f with SIGKILLs in between. Containers
+/// whose `run -d` succeeded are never lost, running ones keep running, and every image still
+/// runs a container afterwards.
+#[test]
+fn sigkill_during_run_and_rm_loses_no_container() {
+    let mut d = Nookd::start();
+    let mut layers =
+        nook::image::fixture::busybox_layers(std::fs::read("/bin/busybox").unwrap(), "run\n");
+    for a in ["sleep", "echo"] {
+        layers[0].push(nook::image::fixture::FileSpec::symlink(
+            &format!("bin/{a}"),
+            "busybox",
+        ));
+    }
+    let img = TestImage::build(&layers, false, &["sh"]);
+    d.nook_stdin(&["load"], &docker_archive(&[(&["crash/run:1"], &img)]))
+        .ok();
+    let mut created: Vec<String> = Vec::new();
+    let mut targeted: Vec<String> = Vec::new();
+    for round in 0..ROUNDS {
+        let name = format!("c{round}");
+        let mut c = common::as_user(common::USER, &d.env(), "nook");
+        c.args(["run", "-d", "--name", &name, "crash/run:1", "sleep", "1000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut client = c.spawn().unwrap();
+        // remove an older container at the same time
+        let mut rm = (round >= 2).then(|| {
+            let victim = format!("c{}", round - 2);
+            targeted.push(victim.clone());
+            let mut r = common::as_user(common::USER, &d.env(), "nook");
+            r.args(["rm", "-f", &victim])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            (victim, r.spawn().unwrap())
+        });
+        let delay = rand::random::<u64>() % 250;
+        std::thread::sleep(Duration::from_millis(delay));
+        d.kill9();
+        if client.wait().unwrap().success() {
+            created.push(name);
+        }
+        if let Some((victim, mut p)) = rm.take() {
+            if p.wait().unwrap().success() {
+                created.retain(|n| n != &victim);
+            }
+        }
+        d.restart();
+        let ps = d.nook(&["ps", "-a", "--format", "json"]).ok();
+        let v: serde_json::Value = serde_json::from_str(&ps).unwrap();
+        let names: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["name"].as_str().map(String::from))
+            .collect();
+        for n in &created {
+            assert!(
+                names.contains(n),
+                "round {round} (killed after {delay} ms): container {n} lost: {names:?}\n{}",
+                d.log_text()
+            );
+        }
+        let rep: serde_json::Value =
+            serde_json::from_str(&d.nook(&["check", "--format", "json"]).ok()).unwrap();
+        assert_eq!(rep["consistent"], true, "round {round}: {rep}");
+    }
+    // every container whose run succeeded and that no `rm` touched is still running
+    let running: serde_json::Value =
+        serde_json::from_str(&d.nook(&["ps", "--format", "json"]).ok()).unwrap();
+    let running: Vec<&str> = running
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    for n in created.iter().filter(|n| !targeted.contains(n)) {
+        assert!(
+            running.contains(&n.as_str()),
+            "{n} should be running: {running:?}"
+        );
+    }
+    // and the image still runs
+    let out = d
+        .nook(&["run", "--rm", "crash/run:1", "echo", "alive"])
+        .ok();
+    assert_eq!(out.trim(), "alive");
+    d.nook(
+        &["rm", "-f"]
+            .iter()
+            .copied()
+            .chain(created.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .as_slice(),
+    )
+    .ok();
+}

@@ -1,6 +1,7 @@
 //! The gRPC façade: thin services that translate requests into calls on the subsystems.
 //! Each subsystem's service lives in its own file and is added to [`router`].
 
+pub mod containers;
 pub mod content;
 mod gc;
 pub mod images;
@@ -22,6 +23,7 @@ pub const MAX_MESSAGE: usize = 16 << 20;
 pub async fn init_subsystems(d: &Arc<Daemon>) {
     snapshots::init(d).await;
     networks::init(d).await;
+    containers::init(d).await;
 }
 
 /// Stops each subsystem after the socket closed.
@@ -42,6 +44,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .add_optional_service(optional("images", images::service(d.clone())))
         .add_optional_service(optional("content", content::service(d.clone())))
         .add_service(snapshots::service(d.clone()))
+        .add_service(containers::service(d.clone()))
 }
 
 /// A service that could not start is left out, with its error in the log.

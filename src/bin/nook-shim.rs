@@ -1,4 +1,5 @@
+//! `nook-shim`: one per task, started by nookd (see `nook::shim`).
+
 fn main() {
-    eprintln!("nook-shim: not implemented yet");
-    std::process::exit(1)
+    std::process::exit(nook::shim::server::main());
 }

@@ -3,6 +3,7 @@
 //! file; this file holds the global options and dispatch.
 
 pub mod client;
+mod containers;
 mod content;
 mod images;
 mod leases;
@@ -89,6 +90,38 @@ pub enum Command {
     Login(images::LoginArgs),
     /// Forget the credentials for a registry.
     Logout(images::LogoutArgs),
+    /// Run a command in a new container.
+    Run(containers::RunArgs),
+    /// Create a container without starting it.
+    Create(containers::CreateArgs),
+    /// List containers.
+    Ps(containers::PsArgs),
+    /// Run a command in a running container.
+    Exec(containers::ExecArgs),
+    /// Show a container's output.
+    Logs(containers::LogsArgs),
+    /// Stop containers (SIGTERM, then SIGKILL after -t seconds).
+    Stop(containers::StopArgs),
+    /// Send a signal to containers.
+    Kill(containers::KillArgs),
+    /// Start stopped or created containers.
+    Start(containers::StartArgs),
+    /// Stop and start containers.
+    Restart(containers::StopArgs),
+    /// Wait for containers to exit; print their exit codes.
+    Wait(containers::ManyArgs),
+    /// Remove containers.
+    Rm(containers::RmArgs),
+    /// Show containers' records, specs and states (JSON).
+    Inspect(containers::ManyArgs),
+    /// Show a container's processes.
+    Top(containers::OneArgs),
+    /// Manage containers (ctr-style): ls, info, rm, create.
+    #[command(subcommand, visible_alias = "container", visible_alias = "c")]
+    Containers(containers::ContainersCmd),
+    /// Manage tasks (ctr-style): ls, start, kill, exec, ps, pause, resume.
+    #[command(subcommand, visible_alias = "task", visible_alias = "t")]
+    Tasks(containers::TasksCmd),
     /// Inspect the content store (blobs of this namespace).
     #[command(subcommand)]
     Content(content::ContentCmd),
@@ -146,6 +179,21 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Login(a) => images::login(&ctx, a).await,
         Command::Logout(a) => images::logout(&ctx, a).await,
         Command::Content(c) => content::run(&ctx, c).await,
+        Command::Run(a) => containers::run(&ctx, a).await,
+        Command::Create(a) => containers::create(&ctx, a).await,
+        Command::Ps(a) => containers::ps(&ctx, a).await,
+        Command::Exec(a) => containers::exec(&ctx, a).await,
+        Command::Logs(a) => containers::logs(&ctx, a).await,
+        Command::Stop(a) => containers::stop(&ctx, a).await,
+        Command::Kill(a) => containers::kill(&ctx, a).await,
+        Command::Start(a) => containers::start(&ctx, a).await,
+        Command::Restart(a) => containers::restart(&ctx, a).await,
+        Command::Wait(a) => containers::wait(&ctx, a).await,
+        Command::Rm(a) => containers::rm(&ctx, a).await,
+        Command::Inspect(a) => containers::inspect(&ctx, a).await,
+        Command::Top(a) => containers::top(&ctx, a).await,
+        Command::Containers(c) => containers::containers(&ctx, c).await,
+        Command::Tasks(c) => containers::tasks(&ctx, c).await,
         Command::Snapshots(a) => snapshots::run(&ctx, a).await,
     }
 }

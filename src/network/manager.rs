@@ -641,6 +641,55 @@ impl Manager {
         .map_err(io_err("configuring the container's eth0"))
     }
 
+    /// The attachment of a container as the runtime needs it (namespace, /etc files).
+    pub fn view_of(&self, ns: &str, id: &str) -> Result<Option<Attachment>> {
+        match self.attachment(ns, id)? {
+            Some(a) => self.view(&a).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Makes the container's network whole again if its namespace is gone (a reboot emptied
+    /// the state directory, or the pause process was replaced): same path, same address.
+    /// Blocking.
+    pub fn ensure(&self, ns: &str, id: &str) -> Result<()> {
+        let _g = self.lock();
+        let Some(a) = self.attachment(ns, id)? else {
+            return Ok(());
+        };
+        match a.mode {
+            Mode::Host => Ok(()),
+            Mode::None => {
+                if is_netns(&a.netns_path) {
+                    return Ok(());
+                }
+                let _ = remove_netns(&a.netns_path);
+                create_netns(&a.netns_path)
+                    .map_err(io_err("creating the container's network namespace"))
+            }
+            Mode::Bridge => {
+                let veth_ok = a.veth.clone().is_some_and(|v| {
+                    with_netns(&self.s.netns, move || Ok(Netlink::open()?.exists(&v)))
+                        .unwrap_or(false)
+                });
+                if is_netns(&a.netns_path) && veth_ok {
+                    return Ok(());
+                }
+                let net: NetworkRecord = self
+                    .store
+                    .get_raw(SYSTEM, &net_key(&a.network))?
+                    .ok_or_else(|| {
+                        Error::NotFound(format!(
+                            "network {:?} of this container was removed: recreate it",
+                            a.network
+                        ))
+                    })?;
+                let _ = remove_netns(&a.netns_path);
+                self.plumb(&net, &a)
+            }
+        }
+    }
+
     /// Undoes [`Manager::attach`]: closes published ports, deletes the veth pair and the
     /// namespace, releases the address, drops the record. A container never attached is fine.
     pub fn detach(&self, ns: &str, id: &str) -> Result<()> {

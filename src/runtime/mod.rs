@@ -1,1 +1,15 @@
-//! The runtime subsystem (see DESIGN.md).
+//! The runtime subsystem: containers' OCI specs, the OCI runtime binaries (runc, crun, any
+//! other) as plugins, and the daemon side of tasks (bundles, shims, recovery).
+//!
+//! * [`spec`] builds `config.json` from an image config and `nook run` options.
+//! * [`user`] resolves `--user` against the image's /etc/passwd and /etc/group.
+//! * [`seccomp`] is the default seccomp profile (docker's allow-list).
+//! * [`plugin`] resolves runtime names from `[runtimes]` and probes them.
+//! * [`task`] creates bundles, starts `nook-shim` processes and talks to them.
+
+pub mod containers;
+pub mod plugin;
+pub mod seccomp;
+pub mod spec;
+pub mod task;
+pub mod user;

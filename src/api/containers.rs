@@ -1,0 +1,580 @@
+//! The Containers service: a thin layer over [`crate::runtime::containers`].
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::namespace;
+use crate::daemon::Daemon;
+use crate::error::Error;
+use crate::proto::containers as pb;
+use crate::runtime::containers::{
+    manager, ContainerRecord, CreateOptions, Manager, Status as CStatus,
+};
+use crate::shim::client::{decode, ShimEvents, ShimInput};
+use crate::shim::{Event, Input};
+
+pub struct Svc(Arc<Daemon>);
+
+pub fn service(d: Arc<Daemon>) -> pb::containers_server::ContainersServer<Svc> {
+    pb::containers_server::ContainersServer::new(Svc(d))
+        .max_decoding_message_size(super::MAX_MESSAGE)
+}
+
+/// Starts the subsystem: `--rm` bookkeeping of containers that ran while nookd was away.
+pub async fn init(d: &Arc<Daemon>) {
+    match manager(d) {
+        Ok(m) => m.recover(d).await,
+        Err(e) => tracing::error!("containers: {e}"),
+    }
+}
+
+fn to_pb(s: &CStatus) -> pb::Container {
+    let r = &s.record;
+    let t = s.task.as_ref();
+    pb::Container {
+        id: r.id.clone(),
+        name: r.name.clone(),
+        image: r.image.clone(),
+        command: r.command(),
+        created_at: r.created_at,
+        status: s.status().to_string(),
+        exit_code: s.exit_code(),
+        pid: t.map(|t| t.pid).filter(|_| s.running()).unwrap_or(0),
+        started_at: t.and_then(|t| t.started_at.clone()).unwrap_or_default(),
+        finished_at: t
+            .and_then(|t| t.exit.as_ref().map(|e| e.exited_at.clone()))
+            .unwrap_or_default(),
+        runtime: r.runtime.clone(),
+        snapshotter: r.snapshotter.clone(),
+        labels: r.labels.clone().into_iter().collect(),
+        tty: r.tty,
+        auto_remove: r.auto_remove,
+        ports: Vec::new(),
+        ip: String::new(),
+    }
+}
+
+/// [`to_pb`] with the container's network: its address and published ports.
+fn to_pb_net(d: &Daemon, ns: &str, s: &CStatus) -> pb::Container {
+    let mut c = to_pb(s);
+    if let Ok(Some(a)) = d.network.attachment(ns, &s.record.id) {
+        c.ip = a.ip.map(|i| i.to_string()).unwrap_or_default();
+        let ports = if a.published.is_empty() {
+            &a.ports
+        } else {
+            &a.published
+        };
+        c.ports = ports
+            .iter()
+            .map(|m| pb::PublishedPort {
+                host_ip: m.host_ip.to_string(),
+                host_port: m.host_port.into(),
+                container_port: m.container_port.into(),
+                protocol: m.proto.to_string(),
+            })
+            .collect();
+    }
+    c
+}
+
+type OutStream = Pin<Box<dyn Stream<Item = Result<pb::Output, Status>> + Send>>;
+
+impl Svc {
+    fn m(&self) -> Result<&'static Manager, Status> {
+        manager(&self.0).map_err(Status::from)
+    }
+
+    fn find(&self, ns: &str, id: &str) -> Result<ContainerRecord, Status> {
+        self.m()?.find(&self.0, ns, id).map_err(Status::from)
+    }
+
+    async fn get_pb(&self, ns: &str, r: ContainerRecord) -> Result<pb::Container, Status> {
+        Ok(to_pb_net(&self.0, ns, &self.m()?.status(ns, r).await))
+    }
+}
+
+/// Pumps shim events to the gRPC stream and gRPC input to the shim.
+fn bridge<I, F>(
+    mut events: ShimEvents,
+    mut input: ShimInput,
+    mut inbound: Streaming<I>,
+    conv: F,
+) -> OutStream
+where
+    I: Send + 'static,
+    F: Fn(I) -> Vec<Input> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel::<Result<pb::Output, Status>>(256);
+    let feeder = tokio::spawn(async move {
+        while let Some(Ok(msg)) = inbound.next().await {
+            for i in conv(msg) {
+                if input.send(&i).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    tokio::spawn(async move {
+        loop {
+            match events.next().await {
+                Ok(Some(Event::Out { stream, data })) => {
+                    let bytes = decode(&data);
+                    let out = if stream == "stderr" {
+                        pb::Output {
+                            stderr: bytes,
+                            ..Default::default()
+                        }
+                    } else {
+                        pb::Output {
+                            stdout: bytes,
+                            ..Default::default()
+                        }
+                    };
+                    if tx.send(Ok(out)).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(Some(Event::Exit(e))) => {
+                    let _ = tx
+                        .send(Ok(pb::Output {
+                            exited: true,
+                            exit_code: e.exit_code,
+                            ..Default::default()
+                        }))
+                        .await;
+                    break;
+                }
+                Ok(None) => {
+                    let _ = tx
+                        .send(Err(Status::unavailable(
+                            "the container's shim went away before it reported an exit",
+                        )))
+                        .await;
+                    break;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                    break;
+                }
+            }
+        }
+        feeder.abort();
+    });
+    Box::pin(ReceiverStream::new(rx))
+}
+
+fn inputs(data: Vec<u8>, close: bool, width: u32, height: u32) -> Vec<Input> {
+    let mut v = Vec::new();
+    if width > 0 && height > 0 {
+        v.push(Input::Resize {
+            width: width.min(u16::MAX as u32) as u16,
+            height: height.min(u16::MAX as u32) as u16,
+        });
+    }
+    if !data.is_empty() {
+        use base64::Engine;
+        v.push(Input::Stdin {
+            data: base64::engine::general_purpose::STANDARD.encode(data),
+        });
+    }
+    if close {
+        v.push(Input::CloseStdin);
+    }
+    v
+}
+
+#[tonic::async_trait]
+impl pb::containers_server::Containers for Svc {
+    type AttachStream = OutStream;
+    type ExecStream = OutStream;
+    type LogsStream = Pin<Box<dyn Stream<Item = Result<pb::LogLine, Status>> + Send>>;
+
+    async fn create(
+        &self,
+        r: Request<pb::CreateRequest>,
+    ) -> Result<Response<pb::Container>, Status> {
+        let ns = namespace(&r)?;
+        let q = r.into_inner();
+        if q.image.is_empty() {
+            return Err(Status::invalid_argument(
+                "an image is needed: nook run IMAGE [COMMAND...]",
+            ));
+        }
+        let o = CreateOptions {
+            image: q.image,
+            name: q.name,
+            runtime: q.runtime,
+            snapshotter: q.snapshotter,
+            args: q.args,
+            entrypoint: q.has_entrypoint.then_some(q.entrypoint),
+            env: q.env,
+            workdir: q.workdir,
+            user: q.user,
+            hostname: q.hostname,
+            read_only: q.read_only,
+            tty: q.tty,
+            stdin: q.stdin,
+            volumes: q.volumes,
+            tmpfs: q.tmpfs,
+            cap_add: q.cap_add,
+            cap_drop: q.cap_drop,
+            privileged: q.privileged,
+            security_opt: q.security_opt,
+            seccomp_profiles: q.seccomp_profiles.into_iter().collect(),
+            labels: q.labels.into_iter().collect(),
+            auto_remove: q.auto_remove,
+            network: q.network,
+            publish: q.publish,
+        };
+        let rec = self.m()?.create(&self.0, &ns, o).await?;
+        Ok(Response::new(self.get_pb(&ns, rec).await?))
+    }
+
+    async fn start(&self, r: Request<pb::ContainerRef>) -> Result<Response<pb::Container>, Status> {
+        let ns = namespace(&r)?;
+        let rec = self.find(&ns, &r.get_ref().id)?;
+        self.m()?.start(&self.0, &ns, &rec).await?;
+        Ok(Response::new(self.get_pb(&ns, rec).await?))
+    }
+
+    async fn attach(
+        &self,
+        r: Request<Streaming<pb::AttachInput>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let ns = namespace(&r)?;
+        let mut inbound = r.into_inner();
+        let first = inbound.next().await.ok_or_else(|| {
+            Status::invalid_argument("attach: the first message names the container")
+        })??;
+        let m = self.m()?;
+        let rec = self.find(&ns, &first.id)?;
+        if first.start {
+            m.create_task(&self.0, &ns, &rec).await?;
+        }
+        let client = m.tasks.client(&ns, &rec.id);
+        let stream = client.attach(first.stdin, first.start).await?;
+        if first.start {
+            m.watch_auto_remove(&self.0, &ns, &rec);
+        }
+        let (events, mut input) = stream.split();
+        for i in inputs(first.data, first.close_stdin, first.width, first.height) {
+            input.send(&i).await?;
+        }
+        Ok(Response::new(bridge(
+            events,
+            input,
+            inbound,
+            |m: pb::AttachInput| inputs(m.data, m.close_stdin, m.width, m.height),
+        )))
+    }
+
+    async fn exec(
+        &self,
+        r: Request<Streaming<pb::ExecInput>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        let ns = namespace(&r)?;
+        let mut inbound = r.into_inner();
+        let first = inbound.next().await.ok_or_else(|| {
+            Status::invalid_argument("exec: the first message names the container and command")
+        })??;
+        let m = self.m()?;
+        let rec = self.find(&ns, &first.id)?;
+        let process = m.exec_process(
+            &ns,
+            &rec,
+            &first.args,
+            &first.env,
+            &first.user,
+            &first.workdir,
+            first.tty,
+        )?;
+        let exec_id = crate::runtime::containers::new_id()[..16].to_string();
+        let (_pid, stream) = m
+            .tasks
+            .client(&ns, &rec.id)
+            .exec(&exec_id, process, first.tty, first.stdin)
+            .await
+            .map_err(|e| match e {
+                Error::Unavailable(_) => {
+                    Status::failed_precondition(format!("container {} is not running", rec.name))
+                }
+                other => other.into(),
+            })?;
+        let (events, mut input) = stream.split();
+        for i in inputs(first.data, first.close_stdin, first.width, first.height) {
+            input.send(&i).await?;
+        }
+        Ok(Response::new(bridge(
+            events,
+            input,
+            inbound,
+            |m: pb::ExecInput| inputs(m.data, m.close_stdin, m.width, m.height),
+        )))
+    }
+
+    async fn list(
+        &self,
+        r: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
+        let ns = namespace(&r)?;
+        let m = self.m()?;
+        let mut recs = m.records(&self.0, &ns)?;
+        recs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.name.cmp(&b.name)));
+        let states =
+            futures::future::join_all(recs.into_iter().map(|rec| m.status(&ns, rec))).await;
+        let containers = states
+            .iter()
+            .filter(|s| r.get_ref().all || s.running())
+            .map(|s| to_pb_net(&self.0, &ns, s))
+            .collect();
+        Ok(Response::new(pb::ListResponse { containers }))
+    }
+
+    async fn get(&self, r: Request<pb::ContainerRef>) -> Result<Response<pb::Container>, Status> {
+        let ns = namespace(&r)?;
+        let rec = self.find(&ns, &r.get_ref().id)?;
+        Ok(Response::new(self.get_pb(&ns, rec).await?))
+    }
+
+    async fn inspect(
+        &self,
+        r: Request<pb::ContainerRef>,
+    ) -> Result<Response<pb::InspectResponse>, Status> {
+        let ns = namespace(&r)?;
+        let rec = self.find(&ns, &r.get_ref().id)?;
+        let st = self.m()?.status(&ns, rec.clone()).await;
+        let bundle = self.m()?.tasks.bundle_dir(&ns, &rec.id);
+        let v = serde_json::json!({
+            "Id": rec.id,
+            "Name": rec.name,
+            "Image": rec.image,
+            "ImageDigest": rec.image_digest,
+            "Created": rec.created_at,
+            "Runtime": rec.runtime,
+            "Snapshotter": rec.snapshotter,
+            "SnapshotKey": rec.snapshot_key,
+            "Labels": rec.labels,
+            "AutoRemove": rec.auto_remove,
+            "Bundle": bundle,
+            "LogPath": bundle.join(crate::shim::files::LOG),
+            "State": {
+                "Status": st.status(),
+                "Running": st.running(),
+                "Pid": st.task.as_ref().map(|t| t.pid).filter(|_| st.running()).unwrap_or(0),
+                "ExitCode": st.exit_code(),
+                "StartedAt": st.task.as_ref().and_then(|t| t.started_at.clone()),
+                "FinishedAt": st.task.as_ref().and_then(|t| t.exit.as_ref().map(|e| e.exited_at.clone())),
+                "ShimPid": st.task.as_ref().map(|t| t.shim_pid).unwrap_or(0),
+            },
+            "Spec": rec.spec,
+        });
+        Ok(Response::new(pb::InspectResponse {
+            json: serde_json::to_string_pretty(&v).map_err(Error::from)?,
+        }))
+    }
+
+    async fn kill(&self, r: Request<pb::KillRequest>) -> Result<Response<pb::Empty>, Status> {
+        let ns = namespace(&r)?;
+        let q = r.into_inner();
+        let rec = self.find(&ns, &q.id)?;
+        let sig = if q.signal == 0 {
+            libc::SIGKILL
+        } else {
+            q.signal
+        };
+        self.m()?.kill(&ns, &rec, sig, q.all).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn stop(&self, r: Request<pb::StopRequest>) -> Result<Response<pb::Container>, Status> {
+        let ns = namespace(&r)?;
+        let q = r.into_inner();
+        let rec = self.find(&ns, &q.id)?;
+        self.m()?
+            .stop(&ns, &rec, Duration::from_secs(q.timeout as u64), q.signal)
+            .await?;
+        Ok(Response::new(self.get_pb(&ns, rec).await?))
+    }
+
+    async fn wait(
+        &self,
+        r: Request<pb::ContainerRef>,
+    ) -> Result<Response<pb::WaitResponse>, Status> {
+        let ns = namespace(&r)?;
+        let rec = self.find(&ns, &r.get_ref().id)?;
+        let code = self.m()?.wait_exit(&ns, &rec.id).await?;
+        Ok(Response::new(pb::WaitResponse { exit_code: code }))
+    }
+
+    async fn remove(&self, r: Request<pb::RemoveRequest>) -> Result<Response<pb::Empty>, Status> {
+        let ns = namespace(&r)?;
+        let q = r.into_inner();
+        let rec = self.find(&ns, &q.id)?;
+        self.m()?.remove(&self.0, &ns, &rec, q.force).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn logs(
+        &self,
+        r: Request<pb::LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        let ns = namespace(&r)?;
+        let q = r.into_inner();
+        let rec = self.find(&ns, &q.id)?;
+        let m = self.m()?;
+        let bundle = m.tasks.bundle_dir(&ns, &rec.id);
+        let log = bundle.join(crate::shim::files::LOG);
+        let tail = (q.tail >= 0).then_some(q.tail as usize);
+        let (tx, rx) = mpsc::channel(256);
+        let id = rec.id.clone();
+        tokio::spawn(async move {
+            use std::io::{BufRead, Seek};
+            let send_line = |l: &str| -> Option<pb::LogLine> {
+                let l: crate::shim::LogLine = serde_json::from_str(l).ok()?;
+                Some(pb::LogLine {
+                    time: l.time,
+                    stream: l.stream,
+                    data: l.log.into_bytes(),
+                })
+            };
+            // the first part: the tail of what is there
+            let lines = match crate::runtime::task::read_log(&bundle, tail) {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+            };
+            let mut pos = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+            for l in lines {
+                let msg = pb::LogLine {
+                    time: l.time,
+                    stream: l.stream,
+                    data: l.log.into_bytes(),
+                };
+                if tx.send(Ok(msg)).await.is_err() {
+                    return;
+                }
+            }
+            if !q.follow {
+                return;
+            }
+            let Ok(m) = manager_static() else { return };
+            loop {
+                let running = m
+                    .tasks
+                    .state(&ns, &id)
+                    .await
+                    .is_some_and(|s| s.status != "stopped");
+                if let Ok(mut f) = std::fs::File::open(&log) {
+                    if f.seek(std::io::SeekFrom::Start(pos)).is_ok() {
+                        let mut rd = std::io::BufReader::new(f);
+                        let mut line = String::new();
+                        while rd.read_line(&mut line).unwrap_or(0) > 0 {
+                            if !line.ends_with('\n') {
+                                break; // a partial line: read it whole next time
+                            }
+                            pos += line.len() as u64;
+                            if let Some(msg) = send_line(line.trim_end()) {
+                                if tx.send(Ok(msg)).await.is_err() {
+                                    return;
+                                }
+                            }
+                            line.clear();
+                        }
+                    }
+                }
+                if !running {
+                    return;
+                }
+                if tx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn top(&self, r: Request<pb::ContainerRef>) -> Result<Response<pb::TopResponse>, Status> {
+        let ns = namespace(&r)?;
+        let rec = self.find(&ns, &r.get_ref().id)?;
+        let st = self.m()?.status(&ns, rec.clone()).await;
+        if !st.running() {
+            return Err(Status::failed_precondition(format!(
+                "container {} is not running",
+                rec.name
+            )));
+        }
+        let rows = self.m()?.top(&ns, &rec).await?;
+        Ok(Response::new(pb::TopResponse {
+            titles: vec!["PID".into(), "UID".into(), "CMD".into()],
+            processes: rows
+                .into_iter()
+                .map(|fields| pb::Process { fields })
+                .collect(),
+        }))
+    }
+
+    async fn pause(&self, r: Request<pb::ContainerRef>) -> Result<Response<pb::Empty>, Status> {
+        self.pause_resume(r, true).await
+    }
+
+    async fn resume(&self, r: Request<pb::ContainerRef>) -> Result<Response<pb::Empty>, Status> {
+        self.pause_resume(r, false).await
+    }
+
+    async fn resize(&self, r: Request<pb::ResizeRequest>) -> Result<Response<pb::Empty>, Status> {
+        let ns = namespace(&r)?;
+        let q = r.into_inner();
+        let rec = self.find(&ns, &q.id)?;
+        self.m()?
+            .tasks
+            .client(&ns, &rec.id)
+            .resize(None, q.width.min(65535) as u16, q.height.min(65535) as u16)
+            .await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+}
+
+impl Svc {
+    async fn pause_resume(
+        &self,
+        r: Request<pb::ContainerRef>,
+        pause: bool,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let ns = namespace(&r)?;
+        let rec = self.find(&ns, &r.get_ref().id)?;
+        let c = self.m()?.tasks.client(&ns, &rec.id);
+        let res = if pause {
+            c.pause().await
+        } else {
+            c.resume().await
+        };
+        res.map_err(|e| {
+            let msg = e.to_string();
+            if msg.contains("cgroup") || msg.contains("freezer") {
+                Status::failed_precondition(format!(
+                    "{} needs cgroup delegation (the freezer controller), which this user does not have: {msg}",
+                    if pause { "pause" } else { "resume" }
+                ))
+            } else {
+                e.into()
+            }
+        })?;
+        Ok(Response::new(pb::Empty {}))
+    }
+}
+
+fn manager_static() -> Result<&'static Manager, Error> {
+    // the manager exists once any request reached this service
+    crate::runtime::containers::manager_if_made()
+        .ok_or_else(|| Error::Internal("containers manager not initialised".into()))
+}

@@ -1,0 +1,962 @@
+//! Containers (metadata records) and their tasks, as nookd manages them: create from an image
+//! (unpacked into a snapshot mounted at `<bundle>/rootfs`), start through a shim, stop, remove,
+//! and find again after a restart. The gRPC service ([`crate::api`]) is a thin layer over this.
+//!
+//! A container record lives in the CONTAINERS bucket as `<ns>/<id>`; its `snapshotter` and
+//! `snapshot_key` fields keep its snapshot from garbage collection. The task's live state is
+//! never stored: it is asked from the shim (or read from its exit record), so a restarted
+//! nookd sees exactly what is running.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::plugin;
+use super::spec::{self, BindMount, ImageConfig, Network, SpecOptions, TmpfsMount};
+use super::task::{self, EtcFiles, Tasks};
+use crate::daemon::Daemon;
+use crate::error::{Error, Result};
+use crate::metadata::CONTAINERS;
+use crate::shim::TaskState;
+
+/// A container's record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub name: String,
+    /// The image name as stored (normalized) and its target digest.
+    pub image: String,
+    #[serde(default)]
+    pub image_digest: String,
+    pub snapshotter: String,
+    pub snapshot_key: String,
+    /// Runtime name (a key of `[runtimes]`).
+    pub runtime: String,
+    /// The OCI spec (config.json).
+    pub spec: serde_json::Value,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub created_at: i64,
+    #[serde(default)]
+    pub tty: bool,
+    #[serde(default)]
+    pub stdin: bool,
+    #[serde(default)]
+    pub auto_remove: bool,
+}
+
+impl ContainerRecord {
+    /// The process arguments.
+    pub fn command(&self) -> Vec<String> {
+        self.spec["process"]["args"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// What `create` needs beyond [`SpecOptions`].
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub image: String,
+    pub name: String,
+    pub runtime: String,
+    pub snapshotter: String,
+    pub args: Vec<String>,
+    pub entrypoint: Option<Vec<String>>,
+    pub env: Vec<String>,
+    pub workdir: String,
+    pub user: String,
+    pub hostname: String,
+    pub read_only: bool,
+    pub tty: bool,
+    pub stdin: bool,
+    pub volumes: Vec<String>,
+    pub tmpfs: Vec<String>,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub privileged: bool,
+    pub security_opt: Vec<String>,
+    pub seccomp_profiles: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub auto_remove: bool,
+    pub network: String,
+    /// `-p` values ([HOSTIP:]HOSTPORT:PORT[/PROTO], PORT, ranges).
+    pub publish: Vec<String>,
+}
+
+/// A container with its task's state.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub record: ContainerRecord,
+    pub task: Option<TaskState>,
+}
+
+impl Status {
+    /// `created`, `running`, `paused`, `exited` or `unknown`.
+    pub fn status(&self) -> &str {
+        match &self.task {
+            None => "created",
+            Some(t) if t.status == "stopped" => "exited",
+            Some(t) => t.status.as_str(),
+        }
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        self.task
+            .as_ref()
+            .and_then(|t| t.exit.as_ref())
+            .map(|e| e.exit_code)
+            .unwrap_or(0)
+    }
+
+    pub fn running(&self) -> bool {
+        matches!(self.status(), "running" | "paused")
+    }
+}
+
+/// The containers' manager inside nookd.
+pub struct Manager {
+    pub tasks: Tasks,
+}
+
+static M: std::sync::OnceLock<Manager> = std::sync::OnceLock::new();
+
+/// The manager, if [`manager`] made it already.
+pub fn manager_if_made() -> Option<&'static Manager> {
+    M.get()
+}
+
+/// The daemon's container manager (made on first use).
+pub fn manager(d: &Daemon) -> Result<&'static Manager> {
+    if let Some(m) = M.get() {
+        return Ok(m);
+    }
+    let shim = task::find_shim()?;
+    Ok(M.get_or_init(|| Manager {
+        tasks: Tasks::new(&d.paths.state, shim),
+    }))
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A random 64-hex id.
+pub fn new_id() -> String {
+    let b: [u8; 32] = rand::random();
+    hex::encode(b)
+}
+
+const ADJECTIVES: &[&str] = &[
+    "brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry",
+    "nimble", "proud", "quiet", "rapid", "sunny", "tender", "vivid", "witty", "zen", "bold",
+];
+const NOUNS: &[&str] = &[
+    "otter", "badger", "heron", "lynx", "marten", "newt", "owl", "puffin", "quail", "raven",
+    "seal", "tern", "vole", "wren", "yak", "zebu", "bison", "crane", "dingo", "egret",
+];
+
+/// Checks a user-given container name (docker's rule).
+pub fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "invalid container name {name:?}: use [a-zA-Z0-9][a-zA-Z0-9_.-]*"
+        )))
+    }
+}
+
+impl Manager {
+    /// Every container of `ns`.
+    pub fn records(&self, d: &Daemon, ns: &str) -> Result<Vec<ContainerRecord>> {
+        Ok(d.store
+            .list::<ContainerRecord>(CONTAINERS, ns)?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect())
+    }
+
+    /// Finds a container by id, name or unique id prefix.
+    pub fn find(&self, d: &Daemon, ns: &str, what: &str) -> Result<ContainerRecord> {
+        if what.is_empty() {
+            return Err(Error::InvalidArgument("no container given".into()));
+        }
+        let all = self.records(d, ns)?;
+        if let Some(r) = all.iter().find(|r| r.id == what || r.name == what) {
+            return Ok(r.clone());
+        }
+        let matches: Vec<&ContainerRecord> =
+            all.iter().filter(|r| r.id.starts_with(what)).collect();
+        match matches.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(Error::NotFound(format!(
+                "no such container {what:?} in namespace {ns:?} (see `nook ps -a`)"
+            ))),
+            _ => Err(Error::InvalidArgument(format!(
+                "{what:?} matches several containers: give more of the id, or the name"
+            ))),
+        }
+    }
+
+    /// The container and its task state.
+    pub async fn status(&self, ns: &str, r: ContainerRecord) -> Status {
+        let task = self.tasks.state(ns, &r.id).await;
+        Status { record: r, task }
+    }
+
+    fn rootfs(&self, ns: &str, id: &str) -> PathBuf {
+        self.tasks.bundle_dir(ns, id).join("rootfs")
+    }
+
+    /// Creates a container: unpacks the image if needed, prepares and mounts its snapshot,
+    /// builds its OCI spec, and records it.
+    pub async fn create(
+        &self,
+        d: &Arc<Daemon>,
+        ns: &str,
+        o: CreateOptions,
+    ) -> Result<ContainerRecord> {
+        d.store.require_namespace(ns)?;
+        let rt = plugin::resolve(&d.config, Some(&o.runtime))?;
+        let name = if o.name.is_empty() {
+            self.generate_name(d, ns)?
+        } else {
+            validate_name(&o.name)?;
+            o.name.clone()
+        };
+        if self.records(d, ns)?.iter().any(|r| r.name == name) {
+            return Err(Error::AlreadyExists(format!(
+                "the container name {name:?} is in use: remove that container (`nook rm {name}`) or choose another --name"
+            )));
+        }
+        // parse what can be checked before any work
+        let binds: Vec<BindMount> = o
+            .volumes
+            .iter()
+            .map(|v| BindMount::parse(v))
+            .collect::<Result<_>>()?;
+        let tmpfs: Vec<TmpfsMount> = o
+            .tmpfs
+            .iter()
+            .map(|t| TmpfsMount::parse(t))
+            .collect::<Result<_>>()?;
+        spec::capability_set(o.privileged, &o.cap_add, &o.cap_drop)?;
+        let ports = crate::network::ports::parse_all(&o.publish)?;
+
+        let id = new_id();
+        let _gc = d.gc.lock.read().await;
+        let bundle = self.tasks.bundle_dir(ns, &id);
+        let rootfs = bundle.join("rootfs");
+        let rootfs2 = rootfs.clone();
+        let hostname = if o.hostname.is_empty() {
+            id[..12].to_string()
+        } else {
+            o.hostname.clone()
+        };
+        // the container's network first: its namespace path goes into the spec, and its
+        // /etc/hosts and resolv.conf into the bundle
+        let req = crate::network::AttachRequest {
+            container_name: name.clone(),
+            hostname: hostname.clone(),
+            network: o.network.clone(),
+            hosts_path: Some(bundle.join(task::HOSTS_FILE)),
+            ports,
+        };
+        let (d2, ns2, id2) = (d.clone(), ns.to_string(), id.clone());
+        let att = tokio::task::spawn_blocking(move || d2.network.attach(&ns2, &id2, &req))
+            .await
+            .map_err(|e| Error::Internal(format!("attaching the network: {e}")))??;
+        let mut etc = EtcFiles::defaults(
+            &hostname,
+            &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            Some(SLIRP_DNS),
+        );
+        etc.hosts = att.hosts.clone();
+        etc.resolv = att.resolv_conf.clone();
+        if let Err(e) = self.tasks.prepare_bundle(ns, &id, &etc) {
+            detach_network(d, ns, &id).await;
+            return Err(e);
+        }
+        let (d2, ns2, img_name, sn_name, id2) = (
+            d.clone(),
+            ns.to_string(),
+            o.image.clone(),
+            o.snapshotter.clone(),
+            id.clone(),
+        );
+        let prepared = tokio::task::spawn_blocking(move || {
+            prepare_rootfs(&d2, &ns2, &img_name, &sn_name, &id2, &rootfs2)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("preparing the rootfs: {e}")))?;
+        let (image_name, image_digest, img_cfg, snapshotter) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = self.tasks.remove_bundle(ns, &id);
+                detach_network(d, ns, &id).await;
+                return Err(e);
+            }
+        };
+
+        let mut so = SpecOptions::new(&id, &rootfs);
+        so.args = o.args.clone();
+        so.entrypoint = o.entrypoint.clone();
+        so.env = o.env.clone();
+        so.workdir = Some(o.workdir.clone()).filter(|w| !w.is_empty());
+        so.user = Some(o.user.clone()).filter(|u| !u.is_empty());
+        so.hostname = Some(o.hostname.clone()).filter(|h| !h.is_empty());
+        so.read_only = o.read_only;
+        so.tty = o.tty;
+        so.binds = binds;
+        so.tmpfs = tmpfs;
+        so.cap_add = o.cap_add.clone();
+        so.cap_drop = o.cap_drop.clone();
+        so.privileged = o.privileged;
+        so.labels = o.labels.clone();
+        so.network = Network::Path(att.netns_path.clone());
+        so.hostname_file = Some(bundle.join(task::HOSTNAME_FILE));
+        so.hosts_file = Some(bundle.join(task::HOSTS_FILE));
+        so.resolv_file = Some(bundle.join(task::RESOLV_FILE));
+        let built = (|| {
+            for opt in &o.security_opt {
+                so.apply_security_opt(opt, |p| {
+                    o.seccomp_profiles.get(p).cloned().ok_or_else(|| {
+                        Error::InvalidArgument(format!(
+                            "seccomp profile {p:?} was not sent by the client"
+                        ))
+                    })
+                })?;
+            }
+            spec::build_spec(&img_cfg, &so)
+        })();
+        let spec = match built {
+            Ok(s) => s,
+            Err(e) => {
+                self.abort_create(d, ns, &id, &snapshotter).await;
+                return Err(e);
+            }
+        };
+        // -v sources must exist: create missing directories as docker does
+        for b in &so.binds {
+            if !b.source.exists() {
+                if let Err(e) = std::fs::create_dir_all(&b.source) {
+                    self.abort_create(d, ns, &id, &snapshotter).await;
+                    return Err(Error::io(
+                        format!("creating the volume source {}", b.source.display()),
+                        e,
+                    ));
+                }
+            }
+        }
+        let rec = ContainerRecord {
+            id: id.clone(),
+            name: name.clone(),
+            image: image_name,
+            image_digest,
+            snapshotter: snapshotter.clone(),
+            snapshot_key: id.clone(),
+            runtime: rt.name.clone(),
+            spec: serde_json::to_value(&spec)?,
+            labels: o.labels.clone(),
+            created_at: now(),
+            tty: o.tty,
+            stdin: o.stdin,
+            auto_remove: o.auto_remove,
+        };
+        let res = d.store.write(|tx| {
+            // names are unique per namespace: check again inside the transaction
+            for (_, r) in tx_list(tx, ns)? {
+                if r.name == name {
+                    return Err(Error::AlreadyExists(format!(
+                        "the container name {name:?} is in use"
+                    )));
+                }
+            }
+            tx.put(CONTAINERS, ns, &id, &rec)
+        });
+        if let Err(e) = res {
+            self.abort_create(d, ns, &id, &snapshotter).await;
+            return Err(e);
+        }
+        if let Err(e) = self.tasks.write_spec(&bundle, &spec) {
+            let _ = self.remove(d, ns, &rec, true).await;
+            return Err(e);
+        }
+        d.mutated(false);
+        Ok(rec)
+    }
+
+    async fn abort_create(&self, d: &Arc<Daemon>, ns: &str, id: &str, snapshotter: &str) {
+        let rootfs = self.rootfs(ns, id);
+        let _ = crate::snapshot::mount::unmount(&rootfs);
+        if let Ok(sn) = d.snapshotters.get(Some(snapshotter)) {
+            let _ = crate::snapshot::Snapshotter::remove(sn.as_ref(), ns, id);
+        }
+        let _ = self.tasks.remove_bundle(ns, id);
+        detach_network(d, ns, id).await;
+    }
+
+    fn generate_name(&self, d: &Daemon, ns: &str) -> Result<String> {
+        let taken: Vec<String> = self.records(d, ns)?.into_iter().map(|r| r.name).collect();
+        for _ in 0..100 {
+            let a = ADJECTIVES[rand::random_range(0..ADJECTIVES.len())];
+            let n = NOUNS[rand::random_range(0..NOUNS.len())];
+            let name = format!("{a}_{n}");
+            if !taken.contains(&name) {
+                return Ok(name);
+            }
+        }
+        Ok(format!("nook_{}", &new_id()[..8]))
+    }
+
+    /// Makes sure the bundle (config.json, /etc files) and the mounted rootfs are in place.
+    async fn ensure_bundle(&self, d: &Arc<Daemon>, ns: &str, r: &ContainerRecord) -> Result<()> {
+        let bundle = self.tasks.bundle_dir(ns, &r.id);
+        if !bundle.join("config.json").exists() {
+            let hostname = r.spec["hostname"].as_str().unwrap_or("nook").to_string();
+            let mut etc = EtcFiles::defaults(
+                &hostname,
+                &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+                Some(SLIRP_DNS),
+            );
+            if let Ok(Some(a)) = d.network.view_of(ns, &r.id) {
+                etc.hosts = a.hosts;
+                etc.resolv = a.resolv_conf;
+            }
+            self.tasks.prepare_bundle(ns, &r.id, &etc)?;
+            let spec: oci_spec::runtime::Spec = serde_json::from_value(r.spec.clone())?;
+            self.tasks.write_spec(&bundle, &spec)?;
+        }
+        let rootfs = bundle.join("rootfs");
+        if !is_mountpoint(&rootfs) {
+            let sn = d.snapshotters.get(Some(&r.snapshotter))?;
+            let mounts = crate::snapshot::Snapshotter::mounts(sn.as_ref(), ns, &r.snapshot_key)?;
+            std::fs::create_dir_all(&rootfs)
+                .map_err(|e| Error::io(format!("creating {}", rootfs.display()), e))?;
+            crate::snapshot::mount::mount_all(&mounts, &rootfs)?;
+        }
+        Ok(())
+    }
+
+    /// Creates the task (a shim running `runtime create`), unless one is already there.
+    /// Returns whether a new task was made.
+    pub async fn create_task(
+        &self,
+        d: &Arc<Daemon>,
+        ns: &str,
+        r: &ContainerRecord,
+    ) -> Result<bool> {
+        let st = self.status(ns, r.clone()).await;
+        match st.task.as_ref().map(|t| t.status.as_str()) {
+            Some("created") => return Ok(false),
+            Some("running") | Some("paused") => {
+                return Err(Error::Precondition(format!(
+                    "container {} is already running",
+                    r.name
+                )))
+            }
+            _ => {}
+        }
+        let rt = plugin::resolve(&d.config, Some(&r.runtime))?;
+        if st.task.is_some() {
+            // a previous run: clear the runtime's state of it
+            self.tasks.runtime_delete(&rt, &r.id).await?;
+        }
+        self.ensure_bundle(d, ns, r).await?;
+        // the network (made again if a reboot took its namespace) and the published ports:
+        // a host port in use fails here, before anything runs
+        let (d2, ns2, id2) = (d.clone(), ns.to_string(), r.id.clone());
+        tokio::task::spawn_blocking(move || {
+            d2.network.ensure(&ns2, &id2)?;
+            d2.network.publish(&ns2, &id2)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("publishing ports: {e}")))??;
+        if let Err(e) = self.tasks.spawn(ns, &r.id, &rt, r.tty, r.stdin).await {
+            d.network.unpublish(ns, &r.id);
+            return Err(e);
+        }
+        self.watch_ports(d, ns, &r.id);
+        Ok(true)
+    }
+
+    /// Starts a container detached; with `--rm`, nookd removes it when it exits.
+    pub async fn start(&self, d: &Arc<Daemon>, ns: &str, r: &ContainerRecord) -> Result<()> {
+        self.create_task(d, ns, r).await?;
+        self.tasks.client(ns, &r.id).start().await?;
+        self.watch_auto_remove(d, ns, r);
+        Ok(())
+    }
+
+    /// Closes the container's published ports when it exits.
+    pub fn watch_ports(&self, d: &Arc<Daemon>, ns: &str, id: &str) {
+        if d.network
+            .ports(ns, id)
+            .map(|p| p.is_empty())
+            .unwrap_or(true)
+        {
+            return;
+        }
+        let (d, ns, id) = (d.clone(), ns.to_string(), id.to_string());
+        tokio::spawn(async move {
+            let Ok(m) = manager(&d) else { return };
+            let _ = m.wait_exit(&ns, &id).await;
+            d.network.unpublish(&ns, &id);
+        });
+    }
+
+    /// For `--rm` containers: waits for the exit, then removes the container.
+    pub fn watch_auto_remove(&self, d: &Arc<Daemon>, ns: &str, r: &ContainerRecord) {
+        if !r.auto_remove {
+            return;
+        }
+        let (d, ns, r) = (d.clone(), ns.to_string(), r.clone());
+        tokio::spawn(async move {
+            let Ok(m) = manager(&d) else { return };
+            let c = m.tasks.client(&ns, &r.id);
+            loop {
+                match c.wait(None).await {
+                    Ok(_) => break,
+                    Err(_) => {
+                        // the shim may not be listening yet, or is gone: check the record
+                        if c.recorded_exit().is_some() {
+                            break;
+                        }
+                        if m.tasks.state(&ns, &r.id).await.is_none() {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            if m.tasks.state(&ns, &r.id).await.is_none() {
+                                break;
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+            // removed already by someone else?
+            if d.store
+                .get::<ContainerRecord>(CONTAINERS, &ns, &r.id)
+                .ok()
+                .flatten()
+                .is_none()
+            {
+                return;
+            }
+            if let Err(e) = m.remove(&d, &ns, &r, true).await {
+                tracing::warn!(container = %r.id, "auto-remove: {e}");
+            }
+        });
+    }
+
+    /// Sends a signal to the container's init (or all its processes).
+    pub async fn kill(&self, ns: &str, r: &ContainerRecord, signal: i32, all: bool) -> Result<()> {
+        let st = self.status(ns, r.clone()).await;
+        if !st.running() && st.status() != "created" {
+            return Err(Error::Precondition(format!(
+                "container {} is not running",
+                r.name
+            )));
+        }
+        self.tasks.client(ns, &r.id).kill(signal, all, None).await
+    }
+
+    /// SIGTERM (or `signal`), then SIGKILL after `timeout`.
+    pub async fn stop(
+        &self,
+        ns: &str,
+        r: &ContainerRecord,
+        timeout: Duration,
+        signal: i32,
+    ) -> Result<()> {
+        let st = self.status(ns, r.clone()).await;
+        if !st.running() && st.status() != "created" {
+            return Ok(());
+        }
+        let c = self.tasks.client(ns, &r.id);
+        let sig = if signal == 0 { libc::SIGTERM } else { signal };
+        if st.status() == "paused" {
+            let _ = c.resume().await;
+        }
+        let _ = c.kill(sig, false, None).await;
+        if tokio::time::timeout(timeout, self.wait_exit(ns, &r.id))
+            .await
+            .is_err()
+        {
+            let _ = c.kill(libc::SIGKILL, false, None).await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), self.wait_exit(ns, &r.id)).await;
+        }
+        Ok(())
+    }
+
+    /// Waits for the task to exit; returns its exit code.
+    pub async fn wait_exit(&self, ns: &str, id: &str) -> Result<i32> {
+        let c = self.tasks.client(ns, id);
+        loop {
+            match c.wait(None).await {
+                Ok(e) => return Ok(e.exit_code),
+                Err(_) => {
+                    if let Some(e) = c.recorded_exit() {
+                        return Ok(e.exit_code);
+                    }
+                    match self.tasks.state(ns, id).await {
+                        None => {
+                            return Err(Error::Precondition(format!(
+                                "container {id} has no task: start it first"
+                            )))
+                        }
+                        Some(s) if s.status == "stopped" => {
+                            return Ok(s.exit.map(|e| e.exit_code).unwrap_or(255))
+                        }
+                        _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Removes a container (with `force`, kills it first): task, runtime state, rootfs mount,
+    /// snapshot, bundle and record.
+    pub async fn remove(
+        &self,
+        d: &Arc<Daemon>,
+        ns: &str,
+        r: &ContainerRecord,
+        force: bool,
+    ) -> Result<()> {
+        let st = self.status(ns, r.clone()).await;
+        if st.running() {
+            if !force {
+                return Err(Error::Precondition(format!(
+                    "container {} is running: stop it first (`nook stop {}`) or use -f",
+                    r.name, r.name
+                )));
+            }
+            let c = self.tasks.client(ns, &r.id);
+            let _ = c.kill(libc::SIGKILL, false, None).await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), self.wait_exit(ns, &r.id)).await;
+        }
+        let c = self.tasks.client(ns, &r.id);
+        if c.delete(true).await.is_err() {
+            if let Ok(rt) = plugin::resolve(&d.config, Some(&r.runtime)) {
+                if st.task.is_some() {
+                    self.tasks.runtime_delete(&rt, &r.id).await?;
+                }
+            }
+        }
+        let rootfs = self.rootfs(ns, &r.id);
+        if is_mountpoint(&rootfs) {
+            crate::snapshot::mount::unmount(&rootfs)?;
+        }
+        let _gc = d.gc.lock.read().await;
+        // The record goes first, in one transaction: a crash after it leaves only an
+        // unreferenced snapshot (labelled nook.container, so GC collects it) and a bundle
+        // directory, never a container whose snapshot is gone.
+        d.store
+            .write(|tx| tx.delete(CONTAINERS, ns, &r.id).map(|_| ()))?;
+        d.mutated(true);
+        if let Ok(sn) = d.snapshotters.get(Some(&r.snapshotter)) {
+            match crate::snapshot::Snapshotter::remove(sn.as_ref(), ns, &r.snapshot_key) {
+                Err(Error::NotFound(_)) | Ok(()) => {}
+                Err(e) => {
+                    tracing::warn!(container = %r.id, "removing its snapshot: {e} (GC will retry)")
+                }
+            }
+        }
+        detach_network(d, ns, &r.id).await;
+        self.tasks.remove_bundle(ns, &r.id)?;
+        Ok(())
+    }
+
+    /// Processes of the container: pid, uid (in nookd's namespace), command line.
+    pub async fn top(&self, ns: &str, r: &ContainerRecord) -> Result<Vec<Vec<String>>> {
+        let pids = self.tasks.client(ns, &r.id).pids().await?;
+        Ok(pids
+            .into_iter()
+            .map(|p| {
+                let cmd = std::fs::read(format!("/proc/{p}/cmdline"))
+                    .map(|b| {
+                        b.split(|c| *c == 0)
+                            .filter(|s| !s.is_empty())
+                            .map(|s| String::from_utf8_lossy(s).into_owned())
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .unwrap_or_default();
+                let uid = std::fs::read_to_string(format!("/proc/{p}/status"))
+                    .ok()
+                    .and_then(|s| {
+                        s.lines()
+                            .find(|l| l.starts_with("Uid:"))
+                            .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+                    })
+                    .unwrap_or_default();
+                vec![p.to_string(), uid, cmd]
+            })
+            .collect())
+    }
+
+    /// The process spec of an exec, from the container's: args, env, user, workdir, tty.
+    pub fn exec_process(
+        &self,
+        ns: &str,
+        r: &ContainerRecord,
+        args: &[String],
+        env: &[String],
+        user: &str,
+        workdir: &str,
+        tty: bool,
+    ) -> Result<serde_json::Value> {
+        if args.is_empty() {
+            return Err(Error::InvalidArgument("exec needs a command".into()));
+        }
+        let mut p = r.spec["process"].clone();
+        p["args"] = serde_json::json!(args);
+        p["terminal"] = serde_json::json!(tty);
+        let base: Vec<String> = p["env"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut merged = spec::merge_env(&base, env);
+        if tty && !merged.iter().any(|e| e.starts_with("TERM=")) {
+            merged.push("TERM=xterm".into());
+        }
+        p["env"] = serde_json::json!(merged);
+        if !workdir.is_empty() {
+            if !workdir.starts_with('/') {
+                return Err(Error::InvalidArgument(format!(
+                    "the working directory {workdir:?} must be absolute"
+                )));
+            }
+            p["cwd"] = serde_json::json!(workdir);
+        }
+        if !user.is_empty() {
+            let u = super::user::resolve_user(&self.rootfs(ns, &r.id), user)?;
+            let mut uj = serde_json::json!({"uid": u.uid, "gid": u.gid});
+            if !u.additional_gids.is_empty() {
+                uj["additionalGids"] = serde_json::json!(u.additional_gids);
+            }
+            p["user"] = uj;
+        }
+        if let Some(o) = p.as_object_mut() {
+            o.remove("consoleSize");
+        }
+        Ok(p)
+    }
+
+    /// At nookd start: re-arm `--rm` watchers and remove `--rm` containers that exited while
+    /// nookd was away. Running containers need nothing: their shims answer.
+    pub async fn recover(&self, d: &Arc<Daemon>) {
+        let Ok(nss) = d.store.namespaces() else {
+            return;
+        };
+        for ns in nss {
+            let Ok(recs) = self.records(d, &ns.name) else {
+                continue;
+            };
+            for r in recs {
+                let st = self.status(&ns.name, r.clone()).await;
+                if st.running() {
+                    // their ports were published again by the network's start-up
+                    self.watch_ports(d, &ns.name, &r.id);
+                }
+                if !r.auto_remove {
+                    continue;
+                }
+                match st.status() {
+                    "exited" => {
+                        if let Err(e) = self.remove(d, &ns.name, &r, true).await {
+                            tracing::warn!(container = %r.id, "auto-remove at start: {e}");
+                        }
+                    }
+                    "running" | "paused" => self.watch_auto_remove(d, &ns.name, &r),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// Removes the container's network (veth, namespace, address, ports); logs failures.
+async fn detach_network(d: &Arc<Daemon>, ns: &str, id: &str) {
+    let (d2, ns2, id2) = (d.clone(), ns.to_string(), id.to_string());
+    match tokio::task::spawn_blocking(move || d2.network.detach(&ns2, &id2)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(container = %id, "removing its network: {e}"),
+        Err(e) => tracing::warn!(container = %id, "removing its network: {e}"),
+    }
+}
+
+fn tx_list(tx: &crate::metadata::Tx, ns: &str) -> Result<Vec<(String, ContainerRecord)>> {
+    tx.list::<ContainerRecord>(CONTAINERS, ns)
+}
+
+/// slirp4netns's DNS forwarder, for containers whose host resolv.conf names only loopback
+/// servers.
+pub const SLIRP_DNS: &str = "10.0.2.3";
+
+/// Unpacks the image into the snapshotter, prepares the container's snapshot and mounts it on
+/// `rootfs`. Returns (image name, digest, image config, snapshotter name).
+fn prepare_rootfs(
+    d: &Daemon,
+    ns: &str,
+    image: &str,
+    snapshotter: &str,
+    id: &str,
+    rootfs: &Path,
+) -> Result<(String, String, ImageConfig, String)> {
+    let rec = crate::image::get(&d.store, ns, image)?;
+    let img = crate::image::resolve(
+        &d.content,
+        &d.store,
+        ns,
+        &rec.target,
+        &crate::image::PlatformSelector::One(crate::image::Platform::host()),
+    )?
+    .into_iter()
+    .next()
+    .ok_or_else(|| Error::NotFound(format!("image {image:?} has no manifest for this platform")))?;
+    let cfg: ImageConfig =
+        serde_json::from_slice::<oci_spec::image::ImageConfiguration>(&img.config_bytes)
+            .ok()
+            .and_then(|c| c.config().as_ref().map(ImageConfig::from))
+            .unwrap_or_default();
+    let sn_opt = Some(snapshotter).filter(|s| !s.is_empty());
+    let unpacked = crate::image::unpack::unpack_image(
+        &d.content,
+        &d.store,
+        &d.snapshotters,
+        ns,
+        image,
+        sn_opt,
+        &crate::image::PlatformSelector::One(crate::image::Platform::host()),
+    )?;
+    let sn = d.snapshotters.get(Some(&unpacked.snapshotter))?;
+    let mut labels = BTreeMap::new();
+    labels.insert("nook.container".to_string(), id.to_string());
+    let mounts = crate::snapshot::Snapshotter::prepare(
+        sn.as_ref(),
+        ns,
+        id,
+        Some(&unpacked.chain_id),
+        labels,
+    )?;
+    std::fs::create_dir_all(rootfs)
+        .map_err(|e| Error::io(format!("creating {}", rootfs.display()), e))?;
+    if let Err(e) = crate::snapshot::mount::mount_all(&mounts, rootfs) {
+        let _ = crate::snapshot::Snapshotter::remove(sn.as_ref(), ns, id);
+        return Err(e);
+    }
+    Ok((
+        rec.name.clone(),
+        rec.target.digest.to_string(),
+        cfg,
+        unpacked.snapshotter,
+    ))
+}
+
+/// Whether `path` is a mount point (listed in /proc/self/mountinfo).
+pub fn is_mountpoint(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = path.to_string_lossy();
+    info.lines().any(|l| {
+        l.split(' ')
+            .nth(4)
+            .map(|m| {
+                m.replace("\\040", " ")
+                    .replace("\\011", "\t")
+                    .replace("\\134", "\\")
+            })
+            .is_some_and(|m| m == want)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        validate_name("web-1.a_b").unwrap();
+        for bad in ["", "-x", "a b", "a/b", ".x"] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+        assert_eq!(new_id().len(), 64);
+        assert_ne!(new_id(), new_id());
+    }
+
+    #[test]
+    fn mountpoints() {
+        assert!(is_mountpoint(Path::new("/proc")));
+        assert!(!is_mountpoint(Path::new("/proc/self")));
+    }
+
+    #[test]
+    fn status_words() {
+        let rec = ContainerRecord {
+            id: "x".into(),
+            name: "n".into(),
+            image: "i".into(),
+            image_digest: String::new(),
+            snapshotter: "overlayfs".into(),
+            snapshot_key: "x".into(),
+            runtime: "runc".into(),
+            spec: serde_json::json!({"process": {"args": ["sh", "-c", "true"]}}),
+            labels: BTreeMap::new(),
+            created_at: 0,
+            tty: false,
+            stdin: false,
+            auto_remove: false,
+        };
+        assert_eq!(rec.command(), ["sh", "-c", "true"]);
+        let s = Status {
+            record: rec.clone(),
+            task: None,
+        };
+        assert_eq!(s.status(), "created");
+        let s = Status {
+            record: rec,
+            task: Some(TaskState {
+                id: "x".into(),
+                pid: 1,
+                status: "stopped".into(),
+                started_at: None,
+                exit: Some(crate::shim::ExitInfo {
+                    pid: 1,
+                    exit_code: 3,
+                    exited_at: String::new(),
+                }),
+                shim_pid: 0,
+            }),
+        };
+        assert_eq!(
+            (s.status(), s.exit_code(), s.running()),
+            ("exited", 3, false)
+        );
+    }
+}

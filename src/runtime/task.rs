@@ -1,0 +1,419 @@
+//! The daemon side of tasks: bundles on disk, starting `nook-shim`, talking to it, and finding
+//! the shims of a previous nookd after a restart.
+//!
+//! A task's bundle is `<state>/tasks/<ns>/<id>/`: `config.json` (the OCI spec), `shim.json`,
+//! the container's `hostname`, `hosts` and `resolv.conf`, the log and the shim's files (see
+//! [`crate::shim`]). The runtime's own state lives in `<state>/runtime/<runtime-name>/`.
+//! Everything is under the runtime state directory (`$XDG_RUNTIME_DIR`), which outlives nookd
+//! but not a reboot — like the processes it describes.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use oci_spec::runtime::Spec;
+use tokio::io::AsyncBufReadExt;
+
+use super::plugin::RuntimeBinary;
+use crate::error::{Error, IoContext, Result};
+use crate::shim::client::ShimClient;
+use crate::shim::server::Ready;
+use crate::shim::{files, ExitInfo, ShimConfig, TaskState};
+
+/// Task bookkeeping rooted at nookd's state directory.
+#[derive(Debug, Clone)]
+pub struct Tasks {
+    state: PathBuf,
+    shim: PathBuf,
+}
+
+/// The contents of the container's /etc/hostname, /etc/hosts and /etc/resolv.conf.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EtcFiles {
+    pub hostname: String,
+    pub hosts: String,
+    pub resolv: String,
+}
+
+impl EtcFiles {
+    /// Defaults for a container called `hostname`: loopback hosts entries, and the host's
+    /// resolv.conf minus loopback nameservers (unreachable from the container's network
+    /// namespace), with `fallback_dns` (e.g. slirp4netns's 10.0.2.3) when none remain.
+    pub fn defaults(hostname: &str, host_resolv: &str, fallback_dns: Option<&str>) -> EtcFiles {
+        let hosts = format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+        );
+        let mut resolv = String::new();
+        let mut servers = 0;
+        for l in host_resolv.lines() {
+            let t = l.trim();
+            if let Some(ns) = t.strip_prefix("nameserver") {
+                let ns = ns.trim();
+                if ns.starts_with("127.") || ns == "::1" {
+                    continue;
+                }
+                servers += 1;
+            }
+            resolv.push_str(l);
+            resolv.push('\n');
+        }
+        if servers == 0 {
+            if let Some(dns) = fallback_dns {
+                resolv.push_str(&format!("nameserver {dns}\n"));
+            }
+        }
+        EtcFiles {
+            hostname: format!("{hostname}\n"),
+            hosts,
+            resolv,
+        }
+    }
+}
+
+/// File names of the /etc files inside a bundle.
+pub const HOSTNAME_FILE: &str = "hostname";
+pub const HOSTS_FILE: &str = "hosts";
+pub const RESOLV_FILE: &str = "resolv.conf";
+
+/// Finds `nook-shim`: next to the running executable, then in PATH.
+pub fn find_shim() -> Result<PathBuf> {
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            let p = dir.join("nook-shim");
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+    }
+    crate::bootstrap::preflight::which("nook-shim").ok_or_else(|| {
+        Error::Precondition(
+            "nook-shim not found next to nookd or in PATH: install it beside nookd".into(),
+        )
+    })
+}
+
+fn check_name(what: &str, s: &str) -> Result<()> {
+    if s.is_empty()
+        || s.len() > 128
+        || s.starts_with('.')
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(Error::InvalidArgument(format!(
+            "invalid {what} {s:?}: use letters, digits, '-', '_' and '.'"
+        )));
+    }
+    Ok(())
+}
+
+impl Tasks {
+    /// Tasks under `state` (nookd's runtime state directory), shims from `shim`.
+    pub fn new(state: impl Into<PathBuf>, shim: impl Into<PathBuf>) -> Tasks {
+        Tasks {
+            state: state.into(),
+            shim: shim.into(),
+        }
+    }
+
+    /// `<state>/tasks/<ns>/<id>`.
+    pub fn bundle_dir(&self, ns: &str, id: &str) -> PathBuf {
+        self.state.join("tasks").join(ns).join(id)
+    }
+
+    /// The runtime's `--root`: `<state>/runtime/<name>`.
+    pub fn runtime_root(&self, runtime: &str) -> PathBuf {
+        self.state.join("runtime").join(runtime)
+    }
+
+    /// A client for the task's shim.
+    pub fn client(&self, ns: &str, id: &str) -> ShimClient {
+        ShimClient::new(self.bundle_dir(ns, id))
+    }
+
+    /// Creates the bundle directory (0700), with the /etc files; returns its path. The spec is
+    /// written by [`Tasks::write_spec`] once built (it refers to the /etc files' paths).
+    pub fn prepare_bundle(&self, ns: &str, id: &str, etc: &EtcFiles) -> Result<PathBuf> {
+        use std::os::unix::fs::DirBuilderExt;
+        check_name("namespace", ns)?;
+        check_name("container id", id)?;
+        let dir = self.bundle_dir(ns, id);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .ctx(|| format!("creating {}", dir.display()))?;
+        // the container reads these as any uid: world-readable files in a private directory
+        // reached only through bind mounts
+        for (name, text) in [
+            (HOSTNAME_FILE, &etc.hostname),
+            (HOSTS_FILE, &etc.hosts),
+            (RESOLV_FILE, &etc.resolv),
+        ] {
+            let p = dir.join(name);
+            std::fs::write(&p, text).ctx(|| format!("writing {}", p.display()))?;
+        }
+        Ok(dir)
+    }
+
+    /// Writes `config.json`.
+    pub fn write_spec(&self, bundle: &Path, spec: &Spec) -> Result<()> {
+        let p = bundle.join("config.json");
+        let data = serde_json::to_vec_pretty(spec)?;
+        std::fs::write(&p, data).ctx(|| format!("writing {}", p.display()))
+    }
+
+    /// Starts the task's shim, which creates the container (not started yet). Returns the
+    /// client and the container's init pid. On failure, the runtime's own message is the error.
+    pub async fn spawn(
+        &self,
+        ns: &str,
+        id: &str,
+        rt: &RuntimeBinary,
+        tty: bool,
+        stdin: bool,
+    ) -> Result<(ShimClient, i32)> {
+        let bundle = self.bundle_dir(ns, id);
+        let root = self.runtime_root(&rt.name);
+        std::fs::create_dir_all(&root).ctx(|| format!("creating {}", root.display()))?;
+        // a previous run of this container: its runtime state and files must go
+        let _ = std::fs::remove_file(bundle.join(files::EXIT));
+        let cfg = ShimConfig {
+            id: id.to_string(),
+            runtime: rt.path.to_string_lossy().into_owned(),
+            runtime_args: rt.args.clone(),
+            runtime_root: root.to_string_lossy().into_owned(),
+            tty,
+            stdin,
+        };
+        let p = bundle.join(files::CONFIG);
+        std::fs::write(&p, serde_json::to_vec(&cfg)?).ctx(|| format!("writing {}", p.display()))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(bundle.join(files::SHIM_LOG))
+            .ctx(|| "opening the shim log".into())?;
+        let mut child = tokio::process::Command::new(&self.shim)
+            .arg(&bundle)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(false)
+            .spawn()
+            .ctx(|| format!("starting {}", self.shim.display()))?;
+        let out = child
+            .stdout
+            .take()
+            .ok_or_else(|| Error::Internal("shim stdout missing".into()))?;
+        let mut lines = tokio::io::BufReader::new(out).lines();
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await;
+        // the first process exits at once (it forks the real shim); reap it
+        let _ = child.wait().await;
+        let line = match line {
+            Ok(Ok(Some(l))) => l,
+            Ok(Ok(None)) | Ok(Err(_)) => {
+                return Err(Error::Internal(format!(
+                    "the shim exited without a word: see {}",
+                    bundle.join(files::SHIM_LOG).display()
+                )))
+            }
+            Err(_) => {
+                return Err(Error::Unavailable(format!(
+                    "the shim did not get ready within 60s: see {}",
+                    bundle.join(files::SHIM_LOG).display()
+                )))
+            }
+        };
+        let ready: Ready = serde_json::from_str(&line)
+            .map_err(|e| Error::Internal(format!("shim readiness line {line:?}: {e}")))?;
+        if !ready.ok {
+            return Err(Error::Precondition(format!(
+                "{} could not create the container: {}",
+                rt.name, ready.error
+            )));
+        }
+        Ok((ShimClient::new(bundle), ready.pid))
+    }
+
+    /// The task's state: from its shim, or — when none answers — from the recorded exit.
+    /// `None` when there is no task (no bundle, or no shim and no exit record).
+    pub async fn state(&self, ns: &str, id: &str) -> Option<TaskState> {
+        let c = self.client(ns, id);
+        if !c.bundle().exists() {
+            return None;
+        }
+        match c.state().await {
+            Ok(s) => Some(s),
+            Err(_) => {
+                let exit: Option<ExitInfo> = c.recorded_exit();
+                exit.map(|e| TaskState {
+                    id: id.to_string(),
+                    pid: e.pid,
+                    status: "stopped".into(),
+                    started_at: None,
+                    exit: Some(e),
+                    shim_pid: 0,
+                })
+            }
+        }
+    }
+
+    /// Removes the runtime's state of a container whose shim is gone (`runtime delete --force`).
+    pub async fn runtime_delete(&self, rt: &RuntimeBinary, id: &str) -> Result<()> {
+        let out = tokio::process::Command::new(&rt.path)
+            .args(&rt.args)
+            .arg("--root")
+            .arg(self.runtime_root(&rt.name))
+            .args(["delete", "--force", id])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .ctx(|| format!("running {}", rt.path.display()))?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() || err.contains("does not exist") || err.contains("not exist") {
+            Ok(())
+        } else {
+            Err(Error::Internal(format!(
+                "{} delete {id}: {}",
+                rt.name,
+                err.trim()
+            )))
+        }
+    }
+
+    /// Deletes the bundle directory.
+    pub fn remove_bundle(&self, ns: &str, id: &str) -> Result<()> {
+        let dir = self.bundle_dir(ns, id);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io(format!("removing {}", dir.display()), e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Every bundle on disk, as (namespace, id): what a restarted nookd reconnects to.
+    pub fn list(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let Ok(nss) = std::fs::read_dir(self.state.join("tasks")) else {
+            return out;
+        };
+        for ns in nss.flatten() {
+            let Ok(ids) = std::fs::read_dir(ns.path()) else {
+                continue;
+            };
+            for id in ids.flatten() {
+                if id.path().join("config.json").exists() {
+                    out.push((
+                        ns.file_name().to_string_lossy().into_owned(),
+                        id.file_name().to_string_lossy().into_owned(),
+                    ));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+/// Reads a container's json-file log: lines after the last `tail` ones (all when None).
+pub fn read_log(bundle: &Path, tail: Option<usize>) -> Result<Vec<crate::shim::LogLine>> {
+    let p = bundle.join(files::LOG);
+    let text = match std::fs::read_to_string(&p) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(Error::io(format!("reading {}", p.display()), e)),
+    };
+    let mut lines: Vec<crate::shim::LogLine> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    if let Some(n) = tail {
+        let skip = lines.len().saturating_sub(n);
+        lines.drain(..skip);
+    }
+    Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etc_defaults() {
+        let e = EtcFiles::defaults(
+            "web",
+            "# x\nnameserver 127.0.0.53\nsearch lan\n",
+            Some("10.0.2.3"),
+        );
+        assert_eq!(e.hostname, "web\n");
+        assert!(e.hosts.contains("127.0.0.1\tlocalhost") && e.hosts.contains("\tweb\n"));
+        assert!(!e.resolv.contains("127.0.0.53"));
+        assert!(e.resolv.contains("search lan") && e.resolv.contains("nameserver 10.0.2.3"));
+        let e = EtcFiles::defaults("a", "nameserver 1.1.1.1\n", Some("10.0.2.3"));
+        assert_eq!(e.resolv, "nameserver 1.1.1.1\n");
+    }
+
+    #[test]
+    fn bundles_and_listing() {
+        let d = tempfile::tempdir().unwrap();
+        let t = Tasks::new(d.path(), "/nonexistent/nook-shim");
+        let etc = EtcFiles::defaults("c1", "", None);
+        let b = t.prepare_bundle("default", "c1", &etc).unwrap();
+        assert_eq!(b, d.path().join("tasks/default/c1"));
+        assert_eq!(std::fs::read_to_string(b.join("hostname")).unwrap(), "c1\n");
+        let spec = Spec::default();
+        t.write_spec(&b, &spec).unwrap();
+        t.prepare_bundle("other", "c2", &etc).unwrap();
+        t.write_spec(&t.bundle_dir("other", "c2"), &spec).unwrap();
+        assert_eq!(
+            t.list(),
+            vec![
+                ("default".to_string(), "c1".to_string()),
+                ("other".to_string(), "c2".to_string())
+            ]
+        );
+        assert!(t.prepare_bundle("default", "../x", &etc).is_err());
+        assert!(t.prepare_bundle("..", "x", &etc).is_err());
+        t.remove_bundle("other", "c2").unwrap();
+        t.remove_bundle("other", "c2").unwrap();
+        assert_eq!(t.list().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn state_falls_back_to_the_exit_record() {
+        let d = tempfile::tempdir().unwrap();
+        let t = Tasks::new(d.path(), "/nonexistent/nook-shim");
+        assert!(t.state("default", "none").await.is_none());
+        let b = t
+            .prepare_bundle("default", "gone", &EtcFiles::default())
+            .unwrap();
+        assert!(t.state("default", "gone").await.is_none());
+        std::fs::write(
+            b.join(files::EXIT),
+            r#"{"pid":42,"exit_code":3,"exited_at":"2026-01-01T00:00:00Z"}"#,
+        )
+        .unwrap();
+        let s = t.state("default", "gone").await.unwrap();
+        assert_eq!(s.status, "stopped");
+        assert_eq!(s.exit.unwrap().exit_code, 3);
+    }
+
+    #[test]
+    fn log_tail() {
+        let d = tempfile::tempdir().unwrap();
+        let mut text = String::new();
+        for i in 0..5 {
+            text.push_str(&format!(
+                "{{\"log\":\"l{i}\\n\",\"stream\":\"stdout\",\"time\":\"t\"}}\n"
+            ));
+        }
+        std::fs::write(d.path().join(files::LOG), text).unwrap();
+        assert_eq!(read_log(d.path(), None).unwrap().len(), 5);
+        let t = read_log(d.path(), Some(2)).unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].log, "l3\n");
+        assert!(read_log(&d.path().join("nope"), Some(1))
+            .unwrap()
+            .is_empty());
+    }
+}

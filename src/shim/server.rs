@@ -1,0 +1,1170 @@
+//! The shim process itself (`nook-shim <bundle>`).
+//!
+//! Started by nookd, it detaches (double fork + setsid, so it is nobody's child but init's and
+//! survives nookd), becomes a child subreaper (so the container's init, orphaned when the
+//! runtime's `create` exits, becomes its child and it can reap it), creates the container with
+//! the runtime, tells nookd on its inherited stdout that it is ready (one JSON line), and serves
+//! requests on `<bundle>/shim.sock` with a single-threaded tokio runtime.
+//!
+//! It never calls `waitpid` on a specific child: one SIGCHLD-driven reaper collects every exit
+//! and hands it to whoever registered the pid (runtime invocations, the init, exec'd
+//! processes); exits nobody registered yet are kept until someone does.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+
+use super::{
+    exit_code, files, now_rfc3339, Event, ExitInfo, Input, LogLine, Request, Response, ShimConfig,
+    TaskState,
+};
+
+/// Locks a mutex, ignoring poisoning (the shim is single-threaded; a poisoned lock only means a
+/// task panicked, and the data is still consistent enough to keep serving).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn b64() -> base64::engine::general_purpose::GeneralPurpose {
+    base64::engine::general_purpose::STANDARD
+}
+
+/// Collects exits of every child (and adopted orphan).
+#[derive(Default)]
+struct Reaper {
+    waiters: Mutex<HashMap<i32, oneshot::Sender<WaitStatus>>>,
+    unclaimed: Mutex<HashMap<i32, WaitStatus>>,
+}
+
+impl Reaper {
+    /// A receiver that resolves when `pid` has exited (at once if it already has).
+    fn wait_for(&self, pid: i32) -> oneshot::Receiver<WaitStatus> {
+        let (tx, rx) = oneshot::channel();
+        if let Some(st) = lock(&self.unclaimed).remove(&pid) {
+            let _ = tx.send(st);
+        } else {
+            lock(&self.waiters).insert(pid, tx);
+        }
+        rx
+    }
+
+    fn reap(&self) {
+        loop {
+            match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(st) => {
+                    let Some(pid) = st.pid() else { continue };
+                    if !matches!(st, WaitStatus::Exited(..) | WaitStatus::Signaled(..)) {
+                        continue;
+                    }
+                    let pid = pid.as_raw();
+                    match lock(&self.waiters).remove(&pid) {
+                        Some(tx) => {
+                            let _ = tx.send(st);
+                        }
+                        None => {
+                            lock(&self.unclaimed).insert(pid, st);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// An async, non-blocking file descriptor (pipe end or pty master).
+type Fd = Arc<AsyncFd<OwnedFd>>;
+
+fn async_fd(fd: OwnedFd) -> std::io::Result<Fd> {
+    let flags = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL)?;
+    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(flags))?;
+    // SAFETY: the OwnedFd is a valid descriptor, owned by the AsyncFd from here on, and never
+    // closed or replaced while registered.
+    Ok(Arc::new(unsafe { AsyncFd::register(fd)? }))
+}
+
+async fn read_fd(fd: &Fd, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        let mut guard = fd.readable().await?;
+        match guard
+            .try_io(|inner| nix::unistd::read(inner.get_ref(), buf).map_err(std::io::Error::from))
+        {
+            Ok(r) => return r,
+            Err(_would_block) => continue,
+        }
+    }
+}
+
+async fn write_fd(fd: &Fd, mut data: &[u8]) -> std::io::Result<()> {
+    while !data.is_empty() {
+        let mut guard = fd.writable().await?;
+        match guard
+            .try_io(|inner| nix::unistd::write(inner.get_ref(), data).map_err(std::io::Error::from))
+        {
+            Ok(Ok(n)) => data = &data[n..],
+            Ok(Err(e)) => return Err(e),
+            Err(_would_block) => continue,
+        }
+    }
+    Ok(())
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
+}
+
+/// A process of the container: its init or an exec'd one.
+struct Proc {
+    pid: Mutex<i32>,
+    /// Where stdin goes (pipe write end, or the pty master).
+    stdin: Mutex<Option<Fd>>,
+    /// The pty master (for resize).
+    master: Mutex<Option<Fd>>,
+    subs: Mutex<Vec<mpsc::UnboundedSender<Event>>>,
+    /// Set when reaped.
+    exit: watch::Sender<Option<ExitInfo>>,
+    /// Set when reaped and the output is drained: the moment to send [`Event::Exit`].
+    done: watch::Sender<Option<ExitInfo>>,
+    /// Output pumps still running.
+    pumps: watch::Sender<usize>,
+    /// The json-file log (the init only).
+    log: Option<Mutex<File>>,
+}
+
+impl Proc {
+    fn new(log: Option<File>) -> Arc<Proc> {
+        Arc::new(Proc {
+            pid: Mutex::new(0),
+            stdin: Mutex::new(None),
+            master: Mutex::new(None),
+            subs: Mutex::new(Vec::new()),
+            exit: watch::channel(None).0,
+            done: watch::channel(None).0,
+            pumps: watch::channel(0).0,
+            log: log.map(Mutex::new),
+        })
+    }
+
+    fn pid(&self) -> i32 {
+        *lock(&self.pid)
+    }
+
+    /// Subscribes to output and the final exit event.
+    fn subscribe(&self) -> mpsc::UnboundedReceiver<Event> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Some(info) = self.done.borrow().clone() {
+            let _ = tx.send(Event::Exit(info));
+        } else {
+            lock(&self.subs).push(tx);
+        }
+        rx
+    }
+
+    fn broadcast(&self, ev: Event) {
+        lock(&self.subs).retain(|s| s.send(ev.clone()).is_ok());
+    }
+
+    fn write_log(&self, stream: &str, line: &[u8]) {
+        if let Some(log) = &self.log {
+            let entry = LogLine {
+                log: String::from_utf8_lossy(line).into_owned(),
+                stream: stream.to_string(),
+                time: now_rfc3339(),
+            };
+            if let Ok(mut s) = serde_json::to_string(&entry) {
+                s.push('\n');
+                let _ = lock(log).write_all(s.as_bytes());
+            }
+        }
+    }
+
+    /// Reads `fd` until EOF (or EIO: the pty's other side closed), logging complete lines and
+    /// forwarding raw chunks to subscribers.
+    fn pump(self: &Arc<Self>, fd: Fd, stream: &'static str) {
+        self.pumps.send_modify(|n| *n += 1);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 32 * 1024];
+            let mut pending: Vec<u8> = Vec::new();
+            loop {
+                let n = match read_fd(&fd, &mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                let chunk = &buf[..n];
+                me.broadcast(Event::Out {
+                    stream: stream.to_string(),
+                    data: b64().encode(chunk),
+                });
+                if me.log.is_some() {
+                    pending.extend_from_slice(chunk);
+                    while let Some(i) = pending.iter().position(|b| *b == b'\n') {
+                        let line: Vec<u8> = pending.drain(..=i).collect();
+                        me.write_log(stream, &line);
+                    }
+                    if pending.len() >= 16 * 1024 {
+                        me.write_log(stream, &pending);
+                        pending.clear();
+                    }
+                }
+            }
+            if !pending.is_empty() {
+                me.write_log(stream, &pending);
+            }
+            me.pumps.send_modify(|n| *n -= 1);
+        });
+    }
+
+    /// Records the exit, waits (briefly) for the output to drain, then tells subscribers.
+    async fn finish(self: &Arc<Self>, info: ExitInfo) {
+        self.exit.send_replace(Some(info.clone()));
+        let mut pumps = self.pumps.subscribe();
+        let _ = tokio::time::timeout(Duration::from_secs(3), pumps.wait_for(|n| *n == 0)).await;
+        // no more input can go anywhere
+        *lock(&self.stdin) = None;
+        *lock(&self.master) = None;
+        self.done.send_replace(Some(info.clone()));
+        let subs: Vec<_> = std::mem::take(&mut *lock(&self.subs));
+        for s in subs {
+            let _ = s.send(Event::Exit(info.clone()));
+        }
+    }
+}
+
+/// The shim's whole state.
+struct Shim {
+    cfg: ShimConfig,
+    bundle: PathBuf,
+    reaper: Reaper,
+    init: Arc<Proc>,
+    execs: Mutex<HashMap<String, Arc<Proc>>>,
+    status: Mutex<&'static str>,
+    started_at: Mutex<Option<String>>,
+    /// Connections that stream or wait: the shim stays until they are answered.
+    active: AtomicUsize,
+    quit: Notify,
+    /// Counter for console socket names.
+    seq: AtomicUsize,
+}
+
+/// Standard streams of a process being created.
+struct Stdio3 {
+    stdin: Stdio,
+    stdout: Stdio,
+    stderr: Stdio,
+}
+
+impl Stdio3 {
+    fn null() -> Stdio3 {
+        Stdio3 {
+            stdin: Stdio::null(),
+            stdout: Stdio::null(),
+            stderr: Stdio::null(),
+        }
+    }
+}
+
+impl Shim {
+    fn runtime_cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.cfg.runtime);
+        c.args(&self.cfg.runtime_args)
+            .arg("--root")
+            .arg(&self.cfg.runtime_root)
+            .arg("--log")
+            .arg(self.bundle.join(files::RUNTIME_LOG))
+            .arg("--log-format")
+            .arg("json")
+            .args(args)
+            .current_dir(&self.bundle);
+        c
+    }
+
+    /// Runs the runtime; on failure the error is the runtime's own last error message.
+    async fn runtime(&self, args: &[&str], io: Stdio3, capture: bool) -> Result<Vec<u8>, String> {
+        let log = self.bundle.join(files::RUNTIME_LOG);
+        let log_start = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+        let mut cmd = self.runtime_cmd(args);
+        cmd.stdin(io.stdin).stderr(io.stderr);
+        let mut out_reader = None;
+        if capture {
+            let (r, w) = pipe().map_err(|e| format!("pipe: {e}"))?;
+            cmd.stdout(Stdio::from(w));
+            out_reader = Some(async_fd(r).map_err(|e| format!("pipe: {e}"))?);
+        } else {
+            cmd.stdout(io.stdout);
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", self.cfg.runtime))?;
+        let exited = self.reaper.wait_for(child.id() as i32);
+        drop(cmd); // closes our copies of the child's stdio
+        let mut out = Vec::new();
+        if let Some(r) = out_reader {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = read_fd(&r, &mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                out.extend_from_slice(&buf[..n]);
+            }
+        }
+        let st = exited.await.map_err(|_| "runtime wait lost".to_string())?;
+        match exit_code(st) {
+            Some(0) => Ok(out),
+            code => Err(runtime_error(&log, log_start).unwrap_or_else(|| {
+                format!(
+                    "{} {} failed (exit status {})",
+                    self.cfg.runtime,
+                    args.first().unwrap_or(&""),
+                    code.unwrap_or(-1)
+                )
+            })),
+        }
+    }
+
+    /// Creates the stdio of a new process: pipes (or /dev/null stdin), or a console socket whose
+    /// received pty master the returned future installs on `proc`.
+    fn stdio_for(&self, proc: &Arc<Proc>, tty: bool, stdin: bool) -> std::io::Result<Stdio3> {
+        if tty {
+            return Ok(Stdio3::null());
+        }
+        let stdin_io = if stdin {
+            let (r, w) = pipe()?;
+            *lock(&proc.stdin) = Some(async_fd(w)?);
+            Stdio::from(r)
+        } else {
+            Stdio::null()
+        };
+        let (or, ow) = pipe()?;
+        let (er, ew) = pipe()?;
+        proc.pump(async_fd(or)?, "stdout");
+        proc.pump(async_fd(er)?, "stderr");
+        Ok(Stdio3 {
+            stdin: stdin_io,
+            stdout: Stdio::from(ow),
+            stderr: Stdio::from(ew),
+        })
+    }
+
+    /// Runs a runtime command that may hand over a pty master on `console` (a socket name in the
+    /// bundle); installs the master on `proc`.
+    async fn runtime_with_console(
+        &self,
+        args: &[&str],
+        io: Stdio3,
+        console: Option<(&UnixListener, &Arc<Proc>)>,
+    ) -> Result<(), String> {
+        let Some((listener, proc)) = console else {
+            return self.runtime(args, io, false).await.map(|_| ());
+        };
+        let run = self.runtime(args, io, false);
+        tokio::pin!(run);
+        let mut got_master = false;
+        loop {
+            tokio::select! {
+                res = &mut run => {
+                    res?;
+                    if !got_master {
+                        // the runtime finished: its connection, if any, is queued
+                        match tokio::time::timeout(Duration::from_millis(500), listener.accept()).await {
+                            Ok(Ok((s, _))) => install_master(s, proc)?,
+                            _ => return Err("the runtime sent no pty (console socket)".into()),
+                        }
+                    }
+                    return Ok(());
+                }
+                conn = listener.accept(), if !got_master => {
+                    let (s, _) = conn.map_err(|e| format!("console socket: {e}"))?;
+                    install_master(s, proc)?;
+                    got_master = true;
+                }
+            }
+        }
+    }
+
+    fn console_listener(&self) -> Result<(UnixListener, String), String> {
+        let name = format!("console-{}.sock", self.seq.fetch_add(1, Ordering::Relaxed));
+        let _ = std::fs::remove_file(self.bundle.join(&name));
+        // relative: the runtime runs in the bundle directory, and the absolute path may be
+        // longer than a socket address allows
+        let l = UnixListener::bind(&name).map_err(|e| format!("console socket: {e}"))?;
+        Ok((l, name))
+    }
+
+    /// `runtime create`: the container exists, its init waits for `start`.
+    async fn create(self: &Arc<Self>) -> Result<i32, String> {
+        let bundle = self.bundle.to_string_lossy().into_owned();
+        let io = self
+            .stdio_for(&self.init, self.cfg.tty, self.cfg.stdin)
+            .map_err(|e| format!("stdio pipes: {e}"))?;
+        let console = if self.cfg.tty {
+            Some(self.console_listener()?)
+        } else {
+            None
+        };
+        let mut args = vec!["create", "--bundle", &bundle, "--pid-file", files::INIT_PID];
+        if let Some((_, name)) = &console {
+            args.push("--console-socket");
+            args.push(name);
+        }
+        args.push(&self.cfg.id);
+        let res = self
+            .runtime_with_console(&args, io, console.as_ref().map(|(l, _)| (l, &self.init)))
+            .await;
+        if let Some((_, name)) = &console {
+            let _ = std::fs::remove_file(name);
+        }
+        res?;
+        let pid = read_pid(&self.bundle.join(files::INIT_PID))?;
+        *lock(&self.init.pid) = pid;
+        let exited = self.reaper.wait_for(pid);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let st = exited.await;
+            let code = st.ok().and_then(exit_code).unwrap_or(255);
+            let info = ExitInfo {
+                pid,
+                exit_code: code,
+                exited_at: now_rfc3339(),
+            };
+            if let Err(e) = write_exit(&me.bundle, &info) {
+                eprintln!("nook-shim: recording the exit: {e}");
+            }
+            *lock(&me.status) = "stopped";
+            me.init.finish(info).await;
+            me.maybe_quit();
+        });
+        Ok(pid)
+    }
+
+    async fn start(&self) -> Result<(), String> {
+        let st = *lock(&self.status);
+        if st != "created" {
+            return Err(format!(
+                "container is {st}, not created: it cannot be started"
+            ));
+        }
+        self.runtime(&["start", &self.cfg.id], Stdio3::null(), false)
+            .await?;
+        let mut s = lock(&self.status);
+        if *s == "created" {
+            *s = "running";
+        }
+        *lock(&self.started_at) = Some(now_rfc3339());
+        Ok(())
+    }
+
+    fn state(&self) -> TaskState {
+        TaskState {
+            id: self.cfg.id.clone(),
+            pid: self.init.pid(),
+            status: lock(&self.status).to_string(),
+            started_at: lock(&self.started_at).clone(),
+            exit: self.init.exit.borrow().clone(),
+            shim_pid: std::process::id() as i32,
+        }
+    }
+
+    fn proc(&self, exec_id: &Option<String>) -> Result<Arc<Proc>, String> {
+        match exec_id {
+            None => Ok(self.init.clone()),
+            Some(id) => lock(&self.execs)
+                .get(id)
+                .cloned()
+                .ok_or_else(|| format!("no exec {id:?} in this container")),
+        }
+    }
+
+    async fn kill(&self, signal: i32, all: bool, exec_id: &Option<String>) -> Result<(), String> {
+        let p = self.proc(exec_id)?;
+        if p.exit.borrow().is_some() {
+            return Err("the process is not running".into());
+        }
+        if all && exec_id.is_none() {
+            let sig = signal.to_string();
+            return self
+                .runtime(
+                    &["kill", "--all", &self.cfg.id, &sig],
+                    Stdio3::null(),
+                    false,
+                )
+                .await
+                .map(|_| ());
+        }
+        let sig = nix::sys::signal::Signal::try_from(signal)
+            .map_err(|_| format!("invalid signal {signal}"))?;
+        nix::sys::signal::kill(Pid::from_raw(p.pid()), sig).map_err(|e| format!("kill: {e}"))
+    }
+
+    fn resize(&self, exec_id: &Option<String>, width: u16, height: u16) -> Result<(), String> {
+        let p = self.proc(exec_id)?;
+        let master = lock(&p.master).clone();
+        match master {
+            Some(m) => set_winsize(m.get_ref().as_raw_fd(), width, height),
+            None => Err("the process has no terminal".into()),
+        }
+    }
+
+    async fn exec(
+        self: &Arc<Self>,
+        exec_id: &str,
+        mut process: serde_json::Value,
+        tty: bool,
+        stdin: bool,
+    ) -> Result<(Arc<Proc>, mpsc::UnboundedReceiver<Event>), String> {
+        if *lock(&self.status) != "running" {
+            return Err("the container is not running".into());
+        }
+        if exec_id.is_empty()
+            || !exec_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!("invalid exec id {exec_id:?}"));
+        }
+        if lock(&self.execs).contains_key(exec_id) {
+            return Err(format!("exec id {exec_id:?} is in use"));
+        }
+        if let Some(obj) = process.as_object_mut() {
+            obj.insert("terminal".into(), serde_json::Value::Bool(tty));
+        }
+        let proc = Proc::new(None);
+        lock(&self.execs).insert(exec_id.to_string(), proc.clone());
+        let rx = proc.subscribe();
+        let res = self.exec_inner(exec_id, &process, tty, stdin, &proc).await;
+        match res {
+            Ok(pid) => {
+                *lock(&proc.pid) = pid;
+                let exited = self.reaper.wait_for(pid);
+                let me = self.clone();
+                let p = proc.clone();
+                let id = exec_id.to_string();
+                tokio::spawn(async move {
+                    let st = exited.await;
+                    let info = ExitInfo {
+                        pid,
+                        exit_code: st.ok().and_then(exit_code).unwrap_or(255),
+                        exited_at: now_rfc3339(),
+                    };
+                    p.finish(info).await;
+                    lock(&me.execs).remove(&id);
+                });
+                Ok((proc, rx))
+            }
+            Err(e) => {
+                lock(&self.execs).remove(exec_id);
+                Err(e)
+            }
+        }
+    }
+
+    async fn exec_inner(
+        &self,
+        exec_id: &str,
+        process: &serde_json::Value,
+        tty: bool,
+        stdin: bool,
+        proc: &Arc<Proc>,
+    ) -> Result<i32, String> {
+        let spec_file = format!("exec-{exec_id}.json");
+        let pid_file = format!("exec-{exec_id}.pid");
+        std::fs::write(
+            self.bundle.join(&spec_file),
+            serde_json::to_vec(process).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| format!("writing {spec_file}: {e}"))?;
+        let io = self
+            .stdio_for(proc, tty, stdin)
+            .map_err(|e| format!("stdio pipes: {e}"))?;
+        let console = if tty {
+            Some(self.console_listener()?)
+        } else {
+            None
+        };
+        let mut args = vec![
+            "exec",
+            "--detach",
+            "--pid-file",
+            &pid_file,
+            "--process",
+            &spec_file,
+        ];
+        if let Some((_, name)) = &console {
+            args.push("--console-socket");
+            args.push(name);
+        }
+        args.push(&self.cfg.id);
+        let res = self
+            .runtime_with_console(&args, io, console.as_ref().map(|(l, _)| (l, proc)))
+            .await;
+        if let Some((_, name)) = &console {
+            let _ = std::fs::remove_file(name);
+        }
+        let _ = std::fs::remove_file(self.bundle.join(&spec_file));
+        res?;
+        let pid = read_pid(&self.bundle.join(&pid_file));
+        let _ = std::fs::remove_file(self.bundle.join(&pid_file));
+        pid
+    }
+
+    fn maybe_quit(&self) {
+        if *lock(&self.status) == "stopped"
+            && self.init.done.borrow().is_some()
+            && self.active.load(Ordering::SeqCst) == 0
+        {
+            self.quit.notify_one();
+        }
+    }
+}
+
+/// The processes sharing `pid`'s pid namespace (the container's), by scanning /proc.
+fn pids_in_namespace_of(pid: i32) -> Option<Vec<i32>> {
+    if pid <= 0 {
+        return None;
+    }
+    let ns = std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok()?;
+    let mut pids: Vec<i32> = std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| std::fs::read_link(format!("/proc/{p}/ns/pid")).is_ok_and(|l| l == ns))
+        .collect();
+    pids.sort_unstable();
+    Some(pids)
+}
+
+/// Closes every inherited descriptor above stderr.
+fn close_inherited() {
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .filter(|fd| *fd > 2)
+                .collect()
+        })
+        .unwrap_or_default();
+    for fd in fds {
+        // SAFETY: runs before anything else opened a descriptor we own (the directory handle
+        // of the listing above is already closed); closing an inherited fd no one uses.
+        unsafe { libc::close(fd) };
+    }
+}
+
+fn read_pid(path: &Path) -> Result<i32, String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| format!("the runtime wrote no pid to {}", path.display()))
+}
+
+/// The last error message the runtime logged after byte `from` of its JSON log.
+fn runtime_error(log: &Path, from: u64) -> Option<String> {
+    let text = std::fs::read(log).ok()?;
+    let text = String::from_utf8_lossy(text.get(from as usize..)?).into_owned();
+    text.lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["level"] == "error" || v["level"] == "fatal")
+        .and_then(|v| v["msg"].as_str().map(str::to_string))
+}
+
+fn write_exit(bundle: &Path, info: &ExitInfo) -> std::io::Result<()> {
+    let tmp = bundle.join(".exit.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(info)?)?;
+    std::fs::rename(&tmp, bundle.join(files::EXIT))
+}
+
+fn set_winsize(fd: RawFd, width: u16, height: u16) -> Result<(), String> {
+    let ws = libc::winsize {
+        ws_row: height,
+        ws_col: width,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a `winsize` from the pointer, which is valid for the call.
+    let r = unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) };
+    if r < 0 {
+        return Err(format!("resize: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Receives the pty master the runtime sends (SCM_RIGHTS) and installs it on `proc`.
+fn install_master(s: UnixStream, proc: &Arc<Proc>) -> Result<(), String> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let s = s.into_std().map_err(|e| e.to_string())?;
+    s.set_nonblocking(false).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 4096];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 2]);
+    let msg = recvmsg::<()>(
+        s.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| format!("receiving the pty: {e}"))?;
+    let mut master = None;
+    for c in msg.cmsgs().map_err(|e| e.to_string())? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            for fd in fds {
+                // SAFETY: the kernel just installed this descriptor in our table for us; we are
+                // its only owner.
+                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                if master.is_none() {
+                    master = Some(owned);
+                }
+            }
+        }
+    }
+    let master = master.ok_or("the runtime sent no pty descriptor")?;
+    let dup = master.try_clone().map_err(|e| e.to_string())?;
+    let reader = async_fd(master).map_err(|e| e.to_string())?;
+    let writer = async_fd(dup).map_err(|e| e.to_string())?;
+    *lock(&proc.master) = Some(reader.clone());
+    *lock(&proc.stdin) = Some(writer);
+    proc.pump(reader, "stdout");
+    Ok(())
+}
+
+async fn send<T: serde::Serialize>(
+    w: &mut tokio::net::unix::OwnedWriteHalf,
+    v: &T,
+) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(v)?;
+    line.push(b'\n');
+    w.write_all(&line).await
+}
+
+/// Streams `rx` to the client and feeds its input lines to `proc` until the exit event.
+async fn stream(
+    proc: Arc<Proc>,
+    mut rx: mpsc::UnboundedReceiver<Event>,
+    mut lines: tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
+    mut w: tokio::net::unix::OwnedWriteHalf,
+    take_stdin: bool,
+) {
+    let input = async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let Ok(inp) = serde_json::from_str::<Input>(&line) else {
+                continue;
+            };
+            match inp {
+                Input::Stdin { data } if take_stdin => {
+                    let fd = lock(&proc.stdin).clone();
+                    if let (Some(fd), Ok(bytes)) = (fd, b64().decode(data)) {
+                        let _ = write_fd(&fd, &bytes).await;
+                    }
+                }
+                // a pty has no half-close: leave it; a pipe is closed for EOF
+                Input::CloseStdin if take_stdin && lock(&proc.master).is_none() => {
+                    *lock(&proc.stdin) = None;
+                }
+                Input::Resize { width, height } => {
+                    if let Some(m) = lock(&proc.master).clone() {
+                        let _ = set_winsize(m.get_ref().as_raw_fd(), width, height);
+                    }
+                }
+                _ => {}
+            }
+        }
+        // the client went away: keep streaming nothing more
+        std::future::pending::<()>().await
+    };
+    let output = async {
+        while let Some(ev) = rx.recv().await {
+            let last = matches!(ev, Event::Exit(_));
+            if send(&mut w, &ev).await.is_err() || last {
+                break;
+            }
+        }
+        let _ = w.shutdown().await;
+    };
+    tokio::select! {
+        _ = input => {}
+        _ = output => {}
+    }
+}
+
+async fn handle(shim: Arc<Shim>, conn: UnixStream) {
+    let (r, mut w) = conn.into_split();
+    let mut lines = BufReader::new(r).lines();
+    let Ok(Some(first)) = lines.next_line().await else {
+        return;
+    };
+    let req: Request = match serde_json::from_str(&first) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = send(
+                &mut w,
+                &Response::Error {
+                    message: format!("bad request: {e}"),
+                },
+            )
+            .await;
+            return;
+        }
+    };
+    let err = |m: String| Response::Error { message: m };
+    let resp = match req {
+        Request::State => Response::State(shim.state()),
+        Request::Start => match shim.start().await {
+            Ok(()) => Response::Ok,
+            Err(e) => err(e),
+        },
+        Request::Kill {
+            signal,
+            all,
+            exec_id,
+        } => match shim.kill(signal, all, &exec_id).await {
+            Ok(()) => Response::Ok,
+            Err(e) => err(e),
+        },
+        Request::Resize {
+            exec_id,
+            width,
+            height,
+        } => match shim.resize(&exec_id, width, height) {
+            Ok(()) => Response::Ok,
+            Err(e) => err(e),
+        },
+        Request::Pids => match shim
+            .runtime(
+                &["ps", "--format", "json", &shim.cfg.id],
+                Stdio3::null(),
+                true,
+            )
+            .await
+        {
+            Ok(out) => match serde_json::from_slice::<Option<Vec<i32>>>(&out) {
+                Ok(p) => Response::Pids {
+                    pids: p.unwrap_or_default(),
+                },
+                Err(e) => err(format!("runtime ps: {e}")),
+            },
+            // without cgroups the runtime cannot list processes: the pid namespace can
+            Err(e) => match pids_in_namespace_of(shim.init.pid()) {
+                Some(pids) if shim.init.exit.borrow().is_none() => Response::Pids { pids },
+                _ => err(e),
+            },
+        },
+        Request::Pause | Request::Resume => {
+            let verb = if req == Request::Pause {
+                "pause"
+            } else {
+                "resume"
+            };
+            match shim
+                .runtime(&[verb, &shim.cfg.id], Stdio3::null(), false)
+                .await
+            {
+                Ok(_) => {
+                    *lock(&shim.status) = if verb == "pause" { "paused" } else { "running" };
+                    Response::Ok
+                }
+                Err(e) => err(e),
+            }
+        }
+        Request::Delete { force } => {
+            let mut args = vec!["delete"];
+            if force {
+                args.push("--force");
+            }
+            args.push(&shim.cfg.id);
+            let r = shim.runtime(&args, Stdio3::null(), false).await;
+            let ok = r.is_ok();
+            let _ = send(&mut w, &r.map(|_| Response::Ok).unwrap_or_else(err)).await;
+            if ok {
+                shim.quit.notify_one();
+            }
+            return;
+        }
+        Request::Shutdown => {
+            let _ = send(&mut w, &Response::Ok).await;
+            shim.quit.notify_one();
+            return;
+        }
+        Request::Wait { exec_id } => {
+            let p = match shim.proc(&exec_id) {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = send(&mut w, &err(e)).await;
+                    return;
+                }
+            };
+            shim.active.fetch_add(1, Ordering::SeqCst);
+            let mut rx = p.exit.subscribe();
+            let info = rx
+                .wait_for(|e| e.is_some())
+                .await
+                .ok()
+                .and_then(|e| e.clone());
+            let resp = match info {
+                Some(i) => Response::Exit(i),
+                None => err("wait lost".into()),
+            };
+            let _ = send(&mut w, &resp).await;
+            shim.active.fetch_sub(1, Ordering::SeqCst);
+            shim.maybe_quit();
+            return;
+        }
+        Request::Attach { stdin, start } => {
+            shim.active.fetch_add(1, Ordering::SeqCst);
+            let rx = shim.init.subscribe();
+            let resp = if start {
+                match shim.start().await {
+                    Ok(()) => Response::Ok,
+                    Err(e) => err(e),
+                }
+            } else {
+                Response::Ok
+            };
+            let ok = resp == Response::Ok;
+            if send(&mut w, &resp).await.is_ok() && ok {
+                stream(shim.init.clone(), rx, lines, w, stdin).await;
+            }
+            shim.active.fetch_sub(1, Ordering::SeqCst);
+            shim.maybe_quit();
+            return;
+        }
+        Request::Exec {
+            exec_id,
+            process,
+            tty,
+            stdin,
+        } => {
+            shim.active.fetch_add(1, Ordering::SeqCst);
+            match shim.exec(&exec_id, process, tty, stdin).await {
+                Ok((proc, rx)) => {
+                    let pid = proc.pid();
+                    if send(&mut w, &Response::Started { pid }).await.is_ok() {
+                        stream(proc, rx, lines, w, stdin).await;
+                    }
+                }
+                Err(e) => {
+                    let _ = send(&mut w, &err(e)).await;
+                }
+            }
+            shim.active.fetch_sub(1, Ordering::SeqCst);
+            shim.maybe_quit();
+            return;
+        }
+    };
+    let _ = send(&mut w, &resp).await;
+}
+
+/// Detaches: stdin from /dev/null, stderr to `<bundle>/shim.log`, double fork with setsid in
+/// between. Stdout (nookd's readiness pipe) stays open until [`ready`]. Must run before any
+/// thread exists.
+fn daemonize(bundle: &Path) -> std::io::Result<()> {
+    use nix::unistd::{dup2_stderr, dup2_stdin, fork, setsid, ForkResult};
+    close_inherited();
+    let null = File::open("/dev/null")?;
+    dup2_stdin(null.as_fd())?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(bundle.join(files::SHIM_LOG))?;
+    dup2_stderr(log.as_fd())?;
+    // SAFETY: single-threaded here (no runtime yet); the parent only calls _exit.
+    match unsafe { fork() }? {
+        ForkResult::Parent { .. } => {
+            // SAFETY: _exit is async-signal-safe and skips atexit handlers meant for the child.
+            unsafe { libc::_exit(0) }
+        }
+        ForkResult::Child => {}
+    }
+    setsid()?;
+    // SAFETY: as above, still single-threaded.
+    match unsafe { fork() }? {
+        ForkResult::Parent { .. } => {
+            // SAFETY: as above.
+            unsafe { libc::_exit(0) }
+        }
+        ForkResult::Child => {}
+    }
+    Ok(())
+}
+
+/// The readiness line nookd reads from the shim's stdout.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Ready {
+    pub ok: bool,
+    #[serde(default)]
+    pub pid: i32,
+    #[serde(default)]
+    pub error: String,
+}
+
+/// Writes the readiness line and detaches stdout.
+fn ready(r: &Ready) {
+    if let Ok(mut line) = serde_json::to_vec(r) {
+        line.push(b'\n');
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(&line);
+        let _ = out.flush();
+    }
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stdout(null.as_fd());
+    }
+}
+
+/// The entry point of `nook-shim <bundle>`: returns the exit code.
+pub fn main() -> i32 {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--version") {
+        println!("nook-shim {}", crate::VERSION);
+        return 0;
+    }
+    let Some(bundle) = args.get(1).map(PathBuf::from) else {
+        eprintln!("usage: nook-shim BUNDLE (started by nookd)");
+        return 2;
+    };
+    let fail = |error: String| {
+        ready(&Ready {
+            ok: false,
+            pid: 0,
+            error: error.clone(),
+        });
+        eprintln!("nook-shim: {error}");
+        1
+    };
+    let cfg: ShimConfig = match std::fs::read(bundle.join(files::CONFIG))
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            return fail(format!(
+                "reading {}: {e}",
+                bundle.join(files::CONFIG).display()
+            ))
+        }
+    };
+    if let Err(e) = daemonize(&bundle) {
+        return fail(format!("detaching: {e}"));
+    }
+    if let Err(e) = std::env::set_current_dir(&bundle) {
+        return fail(format!("entering {}: {e}", bundle.display()));
+    }
+    let _ = std::fs::write(files::PID, std::process::id().to_string());
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        return fail(format!("becoming a subreaper: {e}"));
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("runtime: {e}")),
+    };
+    rt.block_on(run(cfg, bundle))
+}
+
+async fn run(cfg: ShimConfig, bundle: PathBuf) -> i32 {
+    let mut sigchld = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) {
+        Ok(s) => s,
+        Err(e) => {
+            ready(&Ready {
+                ok: false,
+                pid: 0,
+                error: format!("SIGCHLD handler: {e}"),
+            });
+            return 1;
+        }
+    };
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(bundle.join(files::LOG));
+    let log = match log {
+        Ok(l) => l,
+        Err(e) => {
+            ready(&Ready {
+                ok: false,
+                pid: 0,
+                error: format!("opening the container log: {e}"),
+            });
+            return 1;
+        }
+    };
+    let shim = Arc::new(Shim {
+        cfg,
+        bundle,
+        reaper: Reaper::default(),
+        init: Proc::new(Some(log)),
+        execs: Mutex::new(HashMap::new()),
+        status: Mutex::new("created"),
+        started_at: Mutex::new(None),
+        active: AtomicUsize::new(0),
+        quit: Notify::new(),
+        seq: AtomicUsize::new(0),
+    });
+    let reaper = shim.clone();
+    tokio::spawn(async move {
+        while sigchld.recv().await.is_some() {
+            reaper.reaper.reap();
+        }
+    });
+    let _ = std::fs::remove_file(files::SOCKET);
+    let listener = match UnixListener::bind(files::SOCKET) {
+        Ok(l) => l,
+        Err(e) => {
+            ready(&Ready {
+                ok: false,
+                pid: 0,
+                error: format!("binding {}: {e}", files::SOCKET),
+            });
+            return 1;
+        }
+    };
+    let pid = match shim.create().await {
+        Ok(pid) => pid,
+        Err(e) => {
+            ready(&Ready {
+                ok: false,
+                pid: 0,
+                error: e,
+            });
+            let _ = shim
+                .runtime(&["delete", "--force", &shim.cfg.id], Stdio3::null(), false)
+                .await;
+            let _ = std::fs::remove_file(files::SOCKET);
+            return 1;
+        }
+    };
+    ready(&Ready {
+        ok: true,
+        pid,
+        error: String::new(),
+    });
+    loop {
+        tokio::select! {
+            conn = listener.accept() => {
+                if let Ok((c, _)) = conn {
+                    tokio::spawn(handle(shim.clone(), c));
+                }
+            }
+            _ = shim.quit.notified() => break,
+        }
+    }
+    let _ = std::fs::remove_file(files::SOCKET);
+    0
+}
