@@ -228,6 +228,7 @@ pub struct OneArgs {
 
 /// `nook containers ...`
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum ContainersCmd {
     /// List containers.
     #[command(visible_alias = "list")]

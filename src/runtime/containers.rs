@@ -716,6 +716,7 @@ impl Manager {
     }
 
     /// The process spec of an exec, from the container's: args, env, user, workdir, tty.
+    #[allow(clippy::too_many_arguments)]
     pub fn exec_process(
         &self,
         ns: &str,
