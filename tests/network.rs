@@ -25,6 +25,7 @@ fn image() -> Vec<u8> {
         FileSpec::dir("www"),
         FileSpec::file("www/index.html", "hello from nook\n"),
     ];
+    base.extend(host_binary("/usr/bin/iperf3"));
     for a in [
         "sh", "cat", "echo", "sleep", "ip", "ifconfig", "httpd", "nc", "wget", "ping", "grep",
         "hostname", "true", "ls", "route",
@@ -33,6 +34,40 @@ fn image() -> Vec<u8> {
     }
     let img = TestImage::build(&[base], false, &["sh"]);
     docker_archive(&[(&[IMG], &img)])
+}
+
+/// A host binary with the shared libraries it needs (as `ldd` lists them), for the image.
+fn host_binary(path: &str) -> Vec<FileSpec> {
+    let mut files = vec![
+        FileSpec::dir("usr"),
+        FileSpec::dir("usr/bin"),
+        FileSpec::dir("lib"),
+        FileSpec::dir("lib/x86_64-linux-gnu"),
+        FileSpec::dir("lib64"),
+    ];
+    files.push(FileSpec::exec(
+        path.trim_start_matches('/'),
+        std::fs::read(path).expect("iperf3 is installed"),
+    ));
+    let ldd = std::process::Command::new("ldd")
+        .arg(path)
+        .output()
+        .unwrap();
+    for l in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let lib = l
+            .split("=>")
+            .last()
+            .and_then(|r| r.split_whitespace().next())
+            .filter(|p| p.starts_with('/'));
+        if let Some(lib) = lib {
+            let real = std::fs::canonicalize(lib).unwrap();
+            files.push(FileSpec::exec(
+                lib.trim_start_matches('/'),
+                std::fs::read(real).unwrap(),
+            ));
+        }
+    }
+    files
 }
 
 fn daemon() -> Nookd {
@@ -210,8 +245,7 @@ fn random_host_port_udp_and_source_address() {
             IMG,
             "sh",
             "-c",
-            // a TCP server, and a UDP one that echoes back
-            "httpd -p 80 -h /www; while true; do nc -u -l -p 5353 -e cat; done",
+            "httpd -f -p 80 -h /www",
         ])
         .ok();
     let id = id.trim().to_string();
@@ -221,27 +255,55 @@ fn random_host_port_udp_and_source_address() {
     wait_until("httpd answers on the random port", || {
         http_get(hostport).is_some()
     });
-    // UDP: published and answered
-    let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    u.set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let mut got = String::new();
-    wait_until("udp echo", || {
-        let _ = u.send_to(b"marco\n", "127.0.0.1:18053");
-        let mut b = [0u8; 64];
-        match u.recv(&mut b) {
-            Ok(n) => {
-                got = String::from_utf8_lossy(&b[..n]).to_string();
-                true
-            }
-            Err(_) => false,
-        }
+    // UDP: published and answered (iperf3's UDP test needs the server's UDP reply)
+    let u = d
+        .nook(&[
+            "run",
+            "-d",
+            "-p",
+            "127.0.0.1:18201:5201",
+            "-p",
+            "127.0.0.1:18201:5201/udp",
+            IMG,
+            "iperf3",
+            "-s",
+            "-p",
+            "5201",
+        ])
+        .ok();
+    let mut last = String::new();
+    wait_until("iperf3 over the published UDP port", || {
+        let o = std::process::Command::new("iperf3")
+            .args([
+                "-c",
+                "127.0.0.1",
+                "-p",
+                "18201",
+                "-u",
+                "-t",
+                "1",
+                "-b",
+                "10M",
+                "-J",
+            ])
+            .output()
+            .unwrap();
+        last = String::from_utf8_lossy(&o.stdout).to_string();
+        o.status.success()
     });
-    assert_eq!(got, "marco\n");
+    let j: serde_json::Value = serde_json::from_str(&last).unwrap();
+    assert!(
+        j["end"]["sum"]["bytes"].as_f64().unwrap_or(0.0) > 0.0,
+        "{last}"
+    );
+    d.nook(&["rm", "-f", u.trim()]).ok();
     // the container sees the client's address: the kernel's connection table inside it
     let s = std::net::TcpStream::connect(("127.0.0.1", hostport)).unwrap();
     let local = s.local_addr().unwrap();
-    let seen = d.nook(&["exec", &id, "cat", "/proc/net/tcp"]).ok();
+    // (httpd listens on IPv6 too: a v4 peer shows as ::ffff:a.b.c.d in tcp6)
+    let seen = d
+        .nook(&["exec", &id, "cat", "/proc/net/tcp", "/proc/net/tcp6"])
+        .ok();
     drop(s);
     // host loopback clients appear as 10.0.2.2 (the host as seen from containers), with the
     // client's own port: 0202000A is 10.0.2.2 in /proc/net/tcp's little-endian hex
