@@ -137,7 +137,11 @@ fn main() -> ExitCode {
         host_uid: pre.uid,
         host_gid: pre.gid,
     };
-    match rt.block_on(nook::daemon::run(cfg, paths, boot)) {
+    let res = rt.block_on(nook::daemon::run(cfg, paths, boot));
+    // blocking threads may wait on the network link process (it outlives nookd while
+    // containers run): do not wait for them forever
+    rt.shutdown_timeout(std::time::Duration::from_millis(500));
+    match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }

@@ -641,6 +641,55 @@ impl Manager {
         .map_err(io_err("configuring the container's eth0"))
     }
 
+    /// The attachment of a container as the runtime needs it (namespace, /etc files).
+    pub fn view_of(&self, ns: &str, id: &str) -> Result<Option<Attachment>> {
+        match self.attachment(ns, id)? {
+            Some(a) => self.view(&a).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Makes the container's network whole again if its namespace is gone (a reboot emptied
+    /// the state directory, or the pause process was replaced): same path, same address.
+    /// Blocking.
+    pub fn ensure(&self, ns: &str, id: &str) -> Result<()> {
+        let _g = self.lock();
+        let Some(a) = self.attachment(ns, id)? else {
+            return Ok(());
+        };
+        match a.mode {
+            Mode::Host => Ok(()),
+            Mode::None => {
+                if is_netns(&a.netns_path) {
+                    return Ok(());
+                }
+                let _ = remove_netns(&a.netns_path);
+                create_netns(&a.netns_path)
+                    .map_err(io_err("creating the container's network namespace"))
+            }
+            Mode::Bridge => {
+                let veth_ok = a.veth.clone().is_some_and(|v| {
+                    with_netns(&self.s.netns, move || Ok(Netlink::open()?.exists(&v)))
+                        .unwrap_or(false)
+                });
+                if is_netns(&a.netns_path) && veth_ok {
+                    return Ok(());
+                }
+                let net: NetworkRecord = self
+                    .store
+                    .get_raw(SYSTEM, &net_key(&a.network))?
+                    .ok_or_else(|| {
+                        Error::NotFound(format!(
+                            "network {:?} of this container was removed: recreate it",
+                            a.network
+                        ))
+                    })?;
+                let _ = remove_netns(&a.netns_path);
+                self.plumb(&net, &a)
+            }
+        }
+    }
+
     /// Undoes [`Manager::attach`]: closes published ports, deletes the veth pair and the
     /// namespace, releases the address, drops the record. A container never attached is fine.
     pub fn detach(&self, ns: &str, id: &str) -> Result<()> {
@@ -1147,6 +1196,34 @@ mod tests {
         // the container saw the host's loopback client as 10.0.2.2 with the client's own port
         assert_eq!(peer.ip(), IpAddr::V4(forward::HOST_LOOPBACK_ALIAS));
         assert_eq!(peer.port(), c.local_addr().unwrap().port());
+        // UDP: published and answered
+        let m2 = m.clone();
+        let ns_a = a.netns_path.clone();
+        let echo = with_netns(&ns_a, || std::net::UdpSocket::bind("0.0.0.0:5353")).unwrap();
+        std::thread::spawn(move || {
+            let mut b = [0u8; 64];
+            while let Ok((n, from)) = echo.recv_from(&mut b) {
+                let _ = echo.send_to(&b[..n], from);
+            }
+        });
+        let udp_port = tokio::task::spawn_blocking(move || {
+            let mut a = m2.attachment("default", "aaaa").unwrap().unwrap();
+            a.ports = parse("127.0.0.1::5353/udp").unwrap();
+            m2.store
+                .write(|tx| tx.put(NETWORKS, "default", "aaaa", &a))
+                .unwrap();
+            let p = m2.publish("default", "aaaa").unwrap()[0].host_port;
+            p
+        })
+        .await
+        .unwrap();
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        u.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        u.send_to(b"marco", ("127.0.0.1", udp_port)).unwrap();
+        let mut ub = [0u8; 16];
+        let n = u.recv(&mut ub).unwrap();
+        assert_eq!(&ub[..n], b"marco");
         // binding the same host port again fails clearly
         let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let e = forward::bind(
@@ -1164,6 +1241,15 @@ mod tests {
 
         // unpublish frees the port
         m.unpublish("default", "aaaa");
+        let m2 = m.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut a = m2.attachment("default", "aaaa").unwrap().unwrap();
+            a.ports = parse("127.0.0.1::80").unwrap();
+            m2.store.write(|tx| tx.put(NETWORKS, "default", "aaaa", &a))
+        })
+        .await
+        .unwrap()
+        .unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
 
