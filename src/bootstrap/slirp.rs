@@ -98,7 +98,10 @@ pub fn start(
                 .arg("--mtu")
                 .arg(cfg.mtu.min(65520).to_string())
                 .args(["-t", "none", "-u", "none", "-T", "none", "-U", "none"])
-                .args(["--ns-ifname", TAP]);
+                .args(["--ns-ifname", TAP])
+                // DNS at 10.0.2.3 as with slirp4netns: pasta forwards it to the host's first
+                // resolver, which works even when that is a loopback one (127.0.0.53)
+                .args(["--dns-forward", "10.0.2.3"]);
             if !cfg.disable_host_loopback {
                 cmd.arg("--map-host-loopback").arg("10.0.2.2");
             }
