@@ -1212,8 +1212,7 @@ mod tests {
             m2.store
                 .write(|tx| tx.put(NETWORKS, "default", "aaaa", &a))
                 .unwrap();
-            let p = m2.publish("default", "aaaa").unwrap()[0].host_port;
-            p
+            m2.publish("default", "aaaa").unwrap()[0].host_port
         })
         .await
         .unwrap();
