@@ -122,10 +122,12 @@ fi
 
 # --- 20 concurrent detached containers --------------------------------------------------------
 t0=$(date +%s%N)
+pids=()
 for i in $(seq 20); do
   as_user nook run -d --name "c$i" localhost/bench:latest sleep 1000 >/dev/null &
+  pids+=($!)
 done
-wait
+wait "${pids[@]}"
 t1=$(date +%s%N)
 running=$(as_user nook ps -q | wc -l)
 printf '20 concurrent nook run -d: %d ms (%d running)\n' $(((t1 - t0) / 1000000)) "$running"
