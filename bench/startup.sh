@@ -23,14 +23,14 @@ for _ in $(seq "$runs"); do
   until as_user nook version >/dev/null 2>&1; do sleep 0.002; done
   t1=$(date +%s%N)
   times+=($(( (t1 - t0) / 1000 )))
-  pid=$(pgrep -u "$user" -x nookd | head -1)
+  pid=$(cat "$base/root/nookd.lock")  # nookd writes its pid into its lock
   sleep 1
   rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
-  kill "$pid"; wait 2>/dev/null || true
+  kill "$pid"; wait "$pid" 2>/dev/null || true
   sleep 0.3
 done
 sorted=$(printf '%s\n' "${times[@]}" | sort -n)
 median=$(echo "$sorted" | sed -n "$(( (runs + 1) / 2 ))p")
-echo "nookd start to ready (incl. namespace + network link setup, cold): median ${median} us over $runs runs"
+echo "nookd start to ready (creating the namespaces and the network link each time; the first run also probes overlayfs): median ${median} us over $runs runs, first ${times[0]} us"
 echo "nookd idle RSS (last run): ${rss} kB"
-rm -rf "$bin" "$base"
+[ -n "${KEEP:-}" ] || rm -rf "$bin" "$base"

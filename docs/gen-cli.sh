@@ -20,6 +20,14 @@ fi
 	exit 1
 }
 
+# clap prints the program name it was started as: make sure that is `nook`
+if [ "$(basename "$nook")" != nook ]; then
+	tmpdir=$(mktemp -d)
+	trap 'rm -rf "$tmpdir"' EXIT
+	cp "$nook" "$tmpdir/nook"
+	nook=$tmpdir/nook
+fi
+
 # Prints the subcommand names listed under "Commands:" in a help text (without `help`).
 subcommands() {
 	awk '/^Commands:/ { on = 1; next } on && /^[^ ]/ { on = 0 } on && /^  [a-z]/ { print $1 }' | grep -vx help || true

@@ -570,6 +570,12 @@ cmd_install() {
 	info "Try it:"
 	info "    nook version"
 	info "    nook info"
+	if [ -x "$SCRIPT_DIR/../scripts/busybox-image.sh" ]; then
+		info "    $(cd "$SCRIPT_DIR/.." && pwd)/scripts/busybox-image.sh | nook load    # an image without a registry"
+	else
+		info "    nook pull docker.io/library/busybox:latest"
+	fi
+	info "    nook run --rm busybox echo hello"
 	info "Stop it with \`systemctl --user stop nook\`, remove it with \`$PROG uninstall\`."
 }
 

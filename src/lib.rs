@@ -40,6 +40,10 @@ pub mod proto {
         tonic::include_proto!("nook.gc.v1");
     }
     /// Leases.
+    pub mod networks {
+        tonic::include_proto!("nook.networks.v1");
+    }
+
     pub mod leases {
         tonic::include_proto!("nook.leases.v1");
     }

@@ -257,6 +257,17 @@ fn check_unpack(snapshotter: &str) {
     .unwrap();
     assert!(u[0]["inodes"].as_i64().unwrap() >= 1, "{u}");
 
+    // a read-only view of the whole chain
+    d.nook(&sn(snapshotter, &["view", "look", &chain])).ok();
+    let cmds = mount_cmds(&d, snapshotter, "look", &mnt);
+    let out = d
+        .in_ns(&format!(
+            "set -e\n{cmds}\ncat {m}/top {m}/o/new\nls {m}/o\nif touch {m}/x 2>/dev/null; then echo WRITABLE; fi\numount {m}"
+        ))
+        .ok();
+    assert_eq!(out.lines().collect::<Vec<_>>(), vec!["topnewnew"], "{out}");
+    d.nook(&sn(snapshotter, &["rm", "look"])).ok();
+
     // a parent with children cannot be removed
     let err = d.nook(&sn(snapshotter, &["rm", &chain])).fails();
     assert!(err.contains("child") && err.contains("ctr"), "{err}");

@@ -56,7 +56,32 @@ fn to_pb(s: &CStatus) -> pb::Container {
         labels: r.labels.clone().into_iter().collect(),
         tty: r.tty,
         auto_remove: r.auto_remove,
+        ports: Vec::new(),
+        ip: String::new(),
     }
+}
+
+/// [`to_pb`] with the container's network: its address and published ports.
+fn to_pb_net(d: &Daemon, ns: &str, s: &CStatus) -> pb::Container {
+    let mut c = to_pb(s);
+    if let Ok(Some(a)) = d.network.attachment(ns, &s.record.id) {
+        c.ip = a.ip.map(|i| i.to_string()).unwrap_or_default();
+        let ports = if a.published.is_empty() {
+            &a.ports
+        } else {
+            &a.published
+        };
+        c.ports = ports
+            .iter()
+            .map(|m| pb::PublishedPort {
+                host_ip: m.host_ip.to_string(),
+                host_port: m.host_port.into(),
+                container_port: m.container_port.into(),
+                protocol: m.proto.to_string(),
+            })
+            .collect();
+    }
+    c
 }
 
 type OutStream = Pin<Box<dyn Stream<Item = Result<pb::Output, Status>> + Send>>;
@@ -71,7 +96,7 @@ impl Svc {
     }
 
     async fn get_pb(&self, ns: &str, r: ContainerRecord) -> Result<pb::Container, Status> {
-        Ok(to_pb(&self.m()?.status(ns, r).await))
+        Ok(to_pb_net(&self.0, ns, &self.m()?.status(ns, r).await))
     }
 }
 
@@ -214,6 +239,7 @@ impl pb::containers_server::Containers for Svc {
             labels: q.labels.into_iter().collect(),
             auto_remove: q.auto_remove,
             network: q.network,
+            publish: q.publish,
         };
         let rec = self.m()?.create(&self.0, &ns, o).await?;
         Ok(Response::new(self.get_pb(&ns, rec).await?))
@@ -320,7 +346,7 @@ impl pb::containers_server::Containers for Svc {
         let containers = states
             .iter()
             .filter(|s| r.get_ref().all || s.running())
-            .map(to_pb)
+            .map(|s| to_pb_net(&self.0, &ns, s))
             .collect();
         Ok(Response::new(pb::ListResponse { containers }))
     }

@@ -31,7 +31,7 @@ pub struct Svc {
 
 /// The content store of a daemon (`<root>/content`), shared by every subsystem.
 pub fn content_store(d: &Daemon) -> Result<Arc<ContentStore>> {
-    ContentStore::shared(&d.paths.root.join("content"))
+    Ok(d.content.clone())
 }
 
 pub fn service(d: Arc<Daemon>) -> Result<pb::images_server::ImagesServer<Svc>> {
@@ -165,6 +165,46 @@ impl Write for ChannelWriter {
     }
 }
 
+/// Unpacks freshly pulled or imported images into the default snapshotter (when
+/// `[images] unpack` is on), so `nook run` finds them ready.
+async fn unpack_new(
+    d: &Arc<Daemon>,
+    ns: &str,
+    names: Vec<String>,
+    platform: PlatformSelector,
+) -> Result<()> {
+    if !d.config.images.unpack {
+        return Ok(());
+    }
+    let (d, ns) = (d.clone(), ns.to_string());
+    tokio::task::spawn_blocking(move || {
+        for name in names {
+            let t0 = std::time::Instant::now();
+            let u = crate::image::unpack::unpack_image(
+                &d.content,
+                &d.store,
+                &d.snapshotters,
+                &ns,
+                &name,
+                None,
+                &platform,
+            )?;
+            tracing::info!(
+                image = %name,
+                snapshotter = %u.snapshotter,
+                applied = u.applied,
+                reused = u.reused,
+                bytes = u.bytes,
+                ms = t0.elapsed().as_millis() as u64,
+                "unpacked"
+            );
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("unpack panicked: {e}")))?
+}
+
 impl Svc {
     async fn check_ns(&self, ns: &str) -> std::result::Result<(), Status> {
         let d = self.d.clone();
@@ -233,6 +273,8 @@ impl pb::images_server::Images for Svc {
         let (tx, rx) = mpsc::channel(1024);
         let (d, cs, reg) = (self.d.clone(), self.cs.clone(), self.registry.clone());
         tokio::spawn(async move {
+            // a collection never runs while the pull is half recorded
+            let _gc = d.gc.lock.read().await;
             let ptx = tx.clone();
             let progress = move |p: Progress| {
                 let _ = ptx.try_send(Ok(progress_pb(p)));
@@ -243,7 +285,22 @@ impl pb::images_server::Images for Svc {
                 ns: &ns,
                 registry: &reg,
             };
-            let res = puller.pull(&req.reference, &opts, &progress).await;
+            let mut res = puller.pull(&req.reference, &opts, &progress).await;
+            if let Ok(r) = &res {
+                d.mutated(false);
+                // the platform pulled (all platforms: this machine's)
+                let platform = match &opts.platforms {
+                    PlatformSelector::All => PlatformSelector::default(),
+                    one => one.clone(),
+                };
+                if let Err(e) = unpack_new(&d, &ns, vec![r.image.name.clone()], platform).await {
+                    res = Err(Error::Internal(format!(
+                        "pulled {}, but unpacking it failed: {e}",
+                        r.image.name
+                    )));
+                }
+            }
+            crate::daemon::metrics::global().pull(res.is_ok());
             let msg = match res {
                 Ok(r) => {
                     tracing::info!(image = %r.image.name, digest = %r.image.target.digest, bytes = r.downloaded, "pulled");
@@ -274,6 +331,8 @@ impl pb::images_server::Images for Svc {
         let (d, cs, reg) = (self.d.clone(), self.cs.clone(), self.registry.clone());
         let conc = self.d.config.images.max_concurrent_downloads as usize;
         tokio::spawn(async move {
+            // a collection never runs while the pull is half recorded
+            let _gc = d.gc.lock.read().await;
             let ptx = tx.clone();
             let progress = move |p: Progress| {
                 let _ = ptx.try_send(Ok(progress_pb(p)));
@@ -383,6 +442,7 @@ impl pb::images_server::Images for Svc {
         let (d, cs) = (self.d.clone(), self.cs.clone());
         let img = blocking(move || {
             let rec = image::delete(&d.store, &ns, &name)?;
+            d.mutated(true);
             Ok(image_pb(&cs, &d, &ns, &rec))
         })
         .await?;
@@ -418,6 +478,7 @@ impl pb::images_server::Images for Svc {
         if let Some(b) = &opts.base_name {
             Reference::parse(b)?;
         }
+        let _gc = self.d.gc.lock.read().await;
         let (tx, rx) = mpsc::channel(64);
         let (d, cs) = (self.d.clone(), self.cs.clone());
         let ns2 = ns.clone();
@@ -453,6 +514,18 @@ impl pb::images_server::Images for Svc {
             Ok(r) => r?,
             Err(e) => return Err(Status::internal(format!("import crashed: {e}"))),
         };
+        self.d.mutated(false);
+        let mut names: Vec<String> = recs.iter().map(|r| r.name.clone()).collect();
+        names.dedup_by(|a, b| {
+            // tags of one image unpack once
+            recs.iter().find(|r| &r.name == a).map(|r| &r.target)
+                == recs.iter().find(|r| &r.name == b).map(|r| &r.target)
+        });
+        match unpack_new(&self.d, &ns, names, PlatformSelector::default()).await {
+            // an image for another platform imports fine; it just is not unpacked here
+            Err(Error::NotFound(m)) => tracing::warn!("import: not unpacked: {m}"),
+            r => r?,
+        }
         let (d, cs) = (self.d.clone(), self.cs.clone());
         let images =
             blocking(move || Ok(recs.iter().map(|r| image_pb(&cs, &d, &ns, r)).collect())).await?;
@@ -524,6 +597,7 @@ impl pb::images_server::Images for Svc {
             Error::Config("no config directory (HOME or XDG_CONFIG_HOME unset)".into())
         })?;
         let f2 = file.clone();
+        self.registry.forget(&host);
         blocking(move || auth::store(&f2, &host, &creds)).await?;
         Ok(Response::new(pb::LoginResponse {
             file: file.display().to_string(),
@@ -538,6 +612,8 @@ impl pb::images_server::Images for Svc {
         let file = auth::nook_auth_file().ok_or_else(|| {
             Error::Config("no config directory (HOME or XDG_CONFIG_HOME unset)".into())
         })?;
+        let host = auth::normalize_host(&host);
+        self.registry.forget(&host);
         let removed = blocking(move || auth::remove(&file, &host)).await?;
         Ok(Response::new(pb::LogoutResponse { removed }))
     }

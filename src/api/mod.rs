@@ -6,6 +6,7 @@ pub mod content;
 mod gc;
 pub mod images;
 mod leases;
+pub mod networks;
 mod snapshots;
 mod spine;
 
@@ -21,19 +22,28 @@ pub const MAX_MESSAGE: usize = 16 << 20;
 /// Starts each subsystem (probes, recovery) before the socket opens.
 pub async fn init_subsystems(d: &Arc<Daemon>) {
     snapshots::init(d).await;
+    networks::init(d).await;
     containers::init(d).await;
 }
 
 /// Stops each subsystem after the socket closed.
-pub async fn shutdown_subsystems(_d: &Arc<Daemon>) {}
+pub async fn shutdown_subsystems(d: &Arc<Daemon>) {
+    d.network.shutdown();
+}
+
+/// The layers around every service: request counting for the metrics.
+pub type ApiLayers =
+    tower::layer::util::Stack<crate::daemon::metrics::ApiLayer, tower::layer::util::Identity>;
 
 /// Builds the server with every service.
-pub fn router(d: Arc<Daemon>) -> Router {
+pub fn router(d: Arc<Daemon>) -> Router<ApiLayers> {
     tonic::transport::Server::builder()
+        .layer(crate::daemon::metrics::ApiLayer::global())
         .add_service(spine::version(d.clone()))
         .add_service(spine::namespaces(d.clone()))
         .add_service(spine::introspection(d.clone()))
         .add_service(leases::service(d.clone()))
+        .add_service(networks::service(d.clone()))
         .add_service(gc::service(d.clone()))
         .add_service(gc::check_service(d.clone()))
         .add_optional_service(optional("images", images::service(d.clone())))

@@ -40,6 +40,8 @@ fn fail(e: impl std::fmt::Display) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // before any thread exists: keep NOTIFY_SOCKET for nookd only, not for shims and runc
+    nook::daemon::take_notify_socket();
     let args = Args::parse();
     if nix::unistd::getuid().is_root() {
         return fail("nookd is running as root: rootful mode is not supported yet; run nookd as an ordinary user (systemctl --user start nook)");
@@ -135,7 +137,11 @@ fn main() -> ExitCode {
         host_uid: pre.uid,
         host_gid: pre.gid,
     };
-    match rt.block_on(nook::daemon::run(cfg, paths, boot)) {
+    let res = rt.block_on(nook::daemon::run(cfg, paths, boot));
+    // blocking threads may wait on the network link process (it outlives nookd while
+    // containers run): do not wait for them forever
+    rt.shutdown_timeout(std::time::Duration::from_millis(500));
+    match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }

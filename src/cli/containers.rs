@@ -96,9 +96,15 @@ pub struct CreateArgs {
     /// Set a label (KEY=VALUE).
     #[arg(short = 'l', long = "label")]
     pub label: Vec<String>,
-    /// Network: host (nookd's container network, default) or none.
+    /// Network: the default bridge network (default), a network made with `nook network
+    /// create` (containers on it resolve each other by name), host (nookd's containers'
+    /// namespace, with its tap0 link), or none (loopback only).
     #[arg(long, default_value = "")]
     pub network: String,
+    /// Publish a container port on the host: [HOSTIP:]HOSTPORT:PORT[/tcp|/udp], PORT (any
+    /// free host port), or ranges like 8000-8005:80-85.
+    #[arg(short = 'p', long = "publish")]
+    pub publish: Vec<String>,
     /// Remove the container when it exits.
     #[arg(long)]
     pub rm: bool,
@@ -221,6 +227,7 @@ pub struct OneArgs {
 
 /// `nook containers ...`
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum ContainersCmd {
     /// List containers.
     #[command(visible_alias = "list")]
@@ -389,6 +396,7 @@ fn create_request(a: &CreateArgs) -> anyhow::Result<pb::CreateRequest> {
         labels,
         auto_remove: a.rm,
         network: a.network.clone(),
+        publish: a.publish.clone(),
     })
 }
 
@@ -686,7 +694,34 @@ fn container_json(x: &pb::Container) -> serde_json::Value {
         "created_at": x.created_at, "status": x.status, "exit_code": x.exit_code,
         "pid": x.pid, "started_at": x.started_at, "finished_at": x.finished_at,
         "runtime": x.runtime, "snapshotter": x.snapshotter, "labels": x.labels,
+        "ip": x.ip, "ports": x.ports.iter().map(|p| serde_json::json!({
+            "host_ip": p.host_ip, "host_port": p.host_port,
+            "container_port": p.container_port, "protocol": p.protocol,
+        })).collect::<Vec<_>>(),
     })
+}
+
+/// Published ports as docker shows them: `0.0.0.0:18080->80/tcp`.
+fn ports_text(x: &pb::Container) -> String {
+    x.ports
+        .iter()
+        .map(|p| {
+            if p.host_port == 0 {
+                format!("{}/{}", p.container_port, p.protocol)
+            } else if p.host_ip.contains(':') {
+                format!(
+                    "[{}]:{}->{}/{}",
+                    p.host_ip, p.host_port, p.container_port, p.protocol
+                )
+            } else {
+                format!(
+                    "{}:{}->{}/{}",
+                    p.host_ip, p.host_port, p.container_port, p.protocol
+                )
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub async fn ps(ctx: &Ctx, a: PsArgs) -> anyhow::Result<ExitCode> {
@@ -729,6 +764,7 @@ pub async fn ps(ctx: &Ctx, a: PsArgs) -> anyhow::Result<ExitCode> {
                 format!("\"{cmd}\""),
                 output::age(x.created_at),
                 status_text(x),
+                ports_text(x),
                 x.name.clone(),
             ]
         })
@@ -740,6 +776,7 @@ pub async fn ps(ctx: &Ctx, a: PsArgs) -> anyhow::Result<ExitCode> {
             "COMMAND",
             "CREATED",
             "STATUS",
+            "PORTS",
             "NAMES",
         ],
         &rows,

@@ -7,6 +7,7 @@ mod containers;
 mod content;
 mod images;
 mod leases;
+mod networks;
 pub mod output;
 mod snapshots;
 pub mod spine;
@@ -65,6 +66,11 @@ pub enum Command {
     /// Manage leases (holds against garbage collection).
     #[command(subcommand)]
     Leases(leases::LeasesCmd),
+    /// Manage container networks.
+    #[command(subcommand, visible_alias = "networks")]
+    Network(networks::NetworkCmd),
+    /// List a container's published ports.
+    Port(networks::PortArgs),
     /// Manage images: pull, push, ls, rm, inspect, import, export, tag.
     #[command(subcommand, visible_alias = "image")]
     Images(images::ImagesCmd),
@@ -158,6 +164,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plugins(c) => spine::plugins(&ctx, c).await,
         Command::Config(c) => spine::config(&ctx, c).await,
         Command::Leases(c) => leases::run(&ctx, c).await,
+        Command::Network(c) => networks::run(&ctx, c).await,
+        Command::Port(a) => networks::port(&ctx, a).await,
         Command::Gc(a) => system::gc(&ctx, a).await,
         Command::Check(a) => system::check(&ctx, a).await,
         Command::System(c) => system::system(&ctx, c).await,

@@ -44,6 +44,7 @@ impl Daemon {
 
 async fn run_once(d: &Arc<Daemon>, grace: std::time::Duration) -> Result<Report> {
     let _w = d.gc.lock.write().await;
+    let t0 = Instant::now();
     let d2 = d.clone();
     let r = tokio::task::spawn_blocking(move || {
         collect::collect(&d2.store, &d2.content, &d2.snapshotters, grace)
@@ -51,6 +52,7 @@ async fn run_once(d: &Arc<Daemon>, grace: std::time::Duration) -> Result<Report>
     .await
     .map_err(|e| Error::Internal(format!("gc panicked: {e}")))??;
     d.gc.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    crate::daemon::metrics::global().gc_run(t0.elapsed());
     d.gc.policy
         .lock()
         .unwrap_or_else(|e| e.into_inner())

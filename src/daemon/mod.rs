@@ -2,6 +2,8 @@
 //! the API on the unix socket, and shut down on SIGTERM/SIGINT through one path.
 
 pub mod gc;
+pub mod metrics;
+pub mod recover;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -36,6 +38,8 @@ pub struct Daemon {
     pub host_gid: u32,
     /// The network link (slirp4netns/pasta), if any.
     pub link: std::sync::Mutex<Option<slirp::Link>>,
+    /// Container networks: bridges, per-container namespaces, IPAM, published ports.
+    pub network: Arc<crate::network::Manager>,
 }
 
 /// Facts from bootstrap handed to [`run`].
@@ -202,9 +206,28 @@ fn bind(address: &Path) -> Result<UnixListener> {
     Ok(l)
 }
 
+static NOTIFY_SOCKET: std::sync::OnceLock<Option<std::ffi::OsString>> = std::sync::OnceLock::new();
+
+/// Takes `$NOTIFY_SOCKET` (set by systemd for Type=notify) out of the environment and keeps it
+/// for [`sd_notify`]. Call it at the start of `main`, while single-threaded: a NOTIFY_SOCKET
+/// inherited by shims makes runc create its own notify socket under the runtime root (a path
+/// too long for a unix socket there: every `nook run` under systemd failed with "listen
+/// unixgram …/notify/notify.sock: bind: invalid argument") and wait for READY from the
+/// container.
+pub fn take_notify_socket() {
+    let v = std::env::var_os("NOTIFY_SOCKET");
+    if v.is_some() {
+        std::env::remove_var("NOTIFY_SOCKET");
+    }
+    let _ = NOTIFY_SOCKET.set(v);
+}
+
 /// Tells systemd (Type=notify) that nookd is ready, if it was started by systemd.
 fn sd_notify(msg: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+    let Some(path) = NOTIFY_SOCKET
+        .get_or_init(|| std::env::var_os("NOTIFY_SOCKET"))
+        .clone()
+    else {
         return;
     };
     let path = path.to_string_lossy().to_string();
@@ -244,6 +267,18 @@ pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
         .map_err(|e| Error::Internal(e.to_string()))??
     };
     let gc_state = gc::GcState::new(&config.gc);
+    let network = Arc::new(crate::network::Manager::new(
+        store.clone(),
+        crate::network::manager::settings_for(
+            &config.network,
+            boot.pause_pid,
+            &paths.state,
+            boot.link
+                .as_ref()
+                .map(|l| l.driver.as_str())
+                .unwrap_or("none"),
+        ),
+    ));
     let d = Arc::new(Daemon {
         config,
         paths,
@@ -257,15 +292,29 @@ pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
         host_uid: boot.host_uid,
         host_gid: boot.host_gid,
         link: std::sync::Mutex::new(None),
+        network,
     });
     d.plugins.set(plugins::METADATA, "redb", Ok(()));
     d.plugins.set(plugins::CONTENT, "content", Ok(()));
 
     report_link(&d, boot.link);
     if let Some(mut c) = boot.link_child {
-        tokio::task::spawn_blocking(move || c.wait());
+        // A plain thread, not spawn_blocking: dropping the runtime waits for blocking tasks, and
+        // the link outlives nookd while containers run, so a restart hung until systemd's stop
+        // timeout (90 s) killed nookd.
+        std::thread::spawn(move || {
+            let _ = c.wait();
+        });
     }
     probe_runtimes(&d);
+    {
+        let d2 = d.clone();
+        match tokio::task::spawn_blocking(move || recover::recover(&d2)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!("start-up recovery: {e}"),
+            Err(e) => tracing::error!("start-up recovery panicked: {e}"),
+        }
+    }
     crate::api::init_subsystems(&d).await;
     tokio::spawn(supervise_link(d.clone()));
     tokio::spawn(gc::scheduler(d.clone()));
@@ -287,6 +336,11 @@ pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
         }
         let _ = tx.send(());
     });
+    if !d.config.metrics.address.is_empty() {
+        metrics::add_disk_refresher(&metrics::global(), &d.paths.root, Duration::from_secs(15));
+        metrics::add_container_refresher(&metrics::global(), &d);
+        metrics::start(&d.config.metrics.address).await?;
+    }
     let router = crate::api::router(d.clone());
     tracing::info!(
         address = %d.paths.address.display(),

@@ -103,6 +103,16 @@ pub fn clean_path(p: &Path) -> Option<PathBuf> {
     Some(out)
 }
 
+/// Where an entry path leads.
+enum Resolved {
+    /// The root directory itself (`./`).
+    Root,
+    /// A parent directory does not exist (and was not to be created).
+    Missing,
+    /// (resolved parent directory, file name), relative to the root.
+    At(PathBuf, PathBuf),
+}
+
 struct Applier<'a> {
     root: PathBuf,
     whiteouts: &'a Whiteouts,
@@ -180,9 +190,9 @@ impl Applier<'_> {
     /// Resolves the directory `rel` (cleaned, relative) to a real directory inside the root,
     /// creating missing components (copying a lower layer's directory metadata when there is
     /// one) and following in-root relative symlinks.
-    fn resolve_dir(&mut self, rel: &Path, entry: &Path) -> Result<PathBuf> {
+    fn resolve_dir(&mut self, rel: &Path, entry: &Path, create: bool) -> Result<Option<PathBuf>> {
         if rel.as_os_str().is_empty() || self.known_dirs.contains(rel) {
-            return Ok(rel.to_path_buf());
+            return Ok(Some(rel.to_path_buf()));
         }
         let mut todo: Vec<PathBuf> = rel
             .components()
@@ -233,6 +243,7 @@ impl Applier<'_> {
                             next.display().to_string()
                         )))
                     }
+                    None if !create => return Ok(None),
                     None => (None, None),
                 },
             };
@@ -285,20 +296,24 @@ impl Applier<'_> {
             self.known_dirs.insert(next.clone());
             cur = next;
         }
-        Ok(cur)
+        Ok(Some(cur))
     }
 
     /// Resolves an entry path to (resolved parent, file name).
-    fn resolve(&mut self, raw: &Path) -> Result<Option<(PathBuf, PathBuf)>> {
+    /// Resolves an entry path. With `create` false, missing parents are not made (whiteouts and
+    /// hard-link targets): [`Resolved::Missing`].
+    fn resolve(&mut self, raw: &Path, create: bool) -> Result<Resolved> {
         let Some(rel) = clean_path(raw) else {
             return Err(escape(raw, "climbs out of the root with '..'"));
         };
         let Some(name) = rel.file_name().map(PathBuf::from) else {
-            return Ok(None); // the root itself
+            return Ok(Resolved::Root);
         };
         let parent = rel.parent().unwrap_or(Path::new(""));
-        let parent = self.resolve_dir(parent, raw)?;
-        Ok(Some((parent, name)))
+        Ok(match self.resolve_dir(parent, raw, create)? {
+            Some(p) => Resolved::At(p, name),
+            None => Resolved::Missing,
+        })
     }
 
     /// Removes whatever is at `abs` (a directory recursively).
@@ -322,16 +337,24 @@ impl Applier<'_> {
             .into_owned();
         let hdr = entry.header().clone();
         let etype = hdr.entry_type();
-        let Some((parent, name)) = self.resolve(&raw)? else {
-            // "./": the root directory's own metadata.
-            if etype.is_dir() {
-                let root = self.root.clone();
-                self.metadata(entry, &root, &raw, false)?;
-                if let Ok(m) = hdr.mtime() {
-                    self.dir_times.push((PathBuf::new(), m as i64));
+        let is_whiteout = raw
+            .file_name()
+            .is_some_and(|n| n.as_bytes().starts_with(WH_PREFIX.as_bytes()));
+        let (parent, name) = match self.resolve(&raw, !is_whiteout)? {
+            Resolved::At(p, n) => (p, n),
+            // A whiteout in a directory that exists nowhere has nothing to hide.
+            Resolved::Missing => return Ok(()),
+            Resolved::Root => {
+                // "./": the root directory's own metadata.
+                if etype.is_dir() {
+                    let root = self.root.clone();
+                    self.metadata(entry, &root, &raw, false)?;
+                    if let Ok(m) = hdr.mtime() {
+                        self.dir_times.push((PathBuf::new(), m as i64));
+                    }
                 }
+                return Ok(());
             }
-            return Ok(());
         };
         let name_s = name.as_os_str().as_bytes();
 
@@ -420,16 +443,26 @@ impl Applier<'_> {
                         ))
                     })?
                     .into_owned();
-                let Some((tparent, tname)) = self.resolve(&target).map_err(|e| match e {
+                let resolved = self.resolve(&target, false).map_err(|e| match e {
                     Error::InvalidArgument(m) => Error::InvalidArgument(format!(
                         "layer rejected: hard link {:?} -> {:?}: {m}",
                         raw.display().to_string(),
                         target.display().to_string()
                     )),
                     e => e,
-                })?
-                else {
-                    return Err(escape(&raw, "is a hard link to the root directory"));
+                })?;
+                let (tparent, tname) = match resolved {
+                    Resolved::At(p, n) => (p, n),
+                    Resolved::Root => {
+                        return Err(escape(&raw, "is a hard link to the root directory"))
+                    }
+                    Resolved::Missing => {
+                        return Err(Error::InvalidArgument(format!(
+                            "layer entry {:?}: hard link target {:?} does not exist",
+                            raw.display().to_string(),
+                            target.display().to_string()
+                        )))
+                    }
                 };
                 let trel = tparent.join(tname);
                 let tabs = self.root.join(&trel);

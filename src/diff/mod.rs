@@ -143,26 +143,133 @@ pub fn decompress<'a, R: Read + 'a>(reader: R, media_type: &str) -> Result<Box<d
     })
 }
 
+/// Size of the chunks handed from the decompressing thread to the applying one.
+const CHUNK: usize = 256 * 1024;
+/// Chunks in flight: at most CHUNK * DEPTH bytes of a layer are in memory.
+const DEPTH: usize = 8;
+
+/// Reads the chunks the decompressing thread sends; EOF when it is done.
+struct ChunkReader {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    self.cur = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// How the decompressing thread ended.
+enum Produced {
+    /// The whole stream: its digest and length.
+    Done(String, u64),
+    /// The applier stopped reading (it failed).
+    Stopped,
+}
+
+/// Decompresses and hashes `reader`, sending the plain bytes in chunks.
+fn produce<R: Read>(
+    reader: R,
+    media_type: &str,
+    tx: std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
+) -> Result<Produced> {
+    let mut plain = decompress(reader, media_type)?;
+    let mut hasher = Sha256::new();
+    let mut total = 0u64;
+    loop {
+        let mut buf = vec![0u8; CHUNK];
+        let mut n = 0;
+        while n < CHUNK {
+            match plain.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let msg = format!("layer is corrupt or truncated: {e}");
+                    let _ = tx.send(Err(io::Error::new(e.kind(), msg.clone())));
+                    return Err(Error::InvalidArgument(msg));
+                }
+            }
+        }
+        if n == 0 {
+            break;
+        }
+        buf.truncate(n);
+        hasher.update(&buf);
+        total += n as u64;
+        if tx.send(Ok(buf)).is_err() {
+            return Ok(Produced::Stopped);
+        }
+    }
+    Ok(Produced::Done(
+        format!("sha256:{}", hex::encode(hasher.finalize())),
+        total,
+    ))
+}
+
 /// Applies a layer stream (compressed or not) to `root`, computing its diff ID. When
 /// `expected_diff_id` is given and differs, fails (the caller discards the directory).
-pub fn apply_layer<R: Read>(
+///
+/// Decompression and hashing run on a second thread, the tar is applied on this one; at most
+/// a few MiB of the layer are in memory at any time.
+pub fn apply_layer<R: Read + Send>(
     reader: R,
     media_type: &str,
     root: &Path,
     whiteouts: &Whiteouts,
     expected_diff_id: Option<&str>,
 ) -> Result<Applied> {
-    let plain = decompress(reader, media_type)?;
-    let mut hashing = HashingReader::new(plain);
-    let stats = apply_tar(&mut hashing, root, whiteouts)?;
-    // The tar reader stops at the end-of-archive marker: hash (and verify, for compressed
-    // streams) the rest too.
-    io::copy(&mut hashing, &mut io::sink()).map_err(|e| {
-        Error::InvalidArgument(format!(
-            "layer is corrupt or truncated after its last entry: {e}"
-        ))
-    })?;
-    let (diff_id, size) = hashing.finish();
+    // Refuse unknown media types before starting anything.
+    compression_of_media_type(media_type)?;
+    let (tx, rx) = std::sync::mpsc::sync_channel(DEPTH);
+    let (applied, produced) = std::thread::scope(|s| {
+        let producer = s.spawn(move || produce(reader, media_type, tx));
+        let mut chunks = ChunkReader {
+            rx,
+            cur: Vec::new(),
+            pos: 0,
+        };
+        let applied = apply_tar(&mut chunks, root, whiteouts).and_then(|stats| {
+            // The tar reader stops at the end-of-archive marker: hash (and verify, for
+            // compressed streams) the rest too.
+            io::copy(&mut chunks, &mut io::sink()).map_err(|e| {
+                Error::InvalidArgument(format!(
+                    "layer is corrupt or truncated after its last entry: {e}"
+                ))
+            })?;
+            Ok(stats)
+        });
+        // Unblocks the producer if we stopped early.
+        drop(chunks);
+        let produced = producer
+            .join()
+            .unwrap_or_else(|_| Err(Error::Internal("layer decompression panicked".into())));
+        (applied, produced)
+    });
+    let (diff_id, size, stats) = match (produced, applied) {
+        // A broken stream explains whatever the applier saw.
+        (Err(e), _) => return Err(e),
+        (Ok(_), Err(e)) => return Err(e),
+        (Ok(Produced::Stopped), Ok(_)) => {
+            return Err(Error::Internal("layer reader stopped early".into()))
+        }
+        (Ok(Produced::Done(d, n)), Ok(st)) => (d, n, st),
+    };
     if let Some(want) = expected_diff_id {
         if want != diff_id {
             return Err(Error::InvalidArgument(format!(

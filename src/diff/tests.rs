@@ -345,8 +345,10 @@ fn direct_whiteouts_and_opaque() {
         .file("d/.wh.x", b"")
         .file("o/.wh..wh..opq", b"")
         .file("o/fresh", b"f")
+        .file("nowhere/deep/.wh.x", b"")
         .finish();
     apply(&top, &root, &Whiteouts::Direct).unwrap();
+    assert!(!root.join("nowhere").exists());
     assert!(!root.join("a").exists());
     assert!(!root.join("d/x").exists() && root.join("d").is_dir());
     assert!(!root.join("o/old").exists());
@@ -387,6 +389,7 @@ fn overlay_whiteouts_and_opaque() {
             .file(".wh.r", b"")
             .dir("r", 0o755)
             .file("r/new", b"n")
+            .file("nowhere/.wh.x", b"")
             .finish(),
         &upper,
         &w,
@@ -399,6 +402,7 @@ fn overlay_whiteouts_and_opaque() {
         Some(&b"y"[..])
     );
     assert!(upper.join("o/new").exists());
+    assert!(!upper.join("nowhere").exists());
     assert_eq!(
         apply::get_xattr(&upper.join("r"), "user.overlay.opaque").as_deref(),
         Some(&b"y"[..])
@@ -480,4 +484,37 @@ fn chain_ids_follow_the_spec() {
     assert_eq!(c[1], sha(b"sha256:aa sha256:bb"));
     assert_eq!(c[2], sha(format!("{} sha256:cc", c[1]).as_bytes()));
     assert_eq!(chain_id(None, "sha256:aa"), c[0]);
+}
+
+/// Timing probe for the unpack benchmark: NOOK_BENCH_LAYER=/path/to/layer.tar.
+#[test]
+#[ignore]
+fn bench_apply_phases() {
+    let Some(p) = std::env::var_os("NOOK_BENCH_LAYER") else {
+        return;
+    };
+    let t = std::time::Instant::now();
+    let mut h = HashingReader::new(decompress(fs::File::open(&p).unwrap(), "").unwrap());
+    std::io::copy(&mut h, &mut std::io::sink()).unwrap();
+    eprintln!("hash only: {:?}", t.elapsed());
+    let t = std::time::Instant::now();
+    let mut a = tar::Archive::new(decompress(fs::File::open(&p).unwrap(), "").unwrap());
+    let mut n = 0;
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        std::io::copy(&mut e, &mut std::io::sink()).unwrap();
+        n += 1;
+    }
+    eprintln!("tar parse only ({n} entries): {:?}", t.elapsed());
+    let d = tempfile::tempdir().unwrap();
+    let t = std::time::Instant::now();
+    apply_layer(
+        fs::File::open(&p).unwrap(),
+        "",
+        d.path(),
+        &Whiteouts::Direct,
+        None,
+    )
+    .unwrap();
+    eprintln!("full apply: {:?}", t.elapsed());
 }

@@ -98,19 +98,20 @@ pub fn check(
             ),
         }
     }
-    // 2. leftover ingests (nookd is the only writer and this runs with the GC lock held)
-    for ing in cs.ingests()? {
-        let fixed = repair && cs.abort(&ing.reference).is_ok();
-        push(
-            &mut rep,
-            "ingest",
-            ing.reference.clone(),
-            format!(
-                "interrupted write ({} bytes); a new pull resumes it",
-                ing.offset
-            ),
-            fixed,
-        );
+    // 2. interrupted ingests are not damage (the next pull of the blob resumes them, and
+    // import names them per run); with repair they are dropped, and reported as such
+    if repair {
+        for ing in cs.ingests()? {
+            if cs.abort(&ing.reference).is_ok() {
+                push(
+                    &mut rep,
+                    "ingest",
+                    ing.reference.clone(),
+                    format!("interrupted write of {} bytes dropped", ing.offset),
+                    true,
+                );
+            }
+        }
     }
     // 3. content records
     for (key, _) in store.list_all::<ContentRecord>(CONTENT)? {

@@ -3,8 +3,9 @@
 //! Roots, per namespace: images (their index/manifests/configs/layers, found by parsing and by
 //! `containerd.io/gc.ref.content*` labels, and their unpacked snapshots by chain ID in every
 //! snapshotter), containers (their snapshot), unexpired leases (what they hold), and anything
-//! labelled `containerd.io/gc.root`. Active and view snapshots are roots too (a user made them),
-//! except unpack leftovers (`extract-*`) older than an hour. A marked snapshot marks its
+//! labelled `containerd.io/gc.root`. Snapshots a user made through `nook snapshots` (every
+//! snapshot not named by a chain ID) are roots too, except unpack leftovers (`extract-*`)
+//! older than an hour. A marked snapshot marks its
 //! parents; a content record's `gc.ref.content` labels mark their targets.
 //!
 //! Sweep: unmarked content records (one write transaction), then unmarked snapshots (children
@@ -35,6 +36,9 @@ pub const REF_CONTENT: &str = "containerd.io/gc.ref.content";
 /// Prefix of labels that reference snapshots (`…snapshot.<snapshotter>` = key).
 pub const REF_SNAPSHOT: &str = "containerd.io/gc.ref.snapshot.";
 
+/// Label on a container's own snapshot (the container id): only the container record keeps it.
+pub const CONTAINER_LABEL: &str = "nook.container";
+
 /// What is never collected, however unreferenced: the window between writing something and
 /// recording what refers to it.
 pub const GRACE: Duration = Duration::from_secs(60);
@@ -60,6 +64,10 @@ struct Marks {
     content: HashSet<(String, String)>,
     /// (ns, "snapshotter/key")
     snapshots: HashSet<(String, String)>,
+    /// What existed when marking started: only these may be swept (anything newer belongs to
+    /// work that raced the collection).
+    seen_content: HashSet<(String, String)>,
+    seen_snapshots: HashSet<(String, String)>,
 }
 
 fn namespaces_with_data(store: &Store) -> Result<BTreeSet<String>> {
@@ -85,6 +93,14 @@ fn mark(
     grace: Duration,
 ) -> Result<Marks> {
     let mut m = Marks::default();
+    for ns in namespaces_with_data(store)? {
+        for (digest, _) in store.list::<ContentRecord>(CONTENT, &ns)? {
+            m.seen_content.insert((ns.clone(), digest));
+        }
+        for (key, _) in store.list::<SnapRecord>(SNAPSHOTS, &ns)? {
+            m.seen_snapshots.insert((ns.clone(), key));
+        }
+    }
     for ns in namespaces_with_data(store)? {
         // images: their blobs and their unpacked snapshots
         for (_, img) in store.list::<ImageRecord>(IMAGES, &ns)? {
@@ -141,7 +157,12 @@ fn mark(
             let name = key.split_once('/').map(|(_, k)| k).unwrap_or(&key);
             let leftover =
                 name.starts_with("extract-") && now_unix - rec.created_at.timestamp() > 3600;
-            let user_made = rec.kind != Kind::Committed && !leftover;
+            // unpacked layers are committed under their chain ID (`sha256:…`); anything else a
+            // user made through `nook snapshots` and keeps until they remove it
+            let unpacked_layer = rec.kind == Kind::Committed && name.starts_with("sha256:");
+            // a container's snapshot lives exactly as long as its container record
+            let containers_own = rec.labels.contains_key(CONTAINER_LABEL);
+            let user_made = !unpacked_layer && !leftover && !containers_own;
             if young || user_made || rec.labels.contains_key(ROOT_LABEL) {
                 m.snapshots.insert((ns.clone(), key.clone()));
             }
@@ -233,7 +254,8 @@ pub fn collect(
     let mut victims: BTreeMap<(String, String), Option<String>> = BTreeMap::new();
     for ns in namespaces_with_data(store)? {
         for (key, rec) in store.list::<SnapRecord>(SNAPSHOTS, &ns)? {
-            if !marks.snapshots.contains(&(ns.clone(), key.clone())) {
+            let id = (ns.clone(), key.clone());
+            if !marks.snapshots.contains(&id) && marks.seen_snapshots.contains(&id) {
                 victims.insert((ns.clone(), key), rec.parent);
             }
         }

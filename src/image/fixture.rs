@@ -128,15 +128,25 @@ pub struct TestImage {
 impl TestImage {
     /// Builds an OCI image from layers; `gzip_layers` compresses them.
     pub fn build(layers: &[Vec<FileSpec>], gzip_layers: bool, cmd: &[&str]) -> TestImage {
+        Self::build_for(layers, gzip_layers, cmd, &manifest::Platform::host())
+    }
+
+    /// The same for another platform (the config names it).
+    pub fn build_for(
+        layers: &[Vec<FileSpec>],
+        gzip_layers: bool,
+        cmd: &[&str],
+        platform: &manifest::Platform,
+    ) -> TestImage {
         let diffs: Vec<Vec<u8>> = layers.iter().map(|l| layer_tar(l)).collect();
         let diff_ids: Vec<String> = diffs
             .iter()
             .map(|d| Digest::sha256(d).to_string())
             .collect();
-        let platform = manifest::Platform::host();
         let config = serde_json::json!({
             "architecture": platform.architecture,
             "os": platform.os,
+            "variant": platform.variant,
             "created": "2024-01-01T00:00:00Z",
             "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": cmd},
             "rootfs": {"type": "layers", "diff_ids": diff_ids},
@@ -446,4 +456,57 @@ impl Drop for TestRegistry {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// An OCI image index over images (each descriptor carrying its platform): bytes and descriptor.
+pub fn index(images: &[(&TestImage, manifest::Platform)]) -> (Vec<u8>, Descriptor) {
+    let idx = Index {
+        schema_version: 2,
+        media_type: manifest::OCI_INDEX.into(),
+        manifests: images
+            .iter()
+            .map(|(i, p)| {
+                let mut d = i.manifest_descriptor.clone();
+                d.platform = Some(p.clone());
+                d
+            })
+            .collect(),
+        annotations: BTreeMap::new(),
+    };
+    let b = serde_json::to_vec(&idx).expect("json");
+    let d = Descriptor::new(manifest::OCI_INDEX, Digest::sha256(&b), b.len() as u64);
+    (b, d)
+}
+
+/// An OCI image-layout tar whose one entry, named `name`, is a multi-platform index.
+pub fn oci_layout_index(name: &str, images: &[(&TestImage, manifest::Platform)]) -> Vec<u8> {
+    let (ib, idesc) = index(images);
+    let mut b = tar::Builder::new(Vec::new());
+    add(&mut b, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+    let mut seen = std::collections::HashSet::new();
+    for (img, _) in images {
+        for (d, data) in img.blobs() {
+            if seen.insert(d.clone()) {
+                add(&mut b, &format!("blobs/sha256/{}", d.hex()), &data);
+            }
+        }
+    }
+    add(&mut b, &format!("blobs/sha256/{}", idesc.digest.hex()), &ib);
+    let mut top = idesc;
+    top.annotations.insert(
+        super::archive::ANNOTATION_IMAGE_NAME.into(),
+        name.to_string(),
+    );
+    let outer = Index {
+        schema_version: 2,
+        media_type: manifest::OCI_INDEX.into(),
+        manifests: vec![top],
+        annotations: BTreeMap::new(),
+    };
+    add(
+        &mut b,
+        "index.json",
+        &serde_json::to_vec(&outer).expect("json"),
+    );
+    b.into_inner().expect("tar in memory")
 }

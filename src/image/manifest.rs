@@ -386,10 +386,15 @@ impl PlatformSelector {
 
     /// Picks the manifests of `index` to use. A descriptor without a platform matches any.
     pub fn select<'a>(&self, index: &'a Index) -> Result<Vec<&'a Descriptor>> {
-        let candidates = index
-            .manifests
-            .iter()
-            .filter(|d| is_manifest(&d.media_type) || is_index(&d.media_type));
+        // buildx attestations (platform unknown/unknown) are not images: never select them
+        let candidates = index.manifests.iter().filter(|d| {
+            (is_manifest(&d.media_type) || is_index(&d.media_type))
+                && d.annotations
+                    .get("vnd.docker.reference.type")
+                    .map(String::as_str)
+                    != Some("attestation-manifest")
+                && d.platform.as_ref().map(|p| p.os.as_str()) != Some("unknown")
+        });
         match self {
             PlatformSelector::All => Ok(candidates.collect()),
             PlatformSelector::One(want) => {
@@ -511,6 +516,21 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("linux/amd64"), "{e}");
         assert_eq!(PlatformSelector::All.select(&idx).unwrap().len(), 4);
+        // a buildx attestation manifest is never selected
+        let mut with_att = idx.clone();
+        let mut att = with_att.manifests[1].clone();
+        att.media_type = OCI_MANIFEST.into();
+        att.platform = Some(Platform {
+            architecture: "unknown".into(),
+            os: "unknown".into(),
+            ..Default::default()
+        });
+        att.annotations.insert(
+            "vnd.docker.reference.type".into(),
+            "attestation-manifest".into(),
+        );
+        with_att.manifests.push(att);
+        assert_eq!(PlatformSelector::All.select(&with_att).unwrap().len(), 4);
         assert!(Platform::parse("linux//x").is_err());
     }
 

@@ -259,13 +259,23 @@ impl Registry {
             let res = rb.send().await;
             match res {
                 Err(e) => {
-                    // an insecure host that does not speak TLS: fall back to plain HTTP once
+                    // an insecure host that does not speak TLS: fall back to plain HTTP, unless
+                    // the host turns out to speak only TLS (then the TLS error is the answer)
                     if ep.insecure && ep.base().starts_with("https://") && !is_refused(&e) {
                         let old = ep.base();
                         let b = old.replacen("https://", "http://", 1);
-                        lock(&self.bases).insert(old, b.clone());
-                        *lock(&ep.base) = b;
-                        continue;
+                        *lock(&ep.base) = b.clone();
+                        let probe = ep.client.get(ep.url("/v2/")).send().await;
+                        match probe {
+                            Ok(r) if r.status() != StatusCode::BAD_REQUEST => {
+                                lock(&self.bases).insert(old, b);
+                                continue;
+                            }
+                            _ => {
+                                *lock(&ep.base) = old;
+                                return Err(net_error(&ep.host, &e));
+                            }
+                        }
                     }
                     if is_transient(&e) && attempt < self.retries {
                         attempt += 1;
@@ -426,6 +436,12 @@ impl Registry {
                 ))),
             },
         }
+    }
+
+    /// Forgets cached tokens and credentials for `host` (after a login or logout).
+    pub fn forget(&self, host: &str) {
+        let prefix = format!("{host}|");
+        lock(&self.tokens).retain(|k, _| !k.starts_with(&prefix));
     }
 
     /// Checks that `host` answers the registry API (and, with `creds`, accepts them).

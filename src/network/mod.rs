@@ -50,3 +50,13 @@ pub fn link_exists_in(pid: i32, name: &str) -> bool {
         })
         .unwrap_or(false)
 }
+
+pub mod dns;
+pub mod forward;
+pub mod ipam;
+pub mod manager;
+pub mod netlink;
+pub mod netns;
+pub mod ports;
+
+pub use manager::{AttachRequest, Attachment, Manager};

@@ -88,6 +88,8 @@ pub struct CreateOptions {
     pub labels: BTreeMap<String, String>,
     pub auto_remove: bool,
     pub network: String,
+    /// `-p` values ([HOSTIP:]HOSTPORT:PORT[/PROTO], PORT, ranges).
+    pub publish: Vec<String>,
 }
 
 /// A container with its task's state.
@@ -262,9 +264,42 @@ impl Manager {
             .map(|t| TmpfsMount::parse(t))
             .collect::<Result<_>>()?;
         spec::capability_set(o.privileged, &o.cap_add, &o.cap_drop)?;
+        let ports = crate::network::ports::parse_all(&o.publish)?;
 
         let id = new_id();
         let _gc = d.gc.lock.read().await;
+        let bundle = self.tasks.bundle_dir(ns, &id);
+        let rootfs = bundle.join("rootfs");
+        let rootfs2 = rootfs.clone();
+        let hostname = if o.hostname.is_empty() {
+            id[..12].to_string()
+        } else {
+            o.hostname.clone()
+        };
+        // the container's network first: its namespace path goes into the spec, and its
+        // /etc/hosts and resolv.conf into the bundle
+        let req = crate::network::AttachRequest {
+            container_name: name.clone(),
+            hostname: hostname.clone(),
+            network: o.network.clone(),
+            hosts_path: Some(bundle.join(task::HOSTS_FILE)),
+            ports,
+        };
+        let (d2, ns2, id2) = (d.clone(), ns.to_string(), id.clone());
+        let att = tokio::task::spawn_blocking(move || d2.network.attach(&ns2, &id2, &req))
+            .await
+            .map_err(|e| Error::Internal(format!("attaching the network: {e}")))??;
+        let mut etc = EtcFiles::defaults(
+            &hostname,
+            &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            Some(SLIRP_DNS),
+        );
+        etc.hosts = att.hosts.clone();
+        etc.resolv = att.resolv_conf.clone();
+        if let Err(e) = self.tasks.prepare_bundle(ns, &id, &etc) {
+            detach_network(d, ns, &id).await;
+            return Err(e);
+        }
         let (d2, ns2, img_name, sn_name, id2) = (
             d.clone(),
             ns.to_string(),
@@ -272,19 +307,6 @@ impl Manager {
             o.snapshotter.clone(),
             id.clone(),
         );
-        let bundle = self.tasks.bundle_dir(ns, &id);
-        let rootfs = bundle.join("rootfs");
-        let rootfs2 = rootfs.clone();
-        let etc = EtcFiles::defaults(
-            &if o.hostname.is_empty() {
-                id[..12].to_string()
-            } else {
-                o.hostname.clone()
-            },
-            &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
-            Some(SLIRP_DNS),
-        );
-        self.tasks.prepare_bundle(ns, &id, &etc)?;
         let prepared = tokio::task::spawn_blocking(move || {
             prepare_rootfs(&d2, &ns2, &img_name, &sn_name, &id2, &rootfs2)
         })
@@ -294,6 +316,7 @@ impl Manager {
             Ok(p) => p,
             Err(e) => {
                 let _ = self.tasks.remove_bundle(ns, &id);
+                detach_network(d, ns, &id).await;
                 return Err(e);
             }
         };
@@ -313,16 +336,7 @@ impl Manager {
         so.cap_drop = o.cap_drop.clone();
         so.privileged = o.privileged;
         so.labels = o.labels.clone();
-        so.network = match o.network.as_str() {
-            "" | "host" | "default" => Network::Path(PathBuf::from(d.netns_path())),
-            "none" => Network::New,
-            other => {
-                self.abort_create(d, ns, &id, &snapshotter).await;
-                return Err(Error::InvalidArgument(format!(
-                    "unknown network {other:?}: use host (nookd's container network) or none"
-                )));
-            }
-        };
+        so.network = Network::Path(att.netns_path.clone());
         so.hostname_file = Some(bundle.join(task::HOSTNAME_FILE));
         so.hosts_file = Some(bundle.join(task::HOSTS_FILE));
         so.resolv_file = Some(bundle.join(task::RESOLV_FILE));
@@ -402,6 +416,7 @@ impl Manager {
             let _ = crate::snapshot::Snapshotter::remove(sn.as_ref(), ns, id);
         }
         let _ = self.tasks.remove_bundle(ns, id);
+        detach_network(d, ns, id).await;
     }
 
     fn generate_name(&self, d: &Daemon, ns: &str) -> Result<String> {
@@ -422,11 +437,15 @@ impl Manager {
         let bundle = self.tasks.bundle_dir(ns, &r.id);
         if !bundle.join("config.json").exists() {
             let hostname = r.spec["hostname"].as_str().unwrap_or("nook").to_string();
-            let etc = EtcFiles::defaults(
+            let mut etc = EtcFiles::defaults(
                 &hostname,
                 &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
                 Some(SLIRP_DNS),
             );
+            if let Ok(Some(a)) = d.network.view_of(ns, &r.id) {
+                etc.hosts = a.hosts;
+                etc.resolv = a.resolv_conf;
+            }
             self.tasks.prepare_bundle(ns, &r.id, &etc)?;
             let spec: oci_spec::runtime::Spec = serde_json::from_value(r.spec.clone())?;
             self.tasks.write_spec(&bundle, &spec)?;
@@ -472,9 +491,24 @@ impl Manager {
             self.tasks.runtime_delete(&rt, &r.id).await?;
         }
         self.ensure_bundle(d, ns, r).await?;
-        self.tasks
+        // the network (made again if a reboot took its namespace) and the published ports:
+        // a host port in use fails here, before anything runs
+        let (d2, ns2, id2) = (d.clone(), ns.to_string(), r.id.clone());
+        tokio::task::spawn_blocking(move || {
+            d2.network.ensure(&ns2, &id2)?;
+            d2.network.publish(&ns2, &id2)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("publishing ports: {e}")))??;
+        if let Err(e) = self
+            .tasks
             .spawn(ns, &r.id, &rt, r.tty, r.stdin, start_now, hold_output)
-            .await?;
+            .await
+        {
+            d.network.unpublish(ns, &r.id);
+            return Err(e);
+        }
+        self.watch_ports(d, ns, &r.id);
         Ok(true)
     }
 
@@ -486,6 +520,23 @@ impl Manager {
         }
         self.watch_auto_remove(d, ns, r);
         Ok(())
+    }
+
+    /// Closes the container's published ports when it exits.
+    pub fn watch_ports(&self, d: &Arc<Daemon>, ns: &str, id: &str) {
+        if d.network
+            .ports(ns, id)
+            .map(|p| p.is_empty())
+            .unwrap_or(true)
+        {
+            return;
+        }
+        let (d, ns, id) = (d.clone(), ns.to_string(), id.to_string());
+        tokio::spawn(async move {
+            let Ok(m) = manager(&d) else { return };
+            let _ = m.wait_exit(&ns, &id).await;
+            d.network.unpublish(&ns, &id);
+        });
     }
 
     /// For `--rm` containers: waits for the exit, then removes the container.
@@ -662,16 +713,22 @@ impl Manager {
             crate::snapshot::mount::unmount(&rootfs)?;
         }
         let _gc = d.gc.lock.read().await;
-        if let Ok(sn) = d.snapshotters.get(Some(&r.snapshotter)) {
-            match crate::snapshot::Snapshotter::remove(sn.as_ref(), ns, &r.snapshot_key) {
-                Err(Error::NotFound(_)) | Ok(()) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        self.tasks.remove_bundle(ns, &r.id)?;
+        // The record goes first, in one transaction: a crash after it leaves only an
+        // unreferenced snapshot (labelled nook.container, so GC collects it) and a bundle
+        // directory, never a container whose snapshot is gone.
         d.store
             .write(|tx| tx.delete(CONTAINERS, ns, &r.id).map(|_| ()))?;
         d.mutated(true);
+        if let Ok(sn) = d.snapshotters.get(Some(&r.snapshotter)) {
+            match crate::snapshot::Snapshotter::remove(sn.as_ref(), ns, &r.snapshot_key) {
+                Err(Error::NotFound(_)) | Ok(()) => {}
+                Err(e) => {
+                    tracing::warn!(container = %r.id, "removing its snapshot: {e} (GC will retry)")
+                }
+            }
+        }
+        detach_network(d, ns, &r.id).await;
+        self.tasks.remove_bundle(ns, &r.id)?;
         Ok(())
     }
 
@@ -767,10 +824,14 @@ impl Manager {
                 continue;
             };
             for r in recs {
+                let st = self.status(&ns.name, r.clone()).await;
+                if st.running() {
+                    // their ports were published again by the network's start-up
+                    self.watch_ports(d, &ns.name, &r.id);
+                }
                 if !r.auto_remove {
                     continue;
                 }
-                let st = self.status(&ns.name, r.clone()).await;
                 match st.status() {
                     "exited" => {
                         if let Err(e) = self.remove(d, &ns.name, &r, true).await {
@@ -782,6 +843,16 @@ impl Manager {
                 }
             }
         }
+    }
+}
+
+/// Removes the container's network (veth, namespace, address, ports); logs failures.
+async fn detach_network(d: &Arc<Daemon>, ns: &str, id: &str) {
+    let (d2, ns2, id2) = (d.clone(), ns.to_string(), id.to_string());
+    match tokio::task::spawn_blocking(move || d2.network.detach(&ns2, &id2)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(container = %id, "removing its network: {e}"),
+        Err(e) => tracing::warn!(container = %id, "removing its network: {e}"),
     }
 }
 

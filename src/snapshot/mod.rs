@@ -607,7 +607,7 @@ impl Snapshotter for DirSnapshotter {
         for e in fs::read_dir(&self.root).ctx(|| format!("reading {}", self.root.display()))? {
             let e = e.ctx(|| format!("reading {}", self.root.display()))?;
             let name = e.file_name().to_string_lossy().into_owned();
-            if used.contains(&name) {
+            if used.contains(&name) || name == ".probe-ok" {
                 continue;
             }
             let p = e.path();
@@ -660,7 +660,24 @@ fn find_in_path(bin: &str) -> Option<PathBuf> {
 fn probe_overlay(nook_root: &Path) -> std::result::Result<(), String> {
     let base = nook_root.join("snapshots").join("overlayfs");
     fs::create_dir_all(&base).map_err(|e| format!("creating {}: {e}", base.display()))?;
-    let dir = tempdir_in(&base, "probe-").map_err(|e| e.to_string())?;
+    // A trial mount costs a few hundred milliseconds of start-up; its success is remembered
+    // per kernel release, so later starts on the same kernel skip it.
+    let kernel = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().to_string())
+        .unwrap_or_default();
+    let stamp = base.join(".probe-ok");
+    if !kernel.is_empty() && fs::read_to_string(&stamp).is_ok_and(|k| k == kernel) {
+        return Ok(());
+    }
+    let r = probe_overlay_mount(&base);
+    if r.is_ok() && !kernel.is_empty() {
+        let _ = fs::write(&stamp, &kernel);
+    }
+    r
+}
+
+fn probe_overlay_mount(base: &Path) -> std::result::Result<(), String> {
+    let dir = tempdir_in(base, "probe-").map_err(|e| e.to_string())?;
     let r = (|| -> std::result::Result<(), String> {
         for d in ["l1", "l2", "upper", "work", "merged"] {
             fs::create_dir(dir.join(d)).map_err(|e| e.to_string())?;

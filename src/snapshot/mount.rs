@@ -84,11 +84,19 @@ fn mount_one(m: &Mount, target: &Path) -> Result<()> {
                 }
             }
             let data = data.join(",");
-            if data.len() >= 4096 {
-                return Err(Error::InvalidArgument(format!(
-                    "overlay mount options are {} bytes, over the kernel's page limit: too many layers for one mount (use a shorter root path)",
-                    data.len()
-                )));
+            if data.len() >= LEGACY_DATA_MAX {
+                // Too many layers for mount(2)'s one-page option string: the new mount API
+                // takes the lower layers one by one (Linux >= 6.8).
+                return mount_overlay_fsconfig(m, target).map_err(|e| {
+                    Error::io(
+                        format!(
+                            "mounting an overlay of {} bytes of options on {} (many layers need Linux >= 6.8)",
+                            data.len(),
+                            target.display()
+                        ),
+                        e,
+                    )
+                });
             }
             nix::mount::mount(
                 Some("overlay"),
@@ -125,6 +133,105 @@ fn mount_one(m: &Mount, target: &Path) -> Result<()> {
             "unsupported mount type {other:?}"
         ))),
     }
+}
+
+/// Longest option string handed to mount(2) (the kernel copies one page, NUL included).
+const LEGACY_DATA_MAX: usize = 4000;
+
+fn cstr(s: &str) -> std::io::Result<std::ffi::CString> {
+    std::ffi::CString::new(s).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+}
+
+/// Closes a file descriptor on drop.
+struct Fd(libc::c_int);
+
+impl Drop for Fd {
+    fn drop(&mut self) {
+        // SAFETY: the descriptor was returned by the kernel and is owned by this guard alone.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+fn check(r: libc::c_long) -> std::io::Result<libc::c_long> {
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// An overlay mounted with fsopen/fsconfig/fsmount/move_mount: each lower layer is one
+/// `lowerdir+` call, so there is no length limit and no escaping of ':' or ','.
+pub fn mount_overlay_fsconfig(m: &Mount, target: &Path) -> std::io::Result<()> {
+    const FSOPEN_CLOEXEC: libc::c_uint = 1;
+    const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+    const FSCONFIG_SET_STRING: libc::c_uint = 1;
+    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+    const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+    const MOUNT_ATTR_RDONLY: libc::c_uint = 1;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+    let fstype = cstr("overlay")?;
+    // SAFETY: fsopen takes a NUL-terminated name and flags; the result is checked.
+    let fd = Fd(
+        check(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) })?
+            as libc::c_int,
+    );
+    let set = |key: &str, value: Option<&str>| -> std::io::Result<()> {
+        let k = cstr(key)?;
+        let v = value.map(cstr).transpose()?;
+        let (cmd, vp) = match &v {
+            Some(v) => (FSCONFIG_SET_STRING, v.as_ptr()),
+            None => (FSCONFIG_SET_FLAG, std::ptr::null()),
+        };
+        // SAFETY: fd is an fs context; key and value are NUL-terminated and outlive the call.
+        check(unsafe { libc::syscall(libc::SYS_fsconfig, fd.0, cmd, k.as_ptr(), vp, 0) })?;
+        Ok(())
+    };
+    let mut ro = false;
+    for o in &m.options {
+        match o.split_once('=') {
+            Some(("lowerdir", v)) => {
+                for l in v.split(':').filter(|l| !l.is_empty()) {
+                    set("lowerdir+", Some(l))?;
+                }
+            }
+            Some((k, v)) => set(k, Some(v))?,
+            None if o == "ro" => ro = true,
+            None if o == "rw" => {}
+            None => set(o, None)?,
+        }
+    }
+    // SAFETY: fd is an fs context; the other arguments are unused for CMD_CREATE.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fd.0,
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    })?;
+    let attrs = if ro { MOUNT_ATTR_RDONLY } else { 0 };
+    // SAFETY: fd is a created fs context; the result is checked.
+    let mfd = Fd(
+        check(unsafe { libc::syscall(libc::SYS_fsmount, fd.0, FSMOUNT_CLOEXEC, attrs) })?
+            as libc::c_int,
+    );
+    let empty = cstr("")?;
+    let t = cstr(&target.to_string_lossy())?;
+    // SAFETY: mfd is a detached mount; paths are NUL-terminated and outlive the call.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mfd.0,
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    })?;
+    Ok(())
 }
 
 /// Unmounts `target`; a FUSE mount the kernel refuses to unmount directly is unmounted with

@@ -41,6 +41,17 @@ pub fn bin_dir() -> &'static Path {
             nix::unistd::getuid().is_root(),
             "integration tests run as root (they start nookd as the unprivileged user {USER}): run them through .ci/run or sudo"
         );
+        // directories of earlier runs whose test process is gone
+        if let Ok(rd) = std::fs::read_dir("/tmp") {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if let Some(pid) = name.strip_prefix("nook-test-bin-") {
+                    if !Path::new(&format!("/proc/{pid}")).exists() {
+                        let _ = std::fs::remove_dir_all(e.path());
+                    }
+                }
+            }
+        }
         let dir = PathBuf::from(format!("/tmp/nook-test-bin-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         for (name, src) in [
@@ -50,7 +61,10 @@ pub fn bin_dir() -> &'static Path {
         ] {
             let dst = dir.join(name);
             let tmp = dir.join(format!(".{name}.tmp"));
-            std::fs::copy(src, &tmp).unwrap();
+            // a hard link costs nothing; copy only across filesystems
+            if std::fs::hard_link(src, &tmp).is_err() {
+                std::fs::copy(src, &tmp).unwrap();
+            }
             std::fs::rename(&tmp, &dst).unwrap();
             std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o755)).unwrap();
         }

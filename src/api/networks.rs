@@ -1,0 +1,178 @@
+//! The Networks service: thin translation onto [`crate::network::Manager`].
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::{blocking, namespace};
+use crate::daemon::Daemon;
+use crate::network::manager::NetworkInfo;
+use crate::network::ports::PortMapping;
+use crate::proto::networks as pb;
+
+pub struct Svc(Arc<Daemon>);
+
+pub fn service(d: Arc<Daemon>) -> pb::networks_server::NetworksServer<Svc> {
+    pb::networks_server::NetworksServer::new(Svc(d)).max_decoding_message_size(super::MAX_MESSAGE)
+}
+
+fn to_pb(n: NetworkInfo, driver: &str) -> pb::Network {
+    pb::Network {
+        name: n.record.name,
+        bridge: n.record.bridge,
+        subnet: n.record.subnet.to_string(),
+        gateway: n.record.gateway.to_string(),
+        created_at: n.record.created_at,
+        labels: n.record.labels.into_iter().collect(),
+        default: n.default,
+        members: n
+            .members
+            .into_iter()
+            .map(|(namespace, container_id, name, ip)| pb::Member {
+                namespace,
+                container_id,
+                name,
+                ip: ip.to_string(),
+            })
+            .collect(),
+        link_driver: driver.to_string(),
+    }
+}
+
+/// A port mapping for the wire.
+pub fn port_to_pb(m: &PortMapping) -> pb::PortMapping {
+    pb::PortMapping {
+        host_ip: m.host_ip.to_string(),
+        host_port: m.host_port.into(),
+        container_port: m.container_port.into(),
+        protocol: m.proto.to_string(),
+    }
+}
+
+/// Sets the network subsystem up at start: bridges, NAT, and the clean-up of what containers
+/// that no longer exist left behind. A failure is reported in `nook plugins ls`.
+pub async fn init(d: &Arc<Daemon>) {
+    let d2 = d.clone();
+    let res = tokio::task::spawn_blocking(move || {
+        d2.network.init()?;
+        let store = d2.store.clone();
+        let state = d2.paths.state.clone();
+        d2.network.reconcile(|ns, id| {
+            // a container is gone when its record is; it runs when its shim lives
+            let exists = store
+                .get::<serde_json::Value>(crate::metadata::CONTAINERS, ns, id)
+                .ok()
+                .flatten()
+                .is_some();
+            exists.then(|| shim_alive(&state, ns, id))
+        })
+    })
+    .await;
+    let res = match res {
+        Ok(r) => r,
+        Err(e) => Err(crate::error::Error::Internal(e.to_string())),
+    };
+    match res {
+        Ok(r) => {
+            if r != Default::default() {
+                tracing::info!(?r, "network: cleaned up after containers that are gone");
+            }
+            let mut ex = std::collections::BTreeMap::new();
+            ex.insert("bridge".into(), d.config.network.bridge.clone());
+            ex.insert("subnet".into(), d.config.network.subnet.clone());
+            ex.insert(
+                "source_address".into(),
+                if d.network.transparent() {
+                    "preserved (TCP)".into()
+                } else {
+                    "gateway".into()
+                },
+            );
+            d.plugins
+                .set_with(crate::plugins::NETWORK, "bridge", Ok(()), ex);
+        }
+        Err(e) => {
+            tracing::error!("network: {e}");
+            d.plugins
+                .error(crate::plugins::NETWORK, "bridge", e.to_string());
+        }
+    }
+}
+
+/// Whether the shim of task `ns/id` is alive (`<state>/tasks/<ns>/<id>/shim.pid`).
+pub fn shim_alive(state: &std::path::Path, ns: &str, id: &str) -> bool {
+    std::fs::read_to_string(state.join("tasks").join(ns).join(id).join("shim.pid"))
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+}
+
+#[tonic::async_trait]
+impl pb::networks_server::Networks for Svc {
+    async fn list(
+        &self,
+        _r: Request<pb::ListNetworksRequest>,
+    ) -> Result<Response<pb::ListNetworksResponse>, Status> {
+        let d = self.0.clone();
+        let v = blocking(move || d.network.list()).await?;
+        let driver = self.0.network_driver();
+        Ok(Response::new(pb::ListNetworksResponse {
+            networks: v.into_iter().map(|n| to_pb(n, &driver)).collect(),
+        }))
+    }
+
+    async fn create(
+        &self,
+        r: Request<pb::CreateNetworkRequest>,
+    ) -> Result<Response<pb::Network>, Status> {
+        let r = r.into_inner();
+        let d = self.0.clone();
+        let n = blocking(move || {
+            d.network.create(
+                &r.name,
+                Some(r.subnet.as_str()),
+                r.labels.into_iter().collect(),
+            )?;
+            d.network.inspect(&r.name)
+        })
+        .await?;
+        Ok(Response::new(to_pb(n, &self.0.network_driver())))
+    }
+
+    async fn remove(
+        &self,
+        r: Request<pb::RemoveNetworkRequest>,
+    ) -> Result<Response<pb::RemoveNetworkResponse>, Status> {
+        let name = r.into_inner().name;
+        let d = self.0.clone();
+        blocking(move || d.network.remove(&name)).await?;
+        Ok(Response::new(pb::RemoveNetworkResponse {}))
+    }
+
+    async fn inspect(
+        &self,
+        r: Request<pb::InspectNetworkRequest>,
+    ) -> Result<Response<pb::Network>, Status> {
+        let name = r.into_inner().name;
+        let d = self.0.clone();
+        let n = blocking(move || d.network.inspect(&name)).await?;
+        Ok(Response::new(to_pb(n, &self.0.network_driver())))
+    }
+
+    async fn ports(
+        &self,
+        r: Request<pb::PortsRequest>,
+    ) -> Result<Response<pb::PortsResponse>, Status> {
+        let ns = namespace(&r)?;
+        let c = r.into_inner().container;
+        let d = self.0.clone();
+        let a = blocking(move || d.network.find(&ns, &c)).await?;
+        let published = !a.published.is_empty();
+        let ports = if published { &a.published } else { &a.ports };
+        Ok(Response::new(pb::PortsResponse {
+            container_id: a.container_id.clone(),
+            ports: ports.iter().map(port_to_pb).collect(),
+            published,
+        }))
+    }
+}

@@ -1,0 +1,442 @@
+//! Container networking end to end, nookd as the unprivileged test user: the default bridge
+//! network in the containers' namespace (forwarding, NAT out of the link), user networks
+//! through the CLI, and the network state surviving a restart.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use common::Nookd;
+use nook::image::fixture::{docker_archive, FileSpec, TestImage};
+
+const IMG: &str = "bb:latest";
+
+/// A busybox image with the networking applets.
+fn image() -> Vec<u8> {
+    let bb = std::fs::read("/bin/busybox").expect("busybox-static is installed");
+    let mut base = vec![
+        FileSpec::dir("bin"),
+        FileSpec::exec("bin/busybox", bb),
+        FileSpec::dir("etc"),
+        FileSpec::file("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"),
+        FileSpec::file("etc/group", "root:x:0:\n"),
+        FileSpec::dir("tmp"),
+        FileSpec::dir("www"),
+        FileSpec::file("www/index.html", "hello from nook\n"),
+    ];
+    base.extend(host_binary("/usr/bin/iperf3"));
+    for a in [
+        "sh", "cat", "echo", "sleep", "ip", "ifconfig", "httpd", "nc", "wget", "ping", "grep",
+        "hostname", "true", "ls", "route",
+    ] {
+        base.push(FileSpec::symlink(&format!("bin/{a}"), "busybox"));
+    }
+    let img = TestImage::build(&[base], false, &["sh"]);
+    docker_archive(&[(&[IMG], &img)])
+}
+
+/// A host binary with the shared libraries it needs (as `ldd` lists them), for the image.
+fn host_binary(path: &str) -> Vec<FileSpec> {
+    let mut files = vec![
+        FileSpec::dir("usr"),
+        FileSpec::dir("usr/bin"),
+        FileSpec::dir("lib"),
+        FileSpec::dir("lib/x86_64-linux-gnu"),
+        FileSpec::dir("lib64"),
+    ];
+    files.push(FileSpec::exec(
+        path.trim_start_matches('/'),
+        std::fs::read(path).expect("iperf3 is installed"),
+    ));
+    let ldd = std::process::Command::new("ldd")
+        .arg(path)
+        .output()
+        .unwrap();
+    for l in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let lib = l
+            .split("=>")
+            .last()
+            .and_then(|r| r.split_whitespace().next())
+            .filter(|p| p.starts_with('/'));
+        if let Some(lib) = lib {
+            let real = std::fs::canonicalize(lib).unwrap();
+            files.push(FileSpec::exec(
+                lib.trim_start_matches('/'),
+                std::fs::read(real).unwrap(),
+            ));
+        }
+    }
+    files
+}
+
+fn daemon() -> Nookd {
+    let d = Nookd::start();
+    d.nook_stdin(&["load"], &image()).ok();
+    d
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// GET / from 127.0.0.1:port with a plain socket (no curl quirks); the body.
+fn http_get(port: u16) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /index.html HTTP/1.0\r\nHost: x\r\n\r\n")
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split("\r\n\r\n").nth(1).map(str::to_string)
+}
+
+fn port_free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// A command in nookd's user+mount namespaces and the containers' network namespace.
+fn in_netns(d: &Nookd, script: &str) -> common::Run {
+    let pause = d.pause_pid().expect("pause process");
+    d.in_ns(&format!(
+        "nsenter --net=/proc/{pause}/ns/net sh -c '{}'",
+        script.replace('\'', "'\\''")
+    ))
+}
+
+#[test]
+fn default_network_bridge_nat_and_forwarding() {
+    let d = Nookd::start();
+    let ls = d.nook(&["network", "ls"]).ok();
+    assert!(ls.contains("nook (default)"), "{ls}");
+    assert!(ls.contains("nook0") && ls.contains("10.88.0.0/16"), "{ls}");
+    let pause = d.pause_pid().unwrap();
+    assert!(nook::network::link_exists_in(pause, "nook0"));
+    let addr = in_netns(&d, "ip -4 addr show nook0").ok();
+    assert!(addr.contains("10.88.0.1/16"), "{addr}");
+    let fwd = in_netns(&d, "cat /proc/sys/net/ipv4/ip_forward").ok();
+    assert_eq!(fwd.trim(), "1");
+    let nft = in_netns(&d, "nft list table ip nook").ok();
+    assert!(nft.contains("oifname \"tap0\" masquerade"), "{nft}");
+    let plugins = d.nook(&["plugins", "ls"]).ok();
+    assert!(
+        plugins
+            .lines()
+            .any(|l| l.contains("bridge") && l.contains("ok")),
+        "{plugins}"
+    );
+}
+
+#[test]
+fn user_networks_create_inspect_rm_and_survive_restart() {
+    let mut d = Nookd::start();
+    assert_eq!(
+        d.nook(&["network", "create", "backend"]).ok().trim(),
+        "backend"
+    );
+    let e = d.nook(&["network", "create", "backend"]).fails();
+    assert!(e.contains("already exists"), "{e}");
+    let e = d
+        .nook(&["network", "create", "clash", "--subnet", "10.88.7.0/24"])
+        .fails();
+    assert!(e.contains("overlaps network \"nook\""), "{e}");
+    let e = d
+        .nook(&["network", "create", "bad", "--subnet", "10.1.2.3/24"])
+        .fails();
+    assert!(e.contains("host bits"), "{e}");
+    d.nook(&[
+        "network",
+        "create",
+        "front",
+        "--subnet",
+        "10.123.0.0/24",
+        "-l",
+        "a=b",
+    ])
+    .ok();
+    let j: serde_json::Value =
+        serde_json::from_str(&d.nook(&["network", "inspect", "backend", "front"]).ok()).unwrap();
+    assert_eq!(j[0]["subnet"], "10.89.0.0/24");
+    assert_eq!(j[0]["bridge"], "nook1");
+    assert_eq!(j[1]["gateway"], "10.123.0.1");
+    assert_eq!(j[1]["labels"]["a"], "b");
+    let pause = d.pause_pid().unwrap();
+    assert!(nook::network::link_exists_in(pause, "nook1"));
+    assert!(nook::network::link_exists_in(pause, "nook2"));
+
+    // networks are persistent; a new pause process gets its bridges back
+    d.restart();
+    let ls = d.nook(&["network", "ls", "-q"]).ok();
+    assert_eq!(ls.lines().collect::<Vec<_>>(), ["nook", "backend", "front"]);
+    let pause = d.pause_pid().unwrap();
+    assert!(nook::network::link_exists_in(pause, "nook2"));
+
+    let e = d.nook(&["network", "rm", "nook"]).fails();
+    assert!(e.contains("default network"), "{e}");
+    d.nook(&["network", "rm", "backend", "front"]).ok();
+    assert!(!nook::network::link_exists_in(pause, "nook1"));
+    let e = d.nook(&["network", "inspect", "backend"]).fails();
+    assert!(e.contains("not found"), "{e}");
+    let e = d.nook(&["port", "nothing"]).fails();
+    assert!(e.contains("no container"), "{e}");
+}
+
+#[test]
+fn published_tcp_port_serves_curl_and_is_released_on_rm() {
+    let d = daemon();
+    assert!(port_free(18080), "port 18080 is taken on this machine");
+    let id = d
+        .nook(&[
+            "run", "-d", "--name", "web", "-p", "18080:80", IMG, "httpd", "-f", "-p", "80", "-h",
+            "/www",
+        ])
+        .ok();
+    let id = id.trim().to_string();
+    wait_until("httpd answers", || http_get(18080).is_some());
+    // curl, as a user would
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "5",
+            "http://127.0.0.1:18080/index.html",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from nook\n");
+    let port = d.nook(&["port", "web"]).ok();
+    assert_eq!(port.trim(), "80/tcp -> 0.0.0.0:18080");
+    let ps = d.nook(&["ps"]).ok();
+    assert!(ps.contains("0.0.0.0:18080->80/tcp"), "{ps}");
+    // a second container cannot take the same port: a clear error at run time
+    let e = d
+        .nook(&["run", "-d", "-p", "18080:80", IMG, "sleep", "100"])
+        .fails();
+    assert!(e.contains("port 18080 is already in use on 0.0.0.0"), "{e}");
+    // below the unprivileged port start: the sysctl is named
+    let e = d
+        .nook(&["run", "-d", "-p", "80:80", IMG, "sleep", "100"])
+        .fails();
+    assert!(e.contains("net.ipv4.ip_unprivileged_port_start"), "{e}");
+    d.nook(&["rm", "-f", &id]).ok();
+    wait_until("port 18080 is free after rm", || port_free(18080));
+    // no leftovers in the containers' namespace
+    let links =
+        std::fs::read_to_string(format!("/proc/{}/net/dev", d.pause_pid().unwrap())).unwrap();
+    assert!(!links.contains(" nk"), "{links}");
+}
+
+#[test]
+fn random_host_port_udp_and_source_address() {
+    let d = daemon();
+    // -p PORT picks a free host port; shown by nook port
+    let id = d
+        .nook(&[
+            "run",
+            "-d",
+            "-p",
+            "127.0.0.1::80",
+            "-p",
+            "127.0.0.1:18053:5353/udp",
+            IMG,
+            "sh",
+            "-c",
+            "httpd -f -p 80 -h /www",
+        ])
+        .ok();
+    let id = id.trim().to_string();
+    let ports = d.nook(&["port", &id, "80"]).ok();
+    let hostport: u16 = ports.trim().rsplit(':').next().unwrap().parse().unwrap();
+    assert!(hostport > 0, "{ports}");
+    wait_until("httpd answers on the random port", || {
+        http_get(hostport).is_some()
+    });
+    // UDP: published and answered (iperf3's UDP test needs the server's UDP reply)
+    let u = d
+        .nook(&[
+            "run",
+            "-d",
+            "-p",
+            "127.0.0.1:18201:5201",
+            "-p",
+            "127.0.0.1:18201:5201/udp",
+            IMG,
+            "iperf3",
+            "-s",
+            "-p",
+            "5201",
+        ])
+        .ok();
+    let mut last = String::new();
+    wait_until("iperf3 over the published UDP port", || {
+        let o = std::process::Command::new("iperf3")
+            .args([
+                "-c",
+                "127.0.0.1",
+                "-p",
+                "18201",
+                "-u",
+                "-t",
+                "1",
+                "-b",
+                "10M",
+                "-J",
+            ])
+            .output()
+            .unwrap();
+        last = String::from_utf8_lossy(&o.stdout).to_string();
+        o.status.success()
+    });
+    let j: serde_json::Value = serde_json::from_str(&last).unwrap();
+    assert!(
+        j["end"]["sum"]["bytes"].as_f64().unwrap_or(0.0) > 0.0,
+        "{last}"
+    );
+    d.nook(&["rm", "-f", u.trim()]).ok();
+    // the container sees the client's address: the kernel's connection table inside it
+    let s = std::net::TcpStream::connect(("127.0.0.1", hostport)).unwrap();
+    let local = s.local_addr().unwrap();
+    // (httpd listens on IPv6 too: a v4 peer shows as ::ffff:a.b.c.d in tcp6)
+    let seen = d
+        .nook(&["exec", &id, "cat", "/proc/net/tcp", "/proc/net/tcp6"])
+        .ok();
+    drop(s);
+    // host loopback clients appear as 10.0.2.2 (the host as seen from containers), with the
+    // client's own port: 0202000A is 10.0.2.2 in /proc/net/tcp's little-endian hex
+    let want = format!("0202000A:{:04X}", local.port());
+    assert!(seen.contains(&want), "{want} not in {seen}");
+    d.nook(&["rm", "-f", &id]).ok();
+}
+
+#[test]
+fn user_network_name_resolution_none_and_host() {
+    let d = daemon();
+    d.nook(&["network", "create", "app"]).ok();
+    let srv = d
+        .nook(&[
+            "run",
+            "-d",
+            "--name",
+            "srv",
+            "--network",
+            "app",
+            IMG,
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/www",
+        ])
+        .ok();
+    let out = d
+        .nook(&[
+            "run",
+            "--rm",
+            "--name",
+            "cli",
+            "--network",
+            "app",
+            IMG,
+            "sh",
+            "-c",
+            "cat /etc/hosts; wget -q -O - http://srv/index.html",
+        ])
+        .ok();
+    assert!(out.contains("hello from nook"), "{out}");
+    assert!(out.contains("\tsrv"), "{out}");
+    // srv's hosts file learnt about cli while it ran, and forgets it when cli is removed
+    wait_until("cli leaves srv's /etc/hosts", || {
+        !d.nook(&["exec", srv.trim(), "cat", "/etc/hosts"])
+            .ok()
+            .contains("cli")
+    });
+    let inspect = d.nook(&["network", "inspect", "app"]).ok();
+    assert!(inspect.contains("\"srv\""), "{inspect}");
+    let e = d.nook(&["network", "rm", "app"]).fails();
+    assert!(e.contains("used by srv"), "{e}");
+
+    // none: only lo
+    let out = d
+        .nook(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            IMG,
+            "cat",
+            "/proc/net/dev",
+        ])
+        .ok();
+    let ifs: Vec<&str> = out
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
+    assert_eq!(ifs, ["lo"], "{out}");
+    // host: nookd's containers' namespace with its tap0
+    let out = d
+        .nook(&[
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            IMG,
+            "cat",
+            "/proc/net/dev",
+        ])
+        .ok();
+    assert!(out.contains("tap0:"), "{out}");
+    // the default network: eth0 with an address from 10.88.0.0/16, default route via .1
+    let out = d
+        .nook(&["run", "--rm", IMG, "ip", "-4", "addr", "show", "eth0"])
+        .ok();
+    assert!(out.contains("inet 10.88."), "{out}");
+    let out = d.nook(&["run", "--rm", IMG, "ip", "route"]).ok();
+    assert!(out.contains("default via 10.88.0.1 dev eth0"), "{out}");
+    d.nook(&["rm", "-f", srv.trim()]).ok();
+    d.nook(&["network", "rm", "app"]).ok();
+}
+
+#[test]
+fn addresses_are_not_reused_across_a_restart() {
+    let mut d = daemon();
+    let ip_of = |d: &Nookd, id: &str| -> String {
+        let j: serde_json::Value =
+            serde_json::from_str(&d.nook(&["ps", "-a", "--format", "json"]).ok()).unwrap();
+        j.as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .map(|c| c["ip"].as_str().unwrap_or_default().to_string())
+            .unwrap()
+    };
+    let a = d
+        .nook(&["run", "-d", IMG, "sleep", "1000"])
+        .ok()
+        .trim()
+        .to_string();
+    let b = d.nook(&["create", IMG, "true"]).ok().trim().to_string();
+    let (ia, ib) = (ip_of(&d, &a), ip_of(&d, &b));
+    assert_ne!(ia, ib);
+    d.nook(&["rm", &b]).ok();
+    // a restart keeps the running container's address held, and does not hand out b's
+    // just-released one either
+    d.restart();
+    let c = d.nook(&["create", IMG, "true"]).ok().trim().to_string();
+    let ic = ip_of(&d, &c);
+    assert_ne!(ic, ia);
+    assert_ne!(ic, ib);
+    assert_eq!(ip_of(&d, &a), ia);
+    // a's network still works after the restart
+    let out = d
+        .nook(&["exec", &a, "ip", "-4", "addr", "show", "eth0"])
+        .ok();
+    assert!(out.contains(&format!("inet {ia}/")), "{out}");
+    d.nook(&["rm", "-f", &a, &c]).ok();
+}
