@@ -122,15 +122,17 @@ fi
 
 # --- 20 concurrent detached containers --------------------------------------------------------
 t0=$(date +%s%N)
+pids=()
 for i in $(seq 20); do
   as_user nook run -d --name "c$i" localhost/bench:latest sleep 1000 >/dev/null &
+  pids+=($!)
 done
-wait
+wait "${pids[@]}"
 t1=$(date +%s%N)
 running=$(as_user nook ps -q | wc -l)
 printf '20 concurrent nook run -d: %d ms (%d running)\n' $(((t1 - t0) / 1000000)) "$running"
 printf 'nookd RSS with %d containers: %s kB\n' "$running" "$(awk '/VmRSS/ {print $2}' "/proc/$nookd_pid/status")"
-shims=$(pgrep -u "$user" -x nook-shim || true)
+shims=$(pgrep -u "$user" -f "nook-shim $work/" || true)
 n=0
 tot=0
 for p in $shims; do
