@@ -1,0 +1,103 @@
+//! Many clients at once against one nookd (as the unprivileged user): concurrent imports of
+//! the same image store each blob once and all succeed; containers created and started
+//! concurrently all run.
+
+mod common;
+
+use common::Nookd;
+use nook::image::fixture::{docker_archive, FileSpec, TestImage};
+use std::process::Stdio;
+
+fn image() -> (TestImage, Vec<u8>) {
+    let mut layers =
+        nook::image::fixture::busybox_layers(std::fs::read("/bin/busybox").unwrap(), "c\n");
+    layers[0].push(FileSpec::symlink("bin/sleep", "busybox"));
+    let img = TestImage::build(&layers, false, &["sh"]);
+    let tar = docker_archive(&[(&["conc/img:1"], &img)]);
+    (img, tar)
+}
+
+#[test]
+fn ten_concurrent_imports_store_each_blob_once() {
+    let d = Nookd::start();
+    let (img, tar) = image();
+    let path = d.base.join("img.tar");
+    std::fs::write(&path, &tar).unwrap();
+    std::os::unix::fs::chown(&path, Some(common::ids(common::USER).0), None).unwrap();
+    let clients: Vec<_> = (0..10)
+        .map(|_| {
+            common::as_user(common::USER, &d.env(), "nook")
+                .args(["images", "import", path.to_str().unwrap()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in clients {
+        let o = c.wait_with_output().unwrap();
+        assert!(
+            o.status.success(),
+            "a concurrent import failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    for (desc, _) in &img.layers {
+        let hex = desc.digest.to_string();
+        let hex = hex.trim_start_matches("sha256:");
+        assert!(d.root.join("content/blobs/sha256").join(hex).exists());
+    }
+    // exactly one copy of each: manifest, config, 3 layers
+    let n = std::fs::read_dir(d.root.join("content/blobs/sha256"))
+        .unwrap()
+        .count();
+    assert_eq!(n, 5, "blobs on disk");
+    assert!(std::fs::read_dir(d.root.join("content/ingest"))
+        .unwrap()
+        .next()
+        .is_none());
+    let chk: serde_json::Value =
+        serde_json::from_str(&d.nook(&["check", "--format", "json"]).ok()).unwrap();
+    assert_eq!(chk["consistent"], true, "{chk}");
+}
+
+#[test]
+fn twenty_containers_started_concurrently_all_run() {
+    let d = Nookd::start();
+    d.nook_stdin(&["load"], &image().1).ok();
+    let n = 20;
+    let clients: Vec<_> = (0..n)
+        .map(|i| {
+            common::as_user(common::USER, &d.env(), "nook")
+                .args([
+                    "run",
+                    "-d",
+                    "--name",
+                    &format!("p{i}"),
+                    "conc/img:1",
+                    "sleep",
+                    "1000",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in clients {
+        let o = c.wait_with_output().unwrap();
+        assert!(
+            o.status.success(),
+            "a concurrent run failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let ps: serde_json::Value =
+        serde_json::from_str(&d.nook(&["ps", "--format", "json"]).ok()).unwrap();
+    assert_eq!(ps.as_array().unwrap().len(), n, "{ps}");
+    let mut rm = vec!["rm".to_string(), "-f".to_string()];
+    rm.extend((0..n).map(|i| format!("p{i}")));
+    d.nook(&rm.iter().map(String::as_str).collect::<Vec<_>>())
+        .ok();
+    assert!(d.nook(&["ps", "-a", "-q"]).ok().trim().is_empty());
+}
