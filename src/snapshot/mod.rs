@@ -553,13 +553,16 @@ impl Snapshotter for DirSnapshotter {
                 }
             }
             tx.delete(SNAPSHOTS, ns, &rkey)?;
-            let dir = self.dir(r.id);
-            let trash = self.root.join(format!("rm-{}", r.id));
-            if dir.exists() {
-                fs::rename(&dir, &trash).ctx(|| format!("moving {} away", dir.display()))?;
-            }
-            Ok(trash)
+            Ok(r.id)
         })?;
+        // The record is gone (committed) before the directory goes: a crash in between leaves
+        // an unreferenced directory, which cleanup() removes at the next start, never a record
+        // without its directory.
+        let dir = self.dir(trash);
+        let trash = self.root.join(format!("rm-{trash}"));
+        if dir.exists() {
+            fs::rename(&dir, &trash).ctx(|| format!("moving {} away", dir.display()))?;
+        }
         if trash.exists() {
             fs::remove_dir_all(&trash).ctx(|| format!("removing {}", trash.display()))?;
         }
