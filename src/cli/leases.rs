@@ -113,23 +113,16 @@ pub async fn run(ctx: &Ctx, cmd: LeasesCmd) -> anyhow::Result<ExitCode> {
             println!("{}", l.id);
         }
         LeasesCmd::Rm { ids } => {
-            let mut failed = false;
-            for id in ids {
-                match cl
-                    .delete(c.req(pb::DeleteLeaseRequest { id: id.clone() }))
-                    .await
-                    .or_fail()
-                {
-                    Ok(_) => println!("{id}"),
-                    Err(e) => {
-                        eprintln!("nook: {e}");
-                        failed = true;
-                    }
+            return Ok(output::each(ids, |id| {
+                let (mut cl, c) = (cl.clone(), c.clone());
+                async move {
+                    cl.delete(c.req(pb::DeleteLeaseRequest { id }))
+                        .await
+                        .or_fail()
+                        .map(drop)
                 }
-            }
-            if failed {
-                return Ok(ExitCode::FAILURE);
-            }
+            })
+            .await);
         }
     }
     Ok(ExitCode::SUCCESS)

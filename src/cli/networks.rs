@@ -150,23 +150,16 @@ pub async fn run(ctx: &Ctx, cmd: NetworkCmd) -> anyhow::Result<ExitCode> {
             println!("{}", n.name);
         }
         NetworkCmd::Rm { names } => {
-            let mut failed = false;
-            for name in names {
-                match cl
-                    .remove(c.req(pb::RemoveNetworkRequest { name: name.clone() }))
-                    .await
-                    .or_fail()
-                {
-                    Ok(_) => println!("{name}"),
-                    Err(e) => {
-                        eprintln!("nook: {e}");
-                        failed = true;
-                    }
+            return Ok(output::each(names, |name| {
+                let (mut cl, c) = (cl.clone(), c.clone());
+                async move {
+                    cl.remove(c.req(pb::RemoveNetworkRequest { name }))
+                        .await
+                        .or_fail()
+                        .map(drop)
                 }
-            }
-            if failed {
-                return Ok(ExitCode::FAILURE);
-            }
+            })
+            .await);
         }
         NetworkCmd::Inspect { names } => {
             let mut out = Vec::new();

@@ -77,6 +77,30 @@ pub fn size(bytes: u64) -> String {
     }
 }
 
+/// Runs `f` for each name in turn (as `nook rm a b c` does): prints the name when it worked
+/// and the error when it did not, goes on either way, and fails if any did.
+pub async fn each<F, Fut>(names: Vec<String>, mut f: F) -> std::process::ExitCode
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let mut failed = false;
+    for name in names {
+        match f(name.clone()).await {
+            Ok(()) => println!("{name}"),
+            Err(e) => {
+                eprintln!("nook: {e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -266,23 +266,16 @@ pub async fn namespaces(ctx: &Ctx, cmd: NamespacesCmd) -> anyhow::Result<ExitCod
             println!("{name}");
         }
         NamespacesCmd::Rm { names } => {
-            let mut failed = false;
-            for name in names {
-                match cl
-                    .remove(c.req(pb::RemoveNamespaceRequest { name: name.clone() }))
-                    .await
-                    .or_fail()
-                {
-                    Ok(_) => println!("{name}"),
-                    Err(e) => {
-                        eprintln!("nook: {e}");
-                        failed = true;
-                    }
+            return Ok(output::each(names, |name| {
+                let (mut cl, c) = (cl.clone(), c.clone());
+                async move {
+                    cl.remove(c.req(pb::RemoveNamespaceRequest { name }))
+                        .await
+                        .or_fail()
+                        .map(drop)
                 }
-            }
-            if failed {
-                return Ok(ExitCode::FAILURE);
-            }
+            })
+            .await);
         }
         NamespacesCmd::Label { name, labels } => {
             cl.update(c.req(pb::UpdateNamespaceRequest {
