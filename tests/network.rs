@@ -289,7 +289,12 @@ fn random_host_port_udp_and_source_address() {
             .output()
             .unwrap();
         last = String::from_utf8_lossy(&o.stdout).to_string();
+        // the server may not listen yet: iperf3 then reports the reset in its JSON (and may
+        // still exit 0), so retry until a run really moved bytes
         o.status.success()
+            && serde_json::from_str::<serde_json::Value>(&last)
+                .map(|j| j["end"]["sum"]["bytes"].as_f64().unwrap_or(0.0) > 0.0)
+                .unwrap_or(false)
     });
     let j: serde_json::Value = serde_json::from_str(&last).unwrap();
     assert!(
