@@ -603,13 +603,31 @@ async fn interact(
     }
 }
 
+/// Sends terminal input (data, end of stdin, window sizes) to nookd as request messages made by
+/// `msg` (attach and exec use different ones), then keeps the request stream open until the
+/// output ends.
+fn forward_input<M: Send + 'static>(
+    mut rx: mpsc::Receiver<In>,
+    otx: mpsc::Sender<M>,
+    msg: fn(In) -> M,
+) {
+    tokio::spawn(async move {
+        while let Some(i) = rx.recv().await {
+            if otx.send(msg(i)).await.is_err() {
+                return;
+            }
+        }
+        otx.closed().await;
+    });
+}
+
 fn code(n: i32) -> ExitCode {
     ExitCode::from(n.clamp(0, 255) as u8)
 }
 
 /// Attaches to a container (starting it with `start`); returns its exit code.
 async fn attach(c: &Client, id: &str, stdin: bool, tty: bool, start: bool) -> anyhow::Result<i32> {
-    let (tx, mut rx) = mpsc::channel::<In>(64);
+    let (tx, rx) = mpsc::channel::<In>(64);
     let first = pb::AttachInput {
         id: id.to_string(),
         stdin,
@@ -618,29 +636,20 @@ async fn attach(c: &Client, id: &str, stdin: bool, tty: bool, start: bool) -> an
     };
     let (otx, orx) = mpsc::channel::<pb::AttachInput>(64);
     otx.send(first).await.ok();
-    tokio::spawn(async move {
-        while let Some(i) = rx.recv().await {
-            let m = match i {
-                In::Data(d) => pb::AttachInput {
-                    data: d,
-                    ..Default::default()
-                },
-                In::Close => pb::AttachInput {
-                    close_stdin: true,
-                    ..Default::default()
-                },
-                In::Size(w, h) => pb::AttachInput {
-                    width: w,
-                    height: h,
-                    ..Default::default()
-                },
-            };
-            if otx.send(m).await.is_err() {
-                return;
-            }
-        }
-        // keep the request stream open until the output ends
-        otx.closed().await;
+    forward_input(rx, otx, |i| match i {
+        In::Data(data) => pb::AttachInput {
+            data,
+            ..Default::default()
+        },
+        In::Close => pb::AttachInput {
+            close_stdin: true,
+            ..Default::default()
+        },
+        In::Size(width, height) => pb::AttachInput {
+            width,
+            height,
+            ..Default::default()
+        },
     });
     let out = client(c)
         .attach(c.req(ReceiverStream::new(orx)))
@@ -786,7 +795,7 @@ pub async fn ps(ctx: &Ctx, a: PsArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn exec(ctx: &Ctx, a: ExecArgs) -> anyhow::Result<ExitCode> {
     let c = ctx.connect().await?;
-    let (tx, mut rx) = mpsc::channel::<In>(64);
+    let (tx, rx) = mpsc::channel::<In>(64);
     let (otx, orx) = mpsc::channel::<pb::ExecInput>(64);
     otx.send(pb::ExecInput {
         id: a.container.clone(),
@@ -800,28 +809,20 @@ pub async fn exec(ctx: &Ctx, a: ExecArgs) -> anyhow::Result<ExitCode> {
     })
     .await
     .ok();
-    tokio::spawn(async move {
-        while let Some(i) = rx.recv().await {
-            let m = match i {
-                In::Data(d) => pb::ExecInput {
-                    data: d,
-                    ..Default::default()
-                },
-                In::Close => pb::ExecInput {
-                    close_stdin: true,
-                    ..Default::default()
-                },
-                In::Size(w, h) => pb::ExecInput {
-                    width: w,
-                    height: h,
-                    ..Default::default()
-                },
-            };
-            if otx.send(m).await.is_err() {
-                return;
-            }
-        }
-        otx.closed().await;
+    forward_input(rx, otx, |i| match i {
+        In::Data(data) => pb::ExecInput {
+            data,
+            ..Default::default()
+        },
+        In::Close => pb::ExecInput {
+            close_stdin: true,
+            ..Default::default()
+        },
+        In::Size(width, height) => pb::ExecInput {
+            width,
+            height,
+            ..Default::default()
+        },
     });
     let out = match client(&c).exec(c.req(ReceiverStream::new(orx))).await {
         Ok(o) => o.into_inner(),
