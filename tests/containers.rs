@@ -113,6 +113,52 @@ fn run_exit_codes_and_output() {
     assert!(e.contains("--pull never"), "{e}");
 }
 
+/// crun runs too: on a cgroup v1+v2 hybrid host (this one) it refuses to start unless the v2
+/// controllers file is hidden, which nookd does in its own mount namespace, never on the host.
+#[test]
+fn crun_runs_containers() {
+    let host_controllers =
+        std::fs::read_to_string(nook::runtime::plugin::HYBRID_CONTROLLERS).unwrap_or_default();
+    let d = daemon();
+    let r = d.nook(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "crun",
+        IMG,
+        "sh",
+        "-c",
+        "echo via-crun; exit 5",
+    ]);
+    assert_eq!(r.code(), 5, "{}", r.stderr());
+    assert_eq!(r.stdout(), "via-crun\n");
+    d.nook(&[
+        "run",
+        "-d",
+        "--name",
+        "c1",
+        "--runtime",
+        "crun",
+        IMG,
+        "sleep",
+        "100",
+    ])
+    .ok();
+    assert_eq!(d.nook(&["exec", "c1", "echo", "in"]).ok(), "in\n");
+    d.nook(&["rm", "-f", "c1"]).ok();
+    let plugins = d.nook(&["plugins", "ls"]).ok();
+    let crun = plugins
+        .lines()
+        .find(|l| l.contains("crun"))
+        .unwrap_or_default();
+    assert!(crun.contains("ok"), "{plugins}");
+    // the host's view is untouched
+    assert_eq!(
+        std::fs::read_to_string(nook::runtime::plugin::HYBRID_CONTROLLERS).unwrap_or_default(),
+        host_controllers
+    );
+}
+
 #[test]
 fn security_defaults_and_identity() {
     let d = daemon();

@@ -166,6 +166,17 @@ async fn supervise_link(d: Arc<Daemon>) {
 }
 
 fn probe_runtimes(d: &Daemon) {
+    // crun refuses hybrid cgroup hosts; hide the v2 controllers in nookd's own mount namespace
+    // (shared with the shims it starts), never on the host.
+    let hybrid = crate::runtime::plugin::hide_hybrid_controllers(&d.paths.state.join("empty"));
+    match &hybrid {
+        Ok(true) => tracing::info!(
+            "hid {} in nookd's mount namespace so crun accepts this hybrid cgroup host",
+            crate::runtime::plugin::HYBRID_CONTROLLERS
+        ),
+        Ok(false) => {}
+        Err(e) => tracing::warn!("{e}"),
+    }
     for (name, rt) in &d.config.runtimes {
         let res = match crate::bootstrap::preflight::which(&rt.path) {
             None => Err(format!(
@@ -175,7 +186,14 @@ fn probe_runtimes(d: &Daemon) {
             Some(p) => {
                 let mut ex = std::collections::BTreeMap::new();
                 ex.insert("path".into(), p.display().to_string());
-                d.plugins.set_with(plugins::RUNTIME, name, Ok(()), ex);
+                let blocked = crate::runtime::plugin::is_crun(&p)
+                    .then(|| {
+                        crate::runtime::plugin::crun_blocker(Path::new(
+                            crate::runtime::plugin::HYBRID_CONTROLLERS,
+                        ))
+                    })
+                    .flatten();
+                d.plugins.set_with(plugins::RUNTIME, name, blocked.map_or(Ok(()), Err), ex);
                 continue;
             }
         };
