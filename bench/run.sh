@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Container start-to-exit latency, side by side, on the same busybox image:
 #   1. bare `runc run` of a prepared bundle (the floor: no image, no snapshot, no daemon),
-#   2. `nook run --rm IMG true`,
+#   2. `nook run --rm IMG true` (with runc, and with crun when it is installed),
 #   3. rootless podman `podman run --rm --network=none IMG true` (Debian's podman),
 # then 20 `nook run -d` started concurrently and removed, with nookd's RSS while they run and
 # each shim's RSS.
@@ -100,6 +100,10 @@ cmds=(
   "nook run --rm localhost/bench:latest true"
 )
 names=("runc run (floor)" "nook run --rm")
+if as_user nook run --rm --runtime crun localhost/bench:latest true >/dev/null 2>&1; then
+  cmds+=("nook run --rm --runtime crun localhost/bench:latest true")
+  names+=("nook run --rm --runtime crun")
+fi
 if [ $have_podman = 1 ]; then
   cmds+=("podman run --rm --network=none localhost/bench:latest true")
   names+=("podman run --rm --network=none")
@@ -114,6 +118,10 @@ floor=$(med "runc run (floor)")
 nook=$(med "nook run --rm")
 printf 'median runc run (floor):           %6.1f ms\n' "$(echo "$floor*1000" | bc -l)"
 printf 'median nook run --rm:              %6.1f ms  (%.2fx the floor)\n' "$(echo "$nook*1000" | bc -l)" "$(echo "$nook/$floor" | bc -l)"
+crun=$(med "nook run --rm --runtime crun")
+if [ -n "$crun" ]; then
+  printf 'median nook run --rm --runtime crun: %6.1f ms  (%.2fx the runc floor)\n' "$(echo "$crun*1000" | bc -l)" "$(echo "$crun/$floor" | bc -l)"
+fi
 if [ $have_podman = 1 ]; then
   pod=$(med "podman run --rm --network=none")
   printf 'median podman run --rm --net=none: %6.1f ms  (%.2fx the floor; nook is %.2fx podman)\n' \
