@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use futures::stream::{self, TryStreamExt};
 use serde::Serialize;
@@ -300,7 +299,9 @@ impl Puller<'_> {
             ) {
                 Ok(w) => break w,
                 Err(Error::Unavailable(_)) => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    // one download per digest: wait for the one in flight; if it failed, the
+                    // next turn of the loop takes the writer and resumes what it left
+                    self.cs.wait_writer(&ingest_ref(&desc.digest)).await;
                     if self.cs.blob_size(&desc.digest) == Some(desc.size) {
                         self.cs.add_ref(self.meta, self.ns, &desc.digest, labels)?;
                         done(BlobState::Exists);
@@ -364,6 +365,7 @@ mod tests {
     use super::*;
     use std::io::Write as _;
     use std::sync::{Arc, Mutex};
+    use std::time::Duration;
 
     struct Env {
         _t: tempfile::TempDir,
