@@ -64,10 +64,11 @@ fn ten_concurrent_imports_store_each_blob_once() {
 }
 
 #[test]
-fn twenty_containers_started_concurrently_all_run() {
+fn fifty_containers_started_concurrently_all_run() {
     let d = Nookd::start();
     d.nook_stdin(&["load"], &image().1).ok();
-    let n = 20;
+    let n = 50;
+    let t0 = std::time::Instant::now();
     let clients: Vec<_> = (0..n)
         .map(|i| {
             common::as_user(common::USER, &d.env(), "nook")
@@ -77,8 +78,9 @@ fn twenty_containers_started_concurrently_all_run() {
                     "--name",
                     &format!("p{i}"),
                     "conc/img:1",
-                    "sleep",
-                    "1000",
+                    "sh",
+                    "-c",
+                    &format!("echo up-{i} > /tmp/up; exec sleep 1000"),
                 ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
@@ -96,7 +98,21 @@ fn twenty_containers_started_concurrently_all_run() {
     }
     let ps: serde_json::Value =
         serde_json::from_str(&d.nook(&["ps", "--format", "json"]).ok()).unwrap();
-    assert_eq!(ps.as_array().unwrap().len(), n, "{ps}");
+    let ps = ps.as_array().unwrap();
+    assert_eq!(ps.len(), n, "{ps:?}");
+    eprintln!("{n} containers up in {:?}", t0.elapsed());
+    let mut ips = std::collections::BTreeSet::new();
+    for c in ps {
+        assert_eq!(c["status"], "running", "{c}");
+        // on the default bridge network: each its own address (no IPAM race)
+        let ip = c["ip"].as_str().unwrap_or("");
+        assert!(!ip.is_empty() && ips.insert(ip.to_string()), "{c}");
+    }
+    // each really runs its own process in its own filesystem
+    for i in (0..n).step_by(7) {
+        let out = d.nook(&["exec", &format!("p{i}"), "cat", "/tmp/up"]).ok();
+        assert_eq!(out.trim(), format!("up-{i}"));
+    }
     let mut rm = vec!["rm".to_string(), "-f".to_string()];
     rm.extend((0..n).map(|i| format!("p{i}")));
     d.nook(&rm.iter().map(String::as_str).collect::<Vec<_>>())
