@@ -273,8 +273,10 @@ impl pb::images_server::Images for Svc {
         let (tx, rx) = mpsc::channel(1024);
         let (d, cs, reg) = (self.d.clone(), self.cs.clone(), self.registry.clone());
         tokio::spawn(async move {
-            // a collection never runs while the pull is half recorded
-            let _gc = d.gc.lock.read().await;
+            // The pull's temporary lease (taken before anything is written) keeps what it
+            // fetches from collections, so a long download does not hold collections off (and,
+            // with them, every container creation queued behind a waiting collection). Only the
+            // unpack, which makes snapshots no lease names, excludes them.
             let ptx = tx.clone();
             let progress = move |p: Progress| {
                 let _ = ptx.try_send(Ok(progress_pb(p)));
@@ -293,6 +295,7 @@ impl pb::images_server::Images for Svc {
                     PlatformSelector::All => PlatformSelector::default(),
                     one => one.clone(),
                 };
+                let _gc = d.gc.lock.read().await;
                 if let Err(e) = unpack_new(&d, &ns, vec![r.image.name.clone()], platform).await {
                     res = Err(Error::Internal(format!(
                         "pulled {}, but unpacking it failed: {e}",

@@ -423,3 +423,77 @@ impl Drop for Nookd {
         }
     }
 }
+
+/// A TCP proxy that slows responses down so a pull can be interrupted, and can be stopped.
+pub struct SlowProxy {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SlowProxy {
+    pub fn start(port: u16, upstream: u16, bytes_per_sec: usize) -> SlowProxy {
+        let l = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        l.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut conns: Vec<std::net::TcpStream> = Vec::new();
+            while !s.load(std::sync::atomic::Ordering::SeqCst) {
+                match l.accept() {
+                    Ok((c, _)) => {
+                        c.set_nonblocking(false).unwrap();
+                        let Ok(up) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+                            continue;
+                        };
+                        conns.push(c.try_clone().unwrap());
+                        conns.push(up.try_clone().unwrap());
+                        let (mut c2, mut up2) = (c.try_clone().unwrap(), up.try_clone().unwrap());
+                        let (mut c3, mut up3) = (c, up);
+                        std::thread::spawn(move || {
+                            let _ = std::io::copy(&mut c2, &mut up2);
+                            let _ = up2.shutdown(std::net::Shutdown::Write);
+                        });
+                        std::thread::spawn(move || {
+                            let mut buf = vec![0u8; 16 * 1024];
+                            loop {
+                                match std::io::Read::read(&mut up3, &mut buf) {
+                                    Ok(0) | Err(_) => break,
+                                    Ok(n) => {
+                                        if std::io::Write::write_all(&mut c3, &buf[..n]).is_err() {
+                                            break;
+                                        }
+                                        std::thread::sleep(Duration::from_secs_f64(
+                                            n as f64 / bytes_per_sec as f64,
+                                        ));
+                                    }
+                                }
+                            }
+                            let _ = c3.shutdown(std::net::Shutdown::Both);
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+            for c in conns {
+                let _ = c.shutdown(std::net::Shutdown::Both);
+            }
+        });
+        SlowProxy {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn stop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for SlowProxy {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
