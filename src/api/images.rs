@@ -287,6 +287,9 @@ impl pb::images_server::Images for Svc {
                 ns: &ns,
                 registry: &reg,
             };
+            let existed = Reference::parse(&req.reference)
+                .map(|r| crate::image::get(&d.store, &ns, &r.to_string()).is_ok())
+                .unwrap_or(true);
             let mut res = puller.pull(&req.reference, &opts, &progress).await;
             if let Ok(r) = &res {
                 d.mutated(false);
@@ -297,10 +300,19 @@ impl pb::images_server::Images for Svc {
                 };
                 let _gc = d.gc.lock.read().await;
                 if let Err(e) = unpack_new(&d, &ns, vec![r.image.name.clone()], platform).await {
-                    res = Err(Error::Internal(format!(
-                        "pulled {}, but unpacking it failed: {e}",
-                        r.image.name
-                    )));
+                    // An image this pull added but could not unpack goes again, so a failed
+                    // pull leaves no image behind (its blobs stay for a retry, or for `nook gc`).
+                    if !existed {
+                        let _ = crate::image::delete(&d.store, &ns, &r.image.name);
+                    }
+                    res = Err(if e.is_no_space() {
+                        Error::NoSpace(format!("unpacking {}: {e}", r.image.name))
+                    } else {
+                        Error::Internal(format!(
+                            "pulled {}, but unpacking it failed: {e}",
+                            r.image.name
+                        ))
+                    });
                 }
             }
             crate::daemon::metrics::global().pull(res.is_ok());

@@ -342,15 +342,27 @@ impl Puller<'_> {
                 });
             }
         };
-        self.registry.fetch_blob(r, desc, &mut w, &cb).await?;
+        let fetched = self.registry.fetch_blob(r, desc, &mut w, &cb).await;
         let got = w.offset() - start;
-        w.commit(self.cs, self.meta, self.ns, labels)
-            .map_err(|e| match e {
+        let res = fetched.and_then(|()| w.commit(self.cs, self.meta, self.ns, labels));
+        if let Err(e) = res {
+            return Err(match e {
                 Error::InvalidArgument(m) => {
                     Error::InvalidArgument(format!("{m} (blob of {r} from {})", r.domain()))
                 }
+                // a partial download only keeps the disk full: drop it
+                Error::NoSpace(_) => {
+                    let _ = self.cs.abort(&ingest_ref(&desc.digest));
+                    Error::no_space(&format!(
+                        "downloading {} {} of {r} into {}",
+                        format!("{kind:?}").to_lowercase(),
+                        desc.digest,
+                        self.cs.root().display()
+                    ))
+                }
                 e => e,
-            })?;
+            });
+        }
         done(BlobState::Done);
         Ok(got)
     }

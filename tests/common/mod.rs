@@ -497,3 +497,53 @@ impl Drop for SlowProxy {
         self.stop();
     }
 }
+
+/// A small tmpfs mounted on a daemon's root before it starts, to fill its disk in tests;
+/// unmounted on drop (declare it before the [`Nookd`], so the daemon stops first).
+pub struct SmallDisk {
+    pub path: PathBuf,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `mb` MiB, owned by the daemon's user, on `d.root` (not started yet).
+    pub fn mount(d: &Nookd, mb: u64) -> SmallDisk {
+        let (uid, gid) = ids(&d.user);
+        std::fs::create_dir_all(&d.root).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={mb}m,mode=0700,uid={uid},gid={gid}"))
+            .arg("tmpfs")
+            .arg(&d.root)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mounting a tmpfs on {}", d.root.display());
+        SmallDisk {
+            path: d.root.clone(),
+        }
+    }
+
+    /// Grows (or shrinks) the tmpfs; the daemon's mount namespace sees the same filesystem.
+    pub fn resize(&self, mb: u64) {
+        let st = Command::new("mount")
+            .args(["-o", &format!("remount,size={mb}m")])
+            .arg(&self.path)
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "resizing the tmpfs on {}",
+            self.path.display()
+        );
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+        if let Some(base) = self.path.parent() {
+            if std::env::var_os("NOOK_KEEP_TEST_DIRS").is_none() && !std::thread::panicking() {
+                let _ = std::fs::remove_dir_all(base);
+            }
+        }
+    }
+}
