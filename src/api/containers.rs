@@ -556,6 +556,21 @@ impl pb::containers_server::Containers for Svc {
             .await?;
         Ok(Response::new(pb::Empty {}))
     }
+
+    async fn prune(
+        &self,
+        r: Request<pb::PruneContainersRequest>,
+    ) -> Result<Response<pb::PruneContainersResponse>, Status> {
+        let ns = namespace(&r)?;
+        let before = crate::daemon::gc::disk_total(&self.0).await;
+        let removed = self.m()?.prune(&self.0, &ns).await?;
+        crate::daemon::gc::collect_now(&self.0).await?;
+        let after = crate::daemon::gc::disk_total(&self.0).await;
+        Ok(Response::new(pb::PruneContainersResponse {
+            containers: removed.iter().map(|s| to_pb_net(&self.0, &ns, s)).collect(),
+            reclaimed_bytes: before.saturating_sub(after),
+        }))
+    }
 }
 
 impl Svc {

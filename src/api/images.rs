@@ -632,4 +632,57 @@ impl pb::images_server::Images for Svc {
         let removed = blocking(move || auth::remove(&file, &host)).await?;
         Ok(Response::new(pb::LogoutResponse { removed }))
     }
+
+    async fn prune(
+        &self,
+        r: Request<pb::PruneImagesRequest>,
+    ) -> std::result::Result<Response<pb::PruneImagesResponse>, Status> {
+        let ns = namespace(&r)?;
+        let all = r.into_inner().all;
+        let before = crate::daemon::gc::disk_total(&self.d).await;
+        let (d, cs) = (self.d.clone(), self.cs.clone());
+        // Container creations hold the GC lock for reading until their record is written:
+        // holding it for writing, no container is half made from an image removed here.
+        let held = self.d.gc.lock.write().await;
+        let images = blocking(move || {
+            let used: std::collections::HashSet<String> = d
+                .store
+                .list::<crate::runtime::containers::ContainerRecord>(
+                    crate::metadata::CONTAINERS,
+                    &ns,
+                )?
+                .into_iter()
+                .flat_map(|(_, c)| [c.image, c.image_digest])
+                .collect();
+            let mut removed = Vec::new();
+            for img in image::list(&d.store, &ns)? {
+                let tagged = Reference::parse(&img.name)
+                    .map(|r| r.digest().is_none() || r.tag().is_some())
+                    .unwrap_or(true);
+                if used.contains(&img.name)
+                    || used.contains(&img.target.digest.to_string())
+                    || (tagged && !all)
+                {
+                    continue;
+                }
+                let pb = image_pb(&cs, &d, &ns, &img);
+                match image::delete(&d.store, &ns, &img.name) {
+                    Ok(_) | Err(Error::NotFound(_)) => removed.push(pb),
+                    Err(e) => return Err(e),
+                }
+            }
+            if !removed.is_empty() {
+                d.mutated(true);
+            }
+            Ok(removed)
+        })
+        .await?;
+        drop(held);
+        crate::daemon::gc::collect_now(&self.d).await?;
+        let after = crate::daemon::gc::disk_total(&self.d).await;
+        Ok(Response::new(pb::PruneImagesResponse {
+            images,
+            reclaimed_bytes: before.saturating_sub(after),
+        }))
+    }
 }
