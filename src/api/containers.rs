@@ -215,6 +215,7 @@ impl pb::containers_server::Containers for Svc {
                 "an image is needed: nook run IMAGE [COMMAND...]",
             ));
         }
+        super::check_labels(&q.labels)?;
         let o = CreateOptions {
             image: q.image,
             name: q.name,
