@@ -74,13 +74,40 @@ fn prune_images_containers_and_system() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert_eq!(images(&d).len(), 3);
 
+    // on a terminal it asks: "n" keeps everything, "y" prunes
+    let on_tty = |answer: &str| {
+        let mut c = common::as_user(common::USER, &d.env(), "script");
+        c.args(["-qec", "nook image prune", "/dev/null"]);
+        let out = c
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = out;
+        use std::io::Write;
+        out.stdin
+            .take()
+            .unwrap()
+            .write_all(answer.as_bytes())
+            .unwrap();
+        let o = out.wait_with_output().unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).to_string(),
+        )
+    };
+    let (ok, out) = on_tty("n\n");
+    assert!(!ok && out.contains("Are you sure"), "{out}");
+    assert_eq!(images(&d).len(), 3);
+    let (ok, out) = on_tty("y\n");
+    assert!(ok, "{out}");
     // dangling only: the digest-only name goes; a's content stays (test/a:1 holds it)
-    let r = json(&d, &["image", "prune", "-f", "--format", "json"]);
-    assert_eq!(names(&r, "images"), [a_digest], "{r}");
+    assert!(out.contains(&a_digest), "{out}");
     assert_eq!(
         images(&d),
         ["docker.io/test/a:1", "docker.io/test/b:1"],
-        "{r}"
+        "{out}"
     );
     assert!(blob(&d, &a.layers[2].0.digest).exists());
 
