@@ -28,6 +28,9 @@ pub enum Error {
     },
     #[error("{0}")]
     Internal(String),
+    /// The disk (or quota) is full: the message says where and what to do.
+    #[error("{0}")]
+    NoSpace(String),
 }
 
 /// Result with nook's [`Error`].
@@ -35,12 +38,49 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// An I/O error with what was being done (and to which path).
+    ///
+    /// A full disk becomes [`Error::NoSpace`], whose message tells how to make room.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io {
-            context: context.into(),
-            source,
+        let context = context.into();
+        if is_no_space(&source) {
+            return Error::no_space(&context);
         }
+        Error::Io { context, source }
     }
+
+    /// "no space left on device while `doing`: free disk space … and retry".
+    pub fn no_space(doing: &str) -> Self {
+        Error::NoSpace(format!(
+            "no space left on device while {doing}: free disk space (nook system df, nook image prune, nook gc) and retry"
+        ))
+    }
+
+    /// Whether this is a full disk.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, Error::NoSpace(_))
+    }
+}
+
+/// Whether an I/O error means the disk or the quota is full.
+pub fn is_no_space(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// Whether `e` or an error in its source chain is a full disk.
+fn chain_is_no_space(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(x) = cur {
+        if let Some(io) = x.downcast_ref::<std::io::Error>() {
+            if is_no_space(io) {
+                return true;
+            }
+        }
+        cur = x.source();
+    }
+    false
 }
 
 /// Adds context to I/O results: `fs::read(p).ctx(|| format!("reading {}", p.display()))`.
@@ -66,6 +106,7 @@ impl From<Error> for tonic::Status {
             Error::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 tonic::Status::not_found(msg)
             }
+            Error::NoSpace(_) => tonic::Status::resource_exhausted(msg),
             Error::Metadata(_) | Error::Io { .. } | Error::Internal(_) => {
                 tonic::Status::internal(msg)
             }
@@ -73,20 +114,25 @@ impl From<Error> for tonic::Status {
     }
 }
 
-impl From<redb::Error> for Error {
-    fn from(e: redb::Error) -> Self {
-        Error::Metadata(e.to_string())
+/// A metadata error; a full disk under the database says so.
+fn metadata_error(e: &(dyn std::error::Error + 'static)) -> Error {
+    let io = e.to_string();
+    if chain_is_no_space(e) || io.contains("No space left on device") {
+        Error::no_space("writing the metadata database")
+    } else {
+        Error::Metadata(io)
     }
 }
 
 macro_rules! redb_err {
     ($($t:ty),*) => {$(
         impl From<$t> for Error {
-            fn from(e: $t) -> Self { Error::Metadata(e.to_string()) }
+            fn from(e: $t) -> Self { metadata_error(&e) }
         }
     )*};
 }
 redb_err!(
+    redb::Error,
     redb::DatabaseError,
     redb::TransactionError,
     redb::TableError,

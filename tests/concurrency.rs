@@ -5,7 +5,9 @@
 mod common;
 
 use common::Nookd;
-use nook::image::fixture::{docker_archive, FileSpec, TestImage};
+use nook::image::fixture::{
+    docker_archive, oci_layout, FileSpec, TestImage, TestRegistry, TestRegistryOptions,
+};
 use std::process::Stdio;
 
 fn image() -> (TestImage, Vec<u8>) {
@@ -62,10 +64,11 @@ fn ten_concurrent_imports_store_each_blob_once() {
 }
 
 #[test]
-fn twenty_containers_started_concurrently_all_run() {
+fn fifty_containers_started_concurrently_all_run() {
     let d = Nookd::start();
     d.nook_stdin(&["load"], &image().1).ok();
-    let n = 20;
+    let n = 50;
+    let t0 = std::time::Instant::now();
     let clients: Vec<_> = (0..n)
         .map(|i| {
             common::as_user(common::USER, &d.env(), "nook")
@@ -75,8 +78,9 @@ fn twenty_containers_started_concurrently_all_run() {
                     "--name",
                     &format!("p{i}"),
                     "conc/img:1",
-                    "sleep",
-                    "1000",
+                    "sh",
+                    "-c",
+                    &format!("echo up-{i} > /tmp/up; exec sleep 1000"),
                 ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
@@ -94,10 +98,109 @@ fn twenty_containers_started_concurrently_all_run() {
     }
     let ps: serde_json::Value =
         serde_json::from_str(&d.nook(&["ps", "--format", "json"]).ok()).unwrap();
-    assert_eq!(ps.as_array().unwrap().len(), n, "{ps}");
+    let ps = ps.as_array().unwrap();
+    assert_eq!(ps.len(), n, "{ps:?}");
+    eprintln!("{n} containers up in {:?}", t0.elapsed());
+    let mut ips = std::collections::BTreeSet::new();
+    for c in ps {
+        assert_eq!(c["status"], "running", "{c}");
+        // on the default bridge network: each its own address (no IPAM race)
+        let ip = c["ip"].as_str().unwrap_or("");
+        assert!(!ip.is_empty() && ips.insert(ip.to_string()), "{c}");
+    }
+    // each really runs its own process in its own filesystem
+    for i in (0..n).step_by(7) {
+        let out = d.nook(&["exec", &format!("p{i}"), "cat", "/tmp/up"]).ok();
+        assert_eq!(out.trim(), format!("up-{i}"));
+    }
     let mut rm = vec!["rm".to_string(), "-f".to_string()];
     rm.extend((0..n).map(|i| format!("p{i}")));
     d.nook(&rm.iter().map(String::as_str).collect::<Vec<_>>())
         .ok();
     assert!(d.nook(&["ps", "-a", "-q"]).ok().trim().is_empty());
+}
+
+/// A busybox image with an extra incompressible layer of `mb` MiB (so downloads overlap).
+fn big_image(tag: &str, mb: usize) -> TestImage {
+    let mut big = vec![0u8; mb << 20];
+    let mut x: u64 = 0x9e3779b97f4a7c15 ^ mb as u64;
+    for chunk in big.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    let mut layers =
+        nook::image::fixture::busybox_layers(std::fs::read("/bin/busybox").unwrap(), tag);
+    layers[0].push(FileSpec::symlink("bin/sleep", "busybox"));
+    layers.push(vec![FileSpec::file("big.bin", big)]);
+    TestImage::build(&layers, true, &["sh"])
+}
+
+/// A registry (Debian's docker-registry on 127.0.0.1) holding `img` as `test/big:1`.
+fn registry_with(img: &TestImage) -> (tempfile::TempDir, TestRegistry, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut reg = TestRegistry::start(dir.path(), &TestRegistryOptions::default()).unwrap();
+    let name = format!("{}/test/big:1", reg.host());
+    let d = Nookd::start();
+    d.nook_stdin(&["load"], &oci_layout(&[("local/big:1", img)]))
+        .ok();
+    d.nook(&["push", "local/big:1", &name]).ok();
+    // count from here on: the log starts empty
+    reg.restart().unwrap();
+    (dir, reg, name)
+}
+
+#[test]
+fn ten_concurrent_registry_pulls_download_each_blob_once() {
+    let img = big_image("ten", 24);
+    let (_dir, reg, name) = registry_with(&img);
+    let d = Nookd::start();
+    let clients: Vec<_> = (0..10)
+        .map(|_| {
+            common::as_user(common::USER, &d.env(), "nook")
+                .args(["pull", "-q", &name])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in clients {
+        let o = c.wait_with_output().unwrap();
+        assert!(
+            o.status.success(),
+            "a concurrent pull failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let ls = d.nook(&["images", "ls", "--format", "json"]).ok();
+    assert!(
+        ls.contains(&img.manifest_descriptor.digest.to_string()),
+        "{ls}"
+    );
+    let gets = reg.blob_gets();
+    let mut want: Vec<String> = img
+        .layers
+        .iter()
+        .map(|(l, _)| l.digest.to_string())
+        .collect();
+    want.push(img.config_descriptor.digest.to_string());
+    for w in &want {
+        assert_eq!(gets.get(w), Some(&1), "GETs of {w}: {gets:?}");
+    }
+    assert_eq!(gets.len(), want.len(), "{gets:?}");
+    assert!(std::fs::read_dir(d.root.join("content/ingest"))
+        .unwrap()
+        .next()
+        .is_none());
+    let chk: serde_json::Value =
+        serde_json::from_str(&d.nook(&["check", "--format", "json"]).ok()).unwrap();
+    assert_eq!(chk["consistent"], true, "{chk}");
+    assert_eq!(
+        d.nook(&["run", "--rm", &name, "sh", "-c", "wc -c < /big.bin"])
+            .ok()
+            .trim(),
+        (24usize << 20).to_string()
+    );
 }

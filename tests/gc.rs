@@ -139,3 +139,116 @@ fn check_finds_and_repairs_a_corrupt_blob() {
     // after repair the store is consistent (the image whose layer was lost is dropped)
     d.nook(&["check"]).ok();
 }
+
+/// Incompressible bytes (so a throttled download takes a while).
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    let mut x: u64 = 0x9e3779b97f4a7c15 ^ seed;
+    for chunk in v.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    v
+}
+
+#[test]
+fn pull_racing_gcs_completes() {
+    use nook::image::fixture::{self, FileSpec, TestRegistry, TestRegistryOptions};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    // an image with two 6 MiB layers on busybox, in a registry behind a slow proxy
+    let mut layers = fixture::busybox_layers(std::fs::read("/bin/busybox").unwrap(), "race");
+    layers.push(vec![FileSpec::file("one.bin", noise(6 << 20, 1))]);
+    layers.push(vec![FileSpec::file("two.bin", noise(6 << 20, 2))]);
+    let img = TestImage::build(&layers, false, &["sh"]);
+    let rdir = tempfile::tempdir().unwrap();
+    let reg = TestRegistry::start(rdir.path(), &TestRegistryOptions::default()).unwrap();
+    let pusher = Nookd::start();
+    pusher
+        .nook_stdin(&["load"], &fixture::oci_layout(&[("local/race:1", &img)]))
+        .ok();
+    pusher
+        .nook(&[
+            "push",
+            "local/race:1",
+            &format!("{}/test/race:1", reg.host()),
+        ])
+        .ok();
+    drop(pusher);
+    let pport = fixture::free_port().unwrap();
+    let _proxy = common::SlowProxy::start(pport, reg.port, 3 << 20);
+    let name = format!("127.0.0.1:{pport}/test/race:1");
+
+    // a daemon whose scheduler collects after every mutation and deletion
+    let d = Nookd::start_with(
+        "[gc]\nmutation_threshold = 1\ndeletion_threshold = 1\npause_threshold = 0.5\nschedule_delay = \"0ms\"\nstartup_delay = \"0ms\"\n",
+    );
+    let junk = TestImage::busybox("junk\n", false).unwrap();
+    let junk_tar = docker_archive(&[(&["test/junk:1"], &junk)]);
+
+    let mut pull = common::as_user(common::USER, &d.env(), "nook")
+        .args(["pull", &name])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let (mut gcs_during_pull, mut swept) = (0, 0);
+    let status = loop {
+        if let Some(st) = pull.try_wait().unwrap() {
+            break st;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(50), "the pull hangs");
+        // garbage for the collections to find, and mutations for the scheduler
+        d.nook_stdin(&["images", "import", "-"], &junk_tar).ok();
+        d.nook(&["images", "rm", "test/junk:1"]).ok();
+        let r: serde_json::Value =
+            serde_json::from_str(&d.nook(&["gc", "--format", "json"]).ok()).unwrap();
+        swept += r["blobs"].as_array().map(Vec::len).unwrap_or(0);
+        if pull.try_wait().unwrap().is_none() {
+            gcs_during_pull += 1;
+        }
+    };
+    let out = pull.wait_with_output().unwrap();
+    assert!(
+        status.success(),
+        "the pull failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // collections really ran (and swept) while the pull was downloading
+    assert!(
+        gcs_during_pull >= 2,
+        "only {gcs_during_pull} GCs during the pull"
+    );
+    assert!(swept > 0, "the GCs swept nothing");
+    // the image is whole and runs; the store is consistent, also after one more GC
+    let out = d
+        .nook(&[
+            "run",
+            "--rm",
+            &name,
+            "sh",
+            "-c",
+            "wc -c < /one.bin; wc -c < /two.bin",
+        ])
+        .ok();
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        [(6 << 20).to_string(), (6 << 20).to_string()]
+    );
+    for l in &img.layers {
+        assert!(blob_path(&d, &l.0.digest.to_string()).exists());
+    }
+    d.nook(&["gc"]).ok();
+    let chk: serde_json::Value =
+        serde_json::from_str(&d.nook(&["check", "--format", "json"]).ok()).unwrap();
+    assert_eq!(chk["consistent"], true, "{chk}");
+    assert_eq!(
+        d.nook(&["run", "--rm", &name, "cat", "/etc/extra"]).ok(),
+        "race"
+    );
+    eprintln!("{gcs_during_pull} GCs during the pull swept {swept} blobs");
+}

@@ -4,13 +4,9 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::Nookd;
@@ -314,80 +310,6 @@ fn tls_registry_with_basic_auth() {
     assert!(err.contains("authentication required"), "{err}");
 }
 
-/// A TCP proxy that slows responses down so a pull can be interrupted, and can be stopped.
-struct SlowProxy {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl SlowProxy {
-    fn start(port: u16, upstream: u16, bytes_per_sec: usize) -> SlowProxy {
-        let l = TcpListener::bind(("127.0.0.1", port)).unwrap();
-        l.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut conns: Vec<TcpStream> = Vec::new();
-            while !s.load(Ordering::SeqCst) {
-                match l.accept() {
-                    Ok((c, _)) => {
-                        c.set_nonblocking(false).unwrap();
-                        let Ok(up) = TcpStream::connect(("127.0.0.1", upstream)) else {
-                            continue;
-                        };
-                        conns.push(c.try_clone().unwrap());
-                        conns.push(up.try_clone().unwrap());
-                        let (mut c2, mut up2) = (c.try_clone().unwrap(), up.try_clone().unwrap());
-                        let (mut c3, mut up3) = (c, up);
-                        std::thread::spawn(move || {
-                            let _ = std::io::copy(&mut c2, &mut up2);
-                            let _ = up2.shutdown(std::net::Shutdown::Write);
-                        });
-                        std::thread::spawn(move || {
-                            let mut buf = vec![0u8; 16 * 1024];
-                            loop {
-                                match up3.read(&mut buf) {
-                                    Ok(0) | Err(_) => break,
-                                    Ok(n) => {
-                                        if c3.write_all(&buf[..n]).is_err() {
-                                            break;
-                                        }
-                                        std::thread::sleep(Duration::from_secs_f64(
-                                            n as f64 / bytes_per_sec as f64,
-                                        ));
-                                    }
-                                }
-                            }
-                            let _ = c3.shutdown(std::net::Shutdown::Both);
-                        });
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            }
-            for c in conns {
-                let _ = c.shutdown(std::net::Shutdown::Both);
-            }
-        });
-        SlowProxy {
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn stop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for SlowProxy {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 #[test]
 fn registry_stopped_mid_pull_then_resumed() {
     let dir = scratch("resume");
@@ -411,7 +333,7 @@ fn registry_stopped_mid_pull_then_resumed() {
         .ok();
 
     let pport = fixture::free_port().unwrap();
-    let mut proxy = SlowProxy::start(pport, reg.port, 4 << 20);
+    let mut proxy = common::SlowProxy::start(pport, reg.port, 4 << 20);
     let name = format!("127.0.0.1:{pport}/test/big:1");
     let e = Nookd::start();
     let mut c = common::as_user(common::USER, &e.env(), "nook");
@@ -454,7 +376,7 @@ fn registry_stopped_mid_pull_then_resumed() {
     assert!(ing.contains("fetch-sha256:"), "{ing}");
 
     reg.restart().unwrap();
-    let _proxy = SlowProxy::start(pport, reg.port, 64 << 20);
+    let _proxy = common::SlowProxy::start(pport, reg.port, 64 << 20);
     let run = e.nook(&["pull", &name]);
     let out = run.ok();
     assert!(

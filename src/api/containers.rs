@@ -215,6 +215,7 @@ impl pb::containers_server::Containers for Svc {
                 "an image is needed: nook run IMAGE [COMMAND...]",
             ));
         }
+        super::check_labels(&q.labels)?;
         let o = CreateOptions {
             image: q.image,
             name: q.name,
@@ -555,6 +556,21 @@ impl pb::containers_server::Containers for Svc {
             .resize(None, q.width.min(65535) as u16, q.height.min(65535) as u16)
             .await?;
         Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn prune(
+        &self,
+        r: Request<pb::PruneContainersRequest>,
+    ) -> Result<Response<pb::PruneContainersResponse>, Status> {
+        let ns = namespace(&r)?;
+        let before = crate::daemon::gc::disk_total(&self.0).await;
+        let removed = self.m()?.prune(&self.0, &ns).await?;
+        crate::daemon::gc::collect_now(&self.0).await?;
+        let after = crate::daemon::gc::disk_total(&self.0).await;
+        Ok(Response::new(pb::PruneContainersResponse {
+            containers: removed.iter().map(|s| to_pb_net(&self.0, &ns, s)).collect(),
+            reclaimed_bytes: before.saturating_sub(after),
+        }))
     }
 }
 

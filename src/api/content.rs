@@ -114,6 +114,7 @@ impl pb::content_server::Content for Svc {
         let ns = namespace(&r)?;
         let req = r.into_inner();
         let dg = Digest::parse(&req.digest)?;
+        super::check_labels(&req.labels)?;
         let (d, cs) = (self.d.clone(), self.cs.clone());
         let i = blocking(move || {
             cs.update_labels(&d.store, &ns, &dg, req.labels.into_iter().collect())

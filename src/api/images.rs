@@ -273,8 +273,10 @@ impl pb::images_server::Images for Svc {
         let (tx, rx) = mpsc::channel(1024);
         let (d, cs, reg) = (self.d.clone(), self.cs.clone(), self.registry.clone());
         tokio::spawn(async move {
-            // a collection never runs while the pull is half recorded
-            let _gc = d.gc.lock.read().await;
+            // The pull's temporary lease (taken before anything is written) keeps what it
+            // fetches from collections, so a long download does not hold collections off (and,
+            // with them, every container creation queued behind a waiting collection). Only the
+            // unpack, which makes snapshots no lease names, excludes them.
             let ptx = tx.clone();
             let progress = move |p: Progress| {
                 let _ = ptx.try_send(Ok(progress_pb(p)));
@@ -285,6 +287,9 @@ impl pb::images_server::Images for Svc {
                 ns: &ns,
                 registry: &reg,
             };
+            let existed = Reference::parse(&req.reference)
+                .map(|r| crate::image::get(&d.store, &ns, &r.to_string()).is_ok())
+                .unwrap_or(true);
             let mut res = puller.pull(&req.reference, &opts, &progress).await;
             if let Ok(r) = &res {
                 d.mutated(false);
@@ -293,11 +298,21 @@ impl pb::images_server::Images for Svc {
                     PlatformSelector::All => PlatformSelector::default(),
                     one => one.clone(),
                 };
+                let _gc = d.gc.lock.read().await;
                 if let Err(e) = unpack_new(&d, &ns, vec![r.image.name.clone()], platform).await {
-                    res = Err(Error::Internal(format!(
-                        "pulled {}, but unpacking it failed: {e}",
-                        r.image.name
-                    )));
+                    // An image this pull added but could not unpack goes again, so a failed
+                    // pull leaves no image behind (its blobs stay for a retry, or for `nook gc`).
+                    if !existed {
+                        let _ = crate::image::delete(&d.store, &ns, &r.image.name);
+                    }
+                    res = Err(if e.is_no_space() {
+                        Error::NoSpace(format!("unpacking {}: {e}", r.image.name))
+                    } else {
+                        Error::Internal(format!(
+                            "pulled {}, but unpacking it failed: {e}",
+                            r.image.name
+                        ))
+                    });
                 }
             }
             crate::daemon::metrics::global().pull(res.is_ok());
@@ -616,5 +631,58 @@ impl pb::images_server::Images for Svc {
         self.registry.forget(&host);
         let removed = blocking(move || auth::remove(&file, &host)).await?;
         Ok(Response::new(pb::LogoutResponse { removed }))
+    }
+
+    async fn prune(
+        &self,
+        r: Request<pb::PruneImagesRequest>,
+    ) -> std::result::Result<Response<pb::PruneImagesResponse>, Status> {
+        let ns = namespace(&r)?;
+        let all = r.into_inner().all;
+        let before = crate::daemon::gc::disk_total(&self.d).await;
+        let (d, cs) = (self.d.clone(), self.cs.clone());
+        // Container creations hold the GC lock for reading until their record is written:
+        // holding it for writing, no container is half made from an image removed here.
+        let held = self.d.gc.lock.write().await;
+        let images = blocking(move || {
+            let used: std::collections::HashSet<String> = d
+                .store
+                .list::<crate::runtime::containers::ContainerRecord>(
+                    crate::metadata::CONTAINERS,
+                    &ns,
+                )?
+                .into_iter()
+                .flat_map(|(_, c)| [c.image, c.image_digest])
+                .collect();
+            let mut removed = Vec::new();
+            for img in image::list(&d.store, &ns)? {
+                let tagged = Reference::parse(&img.name)
+                    .map(|r| r.digest().is_none() || r.tag().is_some())
+                    .unwrap_or(true);
+                if used.contains(&img.name)
+                    || used.contains(&img.target.digest.to_string())
+                    || (tagged && !all)
+                {
+                    continue;
+                }
+                let pb = image_pb(&cs, &d, &ns, &img);
+                match image::delete(&d.store, &ns, &img.name) {
+                    Ok(_) | Err(Error::NotFound(_)) => removed.push(pb),
+                    Err(e) => return Err(e),
+                }
+            }
+            if !removed.is_empty() {
+                d.mutated(true);
+            }
+            Ok(removed)
+        })
+        .await?;
+        drop(held);
+        crate::daemon::gc::collect_now(&self.d).await?;
+        let after = crate::daemon::gc::disk_total(&self.d).await;
+        Ok(Response::new(pb::PruneImagesResponse {
+            images,
+            reclaimed_bytes: before.saturating_sub(after),
+        }))
     }
 }

@@ -40,6 +40,7 @@ impl pb::leases_server::Leases for Svc {
     ) -> Result<Response<pb::Lease>, Status> {
         let ns = namespace(&r)?;
         let r = r.into_inner();
+        super::check_labels(&r.labels)?;
         let d = self.0.clone();
         let l = blocking(move || {
             d.store.require_namespace(&ns)?;

@@ -19,6 +19,26 @@ use crate::daemon::Daemon;
 /// Largest request or response message (bytes). Larger ones are refused with a clear error.
 pub const MAX_MESSAGE: usize = 16 << 20;
 
+/// Largest label key or value (bytes), as containerd: labels are for small facts.
+pub const MAX_LABEL: usize = 4096;
+
+/// Refuses empty keys and keys or values over [`MAX_LABEL`], naming the label.
+pub fn check_labels<'a>(
+    labels: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Result<(), crate::error::Error> {
+    for (k, v) in labels {
+        if k.is_empty() || k.len() > MAX_LABEL || v.len() > MAX_LABEL {
+            let shown: String = k.chars().take(64).collect();
+            return Err(crate::error::Error::InvalidArgument(format!(
+                "invalid label {shown:?} ({} byte key, {} byte value): keys must be 1..{MAX_LABEL} bytes and values at most {MAX_LABEL}",
+                k.len(),
+                v.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Starts each subsystem (probes, recovery) before the socket opens.
 pub async fn init_subsystems(d: &Arc<Daemon>) {
     snapshots::init(d).await;

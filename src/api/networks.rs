@@ -126,6 +126,7 @@ impl pb::networks_server::Networks for Svc {
         r: Request<pb::CreateNetworkRequest>,
     ) -> Result<Response<pb::Network>, Status> {
         let r = r.into_inner();
+        super::check_labels(&r.labels)?;
         let d = self.0.clone();
         let n = blocking(move || {
             d.network.create(

@@ -90,13 +90,7 @@ fn mounts_pb(m: Vec<crate::snapshot::Mount>, snapshotter: &str) -> pb::MountsRes
 }
 
 fn labels(l: HashMap<String, String>) -> Result<BTreeMap<String, String>, Error> {
-    for (k, v) in &l {
-        if k.is_empty() || k.len() > 4096 || v.len() > 4096 {
-            return Err(Error::InvalidArgument(format!(
-                "invalid label {k:?}: keys must be 1..4096 bytes and values at most 4096"
-            )));
-        }
-    }
+    super::check_labels(&l)?;
     Ok(l.into_iter().collect())
 }
 

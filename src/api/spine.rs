@@ -48,16 +48,7 @@ fn to_pb(n: Namespace) -> pb::Namespace {
     }
 }
 
-fn check_labels(labels: &std::collections::HashMap<String, String>) -> Result<(), Error> {
-    for (k, v) in labels {
-        if k.is_empty() || k.len() > 4096 || v.len() > 4096 {
-            return Err(Error::InvalidArgument(format!(
-                "invalid label {k:?}: keys must be 1..4096 bytes and values at most 4096"
-            )));
-        }
-    }
-    Ok(())
-}
+use super::check_labels;
 
 #[tonic::async_trait]
 impl pb::namespaces_server::Namespaces for Svc {

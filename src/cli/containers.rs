@@ -239,6 +239,8 @@ pub enum ContainersCmd {
     Rm(RmArgs),
     /// Create a container (not started).
     Create(Box<CreateArgs>),
+    /// Remove every stopped container, then collect garbage.
+    Prune(super::prune::ContainerPruneArgs),
 }
 
 #[derive(Args, Debug)]
@@ -1082,6 +1084,7 @@ pub async fn containers(ctx: &Ctx, cmd: ContainersCmd) -> anyhow::Result<ExitCod
         ContainersCmd::Info(a) => inspect(ctx, a).await,
         ContainersCmd::Rm(a) => rm(ctx, a).await,
         ContainersCmd::Create(a) => create(ctx, *a).await,
+        ContainersCmd::Prune(a) => super::prune::containers(ctx, a).await,
     }
 }
 

@@ -39,6 +39,8 @@ pub enum ImagesCmd {
     Tag(TagArgs),
     /// Push an image to a registry.
     Push(PushArgs),
+    /// Remove images no container uses (untagged ones; -a: all), then collect garbage.
+    Prune(super::prune::ImagePruneArgs),
 }
 
 #[derive(Args, Debug)]
@@ -179,6 +181,7 @@ pub async fn run(ctx: &Ctx, cmd: ImagesCmd) -> anyhow::Result<ExitCode> {
         ImagesCmd::Export(a) => export(ctx, &a.file, a.names, a.platform).await,
         ImagesCmd::Tag(a) => tag(ctx, a).await,
         ImagesCmd::Push(a) => push(ctx, a).await,
+        ImagesCmd::Prune(a) => super::prune::images(ctx, a).await,
     }
 }
 

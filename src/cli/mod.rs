@@ -9,6 +9,7 @@ mod images;
 mod leases;
 mod networks;
 pub mod output;
+mod prune;
 mod snapshots;
 pub mod spine;
 mod system;

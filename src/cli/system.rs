@@ -34,6 +34,8 @@ pub enum SystemCmd {
     },
     /// Same as `nook info`.
     Info(super::spine::InfoArgs),
+    /// Remove stopped containers and unused images, then collect garbage.
+    Prune(super::prune::SystemPruneArgs),
 }
 
 pub async fn gc(ctx: &Ctx, a: GcArgs) -> anyhow::Result<ExitCode> {
@@ -75,6 +77,7 @@ pub async fn gc(ctx: &Ctx, a: GcArgs) -> anyhow::Result<ExitCode> {
 pub async fn system(ctx: &Ctx, cmd: SystemCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         SystemCmd::Info(a) => super::spine::info(ctx, a).await,
+        SystemCmd::Prune(a) => super::prune::system(ctx, a).await,
         SystemCmd::Df { format } => {
             let c = ctx.connect().await?;
             let mut cl = pb::gc_client::GcClient::new(c.channel.clone());

@@ -11,7 +11,7 @@
 //! `<ns>/<digest>` → [`ContentRecord`] (size, labels). Deleting content from a namespace drops the
 //! reference only; the bytes stay until garbage collection finds nothing referencing them.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -212,7 +212,8 @@ pub struct IngestStatus {
 /// The content store (shared: clone the `Arc`).
 pub struct ContentStore {
     root: PathBuf,
-    active: Arc<Mutex<HashSet<String>>>,
+    /// Refs with an open writer, each with a channel closed when that writer goes away.
+    active: Arc<Mutex<HashMap<String, tokio::sync::watch::Sender<()>>>>,
 }
 
 impl ContentStore {
@@ -224,7 +225,7 @@ impl ContentStore {
         }
         Ok(Arc::new(ContentStore {
             root: dir.to_path_buf(),
-            active: Arc::new(Mutex::new(HashSet::new())),
+            active: Arc::new(Mutex::new(HashMap::new())),
         }))
     }
 
@@ -280,11 +281,12 @@ impl ContentStore {
         }
         {
             let mut active = lock(&self.active);
-            if !active.insert(reference.to_string()) {
+            if active.contains_key(reference) {
                 return Err(Error::Unavailable(format!(
                     "ref {reference:?} is being written by another writer; retry when it ends"
                 )));
             }
+            active.insert(reference.to_string(), tokio::sync::watch::channel(()).0);
         }
         let guard = ActiveGuard {
             set: self.active.clone(),
@@ -361,6 +363,17 @@ impl ContentStore {
         })
     }
 
+    /// Waits until the writer now open for `reference` (if any) is gone: committed, failed or
+    /// dropped. Returns at once when there is none. Lets a second pull of a blob wait for the
+    /// download in flight instead of polling or downloading it again.
+    pub async fn wait_writer(&self, reference: &str) {
+        let rx = lock(&self.active).get(reference).map(|tx| tx.subscribe());
+        if let Some(mut rx) = rx {
+            // the sender is dropped with the writer: `changed` then fails, which is the signal
+            while rx.changed().await.is_ok() {}
+        }
+    }
+
     /// Lists the ingests present (active or interrupted).
     pub fn ingests(&self) -> Result<Vec<IngestStatus>> {
         let mut out = Vec::new();
@@ -388,7 +401,7 @@ impl ContentStore {
 
     /// Drops an interrupted ingest.
     pub fn abort(&self, reference: &str) -> Result<()> {
-        if lock(&self.active).contains(reference) {
+        if lock(&self.active).contains_key(reference) {
             return Err(Error::Unavailable(format!(
                 "ref {reference:?} is being written"
             )));
@@ -639,7 +652,7 @@ struct IngestMeta {
 }
 
 struct ActiveGuard {
-    set: Arc<Mutex<HashSet<String>>>,
+    set: Arc<Mutex<HashMap<String, tokio::sync::watch::Sender<()>>>>,
     reference: String,
 }
 

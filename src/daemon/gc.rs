@@ -105,6 +105,19 @@ pub async fn scheduler(d: Arc<Daemon>) {
     }
 }
 
+/// Bytes on disk now (content, snapshots, container state); prunes report what they freed as
+/// the difference.
+pub async fn disk_total(d: &Arc<Daemon>) -> u64 {
+    let d = d.clone();
+    tokio::task::spawn_blocking(move || {
+        disk_usage(&d)
+            .map(|v| v.iter().map(|(_, _, b)| b).sum())
+            .unwrap_or(0)
+    })
+    .await
+    .unwrap_or(0)
+}
+
 /// Disk use: (kind, count, bytes) for content, each snapshotter, and container state.
 pub fn disk_usage(d: &Daemon) -> Result<Vec<(String, u64, u64)>> {
     let blobs = d.content.blobs()?;

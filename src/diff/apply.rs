@@ -403,6 +403,9 @@ impl Applier<'_> {
                     .open(&abs)
                     .ctx(|| format!("creating {}", abs.display()))?;
                 let n = io::copy(entry, &mut f).map_err(|e| {
+                    if crate::error::is_no_space(&e) {
+                        return Error::io(format!("writing {}", abs.display()), e);
+                    }
                     Error::InvalidArgument(format!(
                         "layer is corrupt or truncated (in entry {:?}): {e}",
                         raw.display().to_string()

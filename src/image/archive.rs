@@ -135,8 +135,20 @@ pub fn import(
         let reference = format!("import-{nonce}-{i}");
         let mut w = cs.writer(&reference, expected.clone().map(|d| (d, size)))?;
         w.truncate()?;
-        std::io::copy(&mut entry, &mut w)
-            .map_err(|e| Error::InvalidArgument(format!("reading {name} from the archive: {e}")))?;
+        if let Err(e) = std::io::copy(&mut entry, &mut w) {
+            // nothing of a failed import stays: neither this ingest nor the blobs before it
+            drop(w);
+            let _ = cs.abort(&reference);
+            cleanup_unreferenced(cs, meta, &created);
+            return Err(if crate::error::is_no_space(&e) {
+                Error::no_space(&format!(
+                    "importing {name} of the archive into {}",
+                    cs.root().display()
+                ))
+            } else {
+                Error::InvalidArgument(format!("reading {name} from the archive: {e}"))
+            });
+        }
         let digest = match w.commit_blob_status() {
             Ok((d, new)) => {
                 if new {
@@ -146,6 +158,9 @@ pub fn import(
             }
             Err(e) => {
                 cleanup_unreferenced(cs, meta, &created);
+                if e.is_no_space() {
+                    return Err(e);
+                }
                 return Err(Error::InvalidArgument(format!(
                     "{name} in the archive: {e}"
                 )));

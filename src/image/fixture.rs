@@ -378,7 +378,7 @@ impl TestRegistry {
         let port = free_port()?;
         std::fs::create_dir_all(dir.join("data"))?;
         let mut cfg = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
             dir.join("data").display()
         );
         if let Some((c, k)) = &opts.tls {
@@ -417,6 +417,26 @@ impl TestRegistry {
             .join(&d.hex()[..2])
             .join(d.hex())
             .join("data")
+    }
+
+    /// The registry's access log since it was last (re)started: one line per request.
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("registry.log")).unwrap_or_default()
+    }
+
+    /// How many `GET` requests of each blob the registry served since its last (re)start.
+    pub fn blob_gets(&self) -> BTreeMap<String, usize> {
+        let mut n = BTreeMap::new();
+        for line in self.access_log().lines() {
+            let Some(i) = line.find("\"GET /v2/") else {
+                continue;
+            };
+            let req = line[i + 1..].split(' ').nth(1).unwrap_or("");
+            if let Some((_, d)) = req.split_once("/blobs/") {
+                *n.entry(d.to_string()).or_insert(0) += 1;
+            }
+        }
+        n
     }
 
     /// Stops the registry (the port stays reserved for [`TestRegistry::restart`]).

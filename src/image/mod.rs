@@ -155,6 +155,7 @@ pub fn delete(meta: &Store, ns: &str, name: &str) -> Result<ImageRecord> {
 
 /// Gives the image `src` the additional name `dst`.
 pub fn tag(meta: &Store, ns: &str, src: &str, dst: &str) -> Result<ImageRecord> {
+    normalize_name(dst)?; // a bad new name is reported before a missing source
     let rec = get(meta, ns, src)?;
     put(meta, ns, dst, rec.target, rec.labels)
 }

@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use futures::stream::{self, TryStreamExt};
 use serde::Serialize;
@@ -300,7 +299,9 @@ impl Puller<'_> {
             ) {
                 Ok(w) => break w,
                 Err(Error::Unavailable(_)) => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    // one download per digest: wait for the one in flight; if it failed, the
+                    // next turn of the loop takes the writer and resumes what it left
+                    self.cs.wait_writer(&ingest_ref(&desc.digest)).await;
                     if self.cs.blob_size(&desc.digest) == Some(desc.size) {
                         self.cs.add_ref(self.meta, self.ns, &desc.digest, labels)?;
                         done(BlobState::Exists);
@@ -341,15 +342,27 @@ impl Puller<'_> {
                 });
             }
         };
-        self.registry.fetch_blob(r, desc, &mut w, &cb).await?;
+        let fetched = self.registry.fetch_blob(r, desc, &mut w, &cb).await;
         let got = w.offset() - start;
-        w.commit(self.cs, self.meta, self.ns, labels)
-            .map_err(|e| match e {
+        let res = fetched.and_then(|()| w.commit(self.cs, self.meta, self.ns, labels));
+        if let Err(e) = res {
+            return Err(match e {
                 Error::InvalidArgument(m) => {
                     Error::InvalidArgument(format!("{m} (blob of {r} from {})", r.domain()))
                 }
+                // a partial download only keeps the disk full: drop it
+                Error::NoSpace(_) => {
+                    let _ = self.cs.abort(&ingest_ref(&desc.digest));
+                    Error::no_space(&format!(
+                        "downloading {} {} of {r} into {}",
+                        format!("{kind:?}").to_lowercase(),
+                        desc.digest,
+                        self.cs.root().display()
+                    ))
+                }
                 e => e,
-            })?;
+            });
+        }
         done(BlobState::Done);
         Ok(got)
     }
@@ -364,6 +377,7 @@ mod tests {
     use super::*;
     use std::io::Write as _;
     use std::sync::{Arc, Mutex};
+    use std::time::Duration;
 
     struct Env {
         _t: tempfile::TempDir,

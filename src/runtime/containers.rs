@@ -122,6 +122,9 @@ impl Status {
     }
 }
 
+/// How long a created, never started container is spared by prune.
+pub const PRUNE_GRACE_SECS: i64 = 30;
+
 /// The containers' manager inside nookd.
 pub struct Manager {
     pub tasks: Tasks,
@@ -514,10 +517,27 @@ impl Manager {
 
     /// Starts a container detached; with `--rm`, nookd removes it when it exits.
     pub async fn start(&self, d: &Arc<Daemon>, ns: &str, r: &ContainerRecord) -> Result<()> {
-        if !self.create_task(d, ns, r, true, false).await? {
-            // a task created earlier and not started: start it
-            self.tasks.client(ns, &r.id).start().await?;
+        let (key, lock) = self.op_lock(ns, &r.id);
+        let res = async {
+            let _held = lock.lock().await;
+            if d.store
+                .get::<ContainerRecord>(CONTAINERS, ns, &r.id)?
+                .is_none()
+            {
+                return Err(Error::NotFound(format!(
+                    "container {} was removed before it started",
+                    r.name
+                )));
+            }
+            if !self.create_task(d, ns, r, true, false).await? {
+                // a task created earlier and not started: start it
+                self.tasks.client(ns, &r.id).start().await?;
+            }
+            Ok(())
         }
+        .await;
+        self.op_unlock(&key, lock);
+        res?;
         self.watch_auto_remove(d, ns, r);
         Ok(())
     }
@@ -656,23 +676,56 @@ impl Manager {
         r: &ContainerRecord,
         force: bool,
     ) -> Result<()> {
-        // one removal at a time per container (`--rm` watcher, attach and `rm -f` may race)
-        let key = format!("{ns}/{}", r.id);
-        let lock = {
-            let mut m = self.removing.lock().unwrap_or_else(|e| e.into_inner());
-            m.entry(key.clone())
-                .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
-                .clone()
-        };
+        // one removal at a time per container (`--rm` watcher, attach and `rm -f` may race),
+        // and never while it is being started (a prune racing `nook start`)
+        let (key, lock) = self.op_lock(ns, &r.id);
         let res = {
             let _held = lock.lock().await;
             self.remove_locked(d, ns, r, force).await
         };
-        self.removing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&key);
+        self.op_unlock(&key, lock);
         res
+    }
+
+    /// The lock serializing a container's start and removal.
+    fn op_lock(&self, ns: &str, id: &str) -> (String, Arc<tokio::sync::Mutex<()>>) {
+        let key = format!("{ns}/{id}");
+        let mut m = self.removing.lock().unwrap_or_else(|e| e.into_inner());
+        let l = m
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
+            .clone();
+        (key, l)
+    }
+
+    /// Drops the map's entry unless someone else still holds or waits for the lock.
+    fn op_unlock(&self, key: &str, lock: Arc<tokio::sync::Mutex<()>>) {
+        let mut m = self.removing.lock().unwrap_or_else(|e| e.into_inner());
+        // the map and `lock` itself: nobody else
+        if Arc::strong_count(&lock) <= 2 {
+            m.remove(key);
+        }
+    }
+
+    /// Removes every container that is not running (`nook container prune`), returning them.
+    /// A container whose start raced the prune is kept, as is one created in the last
+    /// [`PRUNE_GRACE_SECS`] and never started (a `nook run` may be about to start it).
+    pub async fn prune(&self, d: &Arc<Daemon>, ns: &str) -> Result<Vec<Status>> {
+        let t = now();
+        let mut removed = Vec::new();
+        for rec in self.records(d, ns)? {
+            let st = self.status(ns, rec.clone()).await;
+            if st.running() || (st.task.is_none() && t - rec.created_at < PRUNE_GRACE_SECS) {
+                continue;
+            }
+            match self.remove(d, ns, &rec, false).await {
+                Ok(()) => removed.push(st),
+                // started meanwhile
+                Err(Error::Precondition(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(removed)
     }
 
     async fn remove_locked(

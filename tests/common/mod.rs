@@ -423,3 +423,127 @@ impl Drop for Nookd {
         }
     }
 }
+
+/// A TCP proxy that slows responses down so a pull can be interrupted, and can be stopped.
+pub struct SlowProxy {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SlowProxy {
+    pub fn start(port: u16, upstream: u16, bytes_per_sec: usize) -> SlowProxy {
+        let l = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        l.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut conns: Vec<std::net::TcpStream> = Vec::new();
+            while !s.load(std::sync::atomic::Ordering::SeqCst) {
+                match l.accept() {
+                    Ok((c, _)) => {
+                        c.set_nonblocking(false).unwrap();
+                        let Ok(up) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+                            continue;
+                        };
+                        conns.push(c.try_clone().unwrap());
+                        conns.push(up.try_clone().unwrap());
+                        let (mut c2, mut up2) = (c.try_clone().unwrap(), up.try_clone().unwrap());
+                        let (mut c3, mut up3) = (c, up);
+                        std::thread::spawn(move || {
+                            let _ = std::io::copy(&mut c2, &mut up2);
+                            let _ = up2.shutdown(std::net::Shutdown::Write);
+                        });
+                        std::thread::spawn(move || {
+                            let mut buf = vec![0u8; 16 * 1024];
+                            loop {
+                                match std::io::Read::read(&mut up3, &mut buf) {
+                                    Ok(0) | Err(_) => break,
+                                    Ok(n) => {
+                                        if std::io::Write::write_all(&mut c3, &buf[..n]).is_err() {
+                                            break;
+                                        }
+                                        std::thread::sleep(Duration::from_secs_f64(
+                                            n as f64 / bytes_per_sec as f64,
+                                        ));
+                                    }
+                                }
+                            }
+                            let _ = c3.shutdown(std::net::Shutdown::Both);
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+            for c in conns {
+                let _ = c.shutdown(std::net::Shutdown::Both);
+            }
+        });
+        SlowProxy {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn stop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for SlowProxy {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A small tmpfs mounted on a daemon's root before it starts, to fill its disk in tests;
+/// unmounted on drop (declare it before the [`Nookd`], so the daemon stops first).
+pub struct SmallDisk {
+    pub path: PathBuf,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `mb` MiB, owned by the daemon's user, on `d.root` (not started yet).
+    pub fn mount(d: &Nookd, mb: u64) -> SmallDisk {
+        let (uid, gid) = ids(&d.user);
+        std::fs::create_dir_all(&d.root).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={mb}m,mode=0700,uid={uid},gid={gid}"))
+            .arg("tmpfs")
+            .arg(&d.root)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mounting a tmpfs on {}", d.root.display());
+        SmallDisk {
+            path: d.root.clone(),
+        }
+    }
+
+    /// Grows (or shrinks) the tmpfs; the daemon's mount namespace sees the same filesystem.
+    pub fn resize(&self, mb: u64) {
+        let st = Command::new("mount")
+            .args(["-o", &format!("remount,size={mb}m")])
+            .arg(&self.path)
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "resizing the tmpfs on {}",
+            self.path.display()
+        );
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+        if let Some(base) = self.path.parent() {
+            if std::env::var_os("NOOK_KEEP_TEST_DIRS").is_none() && !std::thread::panicking() {
+                let _ = std::fs::remove_dir_all(base);
+            }
+        }
+    }
+}
