@@ -572,6 +572,17 @@ impl Svc {
         } else {
             c.resume().await
         };
+        if res.is_ok() {
+            crate::daemon::events::publish(
+                &ns,
+                if pause {
+                    "/tasks/paused"
+                } else {
+                    "/tasks/resumed"
+                },
+                &[("id", rec.id.clone()), ("name", rec.name.clone())],
+            );
+        }
         res.map_err(|e| {
             let msg = e.to_string();
             if msg.contains("cgroup") || msg.contains("freezer") {

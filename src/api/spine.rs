@@ -95,6 +95,11 @@ impl pb::namespaces_server::Namespaces for Svc {
                 }
                 tx.put_raw(NAMESPACES, &n.name, &n)
             })?;
+            crate::daemon::events::publish(
+                &n.name,
+                "/namespaces/create",
+                &[("name", n.name.clone())],
+            );
             Ok(n)
         })
         .await?;
@@ -120,7 +125,9 @@ impl pb::namespaces_server::Namespaces for Svc {
                 }
                 tx.delete_raw(NAMESPACES, &name)?;
                 Ok(())
-            })
+            })?;
+            crate::daemon::events::publish(&name, "/namespaces/delete", &[("name", name.clone())]);
+            Ok(())
         })
         .await?;
         Ok(Response::new(pb::RemoveNamespaceResponse {}))
@@ -135,20 +142,28 @@ impl pb::namespaces_server::Namespaces for Svc {
         check_labels(&r.labels)?;
         let d = self.0.clone();
         let n = blocking(move || {
-            d.store.write(|tx| {
-                let mut n: Namespace = tx.get_raw(NAMESPACES, &r.name)?.ok_or_else(|| {
-                    Error::NotFound(format!("namespace {:?} does not exist", r.name))
-                })?;
-                for (k, v) in r.labels {
-                    if v.is_empty() {
-                        n.labels.remove(&k);
-                    } else {
-                        n.labels.insert(k, v);
+            d.store
+                .write(|tx| {
+                    let mut n: Namespace = tx.get_raw(NAMESPACES, &r.name)?.ok_or_else(|| {
+                        Error::NotFound(format!("namespace {:?} does not exist", r.name))
+                    })?;
+                    for (k, v) in r.labels {
+                        if v.is_empty() {
+                            n.labels.remove(&k);
+                        } else {
+                            n.labels.insert(k, v);
+                        }
                     }
-                }
-                tx.put_raw(NAMESPACES, &r.name, &n)?;
-                Ok(n)
-            })
+                    tx.put_raw(NAMESPACES, &r.name, &n)?;
+                    Ok(n)
+                })
+                .inspect(|n| {
+                    crate::daemon::events::publish(
+                        &n.name,
+                        "/namespaces/update",
+                        &[("name", n.name.clone())],
+                    )
+                })
         })
         .await?;
         Ok(Response::new(to_pb(n)))

@@ -5,6 +5,7 @@
 pub mod client;
 mod containers;
 mod content;
+mod events;
 mod images;
 mod leases;
 mod networks;
@@ -128,6 +129,8 @@ pub enum Command {
     /// Manage snapshots (filesystem layers): prepare, view, commit, mounts, unpack layers.
     #[command(visible_alias = "snapshot")]
     Snapshots(snapshots::SnapshotsArgs),
+    /// Stream nookd's events (containers, tasks, images, snapshots) until Ctrl-C.
+    Events(events::EventsArgs),
 }
 
 /// Runs the CLI; returns the process exit code.
@@ -195,6 +198,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Containers(c) => containers::containers(&ctx, c).await,
         Command::Tasks(c) => containers::tasks(&ctx, c).await,
         Command::Snapshots(a) => snapshots::run(&ctx, a).await,
+        Command::Events(a) => events::events(&ctx, a).await,
     }
 }
 

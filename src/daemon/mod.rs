@@ -1,6 +1,7 @@
 //! nookd's life after bootstrap: open the stores, start the network link, report plugins, serve
 //! the API on the unix socket, and shut down on SIGTERM/SIGINT through one path.
 
+pub mod events;
 pub mod gc;
 pub mod metrics;
 pub mod recover;
@@ -40,6 +41,8 @@ pub struct Daemon {
     pub link: std::sync::Mutex<Option<slirp::Link>>,
     /// Container networks: bridges, per-container namespaces, IPAM, published ports.
     pub network: Arc<crate::network::Manager>,
+    /// The event bus (`nook events`); the process's one, see [`events::bus`].
+    pub events: &'static events::Bus,
 }
 
 /// Facts from bootstrap handed to [`run`].
@@ -293,6 +296,7 @@ pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
         host_gid: boot.host_gid,
         link: std::sync::Mutex::new(None),
         network,
+        events: events::bus(),
     });
     d.plugins.set(plugins::METADATA, "redb", Ok(()));
     d.plugins.set(plugins::CONTENT, "content", Ok(()));
@@ -322,6 +326,7 @@ pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
 
     let listener = bind(&d.paths.address)?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let d_sig = d.clone();
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let (Ok(mut term), Ok(mut int)) = (
@@ -334,6 +339,8 @@ pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
             _ = int.recv() => tracing::info!("SIGINT: shutting down"),
         }
+        // event streams never end by themselves: end them, or the server would wait for them
+        d_sig.events.close();
         let _ = tx.send(());
     });
     if !d.config.metrics.address.is_empty() {

@@ -126,6 +126,11 @@ impl Status {
 pub struct Manager {
     pub tasks: Tasks,
     removing: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Tasks watched by [`Manager::monitor`] (`<ns>/<id>`).
+    monitored: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The last exit reported per container (`<ns>/<id>` → exited_at), so that each exit is
+    /// published once whoever sees it first.
+    exits_reported: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 static M: std::sync::OnceLock<Manager> = std::sync::OnceLock::new();
@@ -144,6 +149,8 @@ pub fn manager(d: &Daemon) -> Result<&'static Manager> {
     Ok(M.get_or_init(|| Manager {
         tasks: Tasks::new(&d.paths.state, shim),
         removing: Default::default(),
+        monitored: Default::default(),
+        exits_reported: Default::default(),
     }))
 }
 
@@ -406,6 +413,16 @@ impl Manager {
             return Err(e);
         }
         d.mutated(false);
+        crate::daemon::events::publish(
+            ns,
+            "/containers/create",
+            &[
+                ("id", rec.id.clone()),
+                ("name", rec.name.clone()),
+                ("image", rec.image.clone()),
+                ("runtime", rec.runtime.clone()),
+            ],
+        );
         Ok(rec)
     }
 
@@ -500,15 +517,32 @@ impl Manager {
         })
         .await
         .map_err(|e| Error::Internal(format!("publishing ports: {e}")))??;
-        if let Err(e) = self
+        let pid = match self
             .tasks
             .spawn(ns, &r.id, &rt, r.tty, r.stdin, start_now, hold_output)
             .await
         {
-            d.network.unpublish(ns, &r.id);
-            return Err(e);
-        }
+            Ok((_, pid)) => pid,
+            Err(e) => {
+                d.network.unpublish(ns, &r.id);
+                return Err(e);
+            }
+        };
+        crate::daemon::events::publish(
+            ns,
+            if start_now {
+                "/tasks/start"
+            } else {
+                "/tasks/create"
+            },
+            &[
+                ("id", r.id.clone()),
+                ("name", r.name.clone()),
+                ("pid", pid.to_string()),
+            ],
+        );
         self.watch_ports(d, ns, &r.id);
+        self.monitor(d, ns, r);
         Ok(true)
     }
 
@@ -516,10 +550,96 @@ impl Manager {
     pub async fn start(&self, d: &Arc<Daemon>, ns: &str, r: &ContainerRecord) -> Result<()> {
         if !self.create_task(d, ns, r, true, false).await? {
             // a task created earlier and not started: start it
-            self.tasks.client(ns, &r.id).start().await?;
+            let c = self.tasks.client(ns, &r.id);
+            c.start().await?;
+            let pid = c.state().await.map(|s| s.pid).unwrap_or(0);
+            crate::daemon::events::publish(
+                ns,
+                "/tasks/start",
+                &[
+                    ("id", r.id.clone()),
+                    ("name", r.name.clone()),
+                    ("pid", pid.to_string()),
+                ],
+            );
         }
         self.watch_auto_remove(d, ns, r);
         Ok(())
+    }
+
+    /// Watches the task until it exits, then reports the exit (`/tasks/exit`). One watcher per
+    /// task: the shim is the only one who knows of the exit, and tells whoever waits.
+    pub fn monitor(&self, d: &Arc<Daemon>, ns: &str, r: &ContainerRecord) {
+        let key = format!("{ns}/{}", r.id);
+        if !self
+            .monitored
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone())
+        {
+            return;
+        }
+        let (d, ns, r) = (d.clone(), ns.to_string(), r.clone());
+        tokio::spawn(async move {
+            let Ok(m) = manager(&d) else { return };
+            let exit = m.wait_for_exit(&ns, &r.id).await;
+            m.monitored
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+            if let Some(e) = exit {
+                m.report_exit(&ns, &r, &e);
+            }
+        });
+    }
+
+    /// Waits until the task's init exits; `None` when the task went away without a word.
+    async fn wait_for_exit(&self, ns: &str, id: &str) -> Option<crate::shim::ExitInfo> {
+        let c = self.tasks.client(ns, id);
+        loop {
+            match c.wait(None).await {
+                Ok(e) => return Some(e),
+                Err(_) => {
+                    // the shim may not be listening yet, or is gone: check the record
+                    if let Some(e) = c.recorded_exit() {
+                        return Some(e);
+                    }
+                    if self.tasks.state(ns, id).await.is_none() {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        if self.tasks.state(ns, id).await.is_none() {
+                            return c.recorded_exit();
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    /// Publishes `/tasks/exit` for this exit, unless it was published already.
+    pub fn report_exit(&self, ns: &str, r: &ContainerRecord, e: &crate::shim::ExitInfo) {
+        let key = format!("{ns}/{}", r.id);
+        {
+            let mut seen = self
+                .exits_reported
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if seen.get(&key) == Some(&e.exited_at) {
+                return;
+            }
+            seen.insert(key, e.exited_at.clone());
+        }
+        crate::daemon::events::publish(
+            ns,
+            "/tasks/exit",
+            &[
+                ("id", r.id.clone()),
+                ("name", r.name.clone()),
+                ("pid", e.pid.to_string()),
+                ("exit_code", e.exit_code.to_string()),
+                ("exited_at", e.exited_at.clone()),
+            ],
+        );
     }
 
     /// Closes the container's published ports when it exits.
@@ -719,6 +839,35 @@ impl Manager {
         d.store
             .write(|tx| tx.delete(CONTAINERS, ns, &r.id).map(|_| ()))?;
         d.mutated(true);
+        if st.task.is_some() {
+            let exit = self.tasks.client(ns, &r.id).recorded_exit();
+            if let Some(e) = &exit {
+                self.report_exit(ns, r, e);
+            }
+            crate::daemon::events::publish(
+                ns,
+                "/tasks/delete",
+                &[
+                    ("id", r.id.clone()),
+                    ("name", r.name.clone()),
+                    (
+                        "exit_code",
+                        exit.map(|e| e.exit_code)
+                            .unwrap_or(st.exit_code())
+                            .to_string(),
+                    ),
+                ],
+            );
+        }
+        self.exits_reported
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&format!("{ns}/{}", r.id));
+        crate::daemon::events::publish(
+            ns,
+            "/containers/delete",
+            &[("id", r.id.clone()), ("name", r.name.clone())],
+        );
         if let Ok(sn) = d.snapshotters.get(Some(&r.snapshotter)) {
             match crate::snapshot::Snapshotter::remove(sn.as_ref(), ns, &r.snapshot_key) {
                 Err(Error::NotFound(_)) | Ok(()) => {}
@@ -825,9 +974,10 @@ impl Manager {
             };
             for r in recs {
                 let st = self.status(&ns.name, r.clone()).await;
-                if st.running() {
+                if st.running() || st.status() == "created" && st.task.is_some() {
                     // their ports were published again by the network's start-up
                     self.watch_ports(d, &ns.name, &r.id);
+                    self.monitor(d, &ns.name, &r);
                 }
                 if !r.auto_remove {
                     continue;

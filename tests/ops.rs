@@ -1,0 +1,235 @@
+//! Operations end to end: `nook events`, `nook system info`, restart policies and their counts,
+//! `nook save` of every image. A real nookd as the unprivileged test user, runc, a busybox
+//! image built from /bin/busybox.
+
+mod common;
+
+use std::io::BufRead;
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::Nookd;
+use nook::image::fixture::{docker_archive, FileSpec, TestImage};
+
+const IMG: &str = "bb:latest";
+
+/// A busybox image with a shell and a few applets.
+fn image() -> Vec<u8> {
+    let bb = std::fs::read("/bin/busybox").expect("busybox-static is installed");
+    let mut base = vec![
+        FileSpec::dir("bin"),
+        FileSpec::exec("bin/busybox", bb),
+        FileSpec::dir("tmp"),
+    ];
+    for a in ["sh", "sleep", "echo", "true", "kill", "cat"] {
+        base.push(FileSpec::symlink(&format!("bin/{a}"), "busybox"));
+    }
+    let img = TestImage::build(&[base], false, &["sh"]);
+    docker_archive(&[(&[IMG], &img)])
+}
+
+fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "timed out after {secs} s: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `nook events ARGS` running in the background; its stdout lines arrive on a channel.
+struct Events {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Events {
+    fn start(d: &Nookd, args: &[&str]) -> Events {
+        let mut c = common::as_user(&d.user, &d.env(), "nook");
+        c.arg("events")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().expect("starting nook events");
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(out).lines() {
+                let Ok(l) = l else { break };
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Events {
+            child,
+            lines: rx,
+            seen: vec![],
+        }
+    }
+
+    /// Reads lines until one satisfies `f` (returned), or fails the test after `secs`.
+    fn until(&mut self, secs: u64, what: &str, f: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if f(&l) {
+                        return l;
+                    }
+                }
+                Err(_) => panic!(
+                    "no event {what} within {secs} s; got:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Lines read so far, parsed as JSON.
+    fn json(&self) -> Vec<serde_json::Value> {
+        self.seen
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Subscribers see the life of a container and an image, in order, with exit codes; filters
+/// narrow the stream; the human format is docker-like; a nookd shutdown ends the stream.
+#[test]
+fn events_follow_a_container_and_an_image() {
+    let mut d = Nookd::start();
+    let mut all = Events::start(&d, &["--format", "json"]);
+    let mut tasks = Events::start(&d, &["--filter", "topic=/tasks/*"]);
+    // the subscriptions are live once a namespace creation is seen by both
+    wait_until("the subscriptions are live", 20, || {
+        d.nook(&["namespaces", "create", &format!("ev{}", rand_suffix())])
+            .ok();
+        all.lines
+            .recv_timeout(Duration::from_millis(300))
+            .map(|l| all.seen.push(l))
+            .is_ok()
+    });
+    all.seen.clear();
+    d.nook_stdin(&["load"], &image()).ok();
+    let r = d.nook(&["run", "--name", "ev", IMG, "sh", "-c", "exit 3"]);
+    assert_eq!(r.code(), 3, "{}", r.stderr());
+    d.nook(&["rm", "ev"]).ok();
+    d.nook(&["rmi", IMG]).ok();
+    all.until(20, "/images/delete", |l| l.contains("\"/images/delete\""));
+    let ev = all.json();
+    let topics: Vec<&str> = ev.iter().map(|e| e["topic"].as_str().unwrap()).collect();
+    let id = ev
+        .iter()
+        .find(|e| e["topic"] == "/containers/create")
+        .map(|e| e["attributes"]["id"].as_str().unwrap().to_string())
+        .unwrap_or_else(|| panic!("no /containers/create in {topics:?}"));
+    // every event of that container, in order
+    let mine: Vec<&serde_json::Value> = ev
+        .iter()
+        .filter(|e| e["attributes"]["id"] == id.as_str() || e["attributes"]["key"] == id.as_str())
+        .collect();
+    let mine_topics: Vec<&str> = mine.iter().map(|e| e["topic"].as_str().unwrap()).collect();
+    assert_eq!(
+        mine_topics,
+        [
+            "/snapshot/prepare",
+            "/containers/create",
+            "/tasks/start",
+            "/tasks/exit",
+            "/tasks/delete",
+            "/containers/delete",
+            "/snapshot/remove",
+        ],
+        "all events: {topics:?}"
+    );
+    let exit = mine[3];
+    assert_eq!(exit["attributes"]["exit_code"], "3");
+    assert_eq!(exit["attributes"]["name"], "ev");
+    assert_eq!(exit["namespace"], "default");
+    assert!(
+        exit["attributes"]["pid"]
+            .as_str()
+            .unwrap()
+            .parse::<i32>()
+            .unwrap()
+            > 0
+    );
+    let create = mine[1];
+    assert_eq!(create["attributes"]["image"], "docker.io/library/bb:latest");
+    // the image: created by the load (with its layers committed), deleted at the end
+    let pos = |t: &str| topics.iter().position(|x| *x == t);
+    assert!(
+        pos("/images/create") < pos("/containers/create"),
+        "{topics:?}"
+    );
+    assert!(
+        pos("/snapshot/commit") < pos("/containers/create"),
+        "{topics:?}"
+    );
+    assert_eq!(topics.last(), Some(&"/images/delete"));
+    let img_del = ev.last().unwrap();
+    assert_eq!(img_del["attributes"]["name"], "docker.io/library/bb:latest");
+    // timestamps: RFC 3339 UTC with milliseconds, never going back
+    let ts: Vec<&str> = ev.iter().map(|e| e["time"].as_str().unwrap()).collect();
+    assert!(
+        ts.iter().all(|t| t.len() == 24 && t.ends_with('Z')),
+        "{ts:?}"
+    );
+    assert!(ts.windows(2).all(|w| w[0] <= w[1]), "{ts:?}");
+
+    // the filtered, human-format subscriber saw only task events, one line each
+    let exit_line = tasks.until(10, "/tasks/delete", |l| l.contains(" /tasks/delete "));
+    assert!(
+        exit_line.contains(&format!("ns=default id={id} name=ev")),
+        "{exit_line}"
+    );
+    let lines = tasks.seen.clone();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.split(' ').nth(1).unwrap().starts_with("/tasks/")),
+        "{lines:?}"
+    );
+    let exit_line = lines.iter().find(|l| l.contains(" /tasks/exit ")).unwrap();
+    let t = exit_line.split(' ').next().unwrap();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(t).is_ok(),
+        "{exit_line}"
+    );
+    assert!(exit_line.contains(" exit_code=3 "), "{exit_line}");
+
+    // a bad filter is refused with a one-line reason
+    let e = d.nook(&["events", "--filter", "colour=red"]).fails();
+    assert!(e.contains("unknown filter key"), "{e}");
+
+    // nookd's shutdown ends the streams (it does not wait for the subscribers)
+    let t0 = Instant::now();
+    d.signal_and_wait(nix::sys::signal::Signal::SIGTERM);
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    let st = all.child.wait().unwrap();
+    assert!(!st.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(all.child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(err.contains("closed the event stream"), "{err}");
+}
+
+fn rand_suffix() -> u32 {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+}
