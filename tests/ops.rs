@@ -233,3 +233,146 @@ fn rand_suffix() -> u32 {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
 }
+
+/// First line of `PROGRAM --version` run on the host.
+fn version_line(program: &str) -> String {
+    let o = std::process::Command::new(program)
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    // the line naming the program (fuse-overlayfs prints fusermount3's version first)
+    let name = program.rsplit('/').next().unwrap();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines
+        .iter()
+        .find(|l| l.starts_with(name))
+        .or(lines.first())
+        .unwrap_or(&"")
+        .to_string()
+}
+
+/// The version of the Debian package holding `path`.
+fn package_version(path: &str) -> String {
+    let real = std::fs::canonicalize(path).unwrap();
+    let o = std::process::Command::new("dpkg-query")
+        .arg("-S")
+        .arg(&real)
+        .output()
+        .unwrap();
+    let owner = String::from_utf8_lossy(&o.stdout);
+    let pkg = owner.split(':').next().unwrap().trim().to_string();
+    let o = std::process::Command::new("dpkg-query")
+        .args(["-W", "-f", "${Version}", &pkg])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// `nook system info` (= `nook info`) reports the helpers' real versions and paths and the
+/// kernel's real settings.
+#[test]
+fn system_info_reports_versions_and_kernel_features() {
+    let d = Nookd::start();
+    let v: serde_json::Value =
+        serde_json::from_str(&d.nook(&["system", "info", "--format", "json"]).ok()).unwrap();
+    let v2: serde_json::Value =
+        serde_json::from_str(&d.nook(&["info", "--format", "json"]).ok()).unwrap();
+    assert_eq!(v["components"], v2["components"]);
+    assert_eq!(v["features"], v2["features"]);
+    let comp = |name: &str| -> serde_json::Value {
+        v["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no component {name} in {v:#}"))
+            .clone()
+    };
+    let nookd = comp("nookd");
+    assert_eq!(nookd["version"], env!("CARGO_PKG_VERSION"));
+    assert!(
+        nookd["path"].as_str().unwrap().ends_with("/nookd"),
+        "{nookd}"
+    );
+    for name in ["runc", "crun", "slirp4netns", "fuse-overlayfs", "pasta"] {
+        let c = comp(name);
+        let path = c["path"].as_str().unwrap();
+        assert!(path.starts_with('/'), "{name}: {c}");
+        // the same binary, asked by the test: the same first line, and the number in it
+        let line = version_line(path);
+        assert_eq!(c["version_line"], line.as_str(), "{name}: {c}");
+        let ver = c["version"].as_str().unwrap();
+        if c["error"] == "" {
+            assert!(!ver.is_empty() && line.contains(ver), "{name}: {c}");
+        } else {
+            // Debian's pasta says "pasta unknown version": the package's version instead
+            assert_eq!(ver, package_version(path), "{name}: {c}");
+        }
+    }
+    assert!(comp("runc")["version_line"]
+        .as_str()
+        .unwrap()
+        .starts_with("runc version "));
+    assert!(comp("fuse-overlayfs")["version_line"]
+        .as_str()
+        .unwrap()
+        .starts_with("fuse-overlayfs"));
+    // newuidmap prints no version: said, and its package's version given
+    let nu = comp("newuidmap");
+    assert!(nu["path"].as_str().unwrap().ends_with("/newuidmap"), "{nu}");
+    assert!(nu["error"].as_str().unwrap().contains("uidmap"), "{nu}");
+    assert_eq!(
+        nu["version"],
+        package_version("/usr/bin/newuidmap").as_str()
+    );
+
+    let feat = |name: &str| -> String {
+        v["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap_or_else(|| panic!("no feature {name} in {v:#}"))["value"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let read = |p: &str| std::fs::read_to_string(p).unwrap().trim().to_string();
+    assert_eq!(feat("kernel"), read("/proc/sys/kernel/osrelease"));
+    assert_eq!(
+        feat("max_user_namespaces"),
+        read("/proc/sys/user/max_user_namespaces")
+    );
+    assert_eq!(
+        feat("ip_unprivileged_port_start"),
+        read("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+    );
+    // this machine: overlay mounts work in a user namespace, seccomp is there, and the test
+    // user's cgroup is not delegated (nookd runs outside systemd here)
+    assert_eq!(feat("overlayfs_in_userns"), "yes");
+    assert_eq!(feat("seccomp"), "yes");
+    assert_eq!(feat("idmapped_mounts"), "yes");
+    assert!(feat("cgroup").starts_with("hybrid"), "{}", feat("cgroup"));
+    assert_eq!(feat("cgroup_delegated"), "no");
+    assert_eq!(feat("cgroup_v1_delegated"), "none");
+    // the human form shows the same
+    let text = d.nook(&["system", "info"]).ok();
+    assert!(
+        text.contains("Components:") && text.contains("Kernel features:"),
+        "{text}"
+    );
+    let runc_row = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("runc "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        runc_row.contains(comp("runc")["version"].as_str().unwrap())
+            && runc_row.contains(comp("runc")["path"].as_str().unwrap()),
+        "{runc_row}"
+    );
+}

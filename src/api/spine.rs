@@ -183,13 +183,7 @@ fn idmap(which: &str) -> Vec<pb::IdMap> {
 
 /// Whether the machine runs cgroup v1, v2 or both.
 pub fn cgroup_version() -> &'static str {
-    let v2_root = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
-    let unified = std::path::Path::new("/sys/fs/cgroup/unified/cgroup.controllers").exists();
-    match (v2_root, unified) {
-        (true, _) => "v2",
-        (false, true) => "hybrid (v1 + v2 at /sys/fs/cgroup/unified)",
-        _ => "v1",
-    }
+    crate::daemon::sysinfo::cgroup_version()
 }
 
 #[tonic::async_trait]
@@ -259,6 +253,25 @@ impl pb::introspection_server::Introspection for Svc {
             cgroup_version: cgroup_version().into(),
             extra: extra.into_iter().collect(),
             uptime_seconds: d.started.elapsed().as_secs(),
+            components: crate::daemon::sysinfo::components(d)
+                .await
+                .into_iter()
+                .map(|c| pb::Component {
+                    name: c.name,
+                    path: c.path,
+                    version: c.version,
+                    version_line: c.version_line,
+                    error: c.error,
+                })
+                .collect(),
+            features: crate::daemon::sysinfo::features(d)
+                .into_iter()
+                .map(|f| pb::Feature {
+                    name: f.name,
+                    value: f.value,
+                    detail: f.detail,
+                })
+                .collect(),
         }))
     }
 }

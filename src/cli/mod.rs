@@ -46,7 +46,8 @@ pub struct Cli {
 pub enum Command {
     /// Show the versions of nook and nookd.
     Version(spine::VersionArgs),
-    /// Show what nookd runs with: id maps, network, snapshotter, runtime.
+    /// Show what nookd runs with: id maps, network, snapshotter, runtime, the versions of the
+    /// helper programs (runc, crun, slirp4netns, pasta, fuse-overlayfs, ...) and kernel features.
     Info(spine::InfoArgs),
     /// Manage namespaces.
     #[command(subcommand, visible_alias = "ns")]

@@ -5,6 +5,7 @@ pub mod events;
 pub mod gc;
 pub mod metrics;
 pub mod recover;
+pub mod sysinfo;
 
 use std::path::Path;
 use std::sync::Arc;
