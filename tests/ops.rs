@@ -376,3 +376,198 @@ fn system_info_reports_versions_and_kernel_features() {
         "{runc_row}"
     );
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `nook inspect NAME` as JSON (the first element).
+fn inspect(d: &Nookd, name: &str) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_str(&d.nook(&["inspect", name]).ok()).unwrap();
+    v[0].clone()
+}
+
+fn status_of(v: &serde_json::Value) -> (String, u64, i64) {
+    (
+        v["State"]["Status"].as_str().unwrap_or("").to_string(),
+        v["RestartCount"].as_u64().unwrap_or(u64::MAX),
+        v["State"]["Pid"].as_i64().unwrap_or(0),
+    )
+}
+
+/// The per-container restart gauge, scraped from the host and parsed as Prometheus text.
+fn restarts_metric(port: u16, id: &str) -> Option<f64> {
+    let url = format!("http://127.0.0.1:{port}/v1/metrics");
+    let o = std::process::Command::new("curl")
+        .args(["-sS", "-f", &url])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "curl {url}");
+    let body = String::from_utf8_lossy(&o.stdout).to_string();
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
+        .unwrap_or_else(|e| panic!("the metrics do not parse: {e}\n{body}"));
+    scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "nook_container_restarts"
+                && s.labels.get("container") == Some(id)
+                && s.labels.get("namespace") == Some("default")
+        })
+        .map(|s| match s.value {
+            prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+}
+
+/// Restart policies: on-failure:N stops after N restarts; always brings back a container whose
+/// process was killed, but not one the user stopped; counts show in inspect, ps and metrics;
+/// at nookd's start, always containers whose task is gone run again.
+#[test]
+fn restart_policies_and_counts() {
+    let port = free_port();
+    let mut d = Nookd::start_with(&format!("[metrics]\naddress = \"127.0.0.1:{port}\"\n"));
+    d.nook_stdin(&["load"], &image()).ok();
+    let e = d.nook(&["create", "--restart", "sometimes", IMG]).fails();
+    assert!(e.contains("invalid restart policy \"sometimes\""), "{e}");
+    let e = d
+        .nook(&["run", "--rm", "--restart", "always", IMG, "true"])
+        .fails();
+    assert!(e.contains("--rm"), "{e}");
+
+    // on-failure:3 with a command that always fails: 1 run + 3 restarts, then it stays exited
+    let t0 = Instant::now();
+    let of = d
+        .nook(&[
+            "run",
+            "-d",
+            "--name",
+            "of",
+            "--restart",
+            "on-failure:3",
+            IMG,
+            "sh",
+            "-c",
+            "exit 1",
+        ])
+        .ok()
+        .trim()
+        .to_string();
+    wait_until("3 restarts", 30, || {
+        let (st, n, _) = status_of(&inspect(&d, "of"));
+        st == "exited" && n == 3
+    });
+    eprintln!("on-failure:3 done after {:?}", t0.elapsed());
+    // the delays 100 + 200 + 400 ms were waited
+    assert!(
+        t0.elapsed() >= Duration::from_millis(700),
+        "{:?}",
+        t0.elapsed()
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let v = inspect(&d, "of");
+    assert_eq!(status_of(&v).0, "exited");
+    assert_eq!(v["RestartCount"], 3);
+    assert_eq!(v["State"]["ExitCode"], 1);
+    assert_eq!(v["HostConfig"]["RestartPolicy"]["Name"], "on-failure");
+    assert_eq!(v["HostConfig"]["RestartPolicy"]["MaximumRetryCount"], 3);
+    let ps: serde_json::Value =
+        serde_json::from_str(&d.nook(&["ps", "-a", "--format", "json"]).ok()).unwrap();
+    let row = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "of")
+        .unwrap()
+        .clone();
+    assert_eq!(row["restart_count"], 3, "{row}");
+    assert_eq!(row["restart_policy"], "on-failure:3", "{row}");
+    assert_eq!(restarts_metric(port, &of), Some(3.0));
+
+    // always: its process killed from outside → started again, counted
+    d.nook(&[
+        "run",
+        "-d",
+        "--name",
+        "al",
+        "--restart",
+        "always",
+        IMG,
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    let al = inspect(&d, "al")["Id"].as_str().unwrap().to_string();
+    let (_, _, pid1) = status_of(&inspect(&d, "al"));
+    assert!(pid1 > 0);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid1 as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_until("al restarted", 20, || {
+        let (st, n, pid) = status_of(&inspect(&d, "al"));
+        st == "running" && n == 1 && pid > 0 && pid != pid1
+    });
+    assert_eq!(restarts_metric(port, &al), Some(1.0));
+    // stopped by the user: stays stopped
+    d.nook(&["stop", "-t", "1", "al"]).ok();
+    std::thread::sleep(Duration::from_millis(1500));
+    let (st, n, _) = status_of(&inspect(&d, "al"));
+    assert_eq!((st.as_str(), n), ("exited", 1));
+    // unless-stopped, killed by the user: stays stopped, also across a nookd restart
+    d.nook(&[
+        "run",
+        "-d",
+        "--name",
+        "us",
+        "--restart",
+        "unless-stopped",
+        IMG,
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    d.nook(&["kill", "us"]).ok();
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(status_of(&inspect(&d, "us")).0, "exited");
+
+    // nookd restarts: `always` comes back (as with docker), `unless-stopped` does not
+    d.restart();
+    wait_until("al running after nookd's restart", 20, || {
+        status_of(&inspect(&d, "al")).0 == "running"
+    });
+    assert_eq!(status_of(&inspect(&d, "us")).0, "exited");
+    assert_eq!(status_of(&inspect(&d, "of")).0, "exited");
+
+    // its process dies while nookd is away: running again when nookd starts
+    let (_, _, pid2) = status_of(&inspect(&d, "al"));
+    d.kill9();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid2 as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_until("the old process is gone", 10, || {
+        !std::path::Path::new(&format!("/proc/{pid2}")).exists()
+    });
+    d.spawn();
+    d.wait_ready();
+    wait_until("al running again", 20, || {
+        let (st, _, pid) = status_of(&inspect(&d, "al"));
+        st == "running" && pid != pid2
+    });
+
+    // `nook start` by the user starts the count over
+    d.nook(&["start", "of"]).ok();
+    wait_until("of failed 3 more times", 30, || {
+        let (st, n, _) = status_of(&inspect(&d, "of"));
+        st == "exited" && n == 3
+    });
+    d.nook(&["rm", "-f", "al", "us", "of"]).ok();
+    assert_eq!(d.nook(&["ps", "-a", "-q"]).ok(), "");
+}

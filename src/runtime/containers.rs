@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::plugin;
+use super::restart::{self, RestartPolicy};
 use super::spec::{self, BindMount, ImageConfig, Network, SpecOptions, TmpfsMount};
 use super::task::{self, EtcFiles, Tasks};
 use crate::daemon::Daemon;
@@ -46,6 +47,18 @@ pub struct ContainerRecord {
     pub stdin: bool,
     #[serde(default)]
     pub auto_remove: bool,
+    /// `--restart`.
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
+    /// Times nookd restarted it under its policy since the user last started it.
+    #[serde(default)]
+    pub restart_count: u32,
+    /// The user stopped or killed it (`nook stop`, `nook kill`): no restart under the policy.
+    #[serde(default)]
+    pub stopped_by_user: bool,
+    /// It was started at least once (a container only created is not started at boot).
+    #[serde(default)]
+    pub has_been_started: bool,
 }
 
 impl ContainerRecord {
@@ -90,6 +103,8 @@ pub struct CreateOptions {
     pub network: String,
     /// `-p` values ([HOSTIP:]HOSTPORT:PORT[/PROTO], PORT, ranges).
     pub publish: Vec<String>,
+    /// `--restart` (no, on-failure[:N], always, unless-stopped).
+    pub restart: String,
 }
 
 /// A container with its task's state.
@@ -131,6 +146,8 @@ pub struct Manager {
     /// The last exit reported per container (`<ns>/<id>` → exited_at), so that each exit is
     /// published once whoever sees it first.
     exits_reported: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// The last restart delay per container (`<ns>/<id>`), see [`restart::next_delay`].
+    backoff: std::sync::Mutex<std::collections::HashMap<String, Duration>>,
 }
 
 static M: std::sync::OnceLock<Manager> = std::sync::OnceLock::new();
@@ -151,6 +168,7 @@ pub fn manager(d: &Daemon) -> Result<&'static Manager> {
         removing: Default::default(),
         monitored: Default::default(),
         exits_reported: Default::default(),
+        backoff: Default::default(),
     }))
 }
 
@@ -272,6 +290,12 @@ impl Manager {
             .collect::<Result<_>>()?;
         spec::capability_set(o.privileged, &o.cap_add, &o.cap_drop)?;
         let ports = crate::network::ports::parse_all(&o.publish)?;
+        let restart_policy = RestartPolicy::parse(&o.restart)?;
+        if o.auto_remove && restart_policy != RestartPolicy::No {
+            return Err(Error::InvalidArgument(format!(
+                "--restart {restart_policy} and --rm do not go together: a container removed when it exits cannot be restarted; drop one of them"
+            )));
+        }
 
         let id = new_id();
         let _gc = d.gc.lock.read().await;
@@ -392,6 +416,10 @@ impl Manager {
             tty: o.tty,
             stdin: o.stdin,
             auto_remove: o.auto_remove,
+            restart_policy,
+            restart_count: 0,
+            stopped_by_user: false,
+            has_been_started: false,
         };
         let res = d.store.write(|tx| {
             // names are unique per namespace: check again inside the transaction
@@ -582,6 +610,7 @@ impl Manager {
         let (d, ns, r) = (d.clone(), ns.to_string(), r.clone());
         tokio::spawn(async move {
             let Ok(m) = manager(&d) else { return };
+            let armed = std::time::Instant::now();
             let exit = m.wait_for_exit(&ns, &r.id).await;
             m.monitored
                 .lock()
@@ -589,8 +618,123 @@ impl Manager {
                 .remove(&key);
             if let Some(e) = exit {
                 m.report_exit(&ns, &r, &e);
+                m.apply_restart_policy(&d, &ns, &r.id, e.exit_code, armed.elapsed())
+                    .await;
             }
         });
+    }
+
+    /// After an exit: restarts the container if its policy says so, after the backoff delay.
+    async fn apply_restart_policy(
+        &self,
+        d: &Arc<Daemon>,
+        ns: &str,
+        id: &str,
+        exit_code: i32,
+        ran: Duration,
+    ) {
+        let key = format!("{ns}/{id}");
+        let current = |m: &Manager| -> Option<ContainerRecord> {
+            if m.removing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&key)
+            {
+                return None;
+            }
+            d.store
+                .get::<ContainerRecord>(CONTAINERS, ns, id)
+                .ok()
+                .flatten()
+                .filter(|r| {
+                    !r.auto_remove
+                        && r.restart_policy.should_restart(
+                            exit_code,
+                            r.restart_count,
+                            r.stopped_by_user,
+                        )
+                })
+        };
+        if current(self).is_none() {
+            return;
+        }
+        let delay = {
+            let mut b = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
+            let next = restart::next_delay(b.get(&key).copied().unwrap_or_default(), ran);
+            b.insert(key.clone(), next);
+            next
+        };
+        tokio::time::sleep(delay).await;
+        // the user may have stopped, started or removed it meanwhile
+        let Some(mut rec) = current(self) else {
+            return;
+        };
+        if self.status(ns, rec.clone()).await.running() {
+            return;
+        }
+        rec.restart_count += 1;
+        let count = rec.restart_count;
+        if let Err(e) = self.update_record(d, ns, id, |r| r.restart_count = count) {
+            tracing::warn!(container = %id, "restart: recording the count: {e}");
+            return;
+        }
+        tracing::info!(container = %id, policy = %rec.restart_policy, count, exit_code, "restarting");
+        crate::daemon::events::publish(
+            ns,
+            "/containers/update",
+            &[
+                ("id", rec.id.clone()),
+                ("name", rec.name.clone()),
+                ("restart_count", count.to_string()),
+            ],
+        );
+        if let Err(e) = self.create_task(d, ns, &rec, true, false).await {
+            tracing::warn!(container = %id, "restart under policy {}: {e}", rec.restart_policy);
+        }
+    }
+
+    /// Changes a container's record in one transaction (no-op when it is gone).
+    pub fn update_record(
+        &self,
+        d: &Daemon,
+        ns: &str,
+        id: &str,
+        f: impl Fn(&mut ContainerRecord),
+    ) -> Result<()> {
+        d.store.write(|tx| {
+            if let Some(mut r) = tx.get::<ContainerRecord>(CONTAINERS, ns, id)? {
+                f(&mut r);
+                tx.put(CONTAINERS, ns, id, &r)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The user starts the container (`nook start`, `nook run`): the restart policy applies
+    /// again, with the count from zero (docker does the same).
+    pub fn user_started(&self, d: &Daemon, ns: &str, r: &ContainerRecord) -> Result<()> {
+        self.backoff
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&format!("{ns}/{}", r.id));
+        if r.restart_policy == RestartPolicy::No
+            || (!r.stopped_by_user && r.restart_count == 0 && r.has_been_started)
+        {
+            return Ok(());
+        }
+        self.update_record(d, ns, &r.id, |r| {
+            r.stopped_by_user = false;
+            r.restart_count = 0;
+            r.has_been_started = true;
+        })
+    }
+
+    /// The user stops or kills the container: its restart policy does not bring it back.
+    pub fn user_stopped(&self, d: &Daemon, ns: &str, r: &ContainerRecord) -> Result<()> {
+        if r.restart_policy == RestartPolicy::No || r.stopped_by_user {
+            return Ok(());
+        }
+        self.update_record(d, ns, &r.id, |r| r.stopped_by_user = true)
     }
 
     /// Waits until the task's init exits; `None` when the task went away without a word.
@@ -979,6 +1123,29 @@ impl Manager {
                     self.watch_ports(d, &ns.name, &r.id);
                     self.monitor(d, &ns.name, &r);
                 }
+                // a task gone while nookd was away (exited, or lost in a reboot)
+                let gone = st.status() == "exited" || st.task.is_none() && r.has_been_started;
+                if gone
+                    && !r.auto_remove
+                    && r.restart_policy.restart_at_boot(
+                        st.exit_code(),
+                        r.restart_count,
+                        r.stopped_by_user,
+                    )
+                {
+                    let (d, ns, r) = (d.clone(), ns.name.clone(), r.clone());
+                    tokio::spawn(async move {
+                        let Ok(m) = manager(&d) else { return };
+                        tracing::info!(container = %r.id, policy = %r.restart_policy, "starting again at nookd start");
+                        if r.stopped_by_user {
+                            let _ = m.update_record(&d, &ns, &r.id, |r| r.stopped_by_user = false);
+                        }
+                        if let Err(e) = m.create_task(&d, &ns, &r, true, false).await {
+                            tracing::warn!(container = %r.id, "starting again at nookd start: {e}");
+                        }
+                    });
+                    continue;
+                }
                 if !r.auto_remove {
                     continue;
                 }
@@ -1128,6 +1295,10 @@ mod tests {
             tty: false,
             stdin: false,
             auto_remove: false,
+            restart_policy: RestartPolicy::No,
+            restart_count: 0,
+            stopped_by_user: false,
+            has_been_started: false,
         };
         assert_eq!(rec.command(), ["sh", "-c", "true"]);
         let s = Status {
