@@ -571,3 +571,113 @@ fn restart_policies_and_counts() {
     d.nook(&["rm", "-f", "al", "us", "of"]).ok();
     assert_eq!(d.nook(&["ps", "-a", "-q"]).ok(), "");
 }
+
+/// `nook images ls --format json` as (name, digest), sorted.
+fn images(d: &Nookd) -> Vec<(String, String)> {
+    let v: serde_json::Value =
+        serde_json::from_str(&d.nook(&["images", "ls", "--format", "json"]).ok()).unwrap();
+    let mut out: Vec<(String, String)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["name"].as_str().unwrap().to_string(),
+                i["digest"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// `nook save -o FILE` without names writes every image of the namespace, with every name, in
+/// one archive (OCI layout + docker manifest.json); a fresh nookd loads it back whole.
+#[test]
+fn save_of_every_image_round_trips() {
+    let d = Nookd::start();
+    // two images, one with several names (tags and another repository)
+    let bb = std::fs::read("/bin/busybox").unwrap();
+    let app = TestImage::build(
+        &[vec![
+            FileSpec::dir("bin"),
+            FileSpec::exec("bin/busybox", bb),
+            FileSpec::symlink("bin/cat", "busybox"),
+            FileSpec::file("hello", "from app\n"),
+        ]],
+        true,
+        &["cat", "/hello"],
+    );
+    d.nook_stdin(&["load"], &image()).ok();
+    d.nook_stdin(&["load"], &docker_archive(&[(&["other/app:1"], &app)]))
+        .ok();
+    d.nook(&["tag", IMG, "bb:v2"]).ok();
+    d.nook(&["tag", IMG, "registry.example:5000/team/bb:3"])
+        .ok();
+    let before = images(&d);
+    assert_eq!(before.len(), 4, "{before:?}");
+    // nothing to save in an empty namespace: said so
+    d.nook(&["namespaces", "create", "empty"]).ok();
+    let e = d.nook(&["-n", "empty", "save", "-o", "/tmp/x.tar"]).fails();
+    assert!(e.contains("no images"), "{e}");
+
+    let file = d.base.join("all.tar");
+    let f = file.to_str().unwrap();
+    d.nook(&["save", "-o", f]).ok();
+    // the archive: an OCI layout naming all four, and docker's manifest.json with every tag
+    let mut names = std::collections::BTreeMap::new();
+    let mut ar = tar::Archive::new(std::fs::File::open(&file).unwrap());
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let p = e.path().unwrap().to_string_lossy().to_string();
+        let mut s = String::new();
+        if p == "index.json" || p == "manifest.json" || p == "oci-layout" {
+            std::io::Read::read_to_string(&mut e, &mut s).unwrap();
+            names.insert(p, s);
+        }
+    }
+    assert!(names.contains_key("oci-layout"), "{:?}", names.keys());
+    let manifest: serde_json::Value = serde_json::from_str(&names["manifest.json"]).unwrap();
+    let mut tags: Vec<String> = manifest
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|m| m["RepoTags"].as_array().unwrap().clone())
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
+    tags.sort();
+    assert_eq!(
+        tags,
+        [
+            "bb:latest",
+            "bb:v2",
+            "other/app:1",
+            "registry.example:5000/team/bb:3"
+        ]
+    );
+    assert_eq!(manifest.as_array().unwrap().len(), 2, "one entry per image");
+    let index: serde_json::Value = serde_json::from_str(&names["index.json"]).unwrap();
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 4);
+
+    // a fresh daemon: everything back, same names and digests, and it runs
+    let d2 = Nookd::start();
+    d2.nook(&["load", "-i", f]).ok();
+    assert_eq!(images(&d2), before);
+    assert_eq!(d2.nook(&["run", "--rm", "other/app:1"]).ok(), "from app\n");
+    assert_eq!(
+        d2.nook(&[
+            "run",
+            "--rm",
+            "registry.example:5000/team/bb:3",
+            "echo",
+            "ok"
+        ])
+        .ok(),
+        "ok\n"
+    );
+    // names still select some images only
+    d.nook(&["save", "-o", f, "other/app:1"]).ok();
+    let d3 = Nookd::start();
+    d3.nook(&["load", "-i", f]).ok();
+    assert_eq!(images(&d3).len(), 1);
+}

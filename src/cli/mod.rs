@@ -84,7 +84,8 @@ pub enum Command {
     Tag(images::TagArgs),
     /// Remove images.
     Rmi(images::RmArgs),
-    /// Write images to an OCI-layout tar (stdout, or -o FILE).
+    /// Write images (or, with no names, every image of the namespace) to an OCI-layout tar
+    /// with a docker manifest.json (stdout, or -o FILE).
     Save(images::SaveArgs),
     /// Load images from a docker-archive or OCI-layout tar (stdin, or -i FILE).
     Load(images::LoadArgs),
