@@ -681,3 +681,62 @@ fn save_of_every_image_round_trips() {
     d3.nook(&["load", "-i", f]).ok();
     assert_eq!(images(&d3).len(), 1);
 }
+
+/// SIGTERM ends nookd within its grace period even while `logs -f` and an attached `run`
+/// stream; the clients then end, and the containers keep running for the next nookd.
+#[test]
+fn shutdown_is_bounded_with_open_streams() {
+    let mut d = Nookd::start();
+    d.nook_stdin(&["load"], &image()).ok();
+    d.nook(&[
+        "run",
+        "-d",
+        "--name",
+        "lf",
+        IMG,
+        "sh",
+        "-c",
+        "echo up; sleep 1000",
+    ])
+    .ok();
+    let spawn = |args: &[&str]| {
+        let mut c = common::as_user(&d.user, &d.env(), "nook");
+        c.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c.spawn().unwrap()
+    };
+    let mut logs = spawn(&["logs", "-f", "lf"]);
+    let mut fg = spawn(&["run", "--name", "fg", IMG, "sleep", "1000"]);
+    wait_until("fg runs", 20, || d.nook(&["ps"]).stdout().contains(" fg"));
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    d.signal_and_wait(nix::sys::signal::Signal::SIGTERM);
+    let took = t0.elapsed();
+    eprintln!("nookd stopped {took:?} after SIGTERM with two open streams");
+    assert!(
+        took >= Duration::from_secs(4),
+        "{took:?}: the streams got no grace"
+    );
+    assert!(took < Duration::from_secs(9), "{took:?}");
+    // the clients are told: their streams end
+    for (what, c) in [("logs -f", &mut logs), ("run", &mut fg)] {
+        let t = Instant::now();
+        loop {
+            if c.try_wait().unwrap().is_some() {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(5), "{what} still runs");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let out = logs.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "up\n");
+    // the containers did not go down with nookd
+    d.spawn();
+    d.wait_ready();
+    let ps = d.nook(&["ps"]).ok();
+    assert!(ps.contains(" lf") && ps.contains(" fg"), "{ps}");
+    d.nook(&["rm", "-f", "lf", "fg"]).ok();
+}

@@ -20,6 +20,9 @@ use crate::error::{Error, Result};
 use crate::metadata::Store;
 use crate::plugins::{self, Registry};
 
+/// How long nookd's shutdown waits for open API streams (attach, logs -f) before closing them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// Everything a request handler may need, shared as `Arc<Daemon>`.
 pub struct Daemon {
     pub config: Config,
@@ -326,7 +329,10 @@ pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
     d.plugins.set(plugins::GC, "scheduler", Ok(()));
 
     let listener = bind(&d.paths.address)?;
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    // true once SIGTERM/SIGINT came: the server stops accepting, and open streams get
+    // SHUTDOWN_GRACE to end by themselves
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let mut grace_rx = rx.clone();
     let d_sig = d.clone();
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
@@ -342,7 +348,7 @@ pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
         }
         // event streams never end by themselves: end them, or the server would wait for them
         d_sig.events.close();
-        let _ = tx.send(());
+        tx.send_replace(true);
     });
     if !d.config.metrics.address.is_empty() {
         metrics::add_disk_refresher(&metrics::global(), &d.paths.root, Duration::from_secs(15));
@@ -357,12 +363,25 @@ pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
         "nookd is ready"
     );
     sd_notify("READY=1");
-    router
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
-            let _ = rx.await;
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("API server: {e}")))?;
+    let serve = router.serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+        let mut rx = rx;
+        let _ = rx.wait_for(|stop| *stop).await;
+    });
+    tokio::pin!(serve);
+    // The server's own graceful shutdown waits for every open request, and `attach` or
+    // `logs -f` streams may never end: wait for them a bounded time, then close them.
+    tokio::select! {
+        r = &mut serve => r.map_err(|e| Error::Internal(format!("API server: {e}")))?,
+        _ = async {
+            let _ = grace_rx.wait_for(|stop| *stop).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!(
+                "open API streams (attach, logs -f, exec) did not end within {} s of the shutdown: closing them",
+                SHUTDOWN_GRACE.as_secs()
+            );
+        }
+    }
     sd_notify("STOPPING=1");
     let _ = std::fs::remove_file(&d.paths.address);
     crate::api::shutdown_subsystems(&d).await;
