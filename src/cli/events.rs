@@ -13,7 +13,7 @@ use crate::proto::events as pb;
 /// Stream events from nookd (containers, tasks, images, snapshots, content, namespaces) until
 /// Ctrl-C, one line per event.
 ///
-/// Topics follow containerd: /containers/create|delete, /tasks/create|start|exit|delete|paused|resumed,
+/// Topics follow containerd: /containers/create|update|delete, /tasks/create|start|exit|delete|paused|resumed,
 /// /images/create|update|delete, /snapshot/prepare|view|commit|remove, /content/delete,
 /// /namespaces/create|update|delete; /events/dropped says how many events a too slow reader lost.
 #[derive(Args, Debug)]
