@@ -33,7 +33,7 @@ impl Event {
     /// An event stamped now.
     pub fn new(namespace: &str, topic: &str, attributes: &[(&str, String)]) -> Event {
         Event {
-            timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            timestamp: now(),
             namespace: namespace.to_string(),
             topic: topic.to_string(),
             attributes: attributes
@@ -50,6 +50,11 @@ impl Event {
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     }
+}
+
+/// Now, RFC 3339 UTC with milliseconds.
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// What a subscriber wants: topics (exact, or a prefix ending in `*`) and namespaces; empty
@@ -80,6 +85,8 @@ impl Filter {
 pub struct Bus {
     tx: broadcast::Sender<Event>,
     closing: watch::Sender<bool>,
+    /// Held while stamping and sending, so that timestamps never go back in the stream.
+    order: std::sync::Mutex<()>,
 }
 
 impl Default for Bus {
@@ -94,12 +101,16 @@ impl Bus {
         Bus {
             tx: broadcast::channel(capacity.max(1)).0,
             closing: watch::channel(false).0,
+            order: std::sync::Mutex::new(()),
         }
     }
 
-    /// Publishes `e`; never blocks. Without subscribers the event is dropped.
-    pub fn send(&self, e: Event) {
+    /// Publishes `e`, stamped now; never waits for subscribers. Without subscribers the event
+    /// is dropped.
+    pub fn send(&self, mut e: Event) {
         tracing::trace!(topic = %e.topic, namespace = %e.namespace, "event");
+        let _held = self.order.lock().unwrap_or_else(|e| e.into_inner());
+        e.timestamp = now();
         let _ = self.tx.send(e);
     }
 
