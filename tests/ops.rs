@@ -278,8 +278,10 @@ fn package_version(path: &str) -> String {
 #[test]
 fn system_info_reports_versions_and_kernel_features() {
     let d = Nookd::start();
+    let t0 = Instant::now();
     let v: serde_json::Value =
         serde_json::from_str(&d.nook(&["system", "info", "--format", "json"]).ok()).unwrap();
+    eprintln!("nook system info took {:?}", t0.elapsed());
     let v2: serde_json::Value =
         serde_json::from_str(&d.nook(&["info", "--format", "json"]).ok()).unwrap();
     assert_eq!(v["components"], v2["components"]);
@@ -360,8 +362,11 @@ fn system_info_reports_versions_and_kernel_features() {
     assert!(feat("cgroup").starts_with("hybrid"), "{}", feat("cgroup"));
     assert_eq!(feat("cgroup_delegated"), "no");
     assert_eq!(feat("cgroup_v1_delegated"), "none");
-    // the human form shows the same
+    // the human form shows the same (versions are remembered: asked again only when the
+    // binary changes)
+    let t0 = Instant::now();
     let text = d.nook(&["system", "info"]).ok();
+    eprintln!("nook system info again took {:?}", t0.elapsed());
     assert!(
         text.contains("Components:") && text.contains("Kernel features:"),
         "{text}"

@@ -73,7 +73,42 @@ async fn probe(name: &str, wanted: &str) -> Component {
         return c;
     };
     c.path = p.display().to_string();
-    let run = tokio::process::Command::new(&p)
+    // a binary's version changes only with the binary: ask again only when it changed
+    let stamp = std::fs::metadata(&p)
+        .ok()
+        .map(|m| (m.modified().ok(), m.len()));
+    let key = (p.clone(), stamp);
+    if let Some(hit) = cache().lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Component {
+            name: name.to_string(),
+            ..hit.clone()
+        };
+    }
+    let c = ask_version(c, &p).await;
+    if c.error.is_empty() || !c.version.is_empty() {
+        cache()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, c.clone());
+    }
+    c
+}
+
+type CacheKey = (
+    std::path::PathBuf,
+    Option<(Option<std::time::SystemTime>, u64)>,
+);
+
+fn cache() -> &'static std::sync::Mutex<std::collections::HashMap<CacheKey, Component>> {
+    static C: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<CacheKey, Component>>,
+    > = std::sync::OnceLock::new();
+    C.get_or_init(Default::default)
+}
+
+/// Runs `p --version` and fills the version fields of `c`.
+async fn ask_version(mut c: Component, p: &Path) -> Component {
+    let run = tokio::process::Command::new(p)
         .arg("--version")
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
@@ -88,14 +123,14 @@ async fn probe(name: &str, wanted: &str) -> Component {
             } else {
                 String::from_utf8_lossy(&out.stdout).to_string()
             };
-            let first = version_line(&text, &p);
+            let first = version_line(&text, p);
             let v = version_number(&first);
             if out.status.success() {
                 c.version_line = first;
             }
             if out.status.success() && !v.is_empty() {
                 c.version = v;
-            } else if let Some((pkg, ver)) = package_version(&p).await {
+            } else if let Some((pkg, ver)) = package_version(p).await {
                 c.version = ver;
                 c.error = format!("prints no version; this is the version of its package {pkg}");
             } else {
