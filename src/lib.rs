@@ -59,6 +59,10 @@ pub mod proto {
     pub mod content {
         tonic::include_proto!("nook.content.v1");
     }
+    /// Events (`nook events`).
+    pub mod events {
+        tonic::include_proto!("nook.events.v1");
+    }
     /// Snapshots.
     pub mod snapshots {
         tonic::include_proto!("nook.snapshots.v1");

@@ -58,6 +58,8 @@ fn to_pb(s: &CStatus) -> pb::Container {
         auto_remove: r.auto_remove,
         ports: Vec::new(),
         ip: String::new(),
+        restart_count: r.restart_count,
+        restart_policy: r.restart_policy.to_string(),
     }
 }
 
@@ -241,6 +243,7 @@ impl pb::containers_server::Containers for Svc {
             auto_remove: q.auto_remove,
             network: q.network,
             publish: q.publish,
+            restart: q.restart,
         };
         let rec = self.m()?.create(&self.0, &ns, o).await?;
         Ok(Response::new(self.get_pb(&ns, rec).await?))
@@ -249,6 +252,7 @@ impl pb::containers_server::Containers for Svc {
     async fn start(&self, r: Request<pb::ContainerRef>) -> Result<Response<pb::Container>, Status> {
         let ns = namespace(&r)?;
         let rec = self.find(&ns, &r.get_ref().id)?;
+        self.m()?.user_started(&self.0, &ns, &rec)?;
         self.m()?.start(&self.0, &ns, &rec).await?;
         Ok(Response::new(self.get_pb(&ns, rec).await?))
     }
@@ -265,6 +269,7 @@ impl pb::containers_server::Containers for Svc {
         let m = self.m()?;
         let rec = self.find(&ns, &first.id)?;
         if first.start {
+            m.user_started(&self.0, &ns, &rec)?;
             m.create_task(&self.0, &ns, &rec, true, true).await?;
         }
         let client = m.tasks.client(&ns, &rec.id);
@@ -377,6 +382,14 @@ impl pb::containers_server::Containers for Svc {
             "SnapshotKey": rec.snapshot_key,
             "Labels": rec.labels,
             "AutoRemove": rec.auto_remove,
+            "RestartCount": rec.restart_count,
+            "HostConfig": {
+                "RestartPolicy": {
+                    "Name": rec.restart_policy.name(),
+                    "MaximumRetryCount": rec.restart_policy.max_retries(),
+                },
+            },
+            "StoppedByUser": rec.stopped_by_user,
             "Bundle": bundle,
             "LogPath": bundle.join(crate::shim::files::LOG),
             "State": {
@@ -404,6 +417,13 @@ impl pb::containers_server::Containers for Svc {
         } else {
             q.signal
         };
+        // a signal that ends the container: the restart policy must not bring it back
+        if matches!(
+            sig,
+            libc::SIGKILL | libc::SIGTERM | libc::SIGINT | libc::SIGQUIT
+        ) {
+            self.m()?.user_stopped(&self.0, &ns, &rec)?;
+        }
         self.m()?.kill(&ns, &rec, sig, q.all).await?;
         Ok(Response::new(pb::Empty {}))
     }
@@ -412,6 +432,7 @@ impl pb::containers_server::Containers for Svc {
         let ns = namespace(&r)?;
         let q = r.into_inner();
         let rec = self.find(&ns, &q.id)?;
+        self.m()?.user_stopped(&self.0, &ns, &rec)?;
         self.m()?
             .stop(&ns, &rec, Duration::from_secs(q.timeout as u64), q.signal)
             .await?;
@@ -588,6 +609,17 @@ impl Svc {
         } else {
             c.resume().await
         };
+        if res.is_ok() {
+            crate::daemon::events::publish(
+                &ns,
+                if pause {
+                    "/tasks/paused"
+                } else {
+                    "/tasks/resumed"
+                },
+                &[("id", rec.id.clone()), ("name", rec.name.clone())],
+            );
+        }
         res.map_err(|e| {
             let msg = e.to_string();
             if msg.contains("cgroup") || msg.contains("freezer") {

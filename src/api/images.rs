@@ -552,13 +552,31 @@ impl pb::images_server::Images for Svc {
         r: Request<pb::ExportRequest>,
     ) -> std::result::Result<Response<Self::ExportStream>, Status> {
         let ns = namespace(&r)?;
-        let req = r.into_inner();
+        let mut req = r.into_inner();
         let platforms = PlatformSelector::from_args(Some(&req.platform), false)?;
         {
             // fail before streaming when a name is unknown
             let d = self.d.clone();
-            let (ns, names) = (ns.clone(), req.names.clone());
-            blocking(move || {
+            let (ns, names, all) = (ns.clone(), req.names.clone(), req.all);
+            req.names = blocking(move || {
+                if all {
+                    if !names.is_empty() {
+                        return Err(Error::InvalidArgument(
+                            "export either every image or the images named, not both".into(),
+                        ));
+                    }
+                    let mut names: Vec<String> = image::list(&d.store, &ns)?
+                        .into_iter()
+                        .map(|r| r.name)
+                        .collect();
+                    names.sort();
+                    if names.is_empty() {
+                        return Err(Error::NotFound(format!(
+                            "namespace {ns:?} has no images to export"
+                        )));
+                    }
+                    return Ok(names);
+                }
                 if names.is_empty() {
                     return Err(Error::InvalidArgument(
                         "name at least one image to export".into(),
@@ -567,7 +585,7 @@ impl pb::images_server::Images for Svc {
                 for n in &names {
                     image::get(&d.store, &ns, n)?;
                 }
-                Ok(())
+                Ok(names)
             })
             .await?;
         }

@@ -3,6 +3,7 @@
 
 pub mod containers;
 pub mod content;
+pub mod events;
 mod gc;
 pub mod images;
 mod leases;
@@ -70,6 +71,7 @@ pub fn router(d: Arc<Daemon>) -> Router<ApiLayers> {
         .add_optional_service(optional("content", content::service(d.clone())))
         .add_service(snapshots::service(d.clone()))
         .add_service(containers::service(d.clone()))
+        .add_service(events::service(d.clone()))
 }
 
 /// A service that could not start is left out, with its error in the log.

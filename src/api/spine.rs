@@ -86,6 +86,11 @@ impl pb::namespaces_server::Namespaces for Svc {
                 }
                 tx.put_raw(NAMESPACES, &n.name, &n)
             })?;
+            crate::daemon::events::publish(
+                &n.name,
+                "/namespaces/create",
+                &[("name", n.name.clone())],
+            );
             Ok(n)
         })
         .await?;
@@ -111,7 +116,9 @@ impl pb::namespaces_server::Namespaces for Svc {
                 }
                 tx.delete_raw(NAMESPACES, &name)?;
                 Ok(())
-            })
+            })?;
+            crate::daemon::events::publish(&name, "/namespaces/delete", &[("name", name.clone())]);
+            Ok(())
         })
         .await?;
         Ok(Response::new(pb::RemoveNamespaceResponse {}))
@@ -126,20 +133,28 @@ impl pb::namespaces_server::Namespaces for Svc {
         check_labels(&r.labels)?;
         let d = self.0.clone();
         let n = blocking(move || {
-            d.store.write(|tx| {
-                let mut n: Namespace = tx.get_raw(NAMESPACES, &r.name)?.ok_or_else(|| {
-                    Error::NotFound(format!("namespace {:?} does not exist", r.name))
-                })?;
-                for (k, v) in r.labels {
-                    if v.is_empty() {
-                        n.labels.remove(&k);
-                    } else {
-                        n.labels.insert(k, v);
+            d.store
+                .write(|tx| {
+                    let mut n: Namespace = tx.get_raw(NAMESPACES, &r.name)?.ok_or_else(|| {
+                        Error::NotFound(format!("namespace {:?} does not exist", r.name))
+                    })?;
+                    for (k, v) in r.labels {
+                        if v.is_empty() {
+                            n.labels.remove(&k);
+                        } else {
+                            n.labels.insert(k, v);
+                        }
                     }
-                }
-                tx.put_raw(NAMESPACES, &r.name, &n)?;
-                Ok(n)
-            })
+                    tx.put_raw(NAMESPACES, &r.name, &n)?;
+                    Ok(n)
+                })
+                .inspect(|n| {
+                    crate::daemon::events::publish(
+                        &n.name,
+                        "/namespaces/update",
+                        &[("name", n.name.clone())],
+                    )
+                })
         })
         .await?;
         Ok(Response::new(to_pb(n)))
@@ -159,13 +174,7 @@ fn idmap(which: &str) -> Vec<pb::IdMap> {
 
 /// Whether the machine runs cgroup v1, v2 or both.
 pub fn cgroup_version() -> &'static str {
-    let v2_root = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
-    let unified = std::path::Path::new("/sys/fs/cgroup/unified/cgroup.controllers").exists();
-    match (v2_root, unified) {
-        (true, _) => "v2",
-        (false, true) => "hybrid (v1 + v2 at /sys/fs/cgroup/unified)",
-        _ => "v1",
-    }
+    crate::daemon::sysinfo::cgroup_version()
 }
 
 #[tonic::async_trait]
@@ -235,6 +244,25 @@ impl pb::introspection_server::Introspection for Svc {
             cgroup_version: cgroup_version().into(),
             extra: extra.into_iter().collect(),
             uptime_seconds: d.started.elapsed().as_secs(),
+            components: crate::daemon::sysinfo::components(d)
+                .await
+                .into_iter()
+                .map(|c| pb::Component {
+                    name: c.name,
+                    path: c.path,
+                    version: c.version,
+                    version_line: c.version_line,
+                    error: c.error,
+                })
+                .collect(),
+            features: crate::daemon::sysinfo::features(d)
+                .into_iter()
+                .map(|f| pb::Feature {
+                    name: f.name,
+                    value: f.value,
+                    detail: f.detail,
+                })
+                .collect(),
         }))
     }
 }

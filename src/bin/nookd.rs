@@ -42,6 +42,9 @@ fn fail(e: impl std::fmt::Display) -> ExitCode {
 fn main() -> ExitCode {
     // before any thread exists: keep NOTIFY_SOCKET for nookd only, not for shims and runc
     nook::daemon::take_notify_socket();
+    // the host's limits, as `nook system info` reports them: inside nook's user namespace the
+    // same files show that namespace's own limits
+    nook::daemon::sysinfo::capture_host_sysctls();
     let args = Args::parse();
     if nix::unistd::getuid().is_root() {
         return fail("nookd is running as root: rootful mode is not supported yet; run nookd as an ordinary user (systemctl --user start nook)");

@@ -108,6 +108,11 @@ pub struct CreateArgs {
     /// Remove the container when it exits.
     #[arg(long)]
     pub rm: bool,
+    /// Restart policy, applied by nookd when the container exits: no, on-failure[:MAX-RETRIES]
+    /// (after a non-zero exit), always, unless-stopped (not after `nook stop`/`kill`). Delays
+    /// start at 100 ms and double, starting over after a 10 s run.
+    #[arg(long, default_value = "no")]
+    pub restart: String,
     /// The image.
     pub image: String,
     /// Command and arguments (default: the image's).
@@ -399,6 +404,7 @@ fn create_request(a: &CreateArgs) -> anyhow::Result<pb::CreateRequest> {
         auto_remove: a.rm,
         network: a.network.clone(),
         publish: a.publish.clone(),
+        restart: a.restart.clone(),
     })
 }
 
@@ -705,6 +711,7 @@ fn container_json(x: &pb::Container) -> serde_json::Value {
         "created_at": x.created_at, "status": x.status, "exit_code": x.exit_code,
         "pid": x.pid, "started_at": x.started_at, "finished_at": x.finished_at,
         "runtime": x.runtime, "snapshotter": x.snapshotter, "labels": x.labels,
+        "restart_policy": x.restart_policy, "restart_count": x.restart_count,
         "ip": x.ip, "ports": x.ports.iter().map(|p| serde_json::json!({
             "host_ip": p.host_ip, "host_port": p.host_port,
             "container_port": p.container_port, "protocol": p.protocol,

@@ -128,7 +128,8 @@ pub struct SaveArgs {
     /// Write to FILE instead of stdout.
     #[arg(short, long)]
     pub output: Option<String>,
-    #[arg(required = true)]
+    /// The images; none: every image of the namespace, with all their names (a backup that
+    /// `nook load` restores).
     pub names: Vec<String>,
     #[arg(long)]
     pub platform: Option<String>,
@@ -536,6 +537,17 @@ pub async fn export(
     names: Vec<String>,
     platform: Option<String>,
 ) -> anyhow::Result<ExitCode> {
+    export_images(ctx, file, names, false, platform).await
+}
+
+/// Writes the images `names` (or, with `all`, every image of the namespace) to `file`.
+async fn export_images(
+    ctx: &Ctx,
+    file: &str,
+    names: Vec<String>,
+    all: bool,
+    platform: Option<String>,
+) -> anyhow::Result<ExitCode> {
     if file == "-" && std::io::stdout().is_terminal() {
         bail!("refusing to write an archive to a terminal: pass -o FILE or redirect stdout");
     }
@@ -544,6 +556,7 @@ pub async fn export(
         .export(c.req(pb::ExportRequest {
             names,
             platform: platform.unwrap_or_default(),
+            all,
         }))
         .await
         .or_fail()?;
@@ -586,7 +599,8 @@ pub async fn export(
 
 pub async fn save(ctx: &Ctx, a: SaveArgs) -> anyhow::Result<ExitCode> {
     let out = a.output.unwrap_or_else(|| "-".into());
-    export(ctx, &out, a.names, a.platform).await
+    let all = a.names.is_empty();
+    export_images(ctx, &out, a.names, all, a.platform).await
 }
 
 pub async fn load(ctx: &Ctx, a: LoadArgs) -> anyhow::Result<ExitCode> {

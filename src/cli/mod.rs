@@ -5,6 +5,7 @@
 pub mod client;
 mod containers;
 mod content;
+mod events;
 mod images;
 mod leases;
 mod networks;
@@ -46,7 +47,8 @@ pub struct Cli {
 pub enum Command {
     /// Show the versions of nook and nookd.
     Version(spine::VersionArgs),
-    /// Show what nookd runs with: id maps, network, snapshotter, runtime.
+    /// Show what nookd runs with: id maps, network, snapshotter, runtime, the versions of the
+    /// helper programs (runc, crun, slirp4netns, pasta, fuse-overlayfs, ...) and kernel features.
     Info(spine::InfoArgs),
     /// Manage namespaces.
     #[command(subcommand, visible_alias = "ns")]
@@ -83,7 +85,8 @@ pub enum Command {
     Tag(images::TagArgs),
     /// Remove images.
     Rmi(images::RmArgs),
-    /// Write images to an OCI-layout tar (stdout, or -o FILE).
+    /// Write images (or, with no names, every image of the namespace) to an OCI-layout tar
+    /// with a docker manifest.json (stdout, or -o FILE).
     Save(images::SaveArgs),
     /// Load images from a docker-archive or OCI-layout tar (stdin, or -i FILE).
     Load(images::LoadArgs),
@@ -129,6 +132,8 @@ pub enum Command {
     /// Manage snapshots (filesystem layers): prepare, view, commit, mounts, unpack layers.
     #[command(visible_alias = "snapshot")]
     Snapshots(snapshots::SnapshotsArgs),
+    /// Stream nookd's events (containers, tasks, images, snapshots) until Ctrl-C.
+    Events(events::EventsArgs),
 }
 
 /// Runs the CLI; returns the process exit code.
@@ -196,6 +201,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Containers(c) => containers::containers(&ctx, c).await,
         Command::Tasks(c) => containers::tasks(&ctx, c).await,
         Command::Snapshots(a) => snapshots::run(&ctx, a).await,
+        Command::Events(a) => events::events(&ctx, a).await,
     }
 }
 

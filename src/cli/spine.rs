@@ -146,6 +146,24 @@ struct InfoOut {
     cgroup: String,
     uptime_seconds: u64,
     extra: BTreeMap<String, String>,
+    components: Vec<ComponentOut>,
+    features: Vec<FeatureOut>,
+}
+
+#[derive(Serialize)]
+struct ComponentOut {
+    name: String,
+    path: String,
+    version: String,
+    version_line: String,
+    error: String,
+}
+
+#[derive(Serialize)]
+struct FeatureOut {
+    name: String,
+    value: String,
+    detail: String,
 }
 
 pub async fn info(ctx: &Ctx, a: InfoArgs) -> anyhow::Result<ExitCode> {
@@ -175,6 +193,26 @@ pub async fn info(ctx: &Ctx, a: InfoArgs) -> anyhow::Result<ExitCode> {
         cgroup: i.cgroup_version.clone(),
         uptime_seconds: i.uptime_seconds,
         extra: i.extra.clone().into_iter().collect(),
+        components: i
+            .components
+            .iter()
+            .map(|c| ComponentOut {
+                name: c.name.clone(),
+                path: c.path.clone(),
+                version: c.version.clone(),
+                version_line: c.version_line.clone(),
+                error: c.error.clone(),
+            })
+            .collect(),
+        features: i
+            .features
+            .iter()
+            .map(|f| FeatureOut {
+                name: f.name.clone(),
+                value: f.value.clone(),
+                detail: f.detail.clone(),
+            })
+            .collect(),
     };
     match a.format {
         Format::Json => output::json(&out)?,
@@ -207,6 +245,41 @@ pub async fn info(ctx: &Ctx, a: InfoArgs) -> anyhow::Result<ExitCode> {
             println!("Kernel:              {}", out.kernel);
             println!("Cgroups:             {}", out.cgroup);
             println!("Uptime:              {}s", out.uptime_seconds);
+            println!("Components:");
+            let rows: Vec<Vec<String>> = out
+                .components
+                .iter()
+                .map(|c| {
+                    vec![
+                        format!("  {}", c.name),
+                        if c.version.is_empty() {
+                            "-".into()
+                        } else {
+                            c.version.clone()
+                        },
+                        if c.path.is_empty() {
+                            "-".into()
+                        } else {
+                            c.path.clone()
+                        },
+                        c.error.clone(),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                output::render_table(&["  NAME", "VERSION", "PATH", "NOTE"], &rows)
+            );
+            println!("Kernel features:");
+            let rows: Vec<Vec<String>> = out
+                .features
+                .iter()
+                .map(|f| vec![format!("  {}", f.name), f.value.clone(), f.detail.clone()])
+                .collect();
+            print!(
+                "{}",
+                output::render_table(&["  FEATURE", "VALUE", "DETAIL"], &rows)
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

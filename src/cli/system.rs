@@ -32,7 +32,7 @@ pub enum SystemCmd {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
-    /// Same as `nook info`.
+    /// Same as `nook info`: versions of nookd and its helper programs, kernel features.
     Info(super::spine::InfoArgs),
     /// Remove stopped containers and unused images, then collect garbage.
     Prune(super::prune::SystemPruneArgs),

@@ -537,6 +537,7 @@ impl ContentStore {
         let key = digest.to_string();
         let existed = meta.write(|tx| tx.delete(CONTENT, ns, &key))?;
         if existed {
+            crate::daemon::events::publish(ns, "/content/delete", &[("digest", key)]);
             Ok(())
         } else {
             Err(not_found(ns, digest))

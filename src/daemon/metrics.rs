@@ -186,7 +186,7 @@ impl Metrics {
         let container_restarts = Family::<ContainerLabels, Gauge>::default();
         r.register(
             "container_restarts",
-            "Times a container was restarted",
+            "Times nookd restarted a container under its restart policy since the user last started it",
             container_restarts.clone(),
         );
         let container_cpu = Family::<ContainerLabels, Gauge<f64, AtomicU64>>::default();
@@ -471,7 +471,7 @@ pub fn add_container_refresher(metrics: &Metrics, d: &Arc<crate::daemon::Daemon>
                     namespace: ns.name.clone(),
                     id: st.record.id.clone(),
                     state: st.status().to_string(),
-                    restarts: None,
+                    restarts: Some(st.record.restart_count.into()),
                     cpu_seconds,
                     memory_bytes,
                 });

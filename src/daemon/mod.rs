@@ -1,9 +1,11 @@
 //! nookd's life after bootstrap: open the stores, start the network link, report plugins, serve
 //! the API on the unix socket, and shut down on SIGTERM/SIGINT through one path.
 
+pub mod events;
 pub mod gc;
 pub mod metrics;
 pub mod recover;
+pub mod sysinfo;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,6 +19,9 @@ use crate::config::{Config, Paths};
 use crate::error::{Error, Result};
 use crate::metadata::Store;
 use crate::plugins::{self, Registry};
+
+/// How long nookd's shutdown waits for open API streams (attach, logs -f) before closing them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Everything a request handler may need, shared as `Arc<Daemon>`.
 pub struct Daemon {
@@ -40,6 +45,8 @@ pub struct Daemon {
     pub link: std::sync::Mutex<Option<slirp::Link>>,
     /// Container networks: bridges, per-container namespaces, IPAM, published ports.
     pub network: Arc<crate::network::Manager>,
+    /// The event bus (`nook events`); the process's one, see [`events::bus`].
+    pub events: &'static events::Bus,
 }
 
 /// Facts from bootstrap handed to [`run`].
@@ -311,6 +318,7 @@ pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
         host_gid: boot.host_gid,
         link: std::sync::Mutex::new(None),
         network,
+        events: events::bus(),
     });
     d.plugins.set(plugins::METADATA, "redb", Ok(()));
     d.plugins.set(plugins::CONTENT, "content", Ok(()));
@@ -339,7 +347,11 @@ pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
     d.plugins.set(plugins::GC, "scheduler", Ok(()));
 
     let listener = bind(&d.paths.address)?;
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    // true once SIGTERM/SIGINT came: the server stops accepting, and open streams get
+    // SHUTDOWN_GRACE to end by themselves
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let mut grace_rx = rx.clone();
+    let d_sig = d.clone();
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let (Ok(mut term), Ok(mut int)) = (
@@ -352,7 +364,9 @@ pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
             _ = int.recv() => tracing::info!("SIGINT: shutting down"),
         }
-        let _ = tx.send(());
+        // event streams never end by themselves: end them, or the server would wait for them
+        d_sig.events.close();
+        tx.send_replace(true);
     });
     if !d.config.metrics.address.is_empty() {
         metrics::add_disk_refresher(&metrics::global(), &d.paths.root, Duration::from_secs(15));
@@ -367,12 +381,25 @@ pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
         "nookd is ready"
     );
     sd_notify("READY=1");
-    router
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
-            let _ = rx.await;
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("API server: {e}")))?;
+    let serve = router.serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+        let mut rx = rx;
+        let _ = rx.wait_for(|stop| *stop).await;
+    });
+    tokio::pin!(serve);
+    // The server's own graceful shutdown waits for every open request, and `attach` or
+    // `logs -f` streams may never end: wait for them a bounded time, then close them.
+    tokio::select! {
+        r = &mut serve => r.map_err(|e| Error::Internal(format!("API server: {e}")))?,
+        _ = async {
+            let _ = grace_rx.wait_for(|stop| *stop).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!(
+                "open API streams (attach, logs -f, exec) did not end within {} s of the shutdown: closing them",
+                SHUTDOWN_GRACE.as_secs()
+            );
+        }
+    }
     sd_notify("STOPPING=1");
     let _ = std::fs::remove_file(&d.paths.address);
     crate::api::shutdown_subsystems(&d).await;

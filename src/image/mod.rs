@@ -119,26 +119,42 @@ pub fn put(
     labels: BTreeMap<String, String>,
 ) -> Result<ImageRecord> {
     let key = normalize_name(name)?;
-    meta.write(|tx| {
+    let (rec, created) = meta.write(|tx| {
         let now = chrono::Utc::now().timestamp();
-        let rec = match tx.get::<ImageRecord>(IMAGES, ns, &key)? {
+        let (rec, created) = match tx.get::<ImageRecord>(IMAGES, ns, &key)? {
             Some(mut r) => {
                 r.target = target;
                 r.labels.extend(labels);
                 r.updated_at = now;
-                r
+                (r, false)
             }
-            None => ImageRecord {
-                name: key.clone(),
-                target,
-                labels,
-                created_at: now,
-                updated_at: now,
-            },
+            None => (
+                ImageRecord {
+                    name: key.clone(),
+                    target,
+                    labels,
+                    created_at: now,
+                    updated_at: now,
+                },
+                true,
+            ),
         };
         tx.put(IMAGES, ns, &key, &rec)?;
-        Ok(rec)
-    })
+        Ok((rec, created))
+    })?;
+    crate::daemon::events::publish(
+        ns,
+        if created {
+            "/images/create"
+        } else {
+            "/images/update"
+        },
+        &[
+            ("name", rec.name.clone()),
+            ("digest", rec.target.digest.to_string()),
+        ],
+    );
+    Ok(rec)
 }
 
 /// Removes an image record (the blobs stay until garbage collection).
@@ -150,6 +166,9 @@ pub fn delete(meta: &Store, ns: &str, name: &str) -> Result<ImageRecord> {
         })?;
         tx.delete(IMAGES, ns, &key)?;
         Ok(rec)
+    })
+    .inspect(|rec| {
+        crate::daemon::events::publish(ns, "/images/delete", &[("name", rec.name.clone())])
     })
 }
 

@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::plugin;
+use super::restart::{self, RestartPolicy};
 use super::spec::{self, BindMount, ImageConfig, Network, SpecOptions, TmpfsMount};
 use super::task::{self, EtcFiles, Tasks};
 use crate::daemon::Daemon;
@@ -46,6 +47,18 @@ pub struct ContainerRecord {
     pub stdin: bool,
     #[serde(default)]
     pub auto_remove: bool,
+    /// `--restart`.
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
+    /// Times nookd restarted it under its policy since the user last started it.
+    #[serde(default)]
+    pub restart_count: u32,
+    /// The user stopped or killed it (`nook stop`, `nook kill`): no restart under the policy.
+    #[serde(default)]
+    pub stopped_by_user: bool,
+    /// It was started at least once (a container only created is not started at boot).
+    #[serde(default)]
+    pub has_been_started: bool,
 }
 
 impl ContainerRecord {
@@ -90,6 +103,8 @@ pub struct CreateOptions {
     pub network: String,
     /// `-p` values ([HOSTIP:]HOSTPORT:PORT[/PROTO], PORT, ranges).
     pub publish: Vec<String>,
+    /// `--restart` (no, on-failure[:N], always, unless-stopped).
+    pub restart: String,
 }
 
 /// A container with its task's state.
@@ -129,6 +144,13 @@ pub const PRUNE_GRACE_SECS: i64 = 30;
 pub struct Manager {
     pub tasks: Tasks,
     removing: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Tasks watched by [`Manager::monitor`] (`<ns>/<id>`).
+    monitored: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The last exit reported per container (`<ns>/<id>` → exited_at), so that each exit is
+    /// published once whoever sees it first.
+    exits_reported: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// The last restart delay per container (`<ns>/<id>`), see [`restart::next_delay`].
+    backoff: std::sync::Mutex<std::collections::HashMap<String, Duration>>,
 }
 
 static M: std::sync::OnceLock<Manager> = std::sync::OnceLock::new();
@@ -147,6 +169,9 @@ pub fn manager(d: &Daemon) -> Result<&'static Manager> {
     Ok(M.get_or_init(|| Manager {
         tasks: Tasks::new(&d.paths.state, shim),
         removing: Default::default(),
+        monitored: Default::default(),
+        exits_reported: Default::default(),
+        backoff: Default::default(),
     }))
 }
 
@@ -268,6 +293,12 @@ impl Manager {
             .collect::<Result<_>>()?;
         spec::capability_set(o.privileged, &o.cap_add, &o.cap_drop)?;
         let ports = crate::network::ports::parse_all(&o.publish)?;
+        let restart_policy = RestartPolicy::parse(&o.restart)?;
+        if o.auto_remove && restart_policy != RestartPolicy::No {
+            return Err(Error::InvalidArgument(format!(
+                "--restart {restart_policy} and --rm do not go together: a container removed when it exits cannot be restarted; drop one of them"
+            )));
+        }
 
         let id = new_id();
         let _gc = d.gc.lock.read().await;
@@ -388,6 +419,10 @@ impl Manager {
             tty: o.tty,
             stdin: o.stdin,
             auto_remove: o.auto_remove,
+            restart_policy,
+            restart_count: 0,
+            stopped_by_user: false,
+            has_been_started: false,
         };
         let res = d.store.write(|tx| {
             // names are unique per namespace: check again inside the transaction
@@ -409,6 +444,16 @@ impl Manager {
             return Err(e);
         }
         d.mutated(false);
+        crate::daemon::events::publish(
+            ns,
+            "/containers/create",
+            &[
+                ("id", rec.id.clone()),
+                ("name", rec.name.clone()),
+                ("image", rec.image.clone()),
+                ("runtime", rec.runtime.clone()),
+            ],
+        );
         Ok(rec)
     }
 
@@ -503,15 +548,32 @@ impl Manager {
         })
         .await
         .map_err(|e| Error::Internal(format!("publishing ports: {e}")))??;
-        if let Err(e) = self
+        let pid = match self
             .tasks
             .spawn(ns, &r.id, &rt, r.tty, r.stdin, start_now, hold_output)
             .await
         {
-            d.network.unpublish(ns, &r.id);
-            return Err(e);
-        }
+            Ok((_, pid)) => pid,
+            Err(e) => {
+                d.network.unpublish(ns, &r.id);
+                return Err(e);
+            }
+        };
+        crate::daemon::events::publish(
+            ns,
+            if start_now {
+                "/tasks/start"
+            } else {
+                "/tasks/create"
+            },
+            &[
+                ("id", r.id.clone()),
+                ("name", r.name.clone()),
+                ("pid", pid.to_string()),
+            ],
+        );
         self.watch_ports(d, ns, &r.id);
+        self.monitor(d, ns, r);
         Ok(true)
     }
 
@@ -531,7 +593,18 @@ impl Manager {
             }
             if !self.create_task(d, ns, r, true, false).await? {
                 // a task created earlier and not started: start it
-                self.tasks.client(ns, &r.id).start().await?;
+                let c = self.tasks.client(ns, &r.id);
+                c.start().await?;
+                let pid = c.state().await.map(|s| s.pid).unwrap_or(0);
+                crate::daemon::events::publish(
+                    ns,
+                    "/tasks/start",
+                    &[
+                        ("id", r.id.clone()),
+                        ("name", r.name.clone()),
+                        ("pid", pid.to_string()),
+                    ],
+                );
             }
             Ok(())
         }
@@ -540,6 +613,197 @@ impl Manager {
         res?;
         self.watch_auto_remove(d, ns, r);
         Ok(())
+    }
+
+    /// Watches the task until it exits, then reports the exit (`/tasks/exit`). One watcher per
+    /// task: the shim is the only one who knows of the exit, and tells whoever waits.
+    pub fn monitor(&self, d: &Arc<Daemon>, ns: &str, r: &ContainerRecord) {
+        let key = format!("{ns}/{}", r.id);
+        if !self
+            .monitored
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone())
+        {
+            return;
+        }
+        let (d, ns, r) = (d.clone(), ns.to_string(), r.clone());
+        tokio::spawn(async move {
+            let Ok(m) = manager(&d) else { return };
+            let armed = std::time::Instant::now();
+            let exit = m.wait_for_exit(&ns, &r.id).await;
+            m.monitored
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+            if let Some(e) = exit {
+                m.report_exit(&ns, &r, &e);
+                m.apply_restart_policy(&d, &ns, &r.id, e.exit_code, armed.elapsed())
+                    .await;
+            }
+        });
+    }
+
+    /// After an exit: restarts the container if its policy says so, after the backoff delay.
+    async fn apply_restart_policy(
+        &self,
+        d: &Arc<Daemon>,
+        ns: &str,
+        id: &str,
+        exit_code: i32,
+        ran: Duration,
+    ) {
+        let key = format!("{ns}/{id}");
+        let current = |m: &Manager| -> Option<ContainerRecord> {
+            if m.removing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&key)
+            {
+                return None;
+            }
+            d.store
+                .get::<ContainerRecord>(CONTAINERS, ns, id)
+                .ok()
+                .flatten()
+                .filter(|r| {
+                    !r.auto_remove
+                        && r.restart_policy.should_restart(
+                            exit_code,
+                            r.restart_count,
+                            r.stopped_by_user,
+                        )
+                })
+        };
+        if current(self).is_none() {
+            return;
+        }
+        let delay = {
+            let mut b = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
+            let next = restart::next_delay(b.get(&key).copied().unwrap_or_default(), ran);
+            b.insert(key.clone(), next);
+            next
+        };
+        tokio::time::sleep(delay).await;
+        // the user may have stopped, started or removed it meanwhile
+        let Some(mut rec) = current(self) else {
+            return;
+        };
+        if self.status(ns, rec.clone()).await.running() {
+            return;
+        }
+        rec.restart_count += 1;
+        let count = rec.restart_count;
+        if let Err(e) = self.update_record(d, ns, id, |r| r.restart_count = count) {
+            tracing::warn!(container = %id, "restart: recording the count: {e}");
+            return;
+        }
+        tracing::info!(container = %id, policy = %rec.restart_policy, count, exit_code, "restarting");
+        crate::daemon::events::publish(
+            ns,
+            "/containers/update",
+            &[
+                ("id", rec.id.clone()),
+                ("name", rec.name.clone()),
+                ("restart_count", count.to_string()),
+            ],
+        );
+        if let Err(e) = self.create_task(d, ns, &rec, true, false).await {
+            tracing::warn!(container = %id, "restart under policy {}: {e}", rec.restart_policy);
+        }
+    }
+
+    /// Changes a container's record in one transaction (no-op when it is gone).
+    pub fn update_record(
+        &self,
+        d: &Daemon,
+        ns: &str,
+        id: &str,
+        f: impl Fn(&mut ContainerRecord),
+    ) -> Result<()> {
+        d.store.write(|tx| {
+            if let Some(mut r) = tx.get::<ContainerRecord>(CONTAINERS, ns, id)? {
+                f(&mut r);
+                tx.put(CONTAINERS, ns, id, &r)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The user starts the container (`nook start`, `nook run`): the restart policy applies
+    /// again, with the count from zero (docker does the same).
+    pub fn user_started(&self, d: &Daemon, ns: &str, r: &ContainerRecord) -> Result<()> {
+        self.backoff
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&format!("{ns}/{}", r.id));
+        if r.restart_policy == RestartPolicy::No
+            || (!r.stopped_by_user && r.restart_count == 0 && r.has_been_started)
+        {
+            return Ok(());
+        }
+        self.update_record(d, ns, &r.id, |r| {
+            r.stopped_by_user = false;
+            r.restart_count = 0;
+            r.has_been_started = true;
+        })
+    }
+
+    /// The user stops or kills the container: its restart policy does not bring it back.
+    pub fn user_stopped(&self, d: &Daemon, ns: &str, r: &ContainerRecord) -> Result<()> {
+        if r.restart_policy == RestartPolicy::No || r.stopped_by_user {
+            return Ok(());
+        }
+        self.update_record(d, ns, &r.id, |r| r.stopped_by_user = true)
+    }
+
+    /// Waits until the task's init exits; `None` when the task went away without a word.
+    async fn wait_for_exit(&self, ns: &str, id: &str) -> Option<crate::shim::ExitInfo> {
+        let c = self.tasks.client(ns, id);
+        loop {
+            match c.wait(None).await {
+                Ok(e) => return Some(e),
+                Err(_) => {
+                    // the shim may not be listening yet, or is gone: check the record
+                    if let Some(e) = c.recorded_exit() {
+                        return Some(e);
+                    }
+                    if self.tasks.state(ns, id).await.is_none() {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        if self.tasks.state(ns, id).await.is_none() {
+                            return c.recorded_exit();
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    /// Publishes `/tasks/exit` for this exit, unless it was published already.
+    pub fn report_exit(&self, ns: &str, r: &ContainerRecord, e: &crate::shim::ExitInfo) {
+        let key = format!("{ns}/{}", r.id);
+        {
+            let mut seen = self
+                .exits_reported
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if seen.get(&key) == Some(&e.exited_at) {
+                return;
+            }
+            seen.insert(key, e.exited_at.clone());
+        }
+        crate::daemon::events::publish(
+            ns,
+            "/tasks/exit",
+            &[
+                ("id", r.id.clone()),
+                ("name", r.name.clone()),
+                ("pid", e.pid.to_string()),
+                ("exit_code", e.exit_code.to_string()),
+                ("exited_at", e.exited_at.clone()),
+            ],
+        );
     }
 
     /// Closes the container's published ports when it exits.
@@ -772,6 +1036,35 @@ impl Manager {
         d.store
             .write(|tx| tx.delete(CONTAINERS, ns, &r.id).map(|_| ()))?;
         d.mutated(true);
+        if st.task.is_some() {
+            let exit = self.tasks.client(ns, &r.id).recorded_exit();
+            if let Some(e) = &exit {
+                self.report_exit(ns, r, e);
+            }
+            crate::daemon::events::publish(
+                ns,
+                "/tasks/delete",
+                &[
+                    ("id", r.id.clone()),
+                    ("name", r.name.clone()),
+                    (
+                        "exit_code",
+                        exit.map(|e| e.exit_code)
+                            .unwrap_or(st.exit_code())
+                            .to_string(),
+                    ),
+                ],
+            );
+        }
+        self.exits_reported
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&format!("{ns}/{}", r.id));
+        crate::daemon::events::publish(
+            ns,
+            "/containers/delete",
+            &[("id", r.id.clone()), ("name", r.name.clone())],
+        );
         if let Ok(sn) = d.snapshotters.get(Some(&r.snapshotter)) {
             match crate::snapshot::Snapshotter::remove(sn.as_ref(), ns, &r.snapshot_key) {
                 Err(Error::NotFound(_)) | Ok(()) => {}
@@ -878,9 +1171,33 @@ impl Manager {
             };
             for r in recs {
                 let st = self.status(&ns.name, r.clone()).await;
-                if st.running() {
+                if st.running() || st.status() == "created" && st.task.is_some() {
                     // their ports were published again by the network's start-up
                     self.watch_ports(d, &ns.name, &r.id);
+                    self.monitor(d, &ns.name, &r);
+                }
+                // a task gone while nookd was away (exited, or lost in a reboot)
+                let gone = st.status() == "exited" || st.task.is_none() && r.has_been_started;
+                if gone
+                    && !r.auto_remove
+                    && r.restart_policy.restart_at_boot(
+                        st.exit_code(),
+                        r.restart_count,
+                        r.stopped_by_user,
+                    )
+                {
+                    let (d, ns, r) = (d.clone(), ns.name.clone(), r.clone());
+                    tokio::spawn(async move {
+                        let Ok(m) = manager(&d) else { return };
+                        tracing::info!(container = %r.id, policy = %r.restart_policy, "starting again at nookd start");
+                        if r.stopped_by_user {
+                            let _ = m.update_record(&d, &ns, &r.id, |r| r.stopped_by_user = false);
+                        }
+                        if let Err(e) = m.create_task(&d, &ns, &r, true, false).await {
+                            tracing::warn!(container = %r.id, "starting again at nookd start: {e}");
+                        }
+                    });
+                    continue;
                 }
                 if !r.auto_remove {
                     continue;
@@ -1031,6 +1348,10 @@ mod tests {
             tty: false,
             stdin: false,
             auto_remove: false,
+            restart_policy: RestartPolicy::No,
+            restart_count: 0,
+            stopped_by_user: false,
+            has_been_started: false,
         };
         assert_eq!(rec.command(), ["sh", "-c", "true"]);
         let s = Status {

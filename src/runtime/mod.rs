@@ -9,6 +9,7 @@
 
 pub mod containers;
 pub mod plugin;
+pub mod restart;
 pub mod seccomp;
 pub mod spec;
 pub mod task;

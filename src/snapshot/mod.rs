@@ -224,6 +224,16 @@ impl DirSnapshotter {
         &self.root
     }
 
+    /// Publishes a `/snapshot/prepare` or `/snapshot/view` event.
+    fn publish(&self, ns: &str, topic: &str, key: &str, parent: Option<&str>) {
+        let mut a = vec![("key", key.to_string())];
+        if let Some(p) = parent {
+            a.push(("parent", p.to_string()));
+        }
+        a.push(("snapshotter", self.driver.name().to_string()));
+        crate::daemon::events::publish(ns, topic, &a);
+    }
+
     fn rkey(&self, key: &str) -> String {
         format!("{}/{}", self.driver.name(), key)
     }
@@ -465,7 +475,9 @@ impl Snapshotter for DirSnapshotter {
         parent: Option<&str>,
         labels: BTreeMap<String, String>,
     ) -> Result<Vec<Mount>> {
-        self.create(ns, key, parent, Kind::Active, labels)
+        let m = self.create(ns, key, parent, Kind::Active, labels)?;
+        self.publish(ns, "/snapshot/prepare", key, parent);
+        Ok(m)
     }
 
     fn view(
@@ -475,7 +487,9 @@ impl Snapshotter for DirSnapshotter {
         parent: Option<&str>,
         labels: BTreeMap<String, String>,
     ) -> Result<Vec<Mount>> {
-        self.create(ns, key, parent, Kind::View, labels)
+        let m = self.create(ns, key, parent, Kind::View, labels)?;
+        self.publish(ns, "/snapshot/view", key, parent);
+        Ok(m)
     }
 
     fn commit(
@@ -529,6 +543,15 @@ impl Snapshotter for DirSnapshotter {
             let _ = fs::remove_dir_all(&work);
             let _ = fs::create_dir(&work);
         }
+        crate::daemon::events::publish(
+            ns,
+            "/snapshot/commit",
+            &[
+                ("key", name.to_string()),
+                ("active", key.to_string()),
+                ("snapshotter", self.driver.name().to_string()),
+            ],
+        );
         Ok(())
     }
 
@@ -563,6 +586,14 @@ impl Snapshotter for DirSnapshotter {
         if dir.exists() {
             fs::rename(&dir, &trash).ctx(|| format!("moving {} away", dir.display()))?;
         }
+        crate::daemon::events::publish(
+            ns,
+            "/snapshot/remove",
+            &[
+                ("key", key.to_string()),
+                ("snapshotter", self.driver.name().to_string()),
+            ],
+        );
         if trash.exists() {
             fs::remove_dir_all(&trash).ctx(|| format!("removing {}", trash.display()))?;
         }
