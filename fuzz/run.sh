@@ -10,7 +10,8 @@
 # `nooktest` exists (CI, the dev machines), it runs as that user inside a user namespace
 # (`unshare --map-auto --map-root-user`: root there, owning its subordinate ids, nothing of the
 # host's), so even an applier bug could not write outside what that user may touch.
-# Environment: FUZZ_TARGET_DIR (cargo's target dir, default fuzz/target), FUZZ_USER (nooktest).
+# Environment: FUZZ_TARGET_DIR (cargo's target dir, default fuzz/target), FUZZ_USER (nooktest),
+# FUZZ_NO_BUILD=1 (run the binaries already built).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,7 +19,7 @@ secs=${1:-25}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(reference manifest config www_authenticate layer_tar)
+  targets=(reference manifest config www_authenticate archive layer_tar)
 fi
 tdir=${FUZZ_TARGET_DIR:-fuzz/target}
 user=${FUZZ_USER:-nooktest}
@@ -28,7 +29,9 @@ export RUSTC_BOOTSTRAP=1
 if ! command -v cargo-fuzz >/dev/null; then
   cargo install cargo-fuzz --locked --quiet
 fi
-cargo fuzz build --target-dir "$tdir"
+if [ -z "${FUZZ_NO_BUILD:-}" ]; then
+  cargo fuzz build --target-dir "$tdir"
+fi
 bindir="$tdir/x86_64-unknown-linux-gnu/release"
 
 work=$(mktemp -d /tmp/nook-fuzz.XXXXXX)

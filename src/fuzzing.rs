@@ -174,6 +174,37 @@ pub fn www_authenticate(data: &[u8]) {
     }
 }
 
+/// `nook image import` of a docker-archive or OCI-layout tar (index.json, manifest.json, links,
+/// nested indexes) into one content and metadata store per process, then resolving every
+/// imported image as `nook run` would. Returns how many images were imported.
+pub fn archive(data: &[u8]) -> usize {
+    use crate::content::ContentStore;
+    use crate::metadata::Store;
+    static STORES: OnceLock<(std::sync::Arc<ContentStore>, Store)> = OnceLock::new();
+    let (cs, meta) = STORES.get_or_init(|| {
+        let d = scratch_base().join(format!("archive-store-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).expect("creating the fuzz store");
+        (
+            ContentStore::open(&d.join("content")).expect("opening the fuzz content store"),
+            Store::open(&d.join("meta.redb")).expect("opening the fuzz metadata store"),
+        )
+    });
+    let opts = crate::image::archive::ImportOptions::default();
+    let Ok(images) = crate::image::archive::import(cs, meta, "default", data, &opts) else {
+        return 0;
+    };
+    for img in &images {
+        assert!(
+            Reference::parse(&img.name).is_ok(),
+            "imported image has an invalid name {:?}",
+            img.name
+        );
+        let _ = crate::image::resolve(cs, meta, "default", &img.target, &PlatformSelector::All);
+    }
+    images.len()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Layer tars
 

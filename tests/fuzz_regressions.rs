@@ -19,6 +19,14 @@ fn fuzz_dir() -> PathBuf {
 
 /// The stored inputs of `target`: (file name, bytes).
 fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
+    // the targets' scratch files (config rootfs, archive store) go under cargo's tmp dir
+    static SCRATCH: std::sync::Once = std::sync::Once::new();
+    SCRATCH.call_once(|| {
+        std::env::set_var(
+            "NOOK_FUZZ_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("fuzz-regressions"),
+        )
+    });
     let mut out = Vec::new();
     for set in ["seeds", "regressions"] {
         let dir = fuzz_dir().join(set).join(target);
@@ -63,6 +71,18 @@ fn config_inputs() {
     run_all("config", |d| {
         fuzzing::config(d);
     });
+}
+
+#[test]
+fn archive_inputs() {
+    let imported: usize = inputs("archive")
+        .iter()
+        .map(|(name, data)| {
+            std::panic::catch_unwind(|| fuzzing::archive(data))
+                .unwrap_or_else(|_| panic!("{name} panicked the archive target"))
+        })
+        .sum();
+    assert!(imported >= 3, "the fixture archives import ({imported})");
 }
 
 #[test]
@@ -319,6 +339,30 @@ mod seeds {
         .collect()
     }
 
+    pub fn archive() -> Vec<(String, Vec<u8>)> {
+        let (a, b) = images();
+        vec![
+            (
+                "docker-archive".into(),
+                fixture::docker_archive(&[(&["busybox:a", "example.com/x/y:1"], &a)]),
+            ),
+            (
+                "oci-layout".into(),
+                fixture::oci_layout(&[("localhost:5000/bb:v1", &a), ("", &b)]),
+            ),
+            (
+                "oci-layout-index".into(),
+                fixture::oci_layout_index(
+                    "multi:1",
+                    &[
+                        (&a, Platform::parse("linux/amd64").unwrap()),
+                        (&b, Platform::parse("linux/arm64/v8").unwrap()),
+                    ],
+                ),
+            ),
+        ]
+    }
+
     pub fn www_authenticate() -> Vec<(String, Vec<u8>)> {
         [
             r#"Bearer realm="https://auth.example/token",service="registry",scope="repository:a/b:pull""#,
@@ -341,6 +385,7 @@ fn write_seeds() {
         ("config", seeds::config()),
         ("reference", seeds::reference()),
         ("www_authenticate", seeds::www_authenticate()),
+        ("archive", seeds::archive()),
     ];
     for (target, files) in sets {
         let dir = fuzz_dir().join("seeds").join(target);
