@@ -11,7 +11,7 @@
 # (`unshare --map-auto --map-root-user`: root there, owning its subordinate ids, nothing of the
 # host's), so even an applier bug could not write outside what that user may touch.
 # Environment: FUZZ_TARGET_DIR (cargo's target dir, default fuzz/target), FUZZ_USER (nooktest),
-# FUZZ_NO_BUILD=1 (run the binaries already built).
+# FUZZ_NO_BUILD=1 (run the binaries already built), FUZZ_BUILD_FLAGS (for cargo fuzz build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,10 +29,14 @@ export RUSTC_BOOTSTRAP=1
 if ! command -v cargo-fuzz >/dev/null; then
   cargo install cargo-fuzz --locked --quiet
 fi
+# FUZZ_BUILD_FLAGS: e.g. "--dev -s none" (CI: a much shorter build, slower runs, no ASan)
+read -r -a flags <<<"${FUZZ_BUILD_FLAGS:-}"
 if [ -z "${FUZZ_NO_BUILD:-}" ]; then
-  cargo fuzz build --target-dir "$tdir"
+  cargo fuzz build --target-dir "$tdir" "${flags[@]}"
 fi
-bindir="$tdir/x86_64-unknown-linux-gnu/release"
+profile=release
+if [[ " ${flags[*]} " == *" --dev "* || " ${flags[*]} " == *" -D "* ]]; then profile=debug; fi
+bindir="$tdir/x86_64-unknown-linux-gnu/$profile"
 
 work=$(mktemp -d /tmp/nook-fuzz.XXXXXX)
 chmod 755 "$work"
@@ -43,7 +47,13 @@ fi
 
 for t in "${targets[@]}"; do
   corpus="$work/corpus-$t"
-  mkdir -p "$corpus" "$work/artifacts-$t" "$work/scratch-$t"
+  # the targets' scratch files: tmpfs when there is one (layer_tar makes and removes ~30 files
+  # per input; on disk that is most of its time)
+  scratch="$work/scratch-$t"
+  if [ -d /dev/shm ] && [ -w /dev/shm ]; then
+    scratch=$(mktemp -d /dev/shm/nook-fuzz.XXXXXX)
+  fi
+  mkdir -p "$corpus" "$work/artifacts-$t" "$scratch"
   cp fuzz/seeds/"$t"/* "$corpus"/
   if [ -d fuzz/regressions/"$t" ]; then cp fuzz/regressions/"$t"/* "$corpus"/; fi
   cp "$bindir/$t" "$work/$t"
@@ -52,14 +62,15 @@ for t in "${targets[@]}"; do
   log="$work/$t.log"
   set +e
   if [ "$t" = layer_tar ] && [ $sandbox = 1 ]; then
-    chown -R "$user:" "$corpus" "$work/artifacts-$t" "$work/scratch-$t"
-    runuser -u "$user" -- env NOOK_FUZZ_DIR="$work/scratch-$t" \
+    chown -R "$user:" "$corpus" "$work/artifacts-$t" "$scratch"
+    runuser -u "$user" -- env NOOK_FUZZ_DIR="$scratch" \
       unshare --user --map-auto --map-root-user "${cmd[@]}" >"$log" 2>&1
   else
-    NOOK_FUZZ_DIR="$work/scratch-$t" "${cmd[@]}" >"$log" 2>&1
+    NOOK_FUZZ_DIR="$scratch" "${cmd[@]}" >"$log" 2>&1
   fi
   rc=$?
   set -e
+  rm -rf "$scratch"
   if [ $rc != 0 ]; then
     tail -n 60 "$log"
     echo "fuzz $t: FAILED (exit $rc); input and log kept in $work"
