@@ -55,6 +55,35 @@ pub struct ApplyStats {
 const WH_PREFIX: &str = ".wh.";
 const WH_OPAQUE: &str = ".wh..wh..opq";
 const MAX_LINK_HOPS: u32 = 40;
+/// The most hole bytes a sparse tar entry may expand to (holes stay holes on disk, but reading
+/// them still costs time).
+const MAX_SPARSE_HOLES: u64 = 16 << 30;
+const SPARSE_CHUNK: usize = 1 << 20;
+static ZEROS: [u8; SPARSE_CHUNK] = [0; SPARSE_CHUNK];
+
+/// Copies a sparse entry, leaving holes where its content is zeros (as GNU tar extracts it), so
+/// a small layer cannot fill the disk with a huge declared size.
+fn copy_sparse(mut from: impl Read, to: &mut fs::File) -> io::Result<u64> {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut buf = vec![0u8; SPARSE_CHUNK];
+    let mut total = 0u64;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf[..n] == ZEROS[..n] {
+            to.seek(SeekFrom::Current(n as i64))?;
+        } else {
+            to.write_all(&buf[..n])?;
+        }
+        total += n as u64;
+    }
+    to.set_len(total)?;
+    Ok(total)
+}
 
 /// Applies a tar stream to `root`. On error the directory may hold part of the layer; the caller
 /// discards it (removes the active snapshot).
@@ -402,7 +431,21 @@ impl Applier<'_> {
                     .custom_flags(libc::O_NOFOLLOW)
                     .open(&abs)
                     .ctx(|| format!("creating {}", abs.display()))?;
-                let n = io::copy(entry, &mut f).map_err(|e| {
+                let n = if etype == EntryType::GNUSparse {
+                    // A few hundred bytes of sparse map can declare an exabyte of holes.
+                    let holes = entry.size().saturating_sub(hdr.entry_size().unwrap_or(0));
+                    if holes > MAX_SPARSE_HOLES {
+                        return Err(Error::InvalidArgument(format!(
+                            "layer entry {:?} is a sparse file with {holes} bytes of holes, more than the {} GiB nook unpacks; the layer is unsafe",
+                            raw.display().to_string(),
+                            MAX_SPARSE_HOLES >> 30
+                        )));
+                    }
+                    copy_sparse(&mut *entry, &mut f)
+                } else {
+                    io::copy(entry, &mut f)
+                }
+                .map_err(|e| {
                     if crate::error::is_no_space(&e) {
                         return Error::io(format!("writing {}", abs.display()), e);
                     }

@@ -244,17 +244,26 @@ impl Reference {
         }
     }
 
-    /// The shortest form users type (`busybox:latest`, `localhost:5000/x:1`).
+    /// The shortest form users type (`busybox:latest`, `localhost:5000/x:1`) that still parses
+    /// back to this reference: `docker.io/` stays when the path's first component would read as
+    /// a host (`docker.io/a.b/c`), `library/` when more components follow (`library/a/b`).
     pub fn familiar(&self) -> String {
         let full = self.to_string();
-        if self.domain == DEFAULT_DOMAIN {
-            let rest = &full[DEFAULT_DOMAIN.len() + 1..];
-            rest.strip_prefix(OFFICIAL_PREFIX)
-                .unwrap_or(rest)
-                .to_string()
-        } else {
-            full
+        if self.domain != DEFAULT_DOMAIN {
+            return full;
         }
+        let rest = &full[DEFAULT_DOMAIN.len() + 1..];
+        let short = match self.path.strip_prefix(OFFICIAL_PREFIX) {
+            Some(name) if !name.contains('/') => &rest[OFFICIAL_PREFIX.len()..],
+            _ => rest,
+        };
+        let first = short.split('/').next().unwrap_or("");
+        if short.contains('/')
+            && (first.contains('.') || first.contains(':') || first == "localhost")
+        {
+            return full;
+        }
+        short.to_string()
     }
 }
 
@@ -321,6 +330,17 @@ mod tests {
             Reference::parse("user/app:2").unwrap().familiar(),
             "user/app:2"
         );
+        // forms that would name another image when shortened more (found by fuzzing)
+        for (i, f) in [
+            ("docker.io/a.b/c", "docker.io/a.b/c:latest"),
+            ("docker.io/localhost/c", "docker.io/localhost/c:latest"),
+            ("docker.io/library/a/b", "library/a/b:latest"),
+            ("library/a.b", "a.b:latest"),
+        ] {
+            let r = Reference::parse(i).unwrap();
+            assert_eq!(r.familiar(), f);
+            assert_eq!(Reference::parse(f).unwrap(), r, "{f}");
+        }
     }
 
     #[test]

@@ -1,0 +1,8 @@
+#![no_main]
+//! Fuzz target: see `nook::fuzzing::layer_tar`.
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = nook::fuzzing::layer_tar(data);
+});
