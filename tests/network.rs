@@ -445,3 +445,70 @@ fn addresses_are_not_reused_across_a_restart() {
     assert!(out.contains(&format!("inet {ia}/")), "{out}");
     d.nook(&["rm", "-f", &a, &c]).ok();
 }
+
+#[test]
+fn networks_are_isolated_from_each_other() {
+    let d = daemon();
+    d.nook(&["network", "create", "blue"]).ok();
+    d.nook(&["network", "create", "red"]).ok();
+    let httpd = |name: &str, net: &str| {
+        d.nook(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            net,
+            IMG,
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/www",
+        ])
+        .ok();
+    };
+    httpd("web-blue", "blue");
+    httpd("web-default", "nook");
+    let ip = |name: &str| {
+        let out = d
+            .nook(&["exec", name, "ip", "-4", "-o", "addr", "show", "eth0"])
+            .ok();
+        out.split_whitespace()
+            .skip_while(|w| *w != "inet")
+            .nth(1)
+            .and_then(|a| a.split('/').next())
+            .unwrap_or_else(|| panic!("no address in {out}"))
+            .to_string()
+    };
+    let (blue, default) = (ip("web-blue"), ip("web-default"));
+    let get = |net: &str, addr: &str| {
+        d.nook(&[
+            "run",
+            "--rm",
+            "--network",
+            net,
+            IMG,
+            "sh",
+            "-c",
+            // (wget -T crashes busybox-static's wget: busybox timeout instead)
+            &format!("busybox timeout 3 wget -q -O - http://{addr}/index.html || echo unreachable"),
+        ])
+        .ok()
+    };
+    // same network: reachable; another network (user or default): not
+    assert!(get("blue", &blue).contains("hello from nook"));
+    assert!(get("red", &blue).contains("unreachable"));
+    assert!(get("nook", &blue).contains("unreachable"));
+    assert!(get("red", &default).contains("unreachable"));
+    assert!(get("nook", &default).contains("hello from nook"));
+    // one rule per bridge, rewritten when networks come and go
+    let nft = in_netns(&d, "nft list chain ip nook isolate").ok();
+    assert!(nft.contains("iifname \"nook1\""), "{nft}");
+    d.nook(&["rm", "-f", "web-blue", "web-default"]).ok();
+    d.nook(&["network", "rm", "blue"]).ok();
+    let nft = in_netns(&d, "nft list chain ip nook isolate").ok();
+    assert!(!nft.contains("iifname \"nook1\""), "{nft}");
+    d.nook(&["network", "rm", "red"]).ok();
+}

@@ -263,6 +263,7 @@ impl Manager {
         for n in self.networks_raw()? {
             self.ensure_bridge(&n)?;
         }
+        self.isolate()?;
         match SocketFactory::start(&self.s.netns) {
             Ok(f) => {
                 f.transparent
@@ -316,6 +317,16 @@ impl Manager {
             nl.set_up(&br)
         })
         .map_err(io_err(&format!("setting up bridge {}", n.bridge)))
+    }
+
+    /// Rewrites the firewall chain that keeps networks apart: a packet routed from one bridge
+    /// to another is dropped; traffic within a bridge and to or from the link (`tap0`) passes.
+    fn isolate(&self) -> Result<()> {
+        let bridges: Vec<String> = self.networks_raw()?.into_iter().map(|n| n.bridge).collect();
+        with_netns(&self.s.netns, move || {
+            run_stdin("nft", &["-f", "-"], &isolate_rules(&bridges))
+        })
+        .map_err(io_err("keeping the networks apart (nft)"))
     }
 
     /// Lists the networks with their members.
@@ -416,7 +427,7 @@ impl Manager {
             }
             tx.put_raw(SYSTEM, &net_key(name), &rec)
         })?;
-        if let Err(e) = self.ensure_bridge(&rec) {
+        if let Err(e) = self.ensure_bridge(&rec).and_then(|()| self.isolate()) {
             let _ = self.store.write(|tx| tx.delete_raw(SYSTEM, &net_key(name)));
             let br = rec.bridge.clone();
             let _ = with_netns(&self.s.netns, move || Netlink::open()?.delete_link(&br));
@@ -453,6 +464,9 @@ impl Manager {
         }
         self.store
             .write(|tx| tx.delete_raw(SYSTEM, &net_key(name)))?;
+        if let Err(e) = self.isolate() {
+            tracing::warn!("after removing network {name:?}: {e}");
+        }
         Ok(())
     }
 
@@ -1019,6 +1033,20 @@ fn setup_namespace() -> std::io::Result<bool> {
             Ok(false)
         }
     }
+}
+
+/// The nft script of [`Manager::isolate`]. With br_netfilter, traffic within a bridge also
+/// passes the forward hook, with the bridge as both the input and the output interface.
+fn isolate_rules(bridges: &[String]) -> String {
+    let mut s = String::from(
+        "table ip nook {\n  chain isolate { type filter hook forward priority filter; policy accept; }\n}\nflush chain ip nook isolate\n",
+    );
+    for b in bridges {
+        s.push_str(&format!(
+            "add rule ip nook isolate iifname \"{b}\" oifname != {{ \"{b}\", \"{TAP}\" }} drop\n"
+        ));
+    }
+    s
 }
 
 fn run_stdin(prog: &str, args: &[&str], input: &str) -> std::io::Result<()> {
