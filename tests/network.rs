@@ -512,3 +512,71 @@ fn networks_are_isolated_from_each_other() {
     assert!(!nft.contains("iifname \"nook1\""), "{nft}");
     d.nook(&["network", "rm", "red"]).ok();
 }
+
+#[test]
+fn ipv6_between_containers_and_on_published_ports() {
+    let d = daemon();
+    let web = d
+        .nook(&[
+            "run",
+            "-d",
+            "--name",
+            "web6",
+            "-p",
+            "[::1]:0:80",
+            IMG,
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/www",
+        ])
+        .ok();
+    // an address from fd88::/64 (the default ipv6_subnet), next to its IPv4 one
+    let addr = d
+        .nook(&["exec", web.trim(), "ip", "-6", "-o", "addr", "show", "eth0"])
+        .ok();
+    let ip6 = addr
+        .split_whitespace()
+        .skip_while(|w| *w != "inet6")
+        .nth(1)
+        .filter(|a| a.starts_with("fd88::"))
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_else(|| panic!("no fd88:: address in {addr}"))
+        .to_string();
+    // another container reaches it over IPv6, through the bridge
+    let out = d
+        .nook(&[
+            "run",
+            "--rm",
+            IMG,
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            &format!("http://[{ip6}]/index.html"),
+        ])
+        .ok();
+    assert!(out.contains("hello from nook"), "{out}");
+    let route = d.nook(&["run", "--rm", IMG, "ip", "-6", "route"]).ok();
+    assert!(route.contains("default via fd88::1 dev eth0"), "{route}");
+    // the port published on the host's [::1] reaches the container
+    let port = d.nook(&["port", web.trim()]).ok();
+    let port: u16 = port
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no host port in {port:?}"));
+    let o = std::process::Command::new("curl")
+        .args(["-6", "-s", "--max-time", "5"])
+        .arg(format!("http://[::1]:{port}/index.html"))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("hello from nook"),
+        "curl -6: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    d.nook(&["rm", "-f", web.trim()]).ok();
+}
