@@ -580,3 +580,89 @@ fn ipv6_between_containers_and_on_published_ports() {
     );
     d.nook(&["rm", "-f", web.trim()]).ok();
 }
+
+/// Threads of nookd named `nook-relay` (two per connection relayed by threads).
+fn relay_threads(d: &Nookd) -> usize {
+    std::fs::read_dir(format!("/proc/{}/task", d.pid()))
+        .map(|dir| {
+            dir.flatten()
+                .filter(|t| {
+                    std::fs::read_to_string(t.path().join("comm"))
+                        .is_ok_and(|c| c.trim() == "nook-relay")
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn relayed_connections_carry_bulk_data_both_ways_and_leave_no_threads() {
+    let d = daemon();
+    let id = d
+        .nook(&[
+            "run",
+            "-d",
+            "-p",
+            "127.0.0.1::7",
+            IMG,
+            "nc",
+            "-ll",
+            "-p",
+            "7",
+            "-e",
+            "cat",
+        ])
+        .ok();
+    let id = id.trim().to_string();
+    let port: u16 = d
+        .nook(&["port", &id])
+        .ok()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim().parse().ok())
+        .expect("a host port");
+    let connect = || {
+        let s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        let mut s2 = s.try_clone().ok()?;
+        s2.write_all(b"ping\n").ok()?;
+        let mut b = [0u8; 5];
+        (&s).read_exact(&mut b).ok()?;
+        (&b == b"ping\n").then_some(s)
+    };
+    let mut s = None;
+    wait_until("the echo server answers", || {
+        s = connect();
+        s.is_some()
+    });
+    let s = s.unwrap();
+    assert_eq!(relay_threads(&d), 2);
+    // 16 MiB through the container and back, written while it is read
+    let data: Vec<u8> = (0..16u32 << 20).map(|i| (i % 251) as u8).collect();
+    let mut w = s.try_clone().unwrap();
+    let sent = data.clone();
+    let writer = std::thread::spawn(move || {
+        w.write_all(&sent).unwrap();
+        w.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    let mut back = Vec::new();
+    (&s).read_to_end(&mut back).unwrap();
+    writer.join().unwrap();
+    assert!(
+        back == data,
+        "{} bytes came back of {}",
+        back.len(),
+        data.len()
+    );
+    drop(s);
+    wait_until("the relay threads end with the connection", || {
+        relay_threads(&d) == 0
+    });
+    // a connection open while the container is removed is closed, its threads end
+    let s = connect().expect("a second connection");
+    assert_eq!(relay_threads(&d), 2);
+    d.nook(&["rm", "-f", &id]).ok();
+    let mut rest = Vec::new();
+    let _ = (&s).read_to_end(&mut rest);
+    wait_until("the relay threads end after rm", || relay_threads(&d) == 0);
+}
