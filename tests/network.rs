@@ -666,3 +666,37 @@ fn relayed_connections_carry_bulk_data_both_ways_and_leave_no_threads() {
     let _ = (&s).read_to_end(&mut rest);
     wait_until("the relay threads end after rm", || relay_threads(&d) == 0);
 }
+
+#[test]
+fn published_port_of_a_host_network_container() {
+    let d = daemon();
+    let id = d
+        .nook(&[
+            "run",
+            "-d",
+            "--network",
+            "host",
+            "-p",
+            "127.0.0.1::8081",
+            IMG,
+            "httpd",
+            "-f",
+            "-p",
+            "8081",
+            "-h",
+            "/www",
+        ])
+        .ok();
+    let port: u16 = d
+        .nook(&["port", id.trim()])
+        .ok()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim().parse().ok())
+        .expect("a host port");
+    // relayed to 127.0.0.1 in the containers' namespace (plainly: loopback drops foreign sources)
+    wait_until("httpd answers through the published port", || {
+        http_get(port).is_some_and(|b| b.contains("hello from nook"))
+    });
+    d.nook(&["rm", "-f", id.trim()]).ok();
+}

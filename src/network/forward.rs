@@ -157,7 +157,8 @@ impl SocketFactory {
 
     /// Connects to `to` from inside the namespace, as `from` when transparent proxying works.
     pub async fn connect(&self, to: SocketAddr, from: Option<SocketAddr>) -> io::Result<TcpStream> {
-        let src = if self.transparent.load(Ordering::Relaxed) {
+        // a loopback target (--network host) drops packets from a foreign source: plain then
+        let src = if self.transparent.load(Ordering::Relaxed) && !to.ip().is_loopback() {
             match from {
                 Some(SocketAddr::V4(a)) if a.ip().is_loopback() => {
                     Some(SocketAddrV4::new(HOST_LOOPBACK_ALIAS, a.port()))
