@@ -25,10 +25,13 @@ cleanup() {
   if [ -n "${lo_pid:-}" ]; then kill "$lo_pid" 2>/dev/null || true; fi
   as_user "$base/podman-run" podman rm -f nook-netbench >/dev/null 2>&1 || true
   as_user "$base/podman-run" podman system reset -f >/dev/null 2>&1 || true
-  for d in pasta slirp4netns; do
-    local st=$base/run-$d/nook
+  if [ -f "$base/podman-run/libpod/tmp/pause.pid" ]; then
+    kill "$(cat "$base/podman-run/libpod/tmp/pause.pid")" 2>/dev/null || true
+  fi
+  for run in "$base"/run-*; do
+    local st=$run/nook
     [ -f "$st/pause.pid" ] || continue
-    as_user "$base/run-$d" nook rm -f iperf >/dev/null 2>&1 || true
+    as_user "$run" nook rm -f iperf >/dev/null 2>&1 || true
     # nookd (the pause's parent), then what outlives it by design: the pause and the link
     local pause
     pause=$(cat "$st/pause.pid")
