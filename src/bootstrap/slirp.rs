@@ -89,6 +89,10 @@ pub fn start(
             if cfg.disable_host_loopback {
                 cmd.arg("--disable-host-loopback");
             }
+            if !cfg.ipv6_subnet.trim().is_empty() {
+                // IPv6 out of the link (fd00::/64 on tap0, NATed by slirp4netns)
+                cmd.arg("--enable-ipv6");
+            }
             let _ = std::fs::remove_file(state.join("slirp4netns.sock"));
             cmd.arg(pause_pid.to_string()).arg(TAP);
         }

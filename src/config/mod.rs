@@ -68,6 +68,9 @@ pub struct NetworkConfig {
     pub disable_host_loopback: bool,
     /// Subnet of the default bridge network.
     pub subnet: String,
+    /// IPv6 subnet of the default bridge network ("" = IPv4 only); user networks take the
+    /// following subnets of the same size.
+    pub ipv6_subnet: String,
     /// Name of the default bridge.
     pub bridge: String,
 }
@@ -192,6 +195,7 @@ impl Default for NetworkConfig {
             mtu: 65520,
             disable_host_loopback: true,
             subnet: "10.88.0.0/16".into(),
+            ipv6_subnet: "fd88::/64".into(),
             bridge: "nook0".into(),
         }
     }

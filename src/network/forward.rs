@@ -1,6 +1,10 @@
 //! Published ports: listeners in the host's network namespace (nookd's own) whose connections
 //! are relayed into the containers' namespace.
 //!
+//! TCP connections are relayed with splice(2), so the bytes never enter user space: by two
+//! threads per connection doing blocking splice (the fastest way measured), or, beyond
+//! [`MAX_THREADED`] concurrent connections, by a tokio task waiting for readiness.
+//!
 //! Sockets keep the network namespace they were created in, so one long-lived thread that
 //! joined the containers' namespace ([`SocketFactory`]) creates the inside sockets on request,
 //! and the tokio tasks in the host namespace use them.
@@ -19,7 +23,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -153,7 +157,8 @@ impl SocketFactory {
 
     /// Connects to `to` from inside the namespace, as `from` when transparent proxying works.
     pub async fn connect(&self, to: SocketAddr, from: Option<SocketAddr>) -> io::Result<TcpStream> {
-        let src = if self.transparent.load(Ordering::Relaxed) {
+        // a loopback target (--network host) drops packets from a foreign source: plain then
+        let src = if self.transparent.load(Ordering::Relaxed) && !to.ip().is_loopback() {
             match from {
                 Some(SocketAddr::V4(a)) if a.ip().is_loopback() => {
                     Some(SocketAddrV4::new(HOST_LOOPBACK_ALIAS, a.port()))
@@ -268,10 +273,10 @@ async fn serve_tcp(l: TcpListener, target: SocketAddr, f: Arc<SocketFactory>) {
     loop {
         tokio::select! {
             r = l.accept() => match r {
-                Ok((mut c, peer)) => {
+                Ok((c, peer)) => {
                     let f = f.clone();
                     conns.spawn(async move {
-                        let mut inside = match f.connect(target, Some(peer)).await {
+                        let inside = match f.connect(target, Some(peer)).await {
                             Ok(s) => s,
                             Err(e) => {
                                 tracing::debug!("port forward to {target}: {e}");
@@ -280,12 +285,11 @@ async fn serve_tcp(l: TcpListener, target: SocketAddr, f: Arc<SocketFactory>) {
                         };
                         let _ = c.set_nodelay(true);
                         let _ = inside.set_nodelay(true);
-                        if std::env::var_os("NOOK_RELAY_COPY").is_some() {
-                            let _ = tokio::io::copy_bidirectional_with_sizes(
-                                &mut c, &mut inside, 256 << 10, 256 << 10,
-                            )
-                            .await;
-                        } else if let Err(e) = relay(&c, &inside).await {
+                        let res = match ThreadSlot::take() {
+                            Some(slot) => relay_threads(c, inside, slot).await,
+                            None => relay(&c, &inside).await,
+                        };
+                        if let Err(e) = res {
                             tracing::debug!("relay to {target}: {e}");
                         }
                     });
@@ -411,6 +415,129 @@ async fn splice_one(from: &TcpStream, to: &TcpStream) -> io::Result<()> {
 /// Relays both directions of a connection with splice(2) until both ends are done.
 async fn relay(a: &TcpStream, b: &TcpStream) -> io::Result<()> {
     let (x, y) = tokio::join!(splice_one(a, b), splice_one(b, a));
+    x.and(y)
+}
+
+fn splice_blocking(from: i32, to: i32, len: usize, flags: libc::c_uint) -> io::Result<usize> {
+    loop {
+        // SAFETY: splice between two valid descriptors with no offsets.
+        let n = unsafe {
+            libc::splice(
+                from,
+                std::ptr::null_mut(),
+                to,
+                std::ptr::null_mut(),
+                len,
+                flags,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// One direction on a thread of its own, with blocking sockets and a blocking pipe.
+fn splice_thread(from: &std::net::TcpStream, to: &std::net::TcpStream) -> io::Result<()> {
+    let (pr, pw) = pipe()?;
+    for fd in [pr.as_raw_fd(), pw.as_raw_fd()] {
+        // SAFETY: fcntl on a valid pipe fd.
+        unsafe { libc::fcntl(fd, libc::F_SETFL, 0) };
+    }
+    let (fd_from, fd_to) = (from.as_raw_fd(), to.as_raw_fd());
+    let res = (|| loop {
+        let n = splice_blocking(fd_from, pw.as_raw_fd(), 1 << 20, libc::SPLICE_F_MOVE)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let mut left = n;
+        while left > 0 {
+            left -= splice_blocking(
+                pr.as_raw_fd(),
+                fd_to,
+                left,
+                libc::SPLICE_F_MOVE | libc::SPLICE_F_MORE,
+            )?;
+        }
+    })();
+    let _ = to.shutdown(std::net::Shutdown::Write);
+    res
+}
+
+/// Shuts both sockets down when dropped (the task was aborted): the blocked threads wake up.
+struct ShutdownOnDrop(Arc<std::net::TcpStream>, Arc<std::net::TcpStream>);
+
+impl Drop for ShutdownOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.shutdown(std::net::Shutdown::Both);
+        let _ = self.1.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// Connections relayed by threads of their own right now (two threads each).
+static THREADED: AtomicUsize = AtomicUsize::new(0);
+/// Beyond this many concurrent connections, the others are relayed by the tokio tasks.
+const MAX_THREADED: usize = 128;
+
+/// The relay threads only loop over splice(2).
+const RELAY_STACK: usize = 64 << 10;
+
+/// A place among the [`MAX_THREADED`] thread-relayed connections, given back when dropped.
+struct ThreadSlot;
+
+impl ThreadSlot {
+    fn take() -> Option<ThreadSlot> {
+        if THREADED.fetch_add(1, Ordering::AcqRel) < MAX_THREADED {
+            Some(ThreadSlot)
+        } else {
+            THREADED.fetch_sub(1, Ordering::AcqRel);
+            None
+        }
+    }
+}
+
+impl Drop for ThreadSlot {
+    fn drop(&mut self) {
+        THREADED.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Relays both directions of a connection, each on a thread of its own with blocking splice:
+/// the fastest way measured (bench/net.sh: 15-40% more throughput than the tokio readiness
+/// loop of [`relay`], which pays an epoll round trip per pipe-full). The threads hold the
+/// slot until both directions are done.
+async fn relay_threads(a: TcpStream, b: TcpStream, slot: ThreadSlot) -> io::Result<()> {
+    let (a, b) = (a.into_std()?, b.into_std()?);
+    a.set_nonblocking(false)?;
+    b.set_nonblocking(false)?;
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let _guard = ShutdownOnDrop(a.clone(), b.clone());
+    let (tx1, rx1) = tokio::sync::oneshot::channel();
+    let (tx2, rx2) = tokio::sync::oneshot::channel();
+    let (a1, b1, a2, b2) = (a.clone(), b.clone(), a.clone(), b.clone());
+    let slot1 = Arc::new(slot);
+    let slot2 = slot1.clone();
+    std::thread::Builder::new()
+        .name("nook-relay".into())
+        .stack_size(RELAY_STACK)
+        .spawn(move || {
+            let _ = tx1.send(splice_thread(&a1, &b1));
+            drop(slot1);
+        })?;
+    std::thread::Builder::new()
+        .name("nook-relay".into())
+        .stack_size(RELAY_STACK)
+        .spawn(move || {
+            let _ = tx2.send(splice_thread(&b2, &a2));
+            drop(slot2);
+        })?;
+    let (x, y) = (rx1.await, rx2.await);
+    let x = x.unwrap_or_else(|_| Err(io::Error::other("relay thread died")));
+    let y = y.unwrap_or_else(|_| Err(io::Error::other("relay thread died")));
     x.and(y)
 }
 

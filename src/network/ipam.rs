@@ -4,7 +4,7 @@
 //! kept in the metadata store (one record per network), so the rules hold across restarts.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
@@ -71,6 +71,79 @@ impl Subnet {
     /// Whether two subnets share any address.
     pub fn overlaps(&self, o: &Subnet) -> bool {
         self.contains(o.addr) || o.contains(self.addr)
+    }
+}
+
+/// An IPv6 subnet of a bridge network. A container's IPv6 address is at the same offset in it
+/// as its IPv4 address in the IPv4 subnet, so the IPv4 pool's rules (never two holders, no
+/// reuse at once, across restarts) hold for IPv6 too, with no pool of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Subnet6 {
+    pub addr: Ipv6Addr,
+    pub prefix: u8,
+}
+
+impl Subnet6 {
+    /// Parses `fd88::/64`; host bits must be zero; prefix between 48 and 96 (room for any
+    /// IPv4 subnet's offsets).
+    pub fn parse(s: &str) -> Result<Subnet6> {
+        let bad = || {
+            Error::InvalidArgument(format!(
+                "invalid IPv6 subnet {s:?}: expected a network like fd88::/64"
+            ))
+        };
+        let (a, p) = s.split_once('/').ok_or_else(bad)?;
+        let addr: Ipv6Addr = a.trim().parse().map_err(|_| bad())?;
+        let prefix: u8 = p.trim().parse().map_err(|_| bad())?;
+        if !(48..=96).contains(&prefix) {
+            return Err(Error::InvalidArgument(format!(
+                "invalid IPv6 subnet {s:?}: the prefix length must be between 48 and 96"
+            )));
+        }
+        let sn = Subnet6 { addr, prefix };
+        if u128::from(addr) & !sn.mask() != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "invalid IPv6 subnet {s:?}: host bits are set (did you mean {}/{prefix}?)",
+                Ipv6Addr::from(u128::from(addr) & sn.mask())
+            )));
+        }
+        Ok(sn)
+    }
+
+    fn mask(&self) -> u128 {
+        u128::MAX << (128 - u32::from(self.prefix))
+    }
+
+    /// The address at `offset` from the network address.
+    pub fn nth(&self, offset: u64) -> Ipv6Addr {
+        Ipv6Addr::from(u128::from(self.addr).wrapping_add(u128::from(offset)))
+    }
+
+    /// The gateway: the first host address (`::1`).
+    pub fn gateway(&self) -> Ipv6Addr {
+        self.nth(1)
+    }
+
+    /// The `k`-th subnet of the same size after this one (user networks follow the default).
+    pub fn sibling(&self, k: u64) -> Subnet6 {
+        let step = 1u128 << (128 - u32::from(self.prefix));
+        Subnet6 {
+            addr: Ipv6Addr::from(
+                u128::from(self.addr).wrapping_add(step.wrapping_mul(u128::from(k))),
+            ),
+            prefix: self.prefix,
+        }
+    }
+
+    /// The IPv6 address matching `ip` of the IPv4 subnet `v4`.
+    pub fn matching(&self, v4: &Subnet, ip: Ipv4Addr) -> Ipv6Addr {
+        self.nth(u64::from(u32::from(ip).wrapping_sub(u32::from(v4.addr))))
+    }
+}
+
+impl std::fmt::Display for Subnet6 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
     }
 }
 
@@ -200,6 +273,21 @@ mod tests {
         // the pool survives serialization (it lives in redb)
         let back: Pool = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
         assert_eq!(back, p);
+    }
+
+    #[test]
+    fn ipv6_subnets_follow_the_ipv4_pool() {
+        let v4 = Subnet::parse("10.88.0.0/16").unwrap();
+        let v6 = Subnet6::parse("fd88::/64").unwrap();
+        assert_eq!(v6.gateway().to_string(), "fd88::1");
+        assert_eq!(
+            v6.matching(&v4, "10.88.1.2".parse().unwrap()).to_string(),
+            "fd88::102"
+        );
+        assert_eq!(v6.sibling(2).to_string(), "fd88:0:0:2::/64");
+        assert!(Subnet6::parse("fd88::1/64").is_err());
+        assert!(Subnet6::parse("fd88::/120").is_err());
+        assert!(Subnet6::parse("10.0.0.0/8").is_err());
     }
 
     #[test]

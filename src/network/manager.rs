@@ -11,7 +11,7 @@
 //! removes what a crash left between the two.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
 use super::forward::{self, SocketFactory};
-use super::ipam::{self, Pool, Subnet};
+use super::ipam::{self, Pool, Subnet, Subnet6};
 use super::netlink::{self, Netlink};
 use super::netns::{create_netns, is_netns, remove_netns, with_netns};
 use super::ports::PortMapping;
@@ -42,6 +42,9 @@ pub struct NetworkRecord {
     pub bridge: String,
     pub subnet: Subnet,
     pub gateway: Ipv4Addr,
+    /// The IPv6 subnet, when IPv6 is on (`[network] ipv6_subnet`).
+    #[serde(default)]
+    pub subnet6: Option<Subnet6>,
     pub created_at: i64,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -74,6 +77,13 @@ pub struct AttachmentRecord {
     pub ip: Option<Ipv4Addr>,
     pub prefix: u8,
     pub gateway: Option<Ipv4Addr>,
+    /// The IPv6 address (prefix: the network's) and gateway, when the network has IPv6.
+    #[serde(default)]
+    pub ip6: Option<Ipv6Addr>,
+    #[serde(default)]
+    pub prefix6: u8,
+    #[serde(default)]
+    pub gateway6: Option<Ipv6Addr>,
     /// Host side of the veth pair (Bridge mode).
     pub veth: Option<String>,
     /// The container's /etc/hosts file nook keeps current (written in place).
@@ -141,6 +151,8 @@ pub struct Settings {
     pub mtu: u32,
     pub bridge: String,
     pub subnet: String,
+    /// IPv6 subnet of the default network ("" = no IPv6).
+    pub subnet6: String,
     /// The host's resolv.conf text.
     pub host_resolv: String,
 }
@@ -225,6 +237,10 @@ impl Manager {
     pub fn init(&self) -> Result<()> {
         let _g = self.lock();
         let subnet = Subnet::parse(&self.s.subnet)?;
+        let subnet6 = match self.s.subnet6.trim() {
+            "" => None,
+            s => Some(Subnet6::parse(s)?),
+        };
         self.store.write(|tx| {
             let rec: Option<NetworkRecord> = tx.get_raw(SYSTEM, &net_key(DEFAULT_NETWORK))?;
             let rec = match rec {
@@ -239,17 +255,25 @@ impl Manager {
                     } else {
                         r.subnet = subnet;
                         r.gateway = subnet.gateway();
+                        r.subnet6 = subnet6;
                         r.bridge = self.s.bridge.clone();
                         r.pool = Pool::new(subnet);
                         r
                     }
                 }
-                Some(r) => r,
+                Some(mut r) => {
+                    // IPv6 turned on, off or moved: containers attached from now on follow
+                    if r.subnet6 != subnet6 {
+                        r.subnet6 = subnet6;
+                    }
+                    r
+                }
                 None => NetworkRecord {
                     name: DEFAULT_NETWORK.into(),
                     bridge: self.s.bridge.clone(),
                     subnet,
                     gateway: subnet.gateway(),
+                    subnet6,
                     created_at: chrono::Utc::now().timestamp(),
                     labels: BTreeMap::new(),
                     pool: Pool::new(subnet),
@@ -263,6 +287,7 @@ impl Manager {
         for n in self.networks_raw()? {
             self.ensure_bridge(&n)?;
         }
+        self.isolate()?;
         match SocketFactory::start(&self.s.netns) {
             Ok(f) => {
                 f.transparent
@@ -304,6 +329,7 @@ impl Manager {
     /// Creates the bridge of `n` if it is missing, with its gateway address, up.
     fn ensure_bridge(&self, n: &NetworkRecord) -> Result<()> {
         let (br, gw, prefix, mtu) = (n.bridge.clone(), n.gateway, n.subnet.prefix, self.s.mtu);
+        let gw6 = n.subnet6.map(|s| (s.gateway(), s.prefix));
         with_netns(&self.s.netns, move || {
             let mut nl = Netlink::open()?;
             if !nl.exists(&br) {
@@ -313,9 +339,22 @@ impl Manager {
                 nl.set_mac(&br, [0x02, 0x6e, o[0], o[1], o[2], o[3]])?;
             }
             nl.add_addr(&br, gw, prefix)?;
+            if let Some((gw6, prefix6)) = gw6 {
+                nl.add_addr6(&br, gw6, prefix6)?;
+            }
             nl.set_up(&br)
         })
         .map_err(io_err(&format!("setting up bridge {}", n.bridge)))
+    }
+
+    /// Rewrites the firewall chain that keeps networks apart: a packet routed from one bridge
+    /// to another is dropped; traffic within a bridge and to or from the link (`tap0`) passes.
+    fn isolate(&self) -> Result<()> {
+        let bridges: Vec<String> = self.networks_raw()?.into_iter().map(|n| n.bridge).collect();
+        with_netns(&self.s.netns, move || {
+            run_stdin("nft", &["-f", "-"], &isolate_rules(&bridges))
+        })
+        .map_err(io_err("keeping the networks apart (nft)"))
     }
 
     /// Lists the networks with their members.
@@ -391,6 +430,16 @@ impl Manager {
             }
             _ => ipam::pick_subnet(&taken)?,
         };
+        let subnet6 = match self.s.subnet6.trim() {
+            "" => None,
+            base => {
+                let base = Subnet6::parse(base)?;
+                let taken6: HashSet<Subnet6> = existing.iter().filter_map(|n| n.subnet6).collect();
+                (1..=u64::from(u16::MAX))
+                    .map(|k| base.sibling(k))
+                    .find(|s| !taken6.contains(s))
+            }
+        };
         let used: HashSet<&str> = existing.iter().map(|n| n.bridge.as_str()).collect();
         let bridge = (1..10000)
             .map(|i| format!("nook{i}"))
@@ -401,6 +450,7 @@ impl Manager {
             bridge,
             subnet,
             gateway: subnet.gateway(),
+            subnet6,
             created_at: chrono::Utc::now().timestamp(),
             labels,
             pool: Pool::new(subnet),
@@ -416,7 +466,7 @@ impl Manager {
             }
             tx.put_raw(SYSTEM, &net_key(name), &rec)
         })?;
-        if let Err(e) = self.ensure_bridge(&rec) {
+        if let Err(e) = self.ensure_bridge(&rec).and_then(|()| self.isolate()) {
             let _ = self.store.write(|tx| tx.delete_raw(SYSTEM, &net_key(name)));
             let br = rec.bridge.clone();
             let _ = with_netns(&self.s.netns, move || Netlink::open()?.delete_link(&br));
@@ -453,6 +503,9 @@ impl Manager {
         }
         self.store
             .write(|tx| tx.delete_raw(SYSTEM, &net_key(name)))?;
+        if let Err(e) = self.isolate() {
+            tracing::warn!("after removing network {name:?}: {e}");
+        }
         Ok(())
     }
 
@@ -551,6 +604,9 @@ impl Manager {
             ip: None,
             prefix: 0,
             gateway: None,
+            ip6: None,
+            prefix6: 0,
+            gateway6: None,
             veth: None,
             hosts_path: req.hosts_path.clone(),
             ports: req.ports.clone(),
@@ -594,6 +650,11 @@ impl Manager {
             rec.ip = Some(ip);
             rec.prefix = net.subnet.prefix;
             rec.gateway = Some(net.gateway);
+            if let Some(s6) = net.subnet6 {
+                rec.ip6 = Some(s6.matching(&net.subnet, ip));
+                rec.prefix6 = s6.prefix;
+                rec.gateway6 = Some(s6.gateway());
+            }
             rec.veth = Some(veth.clone());
             tx.put(NETWORKS, ns, id, &rec)?;
             Ok(net)
@@ -632,11 +693,19 @@ impl Manager {
             rec.prefix,
             rec.gateway.unwrap_or(Ipv4Addr::UNSPECIFIED),
         );
+        let v6 = rec.ip6.zip(rec.gateway6).map(|(a, g)| (a, rec.prefix6, g));
         with_netns(&rec.netns_path, move || {
             let mut nl = Netlink::open()?;
             nl.add_addr(CONTAINER_IF, ip, prefix)?;
+            if let Some((ip6, prefix6, _)) = v6 {
+                nl.add_addr6(CONTAINER_IF, ip6, prefix6)?;
+            }
             nl.set_up(CONTAINER_IF)?;
-            nl.add_default_route(CONTAINER_IF, gw)
+            nl.add_default_route(CONTAINER_IF, gw)?;
+            if let Some((_, _, gw6)) = v6 {
+                nl.add_default_route6(CONTAINER_IF, gw6)?;
+            }
+            Ok(())
         })
         .map_err(io_err("configuring the container's eth0"))
     }
@@ -978,6 +1047,16 @@ fn setup_namespace() -> std::io::Result<bool> {
         "table ip nook {{}}\nflush table ip nook\ntable ip nook {{\n  chain postrouting {{ type nat hook postrouting priority srcnat; policy accept; oifname \"{TAP}\" masquerade; }}\n}}\n"
     );
     run_stdin("nft", &["-f", "-"], &nat)?;
+    // IPv6 where the kernel has it: forwarding, and NAT out of the link (pasta gives the
+    // namespace IPv6 when the host has it, slirp4netns with --enable-ipv6)
+    if std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "1").is_ok() {
+        let nat6 = format!(
+            "table ip6 nook {{}}\nflush table ip6 nook\ntable ip6 nook {{\n  chain postrouting {{ type nat hook postrouting priority srcnat; policy accept; oifname \"{TAP}\" masquerade; }}\n}}\n"
+        );
+        if let Err(e) = run_stdin("nft", &["-f", "-"], &nat6) {
+            tracing::warn!("no IPv6 NAT out of the link: {e}");
+        }
+    }
     let tproxy = "table ip nook {\n  chain prerouting { type filter hook prerouting priority mangle; policy accept; meta l4proto tcp socket transparent 1 meta mark set 0x1; }\n}\n";
     if let Err(e) = run_stdin("nft", &["-f", "-"], tproxy) {
         tracing::warn!("transparent port forwarding unavailable (containers will see their gateway as the client): {e}");
@@ -1019,6 +1098,20 @@ fn setup_namespace() -> std::io::Result<bool> {
             Ok(false)
         }
     }
+}
+
+/// The nft script of [`Manager::isolate`]. With br_netfilter, traffic within a bridge also
+/// passes the forward hook, with the bridge as both the input and the output interface.
+fn isolate_rules(bridges: &[String]) -> String {
+    let mut s = String::from(
+        "table ip nook {\n  chain isolate { type filter hook forward priority filter; policy accept; }\n}\nflush chain ip nook isolate\n",
+    );
+    for b in bridges {
+        s.push_str(&format!(
+            "add rule ip nook isolate iifname \"{b}\" oifname != {{ \"{b}\", \"{TAP}\" }} drop\n"
+        ));
+    }
+    s
 }
 
 fn run_stdin(prog: &str, args: &[&str], input: &str) -> std::io::Result<()> {
@@ -1063,6 +1156,7 @@ pub fn settings_for(
         mtu: cfg.mtu.min(65520),
         bridge: cfg.bridge.clone(),
         subnet: cfg.subnet.clone(),
+        subnet6: cfg.ipv6_subnet.clone(),
         host_resolv: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
     }
 }
@@ -1093,6 +1187,7 @@ mod tests {
                 mtu: 65520,
                 bridge: "nook0".into(),
                 subnet: "10.88.0.0/16".into(),
+                subnet6: "fd88::/64".into(),
                 host_resolv: "nameserver 127.0.0.53\n".into(),
             },
         )
@@ -1392,6 +1487,7 @@ mod bench {
                 mtu: 65520,
                 bridge: "nook0".into(),
                 subnet: "10.88.0.0/16".into(),
+                subnet6: "fd88::/64".into(),
                 host_resolv: String::new(),
             },
         ));

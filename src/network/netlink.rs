@@ -7,7 +7,7 @@
 //! [`Netlink`] inside [`super::netns::with_netns`].
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 const NLMSG_HDRLEN: usize = 16;
@@ -26,6 +26,9 @@ const VETH_INFO_PEER: u16 = 1;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 const IFA_BROADCAST: u16 = 4;
+const IFA_FLAGS: u16 = 8;
+/// No duplicate address detection: the address is usable at once, not "tentative".
+const IFA_F_NODAD: u32 = 0x02;
 const RTA_GATEWAY: u16 = 5;
 const RTA_OIF: u16 = 4;
 const NLA_F_NESTED: u16 = 1 << 15;
@@ -373,6 +376,54 @@ impl Netlink {
         .attr(RTA_GATEWAY, &gateway.octets())
         .attr(RTA_OIF, &(i as u32).to_ne_bytes());
         self.request(m, &format!("adding the default route via {gateway}"))
+    }
+
+    /// Adds the IPv6 `addr/prefix` to a link, usable at once (no duplicate address detection:
+    /// the addresses come from nook's own allocation). EEXIST is not an error.
+    pub fn add_addr6(&mut self, link: &str, addr: Ipv6Addr, prefix: u8) -> io::Result<()> {
+        let i = self.index(link)?;
+        let mut hdr = [0u8; 8];
+        hdr[0] = libc::AF_INET6 as u8;
+        hdr[1] = prefix;
+        hdr[2] = IFA_F_NODAD as u8;
+        hdr[3] = libc::RT_SCOPE_UNIVERSE;
+        hdr[4..8].copy_from_slice(&(i as u32).to_ne_bytes());
+        let m = Msg::new(
+            libc::RTM_NEWADDR,
+            (libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16,
+        )
+        .raw(&hdr)
+        .attr(IFA_LOCAL, &addr.octets())
+        .attr(IFA_ADDRESS, &addr.octets())
+        .attr(IFA_FLAGS, &IFA_F_NODAD.to_ne_bytes());
+        match self.request(m, &format!("adding {addr}/{prefix} to {link}")) {
+            Err(e)
+                if e.raw_os_error() == Some(libc::EEXIST)
+                    || e.kind() == io::ErrorKind::AlreadyExists =>
+            {
+                Ok(())
+            }
+            r => r,
+        }
+    }
+
+    /// Adds the IPv6 default route via `gateway` out of `link`.
+    pub fn add_default_route6(&mut self, link: &str, gateway: Ipv6Addr) -> io::Result<()> {
+        let i = self.index(link)?;
+        let mut rt = [0u8; 12];
+        rt[0] = libc::AF_INET6 as u8;
+        rt[4] = libc::RT_TABLE_MAIN;
+        rt[5] = libc::RTPROT_BOOT;
+        rt[6] = libc::RT_SCOPE_UNIVERSE;
+        rt[7] = libc::RTN_UNICAST;
+        let m = Msg::new(
+            libc::RTM_NEWROUTE,
+            (libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16,
+        )
+        .raw(&rt)
+        .attr(RTA_GATEWAY, &gateway.octets())
+        .attr(RTA_OIF, &(i as u32).to_ne_bytes());
+        self.request(m, &format!("adding the IPv6 default route via {gateway}"))
     }
 
     /// Deletes a link (and, for a veth, its peer). NotFound when it does not exist.
