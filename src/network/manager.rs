@@ -340,7 +340,7 @@ impl Manager {
             }
             nl.add_addr(&br, gw, prefix)?;
             if let Some((gw6, prefix6)) = gw6 {
-                nl.add_addr6(&br, gw6, prefix6)?;
+                nl.add_addr(&br, gw6, prefix6)?;
             }
             nl.set_up(&br)
         })
@@ -698,12 +698,12 @@ impl Manager {
             let mut nl = Netlink::open()?;
             nl.add_addr(CONTAINER_IF, ip, prefix)?;
             if let Some((ip6, prefix6, _)) = v6 {
-                nl.add_addr6(CONTAINER_IF, ip6, prefix6)?;
+                nl.add_addr(CONTAINER_IF, ip6, prefix6)?;
             }
             nl.set_up(CONTAINER_IF)?;
             nl.add_default_route(CONTAINER_IF, gw)?;
             if let Some((_, _, gw6)) = v6 {
-                nl.add_default_route6(CONTAINER_IF, gw6)?;
+                nl.add_default_route(CONTAINER_IF, gw6)?;
             }
             Ok(())
         })

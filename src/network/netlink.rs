@@ -7,7 +7,7 @@
 //! [`Netlink`] inside [`super::netns::with_netns`].
 
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 const NLMSG_HDRLEN: usize = 16;
@@ -331,23 +331,33 @@ impl Netlink {
         self.request(m, &format!("setting the MAC address of {link}"))
     }
 
-    /// Adds `addr/prefix` to a link (EEXIST is not an error: the address is there).
-    pub fn add_addr(&mut self, link: &str, addr: Ipv4Addr, prefix: u8) -> io::Result<()> {
+    /// Adds `addr/prefix` to a link; EEXIST is not an error. IPv4 addresses get their broadcast
+    /// address; IPv6 ones are usable at once (no duplicate address detection: the addresses come
+    /// from nook's own allocation).
+    pub fn add_addr(&mut self, link: &str, addr: impl Into<IpAddr>, prefix: u8) -> io::Result<()> {
+        let addr = addr.into();
         let i = self.index(link)?;
         let mut hdr = [0u8; 8];
-        hdr[0] = libc::AF_INET as u8;
+        hdr[0] = family(addr);
         hdr[1] = prefix;
         hdr[3] = libc::RT_SCOPE_UNIVERSE;
         hdr[4..8].copy_from_slice(&(i as u32).to_ne_bytes());
-        let bcast = broadcast(addr, prefix);
-        let m = Msg::new(
-            libc::RTM_NEWADDR,
-            (libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16,
-        )
-        .raw(&hdr)
-        .attr(IFA_LOCAL, &addr.octets())
-        .attr(IFA_ADDRESS, &addr.octets())
-        .attr(IFA_BROADCAST, &bcast.octets());
+        let flags = (libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16;
+        let m = match addr {
+            IpAddr::V4(a) => Msg::new(libc::RTM_NEWADDR, flags)
+                .raw(&hdr)
+                .attr(IFA_LOCAL, &a.octets())
+                .attr(IFA_ADDRESS, &a.octets())
+                .attr(IFA_BROADCAST, &broadcast(a, prefix).octets()),
+            IpAddr::V6(a) => {
+                hdr[2] = IFA_F_NODAD as u8;
+                Msg::new(libc::RTM_NEWADDR, flags)
+                    .raw(&hdr)
+                    .attr(IFA_LOCAL, &a.octets())
+                    .attr(IFA_ADDRESS, &a.octets())
+                    .attr(IFA_FLAGS, &IFA_F_NODAD.to_ne_bytes())
+            }
+        };
         match self.request(m, &format!("adding {addr}/{prefix} to {link}")) {
             Err(e)
                 if e.raw_os_error() == Some(libc::EEXIST)
@@ -359,71 +369,28 @@ impl Netlink {
         }
     }
 
-    /// Adds the default route via `gateway` out of `link`.
-    pub fn add_default_route(&mut self, link: &str, gateway: Ipv4Addr) -> io::Result<()> {
+    /// Adds the default route (IPv4 or IPv6, by the gateway's family) via `gateway` out of `link`.
+    pub fn add_default_route(&mut self, link: &str, gateway: impl Into<IpAddr>) -> io::Result<()> {
+        let gateway = gateway.into();
         let i = self.index(link)?;
         let mut rt = [0u8; 12];
-        rt[0] = libc::AF_INET as u8;
+        rt[0] = family(gateway);
         rt[4] = libc::RT_TABLE_MAIN;
         rt[5] = libc::RTPROT_BOOT;
         rt[6] = libc::RT_SCOPE_UNIVERSE;
         rt[7] = libc::RTN_UNICAST;
+        let gw = match gateway {
+            IpAddr::V4(a) => a.octets().to_vec(),
+            IpAddr::V6(a) => a.octets().to_vec(),
+        };
         let m = Msg::new(
             libc::RTM_NEWROUTE,
             (libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16,
         )
         .raw(&rt)
-        .attr(RTA_GATEWAY, &gateway.octets())
+        .attr(RTA_GATEWAY, &gw)
         .attr(RTA_OIF, &(i as u32).to_ne_bytes());
         self.request(m, &format!("adding the default route via {gateway}"))
-    }
-
-    /// Adds the IPv6 `addr/prefix` to a link, usable at once (no duplicate address detection:
-    /// the addresses come from nook's own allocation). EEXIST is not an error.
-    pub fn add_addr6(&mut self, link: &str, addr: Ipv6Addr, prefix: u8) -> io::Result<()> {
-        let i = self.index(link)?;
-        let mut hdr = [0u8; 8];
-        hdr[0] = libc::AF_INET6 as u8;
-        hdr[1] = prefix;
-        hdr[2] = IFA_F_NODAD as u8;
-        hdr[3] = libc::RT_SCOPE_UNIVERSE;
-        hdr[4..8].copy_from_slice(&(i as u32).to_ne_bytes());
-        let m = Msg::new(
-            libc::RTM_NEWADDR,
-            (libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16,
-        )
-        .raw(&hdr)
-        .attr(IFA_LOCAL, &addr.octets())
-        .attr(IFA_ADDRESS, &addr.octets())
-        .attr(IFA_FLAGS, &IFA_F_NODAD.to_ne_bytes());
-        match self.request(m, &format!("adding {addr}/{prefix} to {link}")) {
-            Err(e)
-                if e.raw_os_error() == Some(libc::EEXIST)
-                    || e.kind() == io::ErrorKind::AlreadyExists =>
-            {
-                Ok(())
-            }
-            r => r,
-        }
-    }
-
-    /// Adds the IPv6 default route via `gateway` out of `link`.
-    pub fn add_default_route6(&mut self, link: &str, gateway: Ipv6Addr) -> io::Result<()> {
-        let i = self.index(link)?;
-        let mut rt = [0u8; 12];
-        rt[0] = libc::AF_INET6 as u8;
-        rt[4] = libc::RT_TABLE_MAIN;
-        rt[5] = libc::RTPROT_BOOT;
-        rt[6] = libc::RT_SCOPE_UNIVERSE;
-        rt[7] = libc::RTN_UNICAST;
-        let m = Msg::new(
-            libc::RTM_NEWROUTE,
-            (libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16,
-        )
-        .raw(&rt)
-        .attr(RTA_GATEWAY, &gateway.octets())
-        .attr(RTA_OIF, &(i as u32).to_ne_bytes());
-        self.request(m, &format!("adding the IPv6 default route via {gateway}"))
     }
 
     /// Deletes a link (and, for a veth, its peer). NotFound when it does not exist.
@@ -431,6 +398,14 @@ impl Netlink {
         let i = self.index(link)?;
         let m = Msg::new(libc::RTM_DELLINK, 0).ifinfo(i, 0, 0);
         self.request(m, &format!("deleting {link}"))
+    }
+}
+
+/// The address family byte of `a` (AF_INET or AF_INET6).
+fn family(a: IpAddr) -> u8 {
+    match a {
+        IpAddr::V4(_) => libc::AF_INET as u8,
+        IpAddr::V6(_) => libc::AF_INET6 as u8,
     }
 }
 
