@@ -18,38 +18,9 @@ use super::Ctx;
 use crate::proto::containers as cpb;
 use crate::proto::images as ipb;
 
+/// The flags every prune command takes.
 #[derive(Args, Debug)]
-pub struct ImagePruneArgs {
-    /// Remove every image no container uses, not only untagged (digest-only) ones.
-    #[arg(short, long)]
-    pub all: bool,
-    /// Do not ask for confirmation.
-    #[arg(short, long)]
-    pub force: bool,
-    /// Print only the names of the removed images.
-    #[arg(short, long)]
-    pub quiet: bool,
-    #[arg(long, value_enum, default_value_t)]
-    pub format: Format,
-}
-
-#[derive(Args, Debug)]
-pub struct ContainerPruneArgs {
-    /// Do not ask for confirmation.
-    #[arg(short, long)]
-    pub force: bool,
-    /// Print only the names of the removed containers.
-    #[arg(short, long)]
-    pub quiet: bool,
-    #[arg(long, value_enum, default_value_t)]
-    pub format: Format,
-}
-
-#[derive(Args, Debug)]
-pub struct SystemPruneArgs {
-    /// Also remove every image no container uses (not only untagged ones).
-    #[arg(short, long)]
-    pub all: bool,
+pub struct PruneFlags {
     /// Do not ask for confirmation.
     #[arg(short, long)]
     pub force: bool,
@@ -58,6 +29,25 @@ pub struct SystemPruneArgs {
     pub quiet: bool,
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
+}
+
+/// `nook image prune` and `nook system prune`.
+#[derive(Args, Debug)]
+pub struct ImagePruneArgs {
+    /// Remove every image no container uses, not only untagged (digest-only) ones.
+    #[arg(short, long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub flags: PruneFlags,
+}
+
+/// `nook system prune` takes what `nook image prune` takes.
+pub type SystemPruneArgs = ImagePruneArgs;
+
+#[derive(Args, Debug)]
+pub struct ContainerPruneArgs {
+    #[command(flatten)]
+    pub flags: PruneFlags,
 }
 
 /// Asks `question` on a terminal; without one, refuses unless `force`.
@@ -122,12 +112,12 @@ async fn prune_images(c: &Client, all: bool, out: &mut Pruned) -> anyhow::Result
     Ok(())
 }
 
-fn print(p: &Pruned, quiet: bool, format: Format) -> anyhow::Result<ExitCode> {
-    if format == Format::Json {
+fn print(p: &Pruned, f: &PruneFlags) -> anyhow::Result<ExitCode> {
+    if f.format == Format::Json {
         output::json(p)?;
         return Ok(ExitCode::SUCCESS);
     }
-    if quiet {
+    if f.quiet {
         for c in &p.containers {
             println!("{}", c.name);
         }
@@ -161,24 +151,27 @@ pub async fn images(ctx: &Ctx, a: ImagePruneArgs) -> anyhow::Result<ExitCode> {
     } else {
         "WARNING! This will remove all dangling (untagged) images."
     };
-    if !confirm(q, a.force)? {
+    if !confirm(q, a.flags.force)? {
         return Ok(ExitCode::FAILURE);
     }
     let c = ctx.connect().await?;
     let mut p = Pruned::default();
     prune_images(&c, a.all, &mut p).await?;
-    print(&p, a.quiet, a.format)
+    print(&p, &a.flags)
 }
 
 /// `nook container prune`.
 pub async fn containers(ctx: &Ctx, a: ContainerPruneArgs) -> anyhow::Result<ExitCode> {
-    if !confirm("WARNING! This will remove all stopped containers.", a.force)? {
+    if !confirm(
+        "WARNING! This will remove all stopped containers.",
+        a.flags.force,
+    )? {
         return Ok(ExitCode::FAILURE);
     }
     let c = ctx.connect().await?;
     let mut p = Pruned::default();
     prune_containers(&c, &mut p).await?;
-    print(&p, a.quiet, a.format)
+    print(&p, &a.flags)
 }
 
 /// `nook system prune`: stopped containers, then unused images (each followed by a GC).
@@ -191,12 +184,12 @@ pub async fn system(ctx: &Ctx, a: SystemPruneArgs) -> anyhow::Result<ExitCode> {
     let q = format!(
         "WARNING! This will remove:\n  - all stopped containers\n  - {images}\n  - all content and snapshots nothing references"
     );
-    if !confirm(&q, a.force)? {
+    if !confirm(&q, a.flags.force)? {
         return Ok(ExitCode::FAILURE);
     }
     let c = ctx.connect().await?;
     let mut p = Pruned::default();
     prune_containers(&c, &mut p).await?;
     prune_images(&c, a.all, &mut p).await?;
-    print(&p, a.quiet, a.format)
+    print(&p, &a.flags)
 }
