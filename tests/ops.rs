@@ -575,6 +575,27 @@ fn restart_policies_and_counts() {
     });
     d.nook(&["rm", "-f", "al", "us", "of"]).ok();
     assert_eq!(d.nook(&["ps", "-a", "-q"]).ok(), "");
+
+    // removal never races a restart: a container that dies at once under `always` is removed
+    // for good, with nothing left running or recorded
+    for i in 0..5 {
+        let name = format!("flap{i}");
+        d.nook(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--restart",
+            "always",
+            IMG,
+            "true",
+        ])
+        .ok();
+        std::thread::sleep(Duration::from_millis(100 * i));
+        d.nook(&["rm", "-f", &name]).ok();
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(d.nook(&["ps", "-a", "-q"]).ok(), "");
 }
 
 /// `nook images ls --format json` as (name, digest), sorted.

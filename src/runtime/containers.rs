@@ -654,14 +654,7 @@ impl Manager {
         ran: Duration,
     ) {
         let key = format!("{ns}/{id}");
-        let current = |m: &Manager| -> Option<ContainerRecord> {
-            if m.removing
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains_key(&key)
-            {
-                return None;
-            }
+        let eligible = || -> Option<ContainerRecord> {
             d.store
                 .get::<ContainerRecord>(CONTAINERS, ns, id)
                 .ok()
@@ -675,7 +668,14 @@ impl Manager {
                         )
                 })
         };
-        if current(self).is_none() {
+        // a start or removal in progress decides for itself
+        let busy = |m: &Manager| {
+            m.removing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&key)
+        };
+        if busy(self) || eligible().is_none() {
             return;
         }
         let delay = {
@@ -685,8 +685,26 @@ impl Manager {
             next
         };
         tokio::time::sleep(delay).await;
+        // under the container's start/remove lock, so a removal (rm, prune) never races the
+        // restart: whoever comes second sees what the first did
+        let (lkey, lock) = self.op_lock(ns, id);
+        {
+            let _held = lock.lock().await;
+            self.restart_locked(d, ns, id, exit_code, eligible).await;
+        }
+        self.op_unlock(&lkey, lock);
+    }
+
+    async fn restart_locked(
+        &self,
+        d: &Arc<Daemon>,
+        ns: &str,
+        id: &str,
+        exit_code: i32,
+        eligible: impl Fn() -> Option<ContainerRecord>,
+    ) {
         // the user may have stopped, started or removed it meanwhile
-        let Some(mut rec) = current(self) else {
+        let Some(mut rec) = eligible() else {
             return;
         };
         if self.status(ns, rec.clone()).await.running() {
