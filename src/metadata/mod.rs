@@ -65,6 +65,16 @@ pub fn validate_namespace(name: &str) -> Result<()> {
     validate_name("namespace", name, 76)
 }
 
+/// Whether `name` follows docker's rule for container and network names,
+/// `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, in at most `max` bytes.
+pub fn is_docker_name(name: &str, max: usize) -> bool {
+    name.len() <= max
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
 /// Checks an identifier (namespace, container name, lease id): `[A-Za-z0-9]` runs joined by
 /// `.`, `_` or `-`, at most `max` bytes.
 pub fn validate_name(what: &str, name: &str, max: usize) -> Result<()> {

@@ -187,16 +187,7 @@ fn io_err(what: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
 
 /// Validates a network name: `[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}`, not host/none/default.
 pub fn validate_network_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-    if !ok {
+    if !crate::metadata::is_docker_name(name, 64) {
         return Err(Error::InvalidArgument(format!(
             "invalid network name {name:?}: use letters, digits, '_', '.', '-' (up to 64, starting with a letter or digit)"
         )));

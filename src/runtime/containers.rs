@@ -199,16 +199,7 @@ const NOUNS: &[&str] = &[
 
 /// Checks a user-given container name (docker's rule).
 pub fn validate_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
+    if crate::metadata::is_docker_name(name, 128) {
         Ok(())
     } else {
         Err(Error::InvalidArgument(format!(
