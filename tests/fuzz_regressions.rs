@@ -396,31 +396,9 @@ fn write_seeds() {
     }
     let dir = fuzz_dir().join("regressions/layer_tar");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("reject-sparse-exabyte"), sparse_exabyte()).unwrap();
-}
-
-/// A GNU sparse entry declaring an exabyte of holes in 1.5 KB (before the fix the applier wrote
-/// every zero: a tiny layer filled the disk).
-fn sparse_exabyte() -> Vec<u8> {
-    let real: u64 = 1 << 60;
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(tar::EntryType::GNUSparse);
-    h.set_path("big").unwrap();
-    h.set_mode(0o644);
-    h.set_size(512);
-    let g = h.as_gnu_mut().unwrap();
-    let b256 = |v: u64, dst: &mut [u8]| {
-        dst.fill(0);
-        dst[0] = 0x80;
-        let n = dst.len();
-        dst[n - 8..].copy_from_slice(&v.to_be_bytes());
-    };
-    b256(real, &mut g.realsize);
-    b256(real - 512, &mut g.sparse[0].offset);
-    b256(512, &mut g.sparse[0].numbytes);
-    h.set_cksum();
-    let mut t = h.as_bytes().to_vec();
-    t.extend_from_slice(&[b'x'; 512]);
-    t.extend_from_slice(&[0; 1024]);
-    t
+    std::fs::write(
+        dir.join("reject-sparse-exabyte"),
+        nook::image::fixture::sparse_tar("big", 1 << 60),
+    )
+    .unwrap();
 }

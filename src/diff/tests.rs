@@ -472,37 +472,16 @@ fn truncated_gzip_fails() {
     assert!(apply_layer(cut, "", d.path(), &Whiteouts::Direct, None).is_err());
 }
 
-/// A GNU sparse entry: `real` bytes long, its only data the 512 bytes of `x` at the end.
-fn sparse_tar(name: &str, real: u64) -> Vec<u8> {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(tar::EntryType::GNUSparse);
-    h.set_path(name).unwrap();
-    h.set_mode(0o644);
-    h.set_size(512);
-    h.set_mtime(1_600_000_000);
-    let g = h.as_gnu_mut().unwrap();
-    // base-256 (GNU) numbers: any u64 fits
-    let b256 = |v: u64, dst: &mut [u8]| {
-        dst.fill(0);
-        dst[0] = 0x80;
-        let n = dst.len();
-        dst[n - 8..].copy_from_slice(&v.to_be_bytes());
-    };
-    b256(real, &mut g.realsize);
-    b256(real - 512, &mut g.sparse[0].offset);
-    b256(512, &mut g.sparse[0].numbytes);
-    h.set_cksum();
-    let mut t = h.as_bytes().to_vec();
-    t.extend_from_slice(&[b'x'; 512]);
-    t.extend_from_slice(&[0; 1024]);
-    t
-}
-
 #[test]
 fn sparse_files_keep_their_holes_and_huge_ones_are_refused() {
     let (_t, root, outside) = sandbox();
     let real = 64 << 20;
-    apply(&sparse_tar("s", real), &root, &Whiteouts::Direct).unwrap();
+    apply(
+        &crate::image::fixture::sparse_tar("s", real),
+        &root,
+        &Whiteouts::Direct,
+    )
+    .unwrap();
     let m = fs::metadata(root.join("s")).unwrap();
     assert_eq!(m.len(), real);
     assert!(
@@ -515,7 +494,12 @@ fn sparse_files_keep_their_holes_and_huge_ones_are_refused() {
     assert!(data[real as usize - 512..].iter().all(|b| *b == b'x'));
     // 1.5 KB declaring an exabyte: refused at once, nothing written
     let t0 = std::time::Instant::now();
-    let e = apply(&sparse_tar("huge", 1 << 60), &root, &Whiteouts::Direct).unwrap_err();
+    let e = apply(
+        &crate::image::fixture::sparse_tar("huge", 1 << 60),
+        &root,
+        &Whiteouts::Direct,
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("sparse file"), "{e}");
     assert!(t0.elapsed() < std::time::Duration::from_secs(5));
     assert_outside_untouched(&outside);
