@@ -19,17 +19,13 @@ fn image() -> (TestImage, Vec<u8>) {
     (img, tar)
 }
 
-#[test]
-fn ten_concurrent_imports_store_each_blob_once() {
-    let d = Nookd::start();
-    let (img, tar) = image();
-    let path = d.base.join("img.tar");
-    std::fs::write(&path, &tar).unwrap();
-    std::os::unix::fs::chown(&path, Some(common::ids(common::USER).0), None).unwrap();
-    let clients: Vec<_> = (0..10)
-        .map(|_| {
+/// Runs one `nook` client per argument list, all at once, and asserts that every one succeeded.
+fn all_at_once(d: &Nookd, what: &str, args: Vec<Vec<String>>) {
+    let clients: Vec<_> = args
+        .iter()
+        .map(|a| {
             common::as_user(common::USER, &d.env(), "nook")
-                .args(["images", "import", path.to_str().unwrap()])
+                .args(a)
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -40,10 +36,25 @@ fn ten_concurrent_imports_store_each_blob_once() {
         let o = c.wait_with_output().unwrap();
         assert!(
             o.status.success(),
-            "a concurrent import failed: {}",
+            "a concurrent {what} failed: {}",
             String::from_utf8_lossy(&o.stderr)
         );
     }
+}
+
+#[test]
+fn ten_concurrent_imports_store_each_blob_once() {
+    let d = Nookd::start();
+    let (img, tar) = image();
+    let path = d.base.join("img.tar");
+    std::fs::write(&path, &tar).unwrap();
+    std::os::unix::fs::chown(&path, Some(common::ids(common::USER).0), None).unwrap();
+    let import = vec![
+        "images".into(),
+        "import".into(),
+        path.to_str().unwrap().to_string(),
+    ];
+    all_at_once(&d, "import", vec![import; 10]);
     for (desc, _) in &img.layers {
         let hex = desc.digest.to_string();
         let hex = hex.trim_start_matches("sha256:");
@@ -69,33 +80,23 @@ fn fifty_containers_started_concurrently_all_run() {
     d.nook_stdin(&["load"], &image().1).ok();
     let n = 50;
     let t0 = std::time::Instant::now();
-    let clients: Vec<_> = (0..n)
+    let runs = (0..n)
         .map(|i| {
-            common::as_user(common::USER, &d.env(), "nook")
-                .args([
-                    "run",
-                    "-d",
-                    "--name",
-                    &format!("p{i}"),
-                    "conc/img:1",
-                    "sh",
-                    "-c",
-                    &format!("echo up-{i} > /tmp/up; exec sleep 1000"),
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
+            [
+                "run",
+                "-d",
+                "--name",
+                &format!("p{i}"),
+                "conc/img:1",
+                "sh",
+                "-c",
+                &format!("echo up-{i} > /tmp/up; exec sleep 1000"),
+            ]
+            .map(String::from)
+            .to_vec()
         })
         .collect();
-    for c in clients {
-        let o = c.wait_with_output().unwrap();
-        assert!(
-            o.status.success(),
-            "a concurrent run failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
+    all_at_once(&d, "run", runs);
     let ps: serde_json::Value =
         serde_json::from_str(&d.nook(&["ps", "--format", "json"]).ok()).unwrap();
     let ps = ps.as_array().unwrap();
@@ -156,24 +157,8 @@ fn ten_concurrent_registry_pulls_download_each_blob_once() {
     let img = big_image("ten", 24);
     let (_dir, reg, name) = registry_with(&img);
     let d = Nookd::start();
-    let clients: Vec<_> = (0..10)
-        .map(|_| {
-            common::as_user(common::USER, &d.env(), "nook")
-                .args(["pull", "-q", &name])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for c in clients {
-        let o = c.wait_with_output().unwrap();
-        assert!(
-            o.status.success(),
-            "a concurrent pull failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
+    let pull = vec!["pull".to_string(), "-q".into(), name.clone()];
+    all_at_once(&d, "pull", vec![pull; 10]);
     let ls = d.nook(&["images", "ls", "--format", "json"]).ok();
     assert!(
         ls.contains(&img.manifest_descriptor.digest.to_string()),
