@@ -700,3 +700,101 @@ fn published_port_of_a_host_network_container() {
     });
     d.nook(&["rm", "-f", id.trim()]).ok();
 }
+
+/// GET `path` from 127.0.0.1:port; the body.
+fn http_get_path(port: u16, path: &str) -> Option<(String, std::net::SocketAddr)> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let local = s.local_addr().ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    // a CGI's own headers end with a bare blank line
+    let body = out.replace("\r\n", "\n");
+    Some((body.split("\n\n").last()?.to_string(), local))
+}
+
+#[test]
+fn direct_port_driver_serves_tcp_and_udp_with_real_peers_and_survives_a_crash() {
+    let mut d = daemon();
+    for p in [18090, 18091] {
+        assert!(port_free(p), "port {p} is taken on this machine");
+    }
+    // httpd with a CGI that prints the peer the container sees; a second httpd on an
+    // unpublished port, whose bind must run as usual inside
+    let script = "mkdir -p /www/cgi-bin && \
+        printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho $REMOTE_ADDR $REMOTE_PORT\\n' > /www/cgi-bin/peer && \
+        chmod +x /www/cgi-bin/peer && httpd -p 81 -h /www && exec httpd -f -p 80 -h /www";
+    let id = d
+        .nook(&[
+            "run", "-d", "--port-driver", "direct", "--name", "dweb", "-p", "18090:80", IMG, "sh",
+            "-c", script,
+        ])
+        .ok();
+    let id = id.trim().to_string();
+    wait_until("httpd answers on the direct port", || {
+        http_get(18090).is_some()
+    });
+    assert_eq!(http_get(18090).unwrap(), "hello from nook\n");
+    // the container sees the client itself (127.0.0.1 and its port), not a relay's address
+    let (body, local) = http_get_path(18090, "/cgi-bin/peer").expect("cgi answers");
+    let mut it = body.split_whitespace();
+    let (addr, port) = (it.next().unwrap_or(""), it.next().unwrap_or(""));
+    assert!(addr.trim_end_matches(']').ends_with(":127.0.0.1") || addr == "127.0.0.1", "peer seen as {body:?}");
+    assert_eq!(port, local.port().to_string(), "peer seen as {body:?}");
+    // the unpublished port was bound inside the container's namespace as usual
+    let inner = d
+        .nook(&["exec", &id, "wget", "-qO-", "http://127.0.0.1:81/index.html"])
+        .ok();
+    assert_eq!(inner, "hello from nook\n");
+    // shown like any published port; a second container cannot take it
+    assert_eq!(d.nook(&["port", "dweb"]).ok().trim(), "80/tcp -> 0.0.0.0:18090");
+    let e = d
+        .nook(&["run", "-d", "-p", "18090:80", IMG, "sleep", "100"])
+        .fails();
+    assert!(e.contains("port 18090 is already in use"), "{e}");
+
+    // UDP and TCP of one server (iperf3's UDP test needs both)
+    let u = d
+        .nook(&[
+            "run",
+            "-d",
+            "--port-driver",
+            "direct",
+            "-p",
+            "127.0.0.1:18091:5201",
+            "-p",
+            "127.0.0.1:18091:5201/udp",
+            IMG,
+            "iperf3",
+            "-s",
+            "-p",
+            "5201",
+        ])
+        .ok();
+    let mut last = String::new();
+    wait_until("iperf3 over the direct UDP port", || {
+        let o = std::process::Command::new("iperf3")
+            .args(["-c", "127.0.0.1", "-p", "18091", "-u", "-t", "1", "-b", "10M", "-J"])
+            .output()
+            .unwrap();
+        last = String::from_utf8_lossy(&o.stdout).to_string();
+        o.status.success()
+            && serde_json::from_str::<serde_json::Value>(&last)
+                .map(|j| j["end"]["sum"]["bytes"].as_f64().unwrap_or(0.0) > 0.0)
+                .unwrap_or(false)
+    });
+    d.nook(&["rm", "-f", u.trim()]).ok();
+    wait_until("port 18091 is free after rm", || port_free(18091));
+
+    // nookd killed: the container keeps serving (its socket is its own); after the restart
+    // the mapping is still known, and rm releases the port
+    d.kill9();
+    assert_eq!(http_get(18090).as_deref(), Some("hello from nook\n"));
+    d.restart();
+    assert_eq!(d.nook(&["port", "dweb"]).ok().trim(), "80/tcp -> 0.0.0.0:18090");
+    assert_eq!(http_get(18090).as_deref(), Some("hello from nook\n"));
+    d.nook(&["rm", "-f", &id]).ok();
+    wait_until("port 18090 is free after rm", || port_free(18090));
+}

@@ -244,6 +244,7 @@ impl pb::containers_server::Containers for Svc {
             network: q.network,
             publish: q.publish,
             restart: q.restart,
+            port_driver: q.port_driver,
         };
         let rec = self.m()?.create(&self.0, &ns, o).await?;
         Ok(Response::new(self.get_pb(&ns, rec).await?))

@@ -105,6 +105,12 @@ pub struct CreateArgs {
     /// free host port), or ranges like 8000-8005:80-85.
     #[arg(short = 'p', long = "publish")]
     pub publish: Vec<String>,
+    /// How published ports reach the container: relay (nookd relays each connection; the
+    /// port also answers at the container's address on its network) or direct (the
+    /// container's listening socket is made on the host: no relay, loopback speed). Default:
+    /// the daemon's [network] port_driver.
+    #[arg(long, value_parser = ["relay", "direct"])]
+    pub port_driver: Option<String>,
     /// Remove the container when it exits.
     #[arg(long)]
     pub rm: bool,
@@ -405,6 +411,7 @@ fn create_request(a: &CreateArgs) -> anyhow::Result<pb::CreateRequest> {
         network: a.network.clone(),
         publish: a.publish.clone(),
         restart: a.restart.clone(),
+        port_driver: a.port_driver.clone().unwrap_or_default(),
     })
 }
 

@@ -73,6 +73,8 @@ pub struct NetworkConfig {
     pub ipv6_subnet: String,
     /// Name of the default bridge.
     pub bridge: String,
+    /// How published ports reach containers by default: relay | direct.
+    pub port_driver: String,
 }
 
 /// `[snapshotter]`
@@ -197,6 +199,7 @@ impl Default for NetworkConfig {
             subnet: "10.88.0.0/16".into(),
             ipv6_subnet: "fd88::/64".into(),
             bridge: "nook0".into(),
+            port_driver: "relay".into(),
         }
     }
 }
@@ -291,6 +294,7 @@ impl Config {
 
     /// Checks values that types alone do not constrain.
     pub fn validate(&self, origin: &str) -> Result<()> {
+        use crate::network::ports::PORT_DRIVERS;
         let bad = |key: &str, why: String| Err(Error::Config(format!("{origin}: {key}: {why}")));
         if !LEVELS.contains(&self.debug.level.as_str()) {
             return bad(
@@ -310,6 +314,16 @@ impl Config {
                     "invalid value {:?}, expected one of {}",
                     self.network.driver,
                     DRIVERS.join(", ")
+                ),
+            );
+        }
+        if !PORT_DRIVERS.contains(&self.network.port_driver.as_str()) {
+            return bad(
+                "network.port_driver",
+                format!(
+                    "invalid value {:?}, expected one of {}",
+                    self.network.port_driver,
+                    PORT_DRIVERS.join(", ")
                 ),
             );
         }

@@ -204,6 +204,15 @@ pub enum Bound {
     Udp(std::net::UdpSocket),
 }
 
+impl From<Bound> for OwnedFd {
+    fn from(b: Bound) -> OwnedFd {
+        match b {
+            Bound::Tcp(l) => l.into(),
+            Bound::Udp(u) => u.into(),
+        }
+    }
+}
+
 /// Binds the host side of `m` (in the calling thread's namespace: the host's), resolving a
 /// host port 0 to the port the kernel picked. Errors say what is wrong and what to do.
 pub fn bind(m: &PortMapping) -> Result<(Bound, PortMapping)> {

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -93,6 +93,10 @@ pub struct AttachmentRecord {
     /// Mappings bound right now (while the container runs).
     #[serde(default)]
     pub published: Vec<PortMapping>,
+    /// The ports are served by the container's own sockets, held by its shim
+    /// (`--port-driver direct`), not relayed by nookd.
+    #[serde(default)]
+    pub direct: bool,
 }
 
 /// What the runtime needs to set a container up: the namespace to join and the /etc files.
@@ -119,6 +123,8 @@ pub struct AttachRequest {
     /// Where the runtime keeps the container's /etc/hosts (nook rewrites it as peers change).
     pub hosts_path: Option<PathBuf>,
     pub ports: Vec<PortMapping>,
+    /// Serve the ports with the container's own sockets (`--port-driver direct`).
+    pub direct: bool,
 }
 
 /// A network and who is on it.
@@ -164,6 +170,8 @@ pub struct Manager {
     ops: Mutex<()>,
     factory: Mutex<Option<Arc<SocketFactory>>>,
     listeners: Mutex<HashMap<String, Vec<tokio::task::JoinHandle<()>>>>,
+    /// Host sockets bound for direct ports, until the container's shim takes them.
+    direct: Mutex<HashMap<String, Vec<(PortMapping, OwnedFd)>>>,
     handle: Option<tokio::runtime::Handle>,
 }
 
@@ -210,6 +218,7 @@ impl Manager {
             ops: Mutex::new(()),
             factory: Mutex::new(None),
             listeners: Mutex::new(HashMap::new()),
+            direct: Mutex::new(HashMap::new()),
             handle: tokio::runtime::Handle::try_current().ok(),
         }
     }
@@ -601,6 +610,7 @@ impl Manager {
             veth: None,
             hosts_path: req.hosts_path.clone(),
             ports: req.ports.clone(),
+            direct: req.direct,
             published: Vec::new(),
         };
         match network {
@@ -825,23 +835,36 @@ impl Manager {
         for m in &a.ports {
             bound.push(forward::bind(m)?);
         }
-        let mut tasks = Vec::new();
         let mut published = Vec::new();
-        for (b, m) in bound {
-            let t = forward::target(target_ip, m.container_port);
-            match forward::serve(&handle, b, t, f.clone()) {
-                Ok(task) => tasks.push(task),
-                Err(e) => {
-                    tasks.iter().for_each(|t| t.abort());
-                    return Err(e);
-                }
+        if a.direct {
+            // the shim takes the bound sockets and hands them to the container's binds
+            let mut held = Vec::new();
+            for (b, m) in bound {
+                published.push(m.clone());
+                held.push((m, b.into()));
             }
-            published.push(m);
+            self.direct
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(holder(ns, id), held);
+        } else {
+            let mut tasks = Vec::new();
+            for (b, m) in bound {
+                let t = forward::target(target_ip, m.container_port);
+                match forward::serve(&handle, b, t, f.clone()) {
+                    Ok(task) => tasks.push(task),
+                    Err(e) => {
+                        tasks.iter().for_each(|t| t.abort());
+                        return Err(e);
+                    }
+                }
+                published.push(m);
+            }
+            self.listeners
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(holder(ns, id), tasks);
         }
-        self.listeners
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(holder(ns, id), tasks);
         a.published = published.clone();
         self.store.write(|tx| {
             if tx.get::<AttachmentRecord>(NETWORKS, ns, id)?.is_some() {
@@ -850,6 +873,16 @@ impl Manager {
             Ok(())
         })?;
         Ok(published)
+    }
+
+    /// The host sockets bound for a direct-port container by [`Manager::publish`], for its
+    /// shim (empty for relayed ports).
+    pub fn take_direct(&self, ns: &str, id: &str) -> Vec<(PortMapping, OwnedFd)> {
+        self.direct
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&holder(ns, id))
+            .unwrap_or_default()
     }
 
     /// Closes the container's published ports (when it stops). Never fails.
@@ -864,6 +897,7 @@ impl Manager {
                 t.abort();
             }
         }
+        self.take_direct(ns, id);
         let _ = self.store.write(|tx| {
             if let Some(mut a) = tx.get::<AttachmentRecord>(NETWORKS, ns, id)? {
                 if !a.published.is_empty() {
@@ -993,7 +1027,8 @@ impl Manager {
             self.ensure_bridge(&n)?;
         }
         for a in running {
-            if !a.ports.is_empty() {
+            // direct ports live in the container's sockets (held by its shim): nothing to do
+            if !a.ports.is_empty() && !a.direct {
                 if let Err(e) = self.publish(&a.namespace, &a.container_id) {
                     tracing::warn!(
                         "republishing the ports of {}/{}: {e}",

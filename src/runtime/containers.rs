@@ -105,6 +105,8 @@ pub struct CreateOptions {
     pub publish: Vec<String>,
     /// `--restart` (no, on-failure[:N], always, unless-stopped).
     pub restart: String,
+    /// `--port-driver` (relay, direct; "" = the configured default).
+    pub port_driver: String,
 }
 
 /// A container with its task's state.
@@ -284,6 +286,17 @@ impl Manager {
             .collect::<Result<_>>()?;
         spec::capability_set(o.privileged, &o.cap_add, &o.cap_drop)?;
         let ports = crate::network::ports::parse_all(&o.publish)?;
+        let port_driver = if o.port_driver.is_empty() {
+            d.config.network.port_driver.as_str()
+        } else {
+            o.port_driver.as_str()
+        };
+        if !crate::network::ports::PORT_DRIVERS.contains(&port_driver) {
+            return Err(Error::InvalidArgument(format!(
+                "unknown port driver {port_driver:?}: use relay or direct"
+            )));
+        }
+        let direct = port_driver == "direct" && !ports.is_empty();
         let restart_policy = RestartPolicy::parse(&o.restart)?;
         if o.auto_remove && restart_policy != RestartPolicy::No {
             return Err(Error::InvalidArgument(format!(
@@ -309,6 +322,7 @@ impl Manager {
             network: o.network.clone(),
             hosts_path: Some(bundle.join(task::HOSTS_FILE)),
             ports,
+            direct,
         };
         let (d2, ns2, id2) = (d.clone(), ns.to_string(), id.clone());
         let att = tokio::task::spawn_blocking(move || d2.network.attach(&ns2, &id2, &req))
@@ -375,7 +389,13 @@ impl Manager {
                     })
                 })?;
             }
-            spec::build_spec(&img_cfg, &so)
+            let mut spec = serde_json::to_value(spec::build_spec(&img_cfg, &so)?)?;
+            if direct && !crate::runtime::seccomp::notify_bind(&mut spec, crate::shim::direct::LISTENER) {
+                return Err(Error::InvalidArgument(
+                    "--port-driver direct needs the container's bind(2) calls, but its seccomp profile restricts bind: use --port-driver relay".into(),
+                ));
+            }
+            Ok(spec)
         })();
         let spec = match built {
             Ok(s) => s,
@@ -404,7 +424,7 @@ impl Manager {
             snapshotter: snapshotter.clone(),
             snapshot_key: id.clone(),
             runtime: rt.name.clone(),
-            spec: serde_json::to_value(&spec)?,
+            spec,
             labels: o.labels.clone(),
             created_at: now(),
             tty: o.tty,
@@ -430,7 +450,10 @@ impl Manager {
             self.abort_create(d, ns, &id, &snapshotter).await;
             return Err(e);
         }
-        if let Err(e) = self.tasks.write_spec(&bundle, &spec) {
+        let written = serde_json::from_value::<oci_spec::runtime::Spec>(rec.spec.clone())
+            .map_err(Error::from)
+            .and_then(|s| self.tasks.write_spec(&bundle, &s));
+        if let Err(e) = written {
             let _ = self.remove(d, ns, &rec, true).await;
             return Err(e);
         }
@@ -539,9 +562,10 @@ impl Manager {
         })
         .await
         .map_err(|e| Error::Internal(format!("publishing ports: {e}")))??;
+        let direct = d.network.take_direct(ns, &r.id);
         let pid = match self
             .tasks
-            .spawn(ns, &r.id, &rt, r.tty, r.stdin, start_now, hold_output)
+            .spawn(ns, &r.id, &rt, r.tty, r.stdin, start_now, hold_output, direct)
             .await
         {
             Ok((_, pid)) => pid,

@@ -542,6 +542,46 @@ pub fn default_profile(caps: &[String]) -> Result<LinuxSeccomp> {
     Ok(s)
 }
 
+/// Makes the container's `bind(2)` calls go to the listener at `listener` (for
+/// `--port-driver direct`): `SCMP_ACT_NOTIFY` for bind, a profile allowing everything else when
+/// the container has none. Returns false (and changes nothing) when the profile restricts bind
+/// itself: then it keeps its say.
+pub fn notify_bind(spec: &mut serde_json::Value, listener: &str) -> bool {
+    let notify = serde_json::json!({"names": ["bind"], "action": "SCMP_ACT_NOTIFY"});
+    let linux = &mut spec["linux"];
+    let Some(p) = linux.get_mut("seccomp").filter(|p| p.is_object()) else {
+        linux["seccomp"] = serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": architectures(),
+            "syscalls": [notify],
+            "listenerPath": listener,
+        });
+        return true;
+    };
+    let mut allowed = p["defaultAction"] == "SCMP_ACT_ALLOW";
+    let mut rules: Vec<serde_json::Value> = p["syscalls"].as_array().cloned().unwrap_or_default();
+    for r in rules.iter_mut() {
+        let names = r["names"].as_array().cloned().unwrap_or_default();
+        if !names.iter().any(|n| n == "bind") {
+            continue;
+        }
+        let plain = r.get("args").and_then(|a| a.as_array()).is_none_or(|a| a.is_empty());
+        if r["action"] != "SCMP_ACT_ALLOW" || !plain {
+            return false;
+        }
+        allowed = true;
+        r["names"] = names.into_iter().filter(|n| n != "bind").collect();
+    }
+    if !allowed {
+        return false;
+    }
+    rules.retain(|r| r["names"].as_array().is_some_and(|n| !n.is_empty()));
+    rules.push(notify);
+    p["syscalls"] = rules.into();
+    p["listenerPath"] = listener.into();
+    true
+}
+
 /// Parses a custom profile given with `--security-opt seccomp=FILE` (OCI JSON, as in a
 /// runtime spec's `linux.seccomp`; docker's profile format is accepted where it matches).
 pub fn parse_profile(json: &str) -> Result<LinuxSeccomp> {
@@ -555,6 +595,40 @@ pub fn parse_profile(json: &str) -> Result<LinuxSeccomp> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bind_goes_to_the_listener() {
+        // the default profile: bind leaves the allowed list for a notify rule of its own
+        let mut spec = serde_json::json!({"linux": {
+            "seccomp": serde_json::to_value(default_profile(&[]).unwrap()).unwrap()}});
+        assert!(notify_bind(&mut spec, "seccomp.sock"));
+        let s = &spec["linux"]["seccomp"];
+        assert_eq!(s["listenerPath"], "seccomp.sock");
+        let binds: Vec<&serde_json::Value> = s["syscalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["names"].as_array().unwrap().iter().any(|n| n == "bind"))
+            .collect();
+        assert_eq!(binds.len(), 1);
+        assert_eq!(binds[0]["action"], "SCMP_ACT_NOTIFY");
+        // it still parses as an OCI profile
+        let p: LinuxSeccomp = serde_json::from_value(s.clone()).unwrap();
+        assert_eq!(p.listener_path().as_deref(), Some(std::path::Path::new("seccomp.sock")));
+        // unconfined: a profile allowing everything else
+        let mut spec = serde_json::json!({"linux": {}});
+        assert!(notify_bind(&mut spec, "l"));
+        assert_eq!(spec["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
+        // a profile that denies bind keeps its say
+        let mut spec = serde_json::json!({"linux": {"seccomp": {"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["bind"], "action": "SCMP_ACT_ERRNO"}]}}});
+        let before = spec.clone();
+        assert!(!notify_bind(&mut spec, "l"));
+        assert_eq!(spec, before);
+        let mut spec = serde_json::json!({"linux": {"seccomp": {"defaultAction": "SCMP_ACT_ERRNO",
+            "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW"}]}}});
+        assert!(!notify_bind(&mut spec, "l"));
+    }
 
     fn names(p: &LinuxSeccomp, action: LinuxSeccompAction) -> Vec<String> {
         p.syscalls()

@@ -7,6 +7,7 @@
 //! Everything is under the runtime state directory (`$XDG_RUNTIME_DIR`), which outlives nookd
 //! but not a reboot — like the processes it describes.
 
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use super::plugin::RuntimeBinary;
 use crate::error::{Error, IoContext, Result};
 use crate::shim::client::ShimClient;
 use crate::shim::server::Ready;
+use crate::network::ports::PortMapping;
 use crate::shim::{files, ExitInfo, ShimConfig, TaskState};
 
 /// Task bookkeeping rooted at nookd's state directory.
@@ -174,6 +176,7 @@ impl Tasks {
         stdin: bool,
         start: bool,
         hold_output: bool,
+        direct: Vec<(PortMapping, OwnedFd)>,
     ) -> Result<(ShimClient, i32)> {
         let bundle = self.bundle_dir(ns, id);
         let root = self.runtime_root(&rt.name);
@@ -189,6 +192,9 @@ impl Tasks {
             stdin,
             start,
             hold_output,
+            direct_ports: direct.iter().map(|(m, _)| m.clone()).collect(),
+            // the shim finds them at 3, 4, ...
+            direct_fds: (0..direct.len() as i32).map(|i| 3 + i).collect(),
         };
         let p = bundle.join(files::CONFIG);
         std::fs::write(&p, serde_json::to_vec(&cfg)?).ctx(|| format!("writing {}", p.display()))?;
@@ -197,7 +203,32 @@ impl Tasks {
             .append(true)
             .open(bundle.join(files::SHIM_LOG))
             .ctx(|| "opening the shim log".into())?;
-        let mut child = tokio::process::Command::new(&self.shim)
+        let mut cmd = tokio::process::Command::new(&self.shim);
+        if !direct.is_empty() {
+            let fds: Vec<i32> = direct.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
+            // SAFETY: only async-signal-safe calls (fcntl, dup2) between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    // first out of the way of the target numbers, then into place (dup2
+                    // clears close-on-exec)
+                    let mut tmp = Vec::with_capacity(fds.len());
+                    for fd in &fds {
+                        let t = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 1000);
+                        if t < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        tmp.push(t);
+                    }
+                    for (i, t) in tmp.iter().enumerate() {
+                        if libc::dup2(*t, 3 + i as i32) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd
             .arg(&bundle)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())

@@ -16,6 +16,7 @@
 //! or waiting has been answered; `exit.json` then tells nookd how it ended.
 
 pub mod client;
+pub mod direct;
 pub mod server;
 
 use serde::{Deserialize, Serialize};
@@ -45,6 +46,13 @@ pub struct ShimConfig {
     /// just after the start, and must not miss the first lines).
     #[serde(default)]
     pub hold_output: bool,
+    /// Published ports served directly by the container's own sockets ([`direct`]), with
+    /// host port resolved.
+    #[serde(default)]
+    pub direct_ports: Vec<crate::network::ports::PortMapping>,
+    /// The inherited descriptors holding those host ports, one per entry of `direct_ports`.
+    #[serde(default)]
+    pub direct_fds: Vec<i32>,
 }
 
 /// How a process ended.

@@ -687,13 +687,13 @@ fn pids_in_namespace_of(pid: i32) -> Option<Vec<i32>> {
     Some(pids)
 }
 
-/// Closes every inherited descriptor above stderr.
-fn close_inherited() {
+/// Closes every inherited descriptor above stderr but those in `keep`.
+fn close_inherited(keep: &[i32]) {
     let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
         .map(|rd| {
             rd.flatten()
                 .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                .filter(|fd| *fd > 2)
+                .filter(|fd| *fd > 2 && !keep.contains(fd))
                 .collect()
         })
         .unwrap_or_default();
@@ -1012,9 +1012,9 @@ async fn handle(shim: Arc<Shim>, conn: UnixStream) {
 /// Detaches: stdin from /dev/null, stderr to `<bundle>/shim.log`, double fork with setsid in
 /// between. Stdout (nookd's readiness pipe) stays open until [`ready`]. Must run before any
 /// thread exists.
-fn daemonize(bundle: &Path) -> std::io::Result<()> {
+fn daemonize(bundle: &Path, keep: &[i32]) -> std::io::Result<()> {
     use nix::unistd::{dup2_stderr, dup2_stdin, fork, setsid, ForkResult};
-    close_inherited();
+    close_inherited(keep);
     let null = File::open("/dev/null")?;
     dup2_stdin(null.as_fd())?;
     let log = std::fs::OpenOptions::new()
@@ -1097,7 +1097,7 @@ pub fn main() -> i32 {
             ))
         }
     };
-    if let Err(e) = daemonize(&bundle) {
+    if let Err(e) = daemonize(&bundle, &cfg.direct_fds) {
         return fail(format!("detaching: {e}"));
     }
     if let Err(e) = std::env::set_current_dir(&bundle) {
@@ -1175,6 +1175,17 @@ async fn run(cfg: ShimConfig, bundle: PathBuf) -> i32 {
             return 1;
         }
     };
+    if !shim.cfg.direct_ports.is_empty() {
+        let ports = super::direct::Ports::new(shim.cfg.direct_ports.clone(), &shim.cfg.direct_fds);
+        if let Err(e) = super::direct::serve(Arc::new(ports)) {
+            ready(&Ready {
+                ok: false,
+                pid: 0,
+                error: format!("listening for the container's bind calls: {e}"),
+            });
+            return 1;
+        }
+    }
     let pid = match shim.create().await {
         Ok(pid) => pid,
         Err(e) => {
