@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Published-port throughput, same run, same machine: iperf3 host -> container through `-p`
-# and container -> host (iperf3 -R), for nook with pasta and with slirp4netns, rootless podman
+# and container -> host (iperf3 -R), for nook with pasta and with slirp4netns (relayed ports)
+# and with --port-driver direct, rootless podman
 # `-p` (its default network on 4.x: slirp4netns + rootlessport), and the host's own loopback.
 # Every setup is measured once per round, rounds interleaved (so load changes hit all of them
 # alike); prints the median Gbit/s over the rounds and the ratio to the loopback median.
@@ -8,7 +9,8 @@
 # Run as root from the repository (the daemons run as the unprivileged user $1, default
 # nooktest), after `cargo build --release --bins` (or BIN=target/debug).
 # Env: ROUNDS (default 5), SECS per measurement (default 5), BIN, DRIVERS (default
-# "pasta slirp4netns"), PODMAN=0 to leave podman out.
+# "pasta slirp4netns"), PODMAN=0 to leave podman out, DIRECT=0 to leave out nook's
+# --port-driver direct (measured once, in the first driver's daemon).
 # Needs iperf3, busybox-static, jq, bc; podman is optional.
 set -euo pipefail
 user=${1:-nooktest}
@@ -107,6 +109,13 @@ start_nook() {
   as_user "$run" nook run -d --name iperf -p "127.0.0.1:$p:5201" localhost/iperf iperf3 -s -p 5201 >/dev/null
   setups+=("nook-$driver")
   port[nook-$driver]=$p
+  # --port-driver direct: no relay, the link driver plays no part, so once
+  if [ "${DIRECT:-1}" = 1 ] && [ -z "${port[nook-direct]:-}" ]; then
+    as_user "$run" nook run -d --name iperf-direct --port-driver direct \
+      -p "127.0.0.1:$((p + 50)):5201" localhost/iperf iperf3 -s -p 5201 >/dev/null
+    setups+=(nook-direct)
+    port[nook-direct]=$((p + 50))
+  fi
 }
 n=0
 for d in ${DRIVERS:-pasta slirp4netns}; do

@@ -728,8 +728,18 @@ fn direct_port_driver_serves_tcp_and_udp_with_real_peers_and_survives_a_crash() 
         chmod +x /www/cgi-bin/peer && httpd -p 81 -h /www && exec httpd -f -p 80 -h /www";
     let id = d
         .nook(&[
-            "run", "-d", "--port-driver", "direct", "--name", "dweb", "-p", "18090:80", IMG, "sh",
-            "-c", script,
+            "run",
+            "-d",
+            "--port-driver",
+            "direct",
+            "--name",
+            "dweb",
+            "-p",
+            "18090:80",
+            IMG,
+            "sh",
+            "-c",
+            script,
         ])
         .ok();
     let id = id.trim().to_string();
@@ -741,15 +751,59 @@ fn direct_port_driver_serves_tcp_and_udp_with_real_peers_and_survives_a_crash() 
     let (body, local) = http_get_path(18090, "/cgi-bin/peer").expect("cgi answers");
     let mut it = body.split_whitespace();
     let (addr, port) = (it.next().unwrap_or(""), it.next().unwrap_or(""));
-    assert!(addr.trim_end_matches(']').ends_with(":127.0.0.1") || addr == "127.0.0.1", "peer seen as {body:?}");
+    assert!(
+        addr.trim_end_matches(']').ends_with(":127.0.0.1") || addr == "127.0.0.1",
+        "peer seen as {body:?}"
+    );
     assert_eq!(port, local.port().to_string(), "peer seen as {body:?}");
     // the unpublished port was bound inside the container's namespace as usual
     let inner = d
-        .nook(&["exec", &id, "wget", "-qO-", "http://127.0.0.1:81/index.html"])
+        .nook(&[
+            "exec",
+            &id,
+            "wget",
+            "-qO-",
+            "http://127.0.0.1:81/index.html",
+        ])
         .ok();
     assert_eq!(inner, "hello from nook\n");
+    // the published port still answers inside: at localhost in the container itself, and at
+    // its address for another container (relayed by the shim to the host port)
+    let own = d
+        .nook(&[
+            "exec",
+            &id,
+            "wget",
+            "-qO-",
+            "http://127.0.0.1:80/index.html",
+        ])
+        .ok();
+    assert_eq!(own, "hello from nook\n");
+    let j: serde_json::Value =
+        serde_json::from_str(&d.nook(&["ps", "--format", "json"]).ok()).unwrap();
+    let ip = j
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id.as_str())
+        .map(|c| c["ip"].as_str().unwrap_or_default().to_string())
+        .unwrap();
+    let other = d
+        .nook(&[
+            "run",
+            "--rm",
+            IMG,
+            "wget",
+            "-qO-",
+            &format!("http://{ip}:80/index.html"),
+        ])
+        .ok();
+    assert_eq!(other, "hello from nook\n");
     // shown like any published port; a second container cannot take it
-    assert_eq!(d.nook(&["port", "dweb"]).ok().trim(), "80/tcp -> 0.0.0.0:18090");
+    assert_eq!(
+        d.nook(&["port", "dweb"]).ok().trim(),
+        "80/tcp -> 0.0.0.0:18090"
+    );
     let e = d
         .nook(&["run", "-d", "-p", "18090:80", IMG, "sleep", "100"])
         .fails();
@@ -776,7 +830,18 @@ fn direct_port_driver_serves_tcp_and_udp_with_real_peers_and_survives_a_crash() 
     let mut last = String::new();
     wait_until("iperf3 over the direct UDP port", || {
         let o = std::process::Command::new("iperf3")
-            .args(["-c", "127.0.0.1", "-p", "18091", "-u", "-t", "1", "-b", "10M", "-J"])
+            .args([
+                "-c",
+                "127.0.0.1",
+                "-p",
+                "18091",
+                "-u",
+                "-t",
+                "1",
+                "-b",
+                "10M",
+                "-J",
+            ])
             .output()
             .unwrap();
         last = String::from_utf8_lossy(&o.stdout).to_string();
@@ -793,8 +858,68 @@ fn direct_port_driver_serves_tcp_and_udp_with_real_peers_and_survives_a_crash() 
     d.kill9();
     assert_eq!(http_get(18090).as_deref(), Some("hello from nook\n"));
     d.restart();
-    assert_eq!(d.nook(&["port", "dweb"]).ok().trim(), "80/tcp -> 0.0.0.0:18090");
+    assert_eq!(
+        d.nook(&["port", "dweb"]).ok().trim(),
+        "80/tcp -> 0.0.0.0:18090"
+    );
     assert_eq!(http_get(18090).as_deref(), Some("hello from nook\n"));
     d.nook(&["rm", "-f", &id]).ok();
     wait_until("port 18090 is free after rm", || port_free(18090));
+}
+
+#[test]
+fn direct_ports_with_crun_and_from_an_exec() {
+    let d = daemon();
+    for p in [18092, 18093] {
+        assert!(port_free(p), "port {p} is taken on this machine");
+    }
+    // crun delivers the seccomp descriptor to the shim as runc does
+    d.nook(&[
+        "run",
+        "-d",
+        "--runtime",
+        "crun",
+        "--port-driver",
+        "direct",
+        "--name",
+        "c1",
+        "-p",
+        "18092:80",
+        IMG,
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    ])
+    .ok();
+    wait_until("httpd under crun answers", || http_get(18092).is_some());
+    assert_eq!(http_get(18092).unwrap(), "hello from nook\n");
+    // a server started later by `nook exec` (its own filter, its own descriptor)
+    d.nook(&[
+        "run",
+        "-d",
+        "--port-driver",
+        "direct",
+        "--name",
+        "c2",
+        "-p",
+        "18093:80",
+        IMG,
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    assert!(http_get(18093).is_none(), "nothing listens yet");
+    d.nook(&["exec", "c2", "httpd", "-p", "80", "-h", "/www"])
+        .ok();
+    wait_until("httpd started by exec answers", || {
+        http_get(18093).is_some()
+    });
+    assert_eq!(http_get(18093).unwrap(), "hello from nook\n");
+    d.nook(&["rm", "-f", "c1", "c2"]).ok();
+    wait_until("ports free after rm", || {
+        port_free(18092) && port_free(18093)
+    });
 }

@@ -477,6 +477,24 @@ fn splice_thread(from: &std::net::TcpStream, to: &std::net::TcpStream) -> io::Re
     res
 }
 
+/// Relays a connection both ways, each direction on a thread of its own with blocking splice,
+/// for callers without a tokio runtime (the shim). Returns once the threads are started.
+pub fn relay_detached(a: std::net::TcpStream, b: std::net::TcpStream) -> io::Result<()> {
+    a.set_nonblocking(false)?;
+    b.set_nonblocking(false)?;
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let (a2, b2) = (a.clone(), b.clone());
+    for (from, to) in [(a, b), (b2, a2)] {
+        std::thread::Builder::new()
+            .name("nook-relay".into())
+            .stack_size(RELAY_STACK)
+            .spawn(move || {
+                let _ = splice_thread(&from, &to);
+            })?;
+    }
+    Ok(())
+}
+
 /// Shuts both sockets down when dropped (the task was aborted): the blocked threads wake up.
 struct ShutdownOnDrop(Arc<std::net::TcpStream>, Arc<std::net::TcpStream>);
 

@@ -390,7 +390,12 @@ impl Manager {
                 })?;
             }
             let mut spec = serde_json::to_value(spec::build_spec(&img_cfg, &so)?)?;
-            if direct && !crate::runtime::seccomp::notify_bind(&mut spec, crate::shim::direct::LISTENER) {
+            if direct
+                && !crate::runtime::seccomp::notify_bind(
+                    &mut spec,
+                    &crate::shim::direct::listener_path(&bundle),
+                )
+            {
                 return Err(Error::InvalidArgument(
                     "--port-driver direct needs the container's bind(2) calls, but its seccomp profile restricts bind: use --port-driver relay".into(),
                 ));
@@ -565,7 +570,16 @@ impl Manager {
         let direct = d.network.take_direct(ns, &r.id);
         let pid = match self
             .tasks
-            .spawn(ns, &r.id, &rt, r.tty, r.stdin, start_now, hold_output, direct)
+            .spawn(
+                ns,
+                &r.id,
+                &rt,
+                r.tty,
+                r.stdin,
+                start_now,
+                hold_output,
+                direct,
+            )
             .await
         {
             Ok((_, pid)) => pid,

@@ -565,7 +565,10 @@ pub fn notify_bind(spec: &mut serde_json::Value, listener: &str) -> bool {
         if !names.iter().any(|n| n == "bind") {
             continue;
         }
-        let plain = r.get("args").and_then(|a| a.as_array()).is_none_or(|a| a.is_empty());
+        let plain = r
+            .get("args")
+            .and_then(|a| a.as_array())
+            .is_none_or(|a| a.is_empty());
         if r["action"] != "SCMP_ACT_ALLOW" || !plain {
             return false;
         }
@@ -614,7 +617,10 @@ mod tests {
         assert_eq!(binds[0]["action"], "SCMP_ACT_NOTIFY");
         // it still parses as an OCI profile
         let p: LinuxSeccomp = serde_json::from_value(s.clone()).unwrap();
-        assert_eq!(p.listener_path().as_deref(), Some(std::path::Path::new("seccomp.sock")));
+        assert_eq!(
+            p.listener_path().as_deref(),
+            Some(std::path::Path::new("seccomp.sock"))
+        );
         // unconfined: a profile allowing everything else
         let mut spec = serde_json::json!({"linux": {}});
         assert!(notify_bind(&mut spec, "l"));

@@ -16,9 +16,9 @@ use tokio::io::AsyncBufReadExt;
 
 use super::plugin::RuntimeBinary;
 use crate::error::{Error, IoContext, Result};
+use crate::network::ports::PortMapping;
 use crate::shim::client::ShimClient;
 use crate::shim::server::Ready;
-use crate::network::ports::PortMapping;
 use crate::shim::{files, ExitInfo, ShimConfig, TaskState};
 
 /// Task bookkeeping rooted at nookd's state directory.

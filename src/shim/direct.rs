@@ -17,8 +17,11 @@
 //! container's family (an IPv6 wildcard socket then serves IPv4 clients too, as the container
 //! asked). The shim exits with the container, so the ports are released when it stops.
 //!
-//! What changes for the container: `getsockname` shows the host port, and other containers
-//! cannot reach the published port at the container's bridge address (use the host port).
+//! Other containers still reach a published TCP port at the container's address: once the
+//! container's socket has moved to the host, the shim listens on that port in the container's
+//! namespace and relays those connections to the host port (they arrive from the host's
+//! loopback). What changes for the container: `getsockname` shows the host port, and a
+//! published UDP port answers only on the host.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -35,6 +38,17 @@ use crate::network::ports::{PortMapping, Proto};
 /// (relative: the runtime runs in the bundle directory).
 pub const LISTENER: &str = "seccomp.sock";
 
+/// The listener's path for the spec: absolute (crun insists), through the runtime's working
+/// directory (the bundle) when the absolute path is too long for a socket address.
+pub fn listener_path(bundle: &std::path::Path) -> String {
+    let abs = bundle.join(LISTENER).to_string_lossy().into_owned();
+    if abs.len() < 108 {
+        abs
+    } else {
+        format!("/proc/self/cwd/{LISTENER}")
+    }
+}
+
 /// The audit architecture of the filters' native syscalls.
 #[cfg(target_arch = "x86_64")]
 const NATIVE_ARCH: u32 = 0xC000_003E;
@@ -48,6 +62,8 @@ pub struct Ports {
     maps: Vec<PortMapping>,
     /// Placeholders by (host port, protocol): bound by nookd, not listening.
     held: Mutex<HashMap<(u16, Proto), OwnedFd>>,
+    /// TCP mappings whose container port is relayed inside the container's namespace.
+    inside: Mutex<std::collections::HashSet<u16>>,
 }
 
 impl Ports {
@@ -55,12 +71,17 @@ impl Ports {
     pub fn new(maps: Vec<PortMapping>, fds: &[RawFd]) -> Ports {
         let mut held = HashMap::new();
         for (m, fd) in maps.iter().zip(fds) {
+            // close-on-exec: the runtime, started next, must not keep a placeholder open
+            // after the shim gives its port to the container
+            // SAFETY: fcntl on a descriptor nookd passed to this process.
+            unsafe { libc::fcntl(*fd, libc::F_SETFD, libc::FD_CLOEXEC) };
             // SAFETY: nookd passed these descriptors to this process for it to own.
             held.insert((m.host_port, m.proto), unsafe { OwnedFd::from_raw_fd(*fd) });
         }
         Ports {
             maps,
             held: Mutex::new(held),
+            inside: Mutex::default(),
         }
     }
 
@@ -227,6 +248,7 @@ fn handle(nfd: RawFd, n: &libc::seccomp_notif, ports: &Ports) -> Option<Answer> 
     let len = (addr_len as usize).min(128);
     let mut buf = vec![0u8; len];
     let mem = File::open(format!("/proc/{pid}/mem")).ok();
+    let netns = File::open(format!("/proc/{pid}/ns/net")).ok();
     // the pid may have been reused by now unless the notification is still pending
     if !id_valid(nfd, n.id) {
         return None;
@@ -294,7 +316,95 @@ fn handle(nfd: RawFd, n: &libc::seccomp_notif, ports: &Ports) -> Option<Answer> 
         eprintln!("nook-shim: handing the host socket for {m} to the container: {e}");
         return Some(Answer::Continue);
     }
+    if m.proto == Proto::Tcp {
+        if let Some(ns) = netns {
+            relay_inside(ports, m, &ours, ns);
+        }
+    }
     Some(Answer::Done)
+}
+
+/// Listens on the container port in the container's namespace (once per mapping) and relays
+/// what arrives there to the host socket now serving it, so that other containers reach the
+/// port at the container's address as before.
+fn relay_inside(ports: &Ports, m: &PortMapping, ours: &OwnedFd, netns: File) {
+    if !ports
+        .inside
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(m.container_port)
+    {
+        return;
+    }
+    // the host socket's own address, as a client reaches it
+    let target = match local_addr(ours) {
+        Ok(SocketAddr::V4(a)) if a.ip().is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), a.port())
+        }
+        Ok(SocketAddr::V6(a)) if a.ip().is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), a.port())
+        }
+        Ok(a) => a,
+        Err(_) => return,
+    };
+    let port = m.container_port;
+    // sockets belong to the namespace they are made in: a short-lived thread makes the
+    // listener inside, the accepting thread stays in the host's namespace
+    let made = std::thread::spawn(move || -> io::Result<std::net::TcpListener> {
+        // SAFETY: setns on a valid namespace descriptor, for this thread only.
+        if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        std::net::TcpListener::bind(("::", port))
+            .or_else(|_| std::net::TcpListener::bind(("0.0.0.0", port)))
+    })
+    .join();
+    let l = match made {
+        Ok(Ok(l)) => l,
+        Ok(Err(e)) => {
+            eprintln!("nook-shim: listening on {port} in the container's namespace: {e}");
+            return;
+        }
+        Err(_) => return,
+    };
+    let _ = std::thread::Builder::new()
+        .name("nook-inside".into())
+        .spawn(move || {
+            for c in l.incoming() {
+                let Ok(c) = c else { continue };
+                match std::net::TcpStream::connect(target) {
+                    Ok(h) => {
+                        let _ = crate::network::forward::relay_detached(c, h);
+                    }
+                    Err(e) => eprintln!("nook-shim: relaying to {target}: {e}"),
+                }
+            }
+        });
+}
+
+fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
+    // SAFETY: sockaddr_storage is plain data, large enough for any address.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: ss and len describe a valid buffer.
+    if unsafe {
+        libc::getsockname(
+            fd.as_raw_fd(),
+            (&mut ss as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: viewing the filled part of the plain struct as bytes.
+    let b = unsafe {
+        std::slice::from_raw_parts(
+            (&ss as *const libc::sockaddr_storage).cast::<u8>(),
+            len as usize,
+        )
+    };
+    parse_sockaddr(b).ok_or_else(|| io::Error::other("not an IP socket"))
 }
 
 /// The host address for a container socket of `family`: an IPv4 wildcard host address serves
@@ -464,7 +574,9 @@ fn socket2_addr(addr: SocketAddr) -> (Vec<u8>, libc::socklen_t) {
             };
             let len = std::mem::size_of::<libc::sockaddr_in>();
             // SAFETY: viewing a plain C struct as bytes.
-            let b = unsafe { std::slice::from_raw_parts((&sa as *const libc::sockaddr_in).cast::<u8>(), len) };
+            let b = unsafe {
+                std::slice::from_raw_parts((&sa as *const libc::sockaddr_in).cast::<u8>(), len)
+            };
             (b.to_vec(), len as libc::socklen_t)
         }
         SocketAddr::V6(a) => {
@@ -479,7 +591,9 @@ fn socket2_addr(addr: SocketAddr) -> (Vec<u8>, libc::socklen_t) {
             };
             let len = std::mem::size_of::<libc::sockaddr_in6>();
             // SAFETY: viewing a plain C struct as bytes.
-            let b = unsafe { std::slice::from_raw_parts((&sa as *const libc::sockaddr_in6).cast::<u8>(), len) };
+            let b = unsafe {
+                std::slice::from_raw_parts((&sa as *const libc::sockaddr_in6).cast::<u8>(), len)
+            };
             (b.to_vec(), len as libc::socklen_t)
         }
     }
@@ -501,8 +615,14 @@ mod tests {
     #[test]
     fn host_address_follows_the_container_socket_family() {
         let any = map("0.0.0.0", 8080, 80);
-        assert_eq!(host_addr(&any, libc::AF_INET).unwrap().to_string(), "0.0.0.0:8080");
-        assert_eq!(host_addr(&any, libc::AF_INET6).unwrap().to_string(), "[::]:8080");
+        assert_eq!(
+            host_addr(&any, libc::AF_INET).unwrap().to_string(),
+            "0.0.0.0:8080"
+        );
+        assert_eq!(
+            host_addr(&any, libc::AF_INET6).unwrap().to_string(),
+            "[::]:8080"
+        );
         let lo = map("127.0.0.1", 8080, 80);
         assert_eq!(
             host_addr(&lo, libc::AF_INET6).unwrap().to_string(),
@@ -510,7 +630,10 @@ mod tests {
         );
         let v6 = map("::1", 8080, 80);
         assert!(host_addr(&v6, libc::AF_INET).is_none());
-        assert_eq!(host_addr(&v6, libc::AF_INET6).unwrap().to_string(), "[::1]:8080");
+        assert_eq!(
+            host_addr(&v6, libc::AF_INET6).unwrap().to_string(),
+            "[::1]:8080"
+        );
     }
 
     #[test]
