@@ -238,6 +238,8 @@ fn random_host_port_udp_and_source_address() {
         .nook(&[
             "run",
             "-d",
+            "--port-driver",
+            "relay",
             "-p",
             "127.0.0.1::80",
             "-p",
@@ -602,6 +604,8 @@ fn relayed_connections_carry_bulk_data_both_ways_and_leave_no_threads() {
         .nook(&[
             "run",
             "-d",
+            "--port-driver",
+            "relay",
             "-p",
             "127.0.0.1::7",
             IMG,

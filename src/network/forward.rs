@@ -232,6 +232,34 @@ pub fn bind(m: &PortMapping) -> Result<(Bound, PortMapping)> {
     Ok((b, out))
 }
 
+/// Reserves the host side of `m` for a direct port: bound like [`bind`] (same errors), but a
+/// TCP socket does not listen, so until the container takes the port over, connections are
+/// refused rather than left waiting.
+pub fn reserve(m: &PortMapping) -> Result<(OwnedFd, PortMapping)> {
+    use socket2::{Domain, Socket, Type};
+    let addr = SocketAddr::new(m.host_ip, m.host_port);
+    let ty = match m.proto {
+        Proto::Tcp => Type::STREAM,
+        Proto::Udp => Type::DGRAM,
+    };
+    let s = Socket::new(Domain::for_address(addr), ty, None)
+        .map_err(|e| Error::io("making a socket", e))?;
+    if m.proto == Proto::Tcp {
+        // as std's listeners: a port in TIME_WAIT from the last run is not "in use"
+        s.set_reuse_address(true)
+            .map_err(|e| Error::io("SO_REUSEADDR", e))?;
+    }
+    s.bind(&addr.into()).map_err(|e| bind_error(m, e))?;
+    let local = s
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .ok_or_else(|| Error::Internal("reading a bound address".into()))?;
+    let mut out = m.clone();
+    out.host_port = local.port();
+    Ok((s.into(), out))
+}
+
 fn bind_error(m: &PortMapping, e: io::Error) -> Error {
     let start = super::ports::unprivileged_port_start();
     match e.raw_os_error() {

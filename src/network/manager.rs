@@ -831,23 +831,24 @@ impl Manager {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
             .ok_or_else(|| Error::Unavailable("the network subsystem is not initialized".into()))?;
-        let mut bound = Vec::new();
-        for m in &a.ports {
-            bound.push(forward::bind(m)?);
-        }
         let mut published = Vec::new();
         if a.direct {
             // the shim takes the bound sockets and hands them to the container's binds
             let mut held = Vec::new();
-            for (b, m) in bound {
+            for m in &a.ports {
+                let (fd, m) = forward::reserve(m)?;
                 published.push(m.clone());
-                held.push((m, b.into()));
+                held.push((m, fd));
             }
             self.direct
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(holder(ns, id), held);
         } else {
+            let mut bound = Vec::new();
+            for m in &a.ports {
+                bound.push(forward::bind(m)?);
+            }
             let mut tasks = Vec::new();
             for (b, m) in bound {
                 let t = forward::target(target_ip, m.container_port);

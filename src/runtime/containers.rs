@@ -297,6 +297,9 @@ impl Manager {
             )));
         }
         let direct = port_driver == "direct" && !ports.is_empty();
+        if let Some(why) = direct.then(crate::shim::direct::unsupported).flatten() {
+            return Err(Error::Precondition(why));
+        }
         let restart_policy = RestartPolicy::parse(&o.restart)?;
         if o.auto_remove && restart_policy != RestartPolicy::No {
             return Err(Error::InvalidArgument(format!(

@@ -236,6 +236,8 @@ impl Tasks {
             .kill_on_drop(false)
             .spawn()
             .ctx(|| format!("starting {}", self.shim.display()))?;
+        // the shim has its copies: ours must not keep the ports bound when it hands them on
+        drop(direct);
         let out = child
             .stdout
             .take()

@@ -38,6 +38,23 @@ use crate::network::ports::{PortMapping, Proto};
 /// (relative: the runtime runs in the bundle directory).
 pub const LISTENER: &str = "seccomp.sock";
 
+/// Whether this kernel can do it (seccomp's ADDFD came in Linux 5.9, pidfd_getfd in 5.6):
+/// the reason if not.
+pub fn unsupported() -> Option<String> {
+    let rel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut it = rel
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+    ((major, minor) < (5, 9)).then(|| {
+        format!(
+            "--port-driver direct needs Linux 5.9 or later (seccomp descriptor hand-over); this is {}: use --port-driver relay",
+            rel.trim()
+        )
+    })
+}
+
 /// The listener's path for the spec: absolute (crun insists), through the runtime's working
 /// directory (the bundle) when the absolute path is too long for a socket address.
 pub fn listener_path(bundle: &std::path::Path) -> String {
@@ -509,8 +526,8 @@ fn host_socket(
     let mut held = ports.held.lock().unwrap_or_else(|e| e.into_inner());
     let placeholder = held.remove(&(m.host_port, m.proto));
     let reuse = match &placeholder {
-        Some(p) if getsockopt_int(p, libc::SOL_SOCKET, libc::SO_DOMAIN)? == family => true,
-        _ => false,
+        Some(p) => getsockopt_int(p, libc::SOL_SOCKET, libc::SO_DOMAIN)? == family,
+        None => false,
     };
     let fd = if reuse {
         placeholder.expect("checked above")
@@ -536,9 +553,16 @@ fn host_socket(
             let _ = setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, v);
         }
         let sa = socket2_addr(host);
+        // a copy of the placeholder may still be closing elsewhere: give it a moment
+        let mut tries = 0;
         // SAFETY: sa holds a valid sockaddr of the length given.
-        if unsafe { libc::bind(fd.as_raw_fd(), sa.0.as_ptr().cast(), sa.1) } < 0 {
-            return Err(io::Error::last_os_error());
+        while unsafe { libc::bind(fd.as_raw_fd(), sa.0.as_ptr().cast(), sa.1) } < 0 {
+            let e = io::Error::last_os_error();
+            tries += 1;
+            if e.raw_os_error() != Some(libc::EADDRINUSE) || tries > 40 {
+                return Err(e);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
         }
         fd
     };
