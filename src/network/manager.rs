@@ -581,7 +581,7 @@ impl Manager {
                 return self.view(&a);
             }
             // left over from a crash or a restarted pause process: start again
-            self.detach_locked(ns, id)?;
+            self.detach_locked(ns, id, true)?;
         }
         let network = match req.network.as_str() {
             "" | "default" | "bridge" => DEFAULT_NETWORK,
@@ -661,7 +661,7 @@ impl Manager {
             Ok(net)
         })?;
         if let Err(e) = self.plumb(&net, &rec) {
-            let _ = self.detach_locked(ns, id);
+            let _ = self.detach_locked(ns, id, true);
             return Err(e);
         }
         self.refresh_hosts(network);
@@ -764,20 +764,34 @@ impl Manager {
     /// namespace, releases the address, drops the record. A container never attached is fine.
     pub fn detach(&self, ns: &str, id: &str) -> Result<()> {
         let _g = self.lock();
-        self.detach_locked(ns, id)
+        self.detach_locked(ns, id, false)
     }
 
-    fn detach_locked(&self, ns: &str, id: &str) -> Result<()> {
+    /// `wait_veth`: delete the veth pair before returning (its name is about to be used
+    /// again). Otherwise it goes on a thread of its own: deleting a link waits for the
+    /// kernel's RCU grace periods (10-17 ms here, most of a `nook rm`), and nothing needs it
+    /// gone at once (the name is the container's alone; a crash leaves it to `reconcile`).
+    fn detach_locked(&self, ns: &str, id: &str, wait_veth: bool) -> Result<()> {
         self.unpublish(ns, id);
         let Some(a) = self.attachment(ns, id)? else {
             return Ok(());
         };
         if let Some(v) = a.veth.clone() {
-            match with_netns(&self.s.netns, move || Netlink::open()?.delete_link(&v)) {
+            let (netns, what) = (self.s.netns.clone(), format!("{ns}/{id}"));
+            let delete = move || match with_netns(&netns, move || Netlink::open()?.delete_link(&v))
+            {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    tracing::warn!("deleting veth of {ns}/{id}: {e}")
+                    tracing::warn!("deleting veth of {what}: {e}")
                 }
                 _ => {}
+            };
+            if wait_veth {
+                delete();
+            } else if let Err(e) = std::thread::Builder::new()
+                .name("nook-veth-rm".into())
+                .spawn(delete)
+            {
+                tracing::warn!("deleting veth of {ns}/{id}: {e}");
             }
         }
         if a.mode != Mode::Host {
