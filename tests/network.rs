@@ -95,6 +95,37 @@ fn http_get(port: u16) -> Option<String> {
     out.split("\r\n\r\n").nth(1).map(str::to_string)
 }
 
+/// Waits until an iperf3 UDP run through 127.0.0.1:port really moves bytes (iperf3's UDP
+/// test needs the server's UDP reply).
+fn udp_iperf3_moves_bytes(port: u16) {
+    let port = port.to_string();
+    let mut last = String::new();
+    wait_until("iperf3 over the published UDP port", || {
+        let o = std::process::Command::new("iperf3")
+            .args([
+                "-c",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-u",
+                "-t",
+                "1",
+                "-b",
+                "10M",
+                "-J",
+            ])
+            .output()
+            .unwrap();
+        last = String::from_utf8_lossy(&o.stdout).to_string();
+        // the server may not listen yet: iperf3 then reports the reset in its JSON (and may
+        // still exit 0), so retry until a run really moved bytes
+        o.status.success()
+            && serde_json::from_str::<serde_json::Value>(&last)
+                .map(|j| j["end"]["sum"]["bytes"].as_f64().unwrap_or(0.0) > 0.0)
+                .unwrap_or(false)
+    });
+}
+
 fn port_free(port: u16) -> bool {
     std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
@@ -274,36 +305,7 @@ fn random_host_port_udp_and_source_address() {
             "5201",
         ])
         .ok();
-    let mut last = String::new();
-    wait_until("iperf3 over the published UDP port", || {
-        let o = std::process::Command::new("iperf3")
-            .args([
-                "-c",
-                "127.0.0.1",
-                "-p",
-                "18201",
-                "-u",
-                "-t",
-                "1",
-                "-b",
-                "10M",
-                "-J",
-            ])
-            .output()
-            .unwrap();
-        last = String::from_utf8_lossy(&o.stdout).to_string();
-        // the server may not listen yet: iperf3 then reports the reset in its JSON (and may
-        // still exit 0), so retry until a run really moved bytes
-        o.status.success()
-            && serde_json::from_str::<serde_json::Value>(&last)
-                .map(|j| j["end"]["sum"]["bytes"].as_f64().unwrap_or(0.0) > 0.0)
-                .unwrap_or(false)
-    });
-    let j: serde_json::Value = serde_json::from_str(&last).unwrap();
-    assert!(
-        j["end"]["sum"]["bytes"].as_f64().unwrap_or(0.0) > 0.0,
-        "{last}"
-    );
+    udp_iperf3_moves_bytes(18201);
     d.nook(&["rm", "-f", u.trim()]).ok();
     // the container sees the client's address: the kernel's connection table inside it
     let s = std::net::TcpStream::connect(("127.0.0.1", hostport)).unwrap();
@@ -832,29 +834,7 @@ fn direct_port_driver_serves_tcp_and_udp_with_real_peers_and_survives_a_crash() 
             "5201",
         ])
         .ok();
-    let mut last = String::new();
-    wait_until("iperf3 over the direct UDP port", || {
-        let o = std::process::Command::new("iperf3")
-            .args([
-                "-c",
-                "127.0.0.1",
-                "-p",
-                "18091",
-                "-u",
-                "-t",
-                "1",
-                "-b",
-                "10M",
-                "-J",
-            ])
-            .output()
-            .unwrap();
-        last = String::from_utf8_lossy(&o.stdout).to_string();
-        o.status.success()
-            && serde_json::from_str::<serde_json::Value>(&last)
-                .map(|j| j["end"]["sum"]["bytes"].as_f64().unwrap_or(0.0) > 0.0)
-                .unwrap_or(false)
-    });
+    udp_iperf3_moves_bytes(18091);
     d.nook(&["rm", "-f", u.trim()]).ok();
     wait_until("port 18091 is free after rm", || port_free(18091));
 

@@ -296,52 +296,32 @@ impl Config {
     pub fn validate(&self, origin: &str) -> Result<()> {
         use crate::network::ports::PORT_DRIVERS;
         let bad = |key: &str, why: String| Err(Error::Config(format!("{origin}: {key}: {why}")));
-        if !LEVELS.contains(&self.debug.level.as_str()) {
-            return bad(
-                "debug.level",
-                format!(
-                    "invalid value {:?}, expected one of {}",
-                    self.debug.level,
-                    LEVELS.join(", ")
-                ),
-            );
-        }
         const DRIVERS: &[&str] = &["auto", "pasta", "slirp4netns", "none"];
-        if !DRIVERS.contains(&self.network.driver.as_str()) {
-            return bad(
-                "network.driver",
-                format!(
-                    "invalid value {:?}, expected one of {}",
-                    self.network.driver,
-                    DRIVERS.join(", ")
-                ),
-            );
-        }
-        if !PORT_DRIVERS.contains(&self.network.port_driver.as_str()) {
-            return bad(
+        const SNAPS: &[&str] = &["auto", "overlayfs", "fuse-overlayfs", "native"];
+        for (key, value, allowed) in [
+            ("debug.level", &self.debug.level, LEVELS),
+            ("network.driver", &self.network.driver, DRIVERS),
+            (
                 "network.port_driver",
-                format!(
-                    "invalid value {:?}, expected one of {}",
-                    self.network.port_driver,
-                    PORT_DRIVERS.join(", ")
-                ),
-            );
+                &self.network.port_driver,
+                PORT_DRIVERS,
+            ),
+            ("snapshotter.default", &self.snapshotter.default, SNAPS),
+        ] {
+            if !allowed.contains(&value.as_str()) {
+                return bad(
+                    key,
+                    format!(
+                        "invalid value {value:?}, expected one of {}",
+                        allowed.join(", ")
+                    ),
+                );
+            }
         }
         if !(1280..=65520).contains(&self.network.mtu) {
             return bad(
                 "network.mtu",
                 format!("{} is out of range 1280..=65520", self.network.mtu),
-            );
-        }
-        const SNAPS: &[&str] = &["auto", "overlayfs", "fuse-overlayfs", "native"];
-        if !SNAPS.contains(&self.snapshotter.default.as_str()) {
-            return bad(
-                "snapshotter.default",
-                format!(
-                    "invalid value {:?}, expected one of {}",
-                    self.snapshotter.default,
-                    SNAPS.join(", ")
-                ),
             );
         }
         if !self.runtimes.contains_key(&self.runtime.default) {

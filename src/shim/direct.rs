@@ -552,11 +552,11 @@ fn host_socket(
         if let Ok(v) = getsockopt_int(theirs, libc::SOL_SOCKET, libc::SO_REUSEPORT) {
             let _ = setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, v);
         }
-        let sa = socket2_addr(host);
+        let sa = socket2::SockAddr::from(host);
         // a copy of the placeholder may still be closing elsewhere: give it a moment
         let mut tries = 0;
         // SAFETY: sa holds a valid sockaddr of the length given.
-        while unsafe { libc::bind(fd.as_raw_fd(), sa.0.as_ptr().cast(), sa.1) } < 0 {
+        while unsafe { libc::bind(fd.as_raw_fd(), sa.as_ptr().cast(), sa.len()) } < 0 {
             let e = io::Error::last_os_error();
             tries += 1;
             if e.raw_os_error() != Some(libc::EADDRINUSE) || tries > 40 {
@@ -582,45 +582,6 @@ fn host_socket(
         }
     }
     Ok(fd)
-}
-
-/// `addr` as raw sockaddr bytes and length.
-fn socket2_addr(addr: SocketAddr) -> (Vec<u8>, libc::socklen_t) {
-    match addr {
-        SocketAddr::V4(a) => {
-            let sa = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from(*a.ip()).to_be(),
-                },
-                sin_zero: [0; 8],
-            };
-            let len = std::mem::size_of::<libc::sockaddr_in>();
-            // SAFETY: viewing a plain C struct as bytes.
-            let b = unsafe {
-                std::slice::from_raw_parts((&sa as *const libc::sockaddr_in).cast::<u8>(), len)
-            };
-            (b.to_vec(), len as libc::socklen_t)
-        }
-        SocketAddr::V6(a) => {
-            let sa = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: 0,
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: 0,
-            };
-            let len = std::mem::size_of::<libc::sockaddr_in6>();
-            // SAFETY: viewing a plain C struct as bytes.
-            let b = unsafe {
-                std::slice::from_raw_parts((&sa as *const libc::sockaddr_in6).cast::<u8>(), len)
-            };
-            (b.to_vec(), len as libc::socklen_t)
-        }
-    }
 }
 
 #[cfg(test)]
@@ -664,8 +625,11 @@ mod tests {
     fn sockaddrs_parse_and_roundtrip() {
         for s in ["0.0.0.0:80", "10.88.0.5:8080", "[::]:80", "[fd88::5]:443"] {
             let a: SocketAddr = s.parse().unwrap();
-            let (b, _) = socket2_addr(a);
-            assert_eq!(parse_sockaddr(&b), Some(a));
+            let sa = socket2::SockAddr::from(a);
+            // SAFETY: the bytes of a valid sockaddr of that length.
+            let b =
+                unsafe { std::slice::from_raw_parts(sa.as_ptr().cast::<u8>(), sa.len() as usize) };
+            assert_eq!(parse_sockaddr(b), Some(a));
         }
         assert_eq!(parse_sockaddr(&[1, 0, 0, 0]), None, "AF_UNIX is not ours");
         assert_eq!(parse_sockaddr(&[2, 0]), None, "too short");
