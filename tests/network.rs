@@ -903,6 +903,16 @@ fn direct_ports_with_crun_and_from_an_exec() {
         http_get(18093).is_some()
     });
     assert_eq!(http_get(18093).unwrap(), "hello from nook\n");
+    // stopped: the port is released; started again: reserved, and handed over once more
+    d.nook(&["stop", "-t", "1", "c2"]).ok();
+    wait_until("port free after stop", || port_free(18093));
+    d.nook(&["start", "c2"]).ok();
+    assert!(!port_free(18093), "reserved again at start");
+    d.nook(&["exec", "c2", "httpd", "-p", "80", "-h", "/www"])
+        .ok();
+    wait_until("httpd answers after a restart", || {
+        http_get(18093).is_some()
+    });
     d.nook(&["rm", "-f", "c1", "c2"]).ok();
     wait_until("ports free after rm", || {
         port_free(18092) && port_free(18093)

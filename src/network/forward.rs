@@ -250,6 +250,12 @@ pub fn reserve(m: &PortMapping) -> Result<(OwnedFd, PortMapping)> {
             .map_err(|e| Error::io("SO_REUSEADDR", e))?;
     }
     s.bind(&addr.into()).map_err(|e| bind_error(m, e))?;
+    if m.proto == Proto::Tcp {
+        // bound: now nobody else may bind an overlapping address, SO_REUSEADDR or not (a
+        // socket that does not listen is otherwise shared with any SO_REUSEADDR binder)
+        s.set_reuse_address(false)
+            .map_err(|e| Error::io("SO_REUSEADDR", e))?;
+    }
     let local = s
         .local_addr()
         .ok()
