@@ -237,7 +237,7 @@ impl pb::introspection_server::Introspection for Svc {
             network_driver: d.network_driver(),
             network_status: net_status,
             default_snapshotter: snap,
-            default_runtime: d.config.runtime.default.clone(),
+            default_runtime: crate::runtime::plugin::default_name(&d.config),
             kernel: nix::sys::utsname::uname()
                 .map(|u| u.release().to_string_lossy().to_string())
                 .unwrap_or_default(),

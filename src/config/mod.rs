@@ -215,7 +215,7 @@ impl Default for SnapshotterConfig {
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
-            default: "runc".into(),
+            default: "auto".into(),
         }
     }
 }
@@ -324,11 +324,11 @@ impl Config {
                 format!("{} is out of range 1280..=65520", self.network.mtu),
             );
         }
-        if !self.runtimes.contains_key(&self.runtime.default) {
+        if self.runtime.default != "auto" && !self.runtimes.contains_key(&self.runtime.default) {
             return bad(
                 "runtime.default",
                 format!(
-                    "{:?} is not a configured runtime (add a [runtimes.{}] section)",
+                    "{:?} is not a configured runtime (add a [runtimes.{}] section, or use auto)",
                     self.runtime.default, self.runtime.default
                 ),
             );

@@ -27,9 +27,10 @@ pub struct RuntimeBinary {
 
 /// Resolves `name` (or the configured default when None/empty) through `[runtimes]`.
 pub fn resolve(config: &Config, name: Option<&str>) -> Result<RuntimeBinary> {
+    let auto = default_name(config);
     let name = match name.filter(|n| !n.is_empty()) {
         Some(n) => n,
-        None => config.runtime.default.as_str(),
+        None => auto.as_str(),
     };
     let entry = config.runtimes.get(name).ok_or_else(|| {
         let known: Vec<&str> = config.runtimes.keys().map(String::as_str).collect();
@@ -54,6 +55,27 @@ pub fn resolve(config: &Config, name: Option<&str>) -> Result<RuntimeBinary> {
         path,
         args: entry.args.clone(),
     })
+}
+
+/// The runtime used when a container names none: `[runtime] default`, where `auto` is crun
+/// when its binary is installed (it starts containers faster and smaller: bench/run.sh),
+/// else runc.
+pub fn default_name(config: &Config) -> String {
+    let d = config.runtime.default.as_str();
+    if d != "auto" {
+        return d.to_string();
+    }
+    let crun = config.runtimes.get("crun").map(|e| {
+        if e.path.is_empty() {
+            "crun"
+        } else {
+            e.path.as_str()
+        }
+    });
+    match crun {
+        Some(bin) if crate::bootstrap::preflight::which(bin).is_some() => "crun".into(),
+        _ => "runc".into(),
+    }
 }
 
 /// Whether the binary is crun (by file name).
@@ -173,6 +195,25 @@ mod tests {
         c.runtime.default = "shell".into();
         assert_eq!(resolve(&c, None).unwrap().name, "shell");
         assert_eq!(resolve(&c, Some("")).unwrap().name, "shell");
+    }
+
+    #[test]
+    fn auto_prefers_an_installed_crun() {
+        let mut c = Config::default();
+        assert_eq!(c.runtime.default, "auto");
+        let crun = |path: &str| RuntimeEntry {
+            path: path.into(),
+            args: vec![],
+        };
+        c.runtimes.insert("crun".into(), crun("/bin/sh"));
+        assert_eq!(default_name(&c), "crun");
+        c.runtimes.insert("crun".into(), crun("/nonexistent/crun"));
+        assert_eq!(default_name(&c), "runc");
+        c.runtimes.remove("crun");
+        assert_eq!(default_name(&c), "runc");
+        c.runtime.default = "runc".into();
+        c.runtimes.insert("crun".into(), crun("/bin/sh"));
+        assert_eq!(default_name(&c), "runc", "a named default stays");
     }
 
     #[test]
