@@ -159,6 +159,46 @@ fn crun_runs_containers() {
     );
 }
 
+/// runc, named (crun is the default runtime when installed): run, exit code, exec, stop, rm.
+#[test]
+fn runc_runs_containers() {
+    let d = daemon();
+    let r = d.nook(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "runc",
+        IMG,
+        "sh",
+        "-c",
+        "echo via-runc; exit 4",
+    ]);
+    assert_eq!(r.code(), 4, "{}", r.stderr());
+    assert_eq!(r.stdout(), "via-runc\n");
+    d.nook(&[
+        "run",
+        "-d",
+        "--name",
+        "r1",
+        "--runtime",
+        "runc",
+        IMG,
+        "sleep",
+        "100",
+    ])
+    .ok();
+    assert_eq!(d.nook(&["exec", "r1", "echo", "in"]).ok(), "in\n");
+    let ps: serde_json::Value =
+        serde_json::from_str(&d.nook(&["ps", "--format", "json"]).ok()).unwrap();
+    assert_eq!(ps[0]["runtime"], "runc", "{ps}");
+    d.nook(&["stop", "-t", "1", "r1"]).ok();
+    d.nook(&["rm", "r1"]).ok();
+    // and the default is crun, installed here
+    let info: serde_json::Value =
+        serde_json::from_str(&d.nook(&["info", "--format", "json"]).ok()).unwrap();
+    assert_eq!(info["default_runtime"], "crun", "{info}");
+}
+
 #[test]
 fn security_defaults_and_identity() {
     let d = daemon();

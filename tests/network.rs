@@ -881,10 +881,12 @@ fn direct_ports_with_crun_and_from_an_exec() {
     .ok();
     wait_until("httpd under crun answers", || http_get(18092).is_some());
     assert_eq!(http_get(18092).unwrap(), "hello from nook\n");
-    // a server started later by `nook exec` (its own filter, its own descriptor)
+    // under runc, a server started later by `nook exec` (its own filter, its own descriptor)
     d.nook(&[
         "run",
         "-d",
+        "--runtime",
+        "runc",
         "--port-driver",
         "direct",
         "--name",
