@@ -766,3 +766,71 @@ fn shutdown_is_bounded_with_open_streams() {
     assert!(ps.contains(" lf") && ps.contains(" fg"), "{ps}");
     d.nook(&["rm", "-f", "lf", "fg"]).ok();
 }
+
+/// Network events: a user network's creation, a container joining and leaving it, and its
+/// removal, in order, with the container's name and address.
+#[test]
+fn events_follow_a_network() {
+    let d = Nookd::start();
+    d.nook_stdin(&["load"], &image()).ok();
+    let mut ev = Events::start(&d, &["--filter", "topic=/networks/*", "--format", "json"]);
+    // live once a network creation is seen (each try makes a new one)
+    let mut net = String::new();
+    wait_until("the subscription is live", 20, || {
+        net = format!("evnet{}", rand_suffix());
+        d.nook(&["network", "create", &net]).ok();
+        ev.lines
+            .recv_timeout(Duration::from_millis(300))
+            .map(|l| ev.seen.push(l))
+            .is_ok()
+    });
+    d.nook(&[
+        "run",
+        "--rm",
+        "--name",
+        "evc",
+        "--network",
+        &net,
+        IMG,
+        "true",
+    ])
+    .ok();
+    d.nook(&["network", "rm", &net]).ok();
+    ev.until(20, "/networks/delete", |l| {
+        l.contains("\"/networks/delete\"") && l.contains(&net)
+    });
+    let mine: Vec<serde_json::Value> = ev
+        .json()
+        .into_iter()
+        .filter(|e| {
+            e["attributes"]["name"] == net.as_str() || e["attributes"]["network"] == net.as_str()
+        })
+        .collect();
+    let topics: Vec<&str> = mine.iter().map(|e| e["topic"].as_str().unwrap()).collect();
+    assert_eq!(
+        topics,
+        [
+            "/networks/create",
+            "/networks/connect",
+            "/networks/disconnect",
+            "/networks/delete"
+        ],
+        "{mine:?}"
+    );
+    assert!(mine[0]["attributes"]["subnet"]
+        .as_str()
+        .unwrap()
+        .contains('/'));
+    assert_eq!(mine[1]["attributes"]["name"], "evc");
+    assert_eq!(mine[1]["namespace"], "default");
+    let ip: std::net::Ipv4Addr = mine[1]["attributes"]["ip"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(!ip.is_unspecified());
+    assert_eq!(
+        mine[2]["attributes"]["container"],
+        mine[1]["attributes"]["container"]
+    );
+}

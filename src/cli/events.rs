@@ -10,12 +10,14 @@ use super::output::Format;
 use super::Ctx;
 use crate::proto::events as pb;
 
-/// Stream events from nookd (containers, tasks, images, snapshots, content, namespaces) until
-/// Ctrl-C, one line per event.
+/// Stream events from nookd (containers, tasks, images, snapshots, content, namespaces,
+/// networks) until Ctrl-C, one line per event.
 ///
 /// Topics follow containerd: /containers/create|update|delete, /tasks/create|start|exit|delete|paused|resumed,
 /// /images/create|update|delete, /snapshot/prepare|view|commit|remove, /content/delete,
-/// /namespaces/create|update|delete; /events/dropped says how many events a too slow reader lost.
+/// /namespaces/create|update|delete; as docker, /networks/create|delete and
+/// /networks/connect|disconnect (container=ID); /events/dropped says how many events a too slow
+/// reader lost.
 #[derive(Args, Debug)]
 pub struct EventsArgs {
     /// Filter as KEY=VALUE, repeatable: topic=/containers/* (a prefix with '*', or exact),

@@ -132,7 +132,7 @@ pub enum Command {
     /// Manage snapshots (filesystem layers): prepare, view, commit, mounts, unpack layers.
     #[command(visible_alias = "snapshot")]
     Snapshots(snapshots::SnapshotsArgs),
-    /// Stream nookd's events (containers, tasks, images, snapshots) until Ctrl-C.
+    /// Stream nookd's events (containers, tasks, images, snapshots, networks) until Ctrl-C.
     Events(events::EventsArgs),
 }
 

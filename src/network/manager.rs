@@ -472,6 +472,14 @@ impl Manager {
             let _ = with_netns(&self.s.netns, move || Netlink::open()?.delete_link(&br));
             return Err(e);
         }
+        let mut attrs = vec![
+            ("name", name.to_string()),
+            ("subnet", rec.subnet.to_string()),
+        ];
+        if let Some(s6) = &rec.subnet6 {
+            attrs.push(("subnet6", s6.to_string()));
+        }
+        crate::daemon::events::publish("", "/networks/create", &attrs);
         Ok(rec)
     }
 
@@ -506,6 +514,7 @@ impl Manager {
         if let Err(e) = self.isolate() {
             tracing::warn!("after removing network {name:?}: {e}");
         }
+        crate::daemon::events::publish("", "/networks/delete", &[("name", name.to_string())]);
         Ok(())
     }
 
@@ -664,6 +673,16 @@ impl Manager {
             let _ = self.detach_locked(ns, id, true);
             return Err(e);
         }
+        crate::daemon::events::publish(
+            ns,
+            "/networks/connect",
+            &[
+                ("network", network.to_string()),
+                ("container", id.to_string()),
+                ("name", rec.name.clone()),
+                ("ip", rec.ip.map(|i| i.to_string()).unwrap_or_default()),
+            ],
+        );
         self.refresh_hosts(network);
         self.view(&rec)
     }
@@ -811,6 +830,15 @@ impl Manager {
             Ok(())
         })?;
         if a.mode == Mode::Bridge {
+            crate::daemon::events::publish(
+                ns,
+                "/networks/disconnect",
+                &[
+                    ("network", a.network.clone()),
+                    ("container", id.to_string()),
+                    ("name", a.name.clone()),
+                ],
+            );
             self.refresh_hosts(&a.network);
         }
         Ok(())
