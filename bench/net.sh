@@ -33,7 +33,8 @@ cleanup() {
   for run in "$base"/run-*; do
     local st=$run/nook
     [ -f "$st/pause.pid" ] || continue
-    as_user "$run" nook rm -f iperf >/dev/null 2>&1 || true
+    # a direct port lives in its container (and shim), which outlives nookd: remove both
+    as_user "$run" nook rm -f iperf iperf-direct >/dev/null 2>&1 || true
     # nookd (the pause's parent), then what outlives it by design: the pause and the link
     local pause
     pause=$(cat "$st/pause.pid")
