@@ -563,3 +563,63 @@ fn interactive_tty() {
     assert!(text.contains("/dev/pts/"), "{text}");
     assert_eq!(out.status.code(), Some(4), "{text}");
 }
+
+/// The seccomp program nookd compiles for crun is byte for byte the one crun compiles itself
+/// from the same profile (crun keeps it in its state directory), for the default profile and
+/// for one with added capabilities.
+#[test]
+fn precompiled_seccomp_is_what_crun_compiles() {
+    let bpf_of = |d: &Nookd, id: &str| {
+        std::fs::read(d.state.join("runtime/crun").join(id).join("seccomp.bpf"))
+            .unwrap_or_else(|e| panic!("crun's seccomp.bpf of {id}: {e}"))
+    };
+    let config_of = |d: &Nookd, id: &str| -> serde_json::Value {
+        let p = d.state.join("tasks/default").join(id).join("config.json");
+        serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
+    };
+    let own = Nookd::start_with("[runtime]\nprecompile_seccomp = false\n");
+    own.nook_stdin(&["load"], &image()).ok();
+    let ours = daemon();
+    for extra in [
+        &[][..],
+        &["--cap-add", "SYS_PTRACE", "--cap-add", "SYS_ADMIN"][..],
+    ] {
+        let run = |d: &Nookd| {
+            let mut args = vec!["run", "-d", "--runtime", "crun"];
+            args.extend_from_slice(extra);
+            args.extend_from_slice(&[IMG, "sleep", "100"]);
+            d.nook(&args).ok().trim().to_string()
+        };
+        let (a, b) = (run(&own), run(&ours));
+        let (ca, cb) = (config_of(&own, &a), config_of(&ours, &b));
+        assert!(ca["annotations"]
+            .get(nook::runtime::seccomp_bpf::ANNOTATION)
+            .is_none());
+        let ann = cb["annotations"][nook::runtime::seccomp_bpf::ANNOTATION]
+            .as_str()
+            .expect("the compiled program is in the spec");
+        assert_eq!(
+            ca["linux"]["seccomp"], cb["linux"]["seccomp"],
+            "same profile"
+        );
+        let crun_compiled = bpf_of(&own, &a);
+        let nook_compiled = nook::runtime::seccomp_bpf::compile(&ca["linux"]["seccomp"]).unwrap();
+        assert!(crun_compiled.len() > 64, "{} bytes", crun_compiled.len());
+        assert!(
+            crun_compiled == nook_compiled,
+            "crun compiled {} bytes, nook {}",
+            crun_compiled.len(),
+            nook_compiled.len()
+        );
+        // and crun runs with the program it was given
+        use base64::Engine as _;
+        let given = base64::engine::general_purpose::STANDARD
+            .decode(ann)
+            .unwrap();
+        assert!(bpf_of(&ours, &b) == given);
+        let status = ours.nook(&["exec", &b, "cat", "/proc/self/status"]).ok();
+        assert!(status.contains("Seccomp:\t2"), "{status}");
+        own.nook(&["rm", "-f", &a]).ok();
+        ours.nook(&["rm", "-f", &b]).ok();
+    }
+}

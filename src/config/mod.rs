@@ -91,6 +91,8 @@ pub struct SnapshotterConfig {
 pub struct RuntimeConfig {
     /// Name of the default runtime (a key of `[runtimes]`).
     pub default: String,
+    /// Compile seccomp profiles once in nookd and hand the program to crun.
+    pub precompile_seccomp: bool,
 }
 
 /// `[runtimes.NAME]`: one OCI runtime binary.
@@ -216,6 +218,7 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
             default: "auto".into(),
+            precompile_seccomp: true,
         }
     }
 }

@@ -458,9 +458,7 @@ impl Manager {
             self.abort_create(d, ns, &id, &snapshotter).await;
             return Err(e);
         }
-        let written = serde_json::from_value::<oci_spec::runtime::Spec>(rec.spec.clone())
-            .map_err(Error::from)
-            .and_then(|s| self.tasks.write_spec(&bundle, &s));
+        let written = runtime_spec(d, &rec).and_then(|s| self.tasks.write_spec(&bundle, &s));
         if let Err(e) = written {
             let _ = self.remove(d, ns, &rec, true).await;
             return Err(e);
@@ -517,8 +515,7 @@ impl Manager {
                 etc.resolv = a.resolv_conf;
             }
             self.tasks.prepare_bundle(ns, &r.id, &etc)?;
-            let spec: oci_spec::runtime::Spec = serde_json::from_value(r.spec.clone())?;
-            self.tasks.write_spec(&bundle, &spec)?;
+            self.tasks.write_spec(&bundle, &runtime_spec(d, r)?)?;
         }
         let rootfs = bundle.join("rootfs");
         if !is_mountpoint(&rootfs) {
@@ -1267,6 +1264,18 @@ impl Manager {
 }
 
 /// Removes the container's network (veth, namespace, address, ports); logs failures.
+/// The container's spec as its runtime gets it: crun also gets the seccomp profile compiled
+/// (see [`super::seccomp_bpf`]).
+fn runtime_spec(d: &Daemon, r: &ContainerRecord) -> Result<oci_spec::runtime::Spec> {
+    let mut v = r.spec.clone();
+    if d.config.runtime.precompile_seccomp
+        && plugin::resolve(&d.config, Some(&r.runtime)).is_ok_and(|rt| plugin::is_crun(&rt.path))
+    {
+        super::seccomp_bpf::annotate(&mut v);
+    }
+    Ok(serde_json::from_value(v)?)
+}
+
 async fn detach_network(d: &Arc<Daemon>, ns: &str, id: &str) {
     let (d2, ns2, id2) = (d.clone(), ns.to_string(), id.to_string());
     match tokio::task::spawn_blocking(move || d2.network.detach(&ns2, &id2)).await {

@@ -11,6 +11,7 @@ pub mod containers;
 pub mod plugin;
 pub mod restart;
 pub mod seccomp;
+pub mod seccomp_bpf;
 pub mod spec;
 pub mod task;
 pub mod user;
