@@ -124,6 +124,16 @@ fn supports_errno(action: &str) -> bool {
     action == "SCMP_ACT_ERRNO" || action == "SCMP_ACT_TRACE"
 }
 
+/// The errno `action` carries: `v[key]` (allowed only for errno and trace actions; None when
+/// given to another, which crun refuses), else EPERM.
+fn errno_ret(v: &Value, key: &str, action: &str) -> Option<u32> {
+    match v.get(key).and_then(Value::as_u64) {
+        Some(e) if supports_errno(action) => Some(e as u32),
+        Some(_) => None,
+        None => Some(EPERM),
+    }
+}
+
 /// A libseccomp filter context, released when dropped.
 struct Ctx<'a>(&'a Lib, *mut c_void);
 
@@ -140,14 +150,7 @@ impl Drop for Ctx<'_> {
 pub fn compile(profile: &Value) -> Option<Vec<u8>> {
     let lib = lib()?;
     let def = profile["defaultAction"].as_str()?;
-    let mut def_errno = EPERM;
-    if let Some(e) = profile.get("defaultErrnoRet").and_then(Value::as_u64) {
-        if !supports_errno(def) {
-            return None;
-        }
-        def_errno = e as u32;
-    }
-    let default_action = action(def, def_errno)?;
+    let default_action = action(def, errno_ret(profile, "defaultErrnoRet", def)?)?;
     // SAFETY: seccomp_init returns a new context or null.
     let raw = unsafe { (lib.init)(default_action) };
     if raw.is_null() {
@@ -171,14 +174,7 @@ pub fn compile(profile: &Value) -> Option<Vec<u8>> {
     }
     for rule in profile["syscalls"].as_array().into_iter().flatten() {
         let act_name = rule["action"].as_str()?;
-        let mut errno_ret = EPERM;
-        if let Some(e) = rule.get("errnoRet").and_then(Value::as_u64) {
-            if !supports_errno(act_name) {
-                return None;
-            }
-            errno_ret = e as u32;
-        }
-        let act = action(act_name, errno_ret)?;
+        let act = action(act_name, errno_ret(rule, "errnoRet", act_name)?)?;
         if act == default_action {
             continue;
         }
