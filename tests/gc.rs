@@ -215,8 +215,17 @@ fn pull_racing_gcs_completes() {
     let out = pull.wait_with_output().unwrap();
     assert!(
         status.success(),
-        "the pull failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        "the pull failed: {}\nnookd's log ends:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.log_text()
+            .lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     // collections really ran (and swept) while the pull was downloading
     assert!(
