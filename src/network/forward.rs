@@ -405,7 +405,8 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((r, w))
 }
 
-fn splice(from: i32, to: i32, len: usize) -> io::Result<usize> {
+/// One splice(2) between two descriptors, with no offsets.
+fn splice_with(from: i32, to: i32, len: usize, flags: libc::c_uint) -> io::Result<usize> {
     // SAFETY: splice between two valid descriptors with no offsets.
     let n = unsafe {
         libc::splice(
@@ -414,7 +415,7 @@ fn splice(from: i32, to: i32, len: usize) -> io::Result<usize> {
             to,
             std::ptr::null_mut(),
             len,
-            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+            flags,
         )
     };
     if n < 0 {
@@ -422,6 +423,10 @@ fn splice(from: i32, to: i32, len: usize) -> io::Result<usize> {
     } else {
         Ok(n as usize)
     }
+}
+
+fn splice(from: i32, to: i32, len: usize) -> io::Result<usize> {
+    splice_with(from, to, len, libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK)
 }
 
 /// Moves bytes from `from` to `to` through a pipe with splice(2), never copying them through
@@ -463,23 +468,9 @@ async fn relay(a: &TcpStream, b: &TcpStream) -> io::Result<()> {
 
 fn splice_blocking(from: i32, to: i32, len: usize, flags: libc::c_uint) -> io::Result<usize> {
     loop {
-        // SAFETY: splice between two valid descriptors with no offsets.
-        let n = unsafe {
-            libc::splice(
-                from,
-                std::ptr::null_mut(),
-                to,
-                std::ptr::null_mut(),
-                len,
-                flags,
-            )
-        };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
+        match splice_with(from, to, len, flags) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => return r,
         }
     }
 }
@@ -511,22 +502,30 @@ fn splice_thread(from: &std::net::TcpStream, to: &std::net::TcpStream) -> io::Re
     res
 }
 
-/// Relays a connection both ways, each direction on a thread of its own with blocking splice,
-/// for callers without a tokio runtime (the shim). Returns once the threads are started.
-pub fn relay_detached(a: std::net::TcpStream, b: std::net::TcpStream) -> io::Result<()> {
+/// Starts both directions of a connection (blocking sockets), each on a relay thread of its
+/// own; `done` gets each direction's result as it ends, and is dropped when both have.
+fn spawn_directions(
+    a: &Arc<std::net::TcpStream>,
+    b: &Arc<std::net::TcpStream>,
+    done: impl Fn(io::Result<()>) + Send + Sync + 'static,
+) -> io::Result<()> {
     a.set_nonblocking(false)?;
     b.set_nonblocking(false)?;
-    let (a, b) = (Arc::new(a), Arc::new(b));
-    let (a2, b2) = (a.clone(), b.clone());
-    for (from, to) in [(a, b), (b2, a2)] {
+    let done = Arc::new(done);
+    for (from, to) in [(a.clone(), b.clone()), (b.clone(), a.clone())] {
+        let done = done.clone();
         std::thread::Builder::new()
             .name("nook-relay".into())
             .stack_size(RELAY_STACK)
-            .spawn(move || {
-                let _ = splice_thread(&from, &to);
-            })?;
+            .spawn(move || done(splice_thread(&from, &to)))?;
     }
     Ok(())
+}
+
+/// Relays a connection both ways, each direction on a thread of its own with blocking splice,
+/// for callers without a tokio runtime (the shim). Returns once the threads are started.
+pub fn relay_detached(a: std::net::TcpStream, b: std::net::TcpStream) -> io::Result<()> {
+    spawn_directions(&Arc::new(a), &Arc::new(b), |_| {})
 }
 
 /// Shuts both sockets down when dropped (the task was aborted): the blocked threads wake up.
@@ -572,33 +571,17 @@ impl Drop for ThreadSlot {
 /// loop of [`relay`], which pays an epoll round trip per pipe-full). The threads hold the
 /// slot until both directions are done.
 async fn relay_threads(a: TcpStream, b: TcpStream, slot: ThreadSlot) -> io::Result<()> {
-    let (a, b) = (a.into_std()?, b.into_std()?);
-    a.set_nonblocking(false)?;
-    b.set_nonblocking(false)?;
-    let (a, b) = (Arc::new(a), Arc::new(b));
+    let (a, b) = (Arc::new(a.into_std()?), Arc::new(b.into_std()?));
     let _guard = ShutdownOnDrop(a.clone(), b.clone());
-    let (tx1, rx1) = tokio::sync::oneshot::channel();
-    let (tx2, rx2) = tokio::sync::oneshot::channel();
-    let (a1, b1, a2, b2) = (a.clone(), b.clone(), a.clone(), b.clone());
-    let slot1 = Arc::new(slot);
-    let slot2 = slot1.clone();
-    std::thread::Builder::new()
-        .name("nook-relay".into())
-        .stack_size(RELAY_STACK)
-        .spawn(move || {
-            let _ = tx1.send(splice_thread(&a1, &b1));
-            drop(slot1);
-        })?;
-    std::thread::Builder::new()
-        .name("nook-relay".into())
-        .stack_size(RELAY_STACK)
-        .spawn(move || {
-            let _ = tx2.send(splice_thread(&b2, &a2));
-            drop(slot2);
-        })?;
-    let (x, y) = (rx1.await, rx2.await);
-    let x = x.unwrap_or_else(|_| Err(io::Error::other("relay thread died")));
-    let y = y.unwrap_or_else(|_| Err(io::Error::other("relay thread died")));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    // the slot goes with `done`, that is once both threads are done
+    spawn_directions(&a, &b, move |r| {
+        let _held = &slot;
+        let _ = tx.send(r);
+    })?;
+    let died = || Err(io::Error::other("relay thread died"));
+    let x = rx.recv().await.unwrap_or_else(died);
+    let y = rx.recv().await.unwrap_or_else(died);
     x.and(y)
 }
 
