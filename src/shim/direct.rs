@@ -354,7 +354,10 @@ fn relay_inside(ports: &Ports, m: &PortMapping, ours: &OwnedFd, netns: File) {
         return;
     }
     // the host socket's own address, as a client reaches it
-    let target = match local_addr(ours) {
+    let target = match socket2::SockRef::from(ours).local_addr().and_then(|a| {
+        a.as_socket()
+            .ok_or_else(|| io::Error::other("not an IP socket"))
+    }) {
         Ok(SocketAddr::V4(a)) if a.ip().is_unspecified() => {
             SocketAddr::new(Ipv4Addr::LOCALHOST.into(), a.port())
         }
@@ -397,31 +400,6 @@ fn relay_inside(ports: &Ports, m: &PortMapping, ours: &OwnedFd, netns: File) {
                 }
             }
         });
-}
-
-fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
-    // SAFETY: sockaddr_storage is plain data, large enough for any address.
-    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: ss and len describe a valid buffer.
-    if unsafe {
-        libc::getsockname(
-            fd.as_raw_fd(),
-            (&mut ss as *mut libc::sockaddr_storage).cast(),
-            &mut len,
-        )
-    } < 0
-    {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: viewing the filled part of the plain struct as bytes.
-    let b = unsafe {
-        std::slice::from_raw_parts(
-            (&ss as *const libc::sockaddr_storage).cast::<u8>(),
-            len as usize,
-        )
-    };
-    parse_sockaddr(b).ok_or_else(|| io::Error::other("not an IP socket"))
 }
 
 /// The host address for a container socket of `family`: an IPv4 wildcard host address serves
