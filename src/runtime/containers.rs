@@ -1263,7 +1263,6 @@ impl Manager {
     }
 }
 
-/// Removes the container's network (veth, namespace, address, ports); logs failures.
 /// The container's spec as its runtime gets it: crun also gets the seccomp profile compiled
 /// (see [`super::seccomp_bpf`]).
 fn runtime_spec(d: &Daemon, r: &ContainerRecord) -> Result<oci_spec::runtime::Spec> {
@@ -1276,6 +1275,7 @@ fn runtime_spec(d: &Daemon, r: &ContainerRecord) -> Result<oci_spec::runtime::Sp
     Ok(serde_json::from_value(v)?)
 }
 
+/// Removes the container's network (veth, namespace, address, ports); logs failures.
 async fn detach_network(d: &Arc<Daemon>, ns: &str, id: &str) {
     let (d2, ns2, id2) = (d.clone(), ns.to_string(), id.to_string());
     match tokio::task::spawn_blocking(move || d2.network.detach(&ns2, &id2)).await {
