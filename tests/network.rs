@@ -84,15 +84,23 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// GET / from 127.0.0.1:port with a plain socket (no curl quirks); the body.
+/// GET /index.html from 127.0.0.1:port with a plain socket (no curl quirks); the body.
 fn http_get(port: u16) -> Option<String> {
+    http_get_path(port, "/index.html").map(|(body, _)| body)
+}
+
+/// GET `path` from 127.0.0.1:port with a plain socket; the body and the client's own address.
+fn http_get_path(port: u16, path: &str) -> Option<(String, std::net::SocketAddr)> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let local = s.local_addr().ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"GET /index.html HTTP/1.0\r\nHost: x\r\n\r\n")
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
         .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
-    out.split("\r\n\r\n").nth(1).map(str::to_string)
+    // a CGI's own headers end with a bare blank line
+    let out = out.replace("\r\n", "\n");
+    Some((out.split("\n\n").nth(1)?.to_string(), local))
 }
 
 /// Waits until an iperf3 UDP run through 127.0.0.1:port really moves bytes (iperf3's UDP
@@ -706,20 +714,6 @@ fn published_port_of_a_host_network_container() {
         http_get(port).is_some_and(|b| b.contains("hello from nook"))
     });
     d.nook(&["rm", "-f", id.trim()]).ok();
-}
-
-/// GET `path` from 127.0.0.1:port; the body.
-fn http_get_path(port: u16, path: &str) -> Option<(String, std::net::SocketAddr)> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    let local = s.local_addr().ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    // a CGI's own headers end with a bare blank line
-    let body = out.replace("\r\n", "\n");
-    Some((body.split("\n\n").last()?.to_string(), local))
 }
 
 #[test]
