@@ -27,9 +27,9 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::sync::{Arc, Mutex};
 
 use crate::network::ports::{PortMapping, Proto};
@@ -119,7 +119,7 @@ pub fn serve(ports: Arc<Ports>) -> io::Result<()> {
         .spawn(move || {
             for conn in l.incoming() {
                 let Ok(conn) = conn else { continue };
-                match recv_fds(&conn) {
+                match super::recv_fds(conn.as_fd()) {
                     Ok(fds) => {
                         for fd in fds {
                             let ports = ports.clone();
@@ -133,35 +133,6 @@ pub fn serve(ports: Arc<Ports>) -> io::Result<()> {
             }
         })?;
     Ok(())
-}
-
-/// Reads the runtime's message (the container state as JSON, which is not needed) and the
-/// descriptors passed with it.
-fn recv_fds(conn: &UnixStream) -> io::Result<Vec<OwnedFd>> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-    let mut buf = vec![0u8; 64 << 10];
-    let mut cmsg = nix::cmsg_space!([RawFd; 4]);
-    let mut iov = [io::IoSliceMut::new(&mut buf)];
-    let msg = recvmsg::<()>(
-        conn.as_raw_fd(),
-        &mut iov,
-        Some(&mut cmsg),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(io::Error::from)?;
-    let mut out = Vec::new();
-    for c in msg.cmsgs().map_err(io::Error::from)? {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            for fd in fds {
-                // SAFETY: received with SCM_RIGHTS: new descriptors of this process.
-                out.push(unsafe { OwnedFd::from_raw_fd(fd) });
-            }
-        }
-    }
-    if out.is_empty() {
-        return Err(io::Error::other("the runtime sent no descriptor"));
-    }
-    Ok(out)
 }
 
 /// Answers one filter's notifications until every process using it is gone.

@@ -21,6 +21,45 @@ pub mod server;
 
 use serde::{Deserialize, Serialize};
 
+/// Receives the descriptors a runtime sends over a unix socket (SCM_RIGHTS): the pty master of
+/// `--console-socket`, the seccomp notification descriptor of `listenerPath`. The message's
+/// bytes (crun's and runc's container state) are not needed. Retries when a signal interrupts
+/// it (SIGCHLD arrives here often; a socket with a receive timeout is never restarted).
+pub(crate) fn recv_fds(
+    sock: std::os::fd::BorrowedFd<'_>,
+) -> std::io::Result<Vec<std::os::fd::OwnedFd>> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+    let mut buf = vec![0u8; 64 << 10];
+    let mut space = nix::cmsg_space!([RawFd; 4]);
+    loop {
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let msg = match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            r => r.map_err(std::io::Error::from)?,
+        };
+        let mut out = Vec::new();
+        for c in msg.cmsgs().map_err(std::io::Error::from)? {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                for fd in fds {
+                    // SAFETY: received with SCM_RIGHTS: new descriptors of this process, owned
+                    // by nobody else.
+                    out.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                }
+            }
+        }
+        if out.is_empty() {
+            return Err(std::io::Error::other("the runtime sent no descriptor"));
+        }
+        return Ok(out);
+    }
+}
+
 /// `<bundle>/shim.json`: what the shim runs.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ShimConfig {

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -745,35 +745,14 @@ fn set_winsize(fd: RawFd, width: u16, height: u16) -> Result<(), String> {
 
 /// Receives the pty master the runtime sends (SCM_RIGHTS) and installs it on `proc`.
 fn install_master(s: UnixStream, proc: &Arc<Proc>) -> Result<(), String> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     let s = s.into_std().map_err(|e| e.to_string())?;
     s.set_nonblocking(false).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
-    let mut buf = [0u8; 4096];
-    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-    let mut space = nix::cmsg_space!([RawFd; 2]);
-    let msg = recvmsg::<()>(
-        s.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(|e| format!("receiving the pty: {e}"))?;
-    let mut master = None;
-    for c in msg.cmsgs().map_err(|e| e.to_string())? {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            for fd in fds {
-                // SAFETY: the kernel just installed this descriptor in our table for us; we are
-                // its only owner.
-                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-                if master.is_none() {
-                    master = Some(owned);
-                }
-            }
-        }
-    }
-    let master = master.ok_or("the runtime sent no pty descriptor")?;
+    // never empty: recv_fds fails on a message without descriptors
+    let master = super::recv_fds(s.as_fd())
+        .map_err(|e| format!("receiving the pty: {e}"))?
+        .swap_remove(0);
     let dup = master.try_clone().map_err(|e| e.to_string())?;
     let reader = async_fd(master).map_err(|e| e.to_string())?;
     let writer = async_fd(dup).map_err(|e| e.to_string())?;
