@@ -218,6 +218,7 @@ impl pb::containers_server::Containers for Svc {
             ));
         }
         super::check_labels(&q.labels)?;
+        let limits = super::limits::from_create(&q);
         let o = CreateOptions {
             image: q.image,
             name: q.name,
@@ -245,6 +246,7 @@ impl pb::containers_server::Containers for Svc {
             publish: q.publish,
             restart: q.restart,
             port_driver: q.port_driver,
+            limits,
         };
         let rec = self.m()?.create(&self.0, &ns, o).await?;
         Ok(Response::new(self.get_pb(&ns, rec).await?))
@@ -306,6 +308,12 @@ impl pb::containers_server::Containers for Svc {
         })??;
         let m = self.m()?;
         let rec = self.find(&ns, &first.id)?;
+        if m.status(&ns, rec.clone()).await.status() == "paused" {
+            return Err(Status::failed_precondition(format!(
+                "container {} is paused: unpause it first (`nook unpause {}`)",
+                rec.name, rec.name
+            )));
+        }
         let process = m.exec_process(
             &ns,
             &rec,
@@ -385,6 +393,7 @@ impl pb::containers_server::Containers for Svc {
             "AutoRemove": rec.auto_remove,
             "RestartCount": rec.restart_count,
             "HostConfig": {
+                "Resources": super::limits::host_config(&rec.limits),
                 "RestartPolicy": {
                     "Name": rec.restart_policy.name(),
                     "MaximumRetryCount": rec.restart_policy.max_retries(),
@@ -398,6 +407,7 @@ impl pb::containers_server::Containers for Svc {
                 "Running": st.running(),
                 "Pid": st.task.as_ref().map(|t| t.pid).filter(|_| st.running()).unwrap_or(0),
                 "ExitCode": st.exit_code(),
+                "OOMKilled": rec.oom_killed,
                 "StartedAt": st.task.as_ref().and_then(|t| t.started_at.clone()),
                 "FinishedAt": st.task.as_ref().and_then(|t| t.exit.as_ref().map(|e| e.exited_at.clone())),
                 "ShimPid": st.task.as_ref().map(|t| t.shim_pid).unwrap_or(0),
@@ -580,6 +590,39 @@ impl pb::containers_server::Containers for Svc {
         Ok(Response::new(pb::Empty {}))
     }
 
+    async fn update(
+        &self,
+        r: Request<pb::UpdateRequest>,
+    ) -> Result<Response<pb::Container>, Status> {
+        let ns = namespace(&r)?;
+        let q = r.into_inner();
+        let rec = self.find(&ns, &q.id)?;
+        let res = q
+            .resources
+            .as_ref()
+            .map(super::limits::resources)
+            .unwrap_or_default();
+        if res.is_empty() {
+            return Err(Status::invalid_argument(
+                "nothing to update: give a limit (--memory, --cpus, --pids-limit, ...)",
+            ));
+        }
+        crate::runtime::limits::update(&self.0, self.m()?, &ns, &rec, &res).await?;
+        let rec = self.find(&ns, &q.id)?;
+        Ok(Response::new(self.get_pb(&ns, rec).await?))
+    }
+
+    async fn stats(
+        &self,
+        r: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::StatsResponse>, Status> {
+        let ns = namespace(&r)?;
+        let q = r.into_inner();
+        Ok(Response::new(
+            super::limits::stats(&self.0, self.m()?, &ns, &q.ids).await?,
+        ))
+    }
+
     async fn prune(
         &self,
         r: Request<pb::PruneContainersRequest>,
@@ -604,6 +647,31 @@ impl Svc {
     ) -> Result<Response<pb::Empty>, Status> {
         let ns = namespace(&r)?;
         let rec = self.find(&ns, &r.get_ref().id)?;
+        self.0
+            .cgroups
+            .require_freezer(if pause { "pause" } else { "unpause" })?;
+        let st = self.m()?.status(&ns, rec.clone()).await;
+        match (pause, st.status()) {
+            (true, "running") | (false, "paused") => {}
+            (true, "paused") => {
+                return Err(Status::failed_precondition(format!(
+                    "container {} is already paused",
+                    rec.name
+                )))
+            }
+            (false, "running") => {
+                return Err(Status::failed_precondition(format!(
+                    "container {} is not paused",
+                    rec.name
+                )))
+            }
+            _ => {
+                return Err(Status::failed_precondition(format!(
+                    "container {} is not running",
+                    rec.name
+                )))
+            }
+        }
         let c = self.m()?.tasks.client(&ns, &rec.id);
         let res = if pause {
             c.pause().await

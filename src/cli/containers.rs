@@ -119,6 +119,8 @@ pub struct CreateArgs {
     /// start at 100 ms and double, starting over after a 10 s run.
     #[arg(long, default_value = "no")]
     pub restart: String,
+    #[command(flatten)]
+    pub limits: super::limits::LimitArgs,
     /// The image.
     pub image: String,
     /// Command and arguments (default: the image's).
@@ -412,6 +414,9 @@ fn create_request(a: &CreateArgs) -> anyhow::Result<pb::CreateRequest> {
         publish: a.publish.clone(),
         restart: a.restart.clone(),
         port_driver: a.port_driver.clone().unwrap_or_default(),
+        resources: a.limits.resources.to_pb(),
+        shm_size: a.limits.shm_size.unwrap_or(0),
+        oom_score_adj: a.limits.oom_score_adj,
     })
 }
 

@@ -47,6 +47,9 @@ pub struct Daemon {
     pub network: Arc<crate::network::Manager>,
     /// The event bus (`nook events`); the process's one, see [`events::bus`].
     pub events: &'static events::Bus,
+    /// The cgroups delegated to the user, with nookd in its own (resource limits, stats,
+    /// pause).
+    pub cgroups: crate::cgroup::Cgroups,
 }
 
 /// Facts from bootstrap handed to [`run`].
@@ -304,6 +307,9 @@ pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
                 .unwrap_or("none"),
         ),
     ));
+    let cgroups =
+        crate::cgroup::Cgroups::setup(boot.host_uid, &paths.state, std::process::id() as i32);
+    tracing::info!("cgroups: {}", cgroups.describe());
     let d = Arc::new(Daemon {
         config,
         paths,
@@ -319,6 +325,7 @@ pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
         link: std::sync::Mutex::new(None),
         network,
         events: events::bus(),
+        cgroups,
     });
     d.plugins.set(plugins::METADATA, "redb", Ok(()));
     d.plugins.set(plugins::CONTENT, "content", Ok(()));

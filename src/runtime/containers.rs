@@ -59,6 +59,12 @@ pub struct ContainerRecord {
     /// It was started at least once (a container only created is not started at boot).
     #[serde(default)]
     pub has_been_started: bool,
+    /// Resource limits (`--memory`, `--cpus`, …; changed by `nook update`).
+    #[serde(default)]
+    pub limits: super::limits::Limits,
+    /// The kernel's OOM killer killed in it during its last run.
+    #[serde(default)]
+    pub oom_killed: bool,
 }
 
 impl ContainerRecord {
@@ -107,6 +113,8 @@ pub struct CreateOptions {
     pub restart: String,
     /// `--port-driver` (relay, direct; "" = the configured default).
     pub port_driver: String,
+    /// Resource limits, `--shm-size`, `--oom-score-adj`.
+    pub limits: super::limits::Limits,
 }
 
 /// A container with its task's state.
@@ -301,6 +309,7 @@ impl Manager {
             return Err(Error::Precondition(why));
         }
         let restart_policy = RestartPolicy::parse(&o.restart)?;
+        o.limits.check(&d.cgroups)?;
         if o.auto_remove && restart_policy != RestartPolicy::No {
             return Err(Error::InvalidArgument(format!(
                 "--restart {restart_policy} and --rm do not go together: a container removed when it exits cannot be restarted; drop one of them"
@@ -393,6 +402,8 @@ impl Manager {
                 })?;
             }
             let mut spec = serde_json::to_value(spec::build_spec(&img_cfg, &so)?)?;
+            o.limits
+                .apply(&mut spec, d.cgroups.container_path(&id).as_deref());
             if direct
                 && !crate::runtime::seccomp::notify_bind(
                     &mut spec,
@@ -442,6 +453,8 @@ impl Manager {
             restart_count: 0,
             stopped_by_user: false,
             has_been_started: false,
+            limits: o.limits.clone(),
+            oom_killed: false,
         };
         let res = d.store.write(|tx| {
             // names are unique per namespace: check again inside the transaction
@@ -666,6 +679,7 @@ impl Manager {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&key);
             if let Some(e) = exit {
+                super::limits::after_exit(&d, m, &ns, &r, &e);
                 m.report_exit(&ns, &r, &e);
                 m.apply_restart_policy(&d, &ns, &r.id, e.exit_code, armed.elapsed())
                     .await;
@@ -1065,6 +1079,10 @@ impl Manager {
             let _ = tokio::time::timeout(Duration::from_secs(10), self.wait_exit(ns, &r.id)).await;
         }
         let c = self.tasks.client(ns, &r.id);
+        // the OOM verdict needs the cgroup, which the runtime's delete removes
+        if let Some(e) = c.recorded_exit() {
+            super::limits::after_exit(d, self, ns, r, &e);
+        }
         if c.delete(true).await.is_err() {
             if let Ok(rt) = plugin::resolve(&d.config, Some(&r.runtime)) {
                 if st.task.is_some() {
@@ -1072,6 +1090,10 @@ impl Manager {
                 }
             }
         }
+        if let Some(p) = d.cgroups.container_path(&r.id) {
+            d.cgroups.remove(&p);
+        }
+        super::limits::forget(ns, &r.id);
         let rootfs = self.rootfs(ns, &r.id);
         if is_mountpoint(&rootfs) {
             crate::snapshot::mount::unmount(&rootfs)?;
@@ -1265,8 +1287,9 @@ impl Manager {
 
 /// The container's spec as its runtime gets it: crun also gets the seccomp profile compiled
 /// (see [`super::seccomp_bpf`]).
-fn runtime_spec(d: &Daemon, r: &ContainerRecord) -> Result<oci_spec::runtime::Spec> {
+pub(crate) fn runtime_spec(d: &Daemon, r: &ContainerRecord) -> Result<oci_spec::runtime::Spec> {
     let mut v = r.spec.clone();
+    super::limits::runtime_spec(d, r, &mut v)?;
     if d.config.runtime.precompile_seccomp
         && plugin::resolve(&d.config, Some(&r.runtime)).is_ok_and(|rt| plugin::is_crun(&rt.path))
     {
@@ -1411,6 +1434,8 @@ mod tests {
             restart_count: 0,
             stopped_by_user: false,
             has_been_started: false,
+            limits: Default::default(),
+            oom_killed: false,
         };
         assert_eq!(rec.command(), ["sh", "-c", "true"]);
         let s = Status {

@@ -8,6 +8,7 @@
 //! * [`task`] creates bundles, starts `nook-shim` processes and talks to them.
 
 pub mod containers;
+pub mod limits;
 pub mod plugin;
 pub mod restart;
 pub mod seccomp;
