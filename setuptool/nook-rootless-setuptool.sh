@@ -385,15 +385,17 @@ check_linger() {
 	fi
 }
 
-# The v1 hierarchies mounted (mount points), one per line.
+# The v1 hierarchies mounted (mount points), one per line, with the v2 one of a hybrid host
+# (crun makes its cgroups there too).
 v1_hierarchies() {
-	awk '$3 == "cgroup" { print $2 }' /proc/self/mounts
+	awk '$3 == "cgroup" || $3 == "cgroup2" { print $2 }' /proc/self/mounts
 }
 
-# The controllers of a v1 hierarchy's mount point (cpu,cpuacct; name=systemd).
+# The controllers of a v1 hierarchy's mount point (cpu,cpuacct; name=systemd; unified).
 v1_controllers() {
 	awk -v m="$1" '$2 == m { n = split($4, o, ","); s = "";
-		for (i = 1; i <= n; i++) if (o[i] !~ /^(rw|ro|relatime|noatime|nosuid|nodev|noexec|clone_children|xattr|release_agent=.*)$/) s = s (s ? "," : "") o[i];
+		for (i = 1; i <= n; i++) if (o[i] !~ /^(rw|ro|relatime|noatime|nosuid|nodev|noexec|clone_children|xattr|nsdelegate|memory_recursiveprot|release_agent=.*)$/) s = s (s ? "," : "") o[i];
+		if ($3 == "cgroup2") s = "unified";
 		print s }' /proc/self/mounts
 }
 
@@ -765,7 +767,7 @@ delegate_v1() {
 		v1_mkdir "$h/nook"
 		v1_mkdir "$h/$sub"
 		chown "$uid:$gid" "$h/$sub"
-		for f in cgroup.procs tasks cgroup.clone_children; do
+		for f in cgroup.procs tasks cgroup.clone_children cgroup.subtree_control cgroup.threads; do
 			if [ -e "$h/$sub/$f" ]; then chown "$uid:$gid" "$h/$sub/$f"; fi
 		done
 		done_list="$done_list $(v1_controllers "$h")"

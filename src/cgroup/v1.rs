@@ -13,8 +13,17 @@ use super::{keyed, read_u64, remove_tree, under, writable, Stats};
 pub struct Hierarchy {
     /// Its mount point (`/sys/fs/cgroup/memory`).
     pub mount: PathBuf,
-    /// Its controllers (`memory`; `cpu`, `cpuacct`; `name=systemd`).
+    /// Its controllers (`memory`; `cpu`, `cpuacct`; `name=systemd`; `unified` for the v2
+    /// hierarchy of a hybrid host).
     pub controllers: Vec<String>,
+}
+
+impl Hierarchy {
+    /// The v2 hierarchy of a hybrid host: crun makes the container's cgroup there too, but
+    /// nookd cannot move itself in (v2 wants write access to the common ancestor, the root).
+    pub fn is_unified(&self) -> bool {
+        self.controllers.iter().any(|c| c == "unified")
+    }
 }
 
 /// The v1 backend, set up.
@@ -49,6 +58,12 @@ pub fn hierarchies(mounts: &str) -> Vec<Hierarchy> {
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() >= 4 && f[2] == "cgroup2" {
+                return Some(Hierarchy {
+                    mount: PathBuf::from(f[1]),
+                    controllers: vec!["unified".into()],
+                });
+            }
             if f.len() < 4 || f[2] != "cgroup" {
                 return None;
             }
@@ -114,6 +129,9 @@ impl V1 {
         for h in &v.hierarchies {
             let dir = under(&h.mount, &leaf).ok_or("bad path")?;
             make(h, &dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            if h.is_unified() {
+                continue;
+            }
             std::fs::write(dir.join("cgroup.procs"), pid.to_string())
                 .map_err(|e| format!("moving nookd into {}: {e}", dir.display()))?;
         }
@@ -253,7 +271,8 @@ mod tests {
     #[test]
     fn reads_hierarchies_from_mounts() {
         let h = hierarchies(MOUNTS);
-        assert_eq!(h.len(), 3);
+        assert_eq!(h.len(), 4);
+        assert!(h[3].is_unified() && !h[0].is_unified());
         assert_eq!(h[0].controllers, vec!["cpu", "cpuacct"]);
         assert_eq!(h[1].mount, Path::new("/sys/fs/cgroup/memory"));
         assert_eq!(h[2].controllers, vec!["name=systemd"]);
