@@ -296,7 +296,8 @@ fn pids_limit_bounds_a_fork_loop() {
     d.nook(&["rm", "-f", "forks"]).ok();
 }
 
-/// `--cpus 0.5` holds a busy loop to about half a CPU, measured by the cgroup's CPU time.
+/// `--cpus 0.5` holds two busy loops (which could use both CPUs) to about half a CPU, measured
+/// by the cgroup's CPU time.
 #[test]
 fn cpus_bound_a_busy_loop() {
     let d = daemon();
@@ -310,7 +311,7 @@ fn cpus_bound_a_busy_loop() {
         IMG,
         "sh",
         "-c",
-        "while :; do :; done",
+        "while :; do :; done & while :; do :; done",
     ])
     .ok();
     let acct = cgroup_dir(&d, "spin", "cpuacct").join("cpuacct.usage");
@@ -328,7 +329,7 @@ fn cpus_bound_a_busy_loop() {
     std::thread::sleep(Duration::from_secs(4));
     let (c1, t1) = (read(), Instant::now());
     let share = (c1 - c0) as f64 / (t1 - t0).as_nanos() as f64;
-    eprintln!("--cpus 0.5, a busy loop: {share:.3} CPUs over 4 s");
+    eprintln!("--cpus 0.5, two busy loops: {share:.3} CPUs over 4 s");
     // the upper bound is the limit; the lower one only proves it ran (the box is shared, so
     // the quota is shown at work by the periods the kernel throttled it in)
     assert!(share <= 0.6, "used {share:.3} CPUs with --cpus 0.5");
@@ -340,7 +341,11 @@ fn cpus_bound_a_busy_loop() {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
     eprintln!("  throttled in {throttled} periods");
-    assert!(throttled > 0, "never throttled: {stat}");
+    // a loaded box may give the loops less than the quota; otherwise the kernel throttled them
+    assert!(
+        throttled > 0 || share < 0.4,
+        "{share:.3} CPUs and never throttled: {stat}"
+    );
     d.nook(&["rm", "-f", "spin"]).ok();
 }
 

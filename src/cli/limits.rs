@@ -22,28 +22,28 @@ fn client(c: &super::Client) -> Cl {
 pub struct ResourceArgs {
     /// Memory limit (bytes, or with a unit: 64m, 1g). Past it the kernel's OOM killer kills
     /// in the container (exit 137, OOMKilled in `nook inspect`).
-    #[arg(short = 'm', long, value_parser = parse_size)]
+    #[arg(short = 'm', long, value_parser = parse_size, value_name = "BYTES")]
     pub memory: Option<i64>,
     /// Memory plus swap limit (-1: unlimited swap; default: twice --memory).
-    #[arg(long, value_parser = parse_swap, allow_hyphen_values = true)]
+    #[arg(long, value_parser = parse_swap, allow_hyphen_values = true, value_name = "BYTES")]
     pub memory_swap: Option<i64>,
     /// Soft memory limit, enforced when the host runs short.
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = parse_size, value_name = "BYTES")]
     pub memory_reservation: Option<i64>,
     /// CPUs the container may use (0.5: half of one CPU's time).
-    #[arg(long)]
+    #[arg(long, value_name = "CPUS")]
     pub cpus: Option<f64>,
     /// Relative CPU weight against other containers (default 1024).
-    #[arg(short = 'c', long)]
+    #[arg(short = 'c', long, value_name = "SHARES")]
     pub cpu_shares: Option<u64>,
     /// CPUs the container may run on (0-1, 0,2).
-    #[arg(long)]
+    #[arg(long, value_name = "CPUS")]
     pub cpuset_cpus: Option<String>,
     /// Maximum number of processes (-1: unlimited).
-    #[arg(long, allow_hyphen_values = true)]
+    #[arg(long, allow_hyphen_values = true, value_name = "N")]
     pub pids_limit: Option<i64>,
     /// Relative block I/O weight, 10 to 1000 (where the kernel's io scheduler has weights).
-    #[arg(long)]
+    #[arg(long, value_name = "WEIGHT")]
     pub blkio_weight: Option<u16>,
 }
 
@@ -53,10 +53,10 @@ pub struct LimitArgs {
     #[command(flatten)]
     pub resources: ResourceArgs,
     /// Size of /dev/shm (default 64m).
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = parse_size, value_name = "BYTES")]
     pub shm_size: Option<i64>,
     /// Adjust the OOM killer's preference for the container's processes (-1000 to 1000).
-    #[arg(long, allow_hyphen_values = true)]
+    #[arg(long, allow_hyphen_values = true, value_name = "N")]
     pub oom_score_adj: Option<i32>,
 }
 
