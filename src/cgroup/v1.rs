@@ -129,7 +129,9 @@ impl V1 {
         for h in &v.hierarchies {
             let dir = under(&h.mount, &leaf).ok_or("bad path")?;
             make(h, &dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-            if h.is_unified() {
+            // not in the v2 hierarchy (see is_unified), nor in a named one (name=systemd): the
+            // service manager tracks nookd's unit there
+            if h.is_unified() || h.controllers.iter().all(|c| c.starts_with("name=")) {
                 continue;
             }
             std::fs::write(dir.join("cgroup.procs"), pid.to_string())
