@@ -350,10 +350,17 @@ fn cpus_bound_a_busy_loop() {
 }
 
 /// `nook stats` shows the memory a container holds (100 MiB in its /dev/shm, sized with
-/// --shm-size), its limit and its processes.
+/// --shm-size), its limit and its processes; the metrics endpoint has the same.
 #[test]
 fn stats_show_memory_held() {
-    let d = daemon();
+    delegate();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let d = Nookd::start_with(&format!("[metrics]\naddress = \"127.0.0.1:{port}\"\n"));
+    d.nook_stdin(&["load"], &image()).ok();
     d.nook(&[
         "run",
         "-d",
@@ -388,6 +395,33 @@ fn stats_show_memory_held() {
     assert!(
         t.contains("MEM USAGE / LIMIT") && t.contains("holder") && t.contains("512.00MiB"),
         "{t}"
+    );
+    // the metrics endpoint: the same figures per container
+    let id = row["id"].as_str().unwrap().to_string();
+    let o = std::process::Command::new("curl")
+        .args(["-sS", "-f", &format!("http://127.0.0.1:{port}/v1/metrics")])
+        .output()
+        .unwrap();
+    let body = String::from_utf8_lossy(&o.stdout).to_string();
+    let metric = |name: &str| -> Option<f64> {
+        body.lines()
+            .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(&id))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
+    assert_eq!(
+        metric("nook_container_memory_limit_bytes"),
+        Some((512u64 << 20) as f64),
+        "{body}"
+    );
+    assert!(metric("nook_container_memory_bytes").unwrap_or(0.0) >= (100u64 << 20) as f64);
+    assert!(
+        metric("nook_container_pids").unwrap_or(0.0) >= 1.0,
+        "{body}"
+    );
+    assert!(
+        metric("nook_container_network_receive_bytes").is_some(),
+        "{body}"
     );
     d.nook(&["rm", "-f", "holder"]).ok();
 }
@@ -472,6 +506,9 @@ fn limits_refused_without_delegation() {
     let out = r.ok();
     assert!(out.starts_with("300\n"), "{out}");
     assert!(out.contains("size=16384k"), "{out}");
+    // stats need cgroups
+    let e = d.nook(&["stats", "--no-stream"]).fails();
+    assert!(e.contains("delegate nookother"), "{e}");
     // pause needs the freezer
     d.nook(&["run", "-d", "--name", "p", IMG, "sleep", "60"])
         .ok();

@@ -58,6 +58,12 @@ pub async fn stats(
     ns: &str,
     ids: &[String],
 ) -> Result<pb::StatsResponse, Status> {
+    if matches!(d.cgroups, crate::cgroup::Cgroups::None { .. }) {
+        return Err(Status::failed_precondition(format!(
+            "stats need cgroups, which nookd has none of: {}",
+            d.cgroups.describe()
+        )));
+    }
     let recs = if ids.is_empty() {
         m.records(d, ns)?
     } else {
@@ -84,12 +90,6 @@ pub async fn stats(
             continue;
         }
         let pid = st.task.as_ref().map(|t| t.pid).unwrap_or(0);
-        if named && d.cgroups.container_path(&r.id).is_none() {
-            return Err(Status::failed_precondition(format!(
-                "stats need cgroups, which are not delegated to this user: {}",
-                d.cgroups.describe()
-            )));
-        }
         let Some((s, rx, tx)) = crate::runtime::limits::stats(d, &r, pid) else {
             continue;
         };

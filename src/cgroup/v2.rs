@@ -72,6 +72,12 @@ impl V2 {
         }
         std::fs::write(leaf.join("cgroup.procs"), pid.to_string())
             .map_err(|e| format!("moving nookd into {}: {e}", leaf.display()))?;
+        // what nookd started before (the pause process, the network link, shims of an earlier
+        // nookd) is in the base too: into the leaf, or the base could not enable controllers
+        let others = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        for p in others.split_whitespace().filter(|p| *p != pid.to_string()) {
+            let _ = std::fs::write(leaf.join("cgroup.procs"), p);
+        }
         let enable: Vec<String> = controllers.iter().map(|c| format!("+{c}")).collect();
         std::fs::write(dir.join("cgroup.subtree_control"), enable.join(" ")).map_err(|e| {
             format!(
@@ -171,8 +177,9 @@ mod tests {
     #[test]
     fn setup_moves_nookd_into_a_leaf_then_enables_controllers() {
         let (t, own) = fake("cpuset cpu io memory hugetlb pids rdma\n");
-        let v = V2::setup(t.path(), &own, 4242).unwrap();
         let d = t.path().join(own.trim_start_matches('/'));
+        std::fs::write(d.join("cgroup.procs"), "").unwrap();
+        let v = V2::setup(t.path(), &own, 4242).unwrap();
         assert_eq!(
             std::fs::read_to_string(d.join("daemon/cgroup.procs")).unwrap(),
             "4242"
@@ -186,9 +193,16 @@ mod tests {
             v.controllers,
             ["cpu", "cpuset", "freezer", "io", "memory", "pids"]
         );
-        // nookd restarted: it is in the leaf already; the base stays the same
+        // nookd restarted: it is in the leaf already; the base stays the same; the pause
+        // process left in the base (77) moves into the leaf too
+        std::fs::write(d.join("cgroup.procs"), "77\n").unwrap();
         let again = V2::setup(t.path(), &format!("{own}/daemon"), 4343).unwrap();
         assert_eq!(again.base, own);
+        assert_eq!(
+            std::fs::read_to_string(d.join("daemon/cgroup.procs")).unwrap(),
+            "77",
+            "the last process written to the leaf"
+        );
         let c = super::super::Cgroups::V2(again);
         assert_eq!(c.container_path("abc").unwrap(), format!("{own}/abc"));
     }
