@@ -20,6 +20,7 @@ pub mod content;
 pub mod daemon;
 pub mod diff;
 pub mod error;
+pub mod events;
 pub mod fuzzing;
 pub mod gc;
 pub mod image;

@@ -611,7 +611,7 @@ impl Svc {
             c.resume().await
         };
         if res.is_ok() {
-            crate::daemon::events::publish(
+            self.0.events.publish(
                 &ns,
                 if pause {
                     "/tasks/paused"

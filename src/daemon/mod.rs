@@ -1,7 +1,6 @@
 //! nookd's life after bootstrap: open the stores, start the network link, report plugins, serve
 //! the API on the unix socket, and shut down on SIGTERM/SIGINT through one path.
 
-pub mod events;
 pub mod gc;
 pub mod metrics;
 pub mod recover;
@@ -17,6 +16,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use crate::bootstrap::slirp;
 use crate::config::{Config, Paths};
 use crate::error::{Error, Result};
+use crate::events::{Bus, Publisher};
 use crate::metadata::Store;
 use crate::plugins::{self, Registry};
 
@@ -45,8 +45,10 @@ pub struct Daemon {
     pub link: std::sync::Mutex<Option<slirp::Link>>,
     /// Container networks: bridges, per-container namespaces, IPAM, published ports.
     pub network: Arc<crate::network::Manager>,
-    /// The event bus (`nook events`); the process's one, see [`events::bus`].
-    pub events: &'static events::Bus,
+    /// The event bus (`nook events`), owned here; subsystems hold [`Publisher`]s on it.
+    pub bus: Arc<Bus>,
+    /// The daemon's own publisher (namespaces, the API's container events).
+    pub events: Publisher,
 }
 
 /// Facts from bootstrap handed to [`run`].
@@ -278,15 +280,18 @@ pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
     std::fs::create_dir_all(&paths.root)
         .map_err(|e| Error::io(format!("creating {}", paths.root.display()), e))?;
     let store = Arc::new(Store::open(&paths.root.join("meta.redb"))?);
-    let content = crate::content::ContentStore::shared(&paths.root.join("content"))?;
+    let bus = Arc::new(Bus::default());
+    let events = Publisher::new(bus.clone());
+    let content = crate::content::ContentStore::open(&paths.root.join("content"), events.clone())?;
     let snapshotters = {
-        let (root, store, configured) = (
+        let (root, store, configured, events) = (
             paths.root.clone(),
             store.clone(),
             config.snapshotter.default.clone(),
+            events.clone(),
         );
         tokio::task::spawn_blocking(move || {
-            crate::snapshot::Snapshotters::new(&root, store, &configured)
+            crate::snapshot::Snapshotters::new(&root, store, &configured, events)
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))??
@@ -303,6 +308,7 @@ pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
                 .map(|l| l.driver.as_str())
                 .unwrap_or("none"),
         ),
+        events.clone(),
     ));
     let d = Arc::new(Daemon {
         config,
@@ -318,7 +324,8 @@ pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
         host_gid: boot.host_gid,
         link: std::sync::Mutex::new(None),
         network,
-        events: events::bus(),
+        bus,
+        events,
     });
     d.plugins.set(plugins::METADATA, "redb", Ok(()));
     d.plugins.set(plugins::CONTENT, "content", Ok(()));
@@ -365,7 +372,7 @@ pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
             _ = int.recv() => tracing::info!("SIGINT: shutting down"),
         }
         // event streams never end by themselves: end them, or the server would wait for them
-        d_sig.events.close();
+        d_sig.bus.close();
         tx.send_replace(true);
     });
     if !d.config.metrics.address.is_empty() {

@@ -153,6 +153,8 @@ pub struct Manager {
     exits_reported: std::sync::Mutex<std::collections::HashMap<String, String>>,
     /// The last restart delay per container (`<ns>/<id>`), see [`restart::next_delay`].
     backoff: std::sync::Mutex<std::collections::HashMap<String, Duration>>,
+    /// Where `/containers/*` and `/tasks/*` events go.
+    events: crate::events::Publisher,
 }
 
 static M: std::sync::OnceLock<Manager> = std::sync::OnceLock::new();
@@ -174,6 +176,7 @@ pub fn manager(d: &Daemon) -> Result<&'static Manager> {
         monitored: Default::default(),
         exits_reported: Default::default(),
         backoff: Default::default(),
+        events: d.events.clone(),
     }))
 }
 
@@ -464,7 +467,7 @@ impl Manager {
             return Err(e);
         }
         d.mutated(false);
-        crate::daemon::events::publish(
+        self.events.publish(
             ns,
             "/containers/create",
             &[
@@ -588,7 +591,7 @@ impl Manager {
                 return Err(e);
             }
         };
-        crate::daemon::events::publish(
+        self.events.publish(
             ns,
             if start_now {
                 "/tasks/start"
@@ -625,7 +628,7 @@ impl Manager {
                 let c = self.tasks.client(ns, &r.id);
                 c.start().await?;
                 let pid = c.state().await.map(|s| s.pid).unwrap_or(0);
-                crate::daemon::events::publish(
+                self.events.publish(
                     ns,
                     "/tasks/start",
                     &[
@@ -746,7 +749,7 @@ impl Manager {
             return;
         }
         tracing::info!(container = %id, policy = %rec.restart_policy, count, exit_code, "restarting");
-        crate::daemon::events::publish(
+        self.events.publish(
             ns,
             "/containers/update",
             &[
@@ -840,7 +843,7 @@ impl Manager {
             }
             seen.insert(key, e.exited_at.clone());
         }
-        crate::daemon::events::publish(
+        self.events.publish(
             ns,
             "/tasks/exit",
             &[
@@ -1088,7 +1091,7 @@ impl Manager {
             if let Some(e) = &exit {
                 self.report_exit(ns, r, e);
             }
-            crate::daemon::events::publish(
+            self.events.publish(
                 ns,
                 "/tasks/delete",
                 &[
@@ -1107,7 +1110,7 @@ impl Manager {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&format!("{ns}/{}", r.id));
-        crate::daemon::events::publish(
+        self.events.publish(
             ns,
             "/containers/delete",
             &[("id", r.id.clone()), ("name", r.name.clone())],

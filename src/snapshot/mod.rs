@@ -30,6 +30,7 @@ pub use mount::{mount_all, unmount, Mount};
 
 use crate::diff::Whiteouts;
 use crate::error::{Error, IoContext, Result};
+use crate::events::Publisher;
 use crate::metadata::{Store, SNAPSHOTS, SYSTEM};
 
 /// The snapshotters nook knows, in the order the default is chosen.
@@ -180,6 +181,8 @@ pub struct DirSnapshotter {
     store: Arc<Store>,
     /// overlay xattr namespace for opaque dirs: `user` (userxattr) or `trusted`.
     xattr_prefix: String,
+    /// Where `/snapshot/*` events go.
+    events: Publisher,
 }
 
 /// Checks a snapshot key or name.
@@ -206,7 +209,14 @@ impl DirSnapshotter {
             root,
             store,
             xattr_prefix: "user".into(),
+            events: Publisher::discard(),
         })
+    }
+
+    /// Publishes its events (prepare, view, commit, remove) through `events`.
+    pub fn with_events(mut self, events: Publisher) -> Self {
+        self.events = events;
+        self
     }
 
     /// Uses `trusted.overlay.*` xattrs (privileged overlay without `userxattr`).
@@ -231,7 +241,7 @@ impl DirSnapshotter {
             a.push(("parent", p.to_string()));
         }
         a.push(("snapshotter", self.driver.name().to_string()));
-        crate::daemon::events::publish(ns, topic, &a);
+        self.events.publish(ns, topic, &a);
     }
 
     fn rkey(&self, key: &str) -> String {
@@ -543,7 +553,7 @@ impl Snapshotter for DirSnapshotter {
             let _ = fs::remove_dir_all(&work);
             let _ = fs::create_dir(&work);
         }
-        crate::daemon::events::publish(
+        self.events.publish(
             ns,
             "/snapshot/commit",
             &[
@@ -586,7 +596,7 @@ impl Snapshotter for DirSnapshotter {
         if dir.exists() {
             fs::rename(&dir, &trash).ctx(|| format!("moving {} away", dir.display()))?;
         }
-        crate::daemon::events::publish(
+        self.events.publish(
             ns,
             "/snapshot/remove",
             &[
@@ -770,8 +780,14 @@ pub struct Snapshotters {
 
 impl Snapshotters {
     /// Probes every snapshotter. `configured` is `auto` or a snapshotter name; a configured
-    /// snapshotter that does not work here is an error saying why.
-    pub fn new(nook_root: &Path, store: Arc<Store>, configured: &str) -> Result<Snapshotters> {
+    /// snapshotter that does not work here is an error saying why. Each publishes its events
+    /// through `events`.
+    pub fn new(
+        nook_root: &Path,
+        store: Arc<Store>,
+        configured: &str,
+        events: Publisher,
+    ) -> Result<Snapshotters> {
         let mut map = BTreeMap::new();
         let mut status = Vec::new();
         for name in SNAPSHOTTERS {
@@ -781,7 +797,8 @@ impl Snapshotters {
             if let Some(e) = &error {
                 tracing::info!(snapshotter = name, reason = %e, "snapshotter skipped");
             } else {
-                let s = DirSnapshotter::new(driver, nook_root, store.clone())?;
+                let s = DirSnapshotter::new(driver, nook_root, store.clone())?
+                    .with_events(events.clone());
                 if let Err(e) = s.cleanup() {
                     tracing::warn!(snapshotter = name, error = %e, "snapshot cleanup failed");
                 }

@@ -310,7 +310,8 @@ fn probe_results() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
     let store = Arc::new(Store::open(&t.path().join("meta.redb")).unwrap());
-    let all = Snapshotters::new(t.path(), store, "auto").unwrap();
+    let all =
+        Snapshotters::new(t.path(), store, "auto", crate::events::Publisher::discard()).unwrap();
     assert_eq!(all.status().len(), 3);
     assert!(all.get(Some("native")).is_ok());
     assert!(all.get(Some("zfs")).is_err());
