@@ -131,7 +131,7 @@ impl Puller<'_> {
     ) -> Result<PullResult> {
         let r = Reference::parse(name)?;
         // hold what this pull writes against garbage collection until the image records it
-        let lease = crate::gc::lease::TempLease::new(self.meta, self.ns, "pull")?;
+        let lease = crate::leases::TempLease::new(self.meta, self.ns, "pull")?;
         let (root, _) = self
             .registry
             .fetch_manifest(&r, &r.object(), r.digest())

@@ -24,7 +24,7 @@ use super::ipam::{self, Pool, Subnet, Subnet6};
 use super::netlink::{self, Netlink};
 use super::netns::{create_netns, is_netns, remove_netns, with_netns};
 use super::ports::PortMapping;
-use crate::bootstrap::slirp::TAP;
+use super::TAP;
 use crate::error::{Error, Result};
 use crate::events::Publisher;
 use crate::metadata::{Store, NETWORKS, SYSTEM};

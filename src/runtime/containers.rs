@@ -1,6 +1,6 @@
 //! Containers (metadata records) and their tasks, as nookd manages them: create from an image
 //! (unpacked into a snapshot mounted at `<bundle>/rootfs`), start through a shim, stop, remove,
-//! and find again after a restart. The gRPC service ([`crate::api`]) is a thin layer over this.
+//! and find again after a restart. The gRPC service (the `api` module) is a thin layer over this.
 //!
 //! A container record lives in the CONTAINERS bucket as `<ns>/<id>`; its `snapshotter` and
 //! `snapshot_key` fields keep its snapshot from garbage collection. The task's live state is

@@ -28,7 +28,6 @@ use serde::{Deserialize, Serialize};
 
 pub use mount::{mount_all, unmount, Mount};
 
-use crate::diff::Whiteouts;
 use crate::error::{Error, IoContext, Result};
 use crate::events::Publisher;
 use crate::metadata::{Store, SNAPSHOTS, SYSTEM};
@@ -100,6 +99,21 @@ impl Record {
             updated_at: self.updated_at,
         }
     }
+}
+
+/// How whiteouts and opaque directories are written.
+#[derive(Debug, Clone)]
+pub enum Whiteouts {
+    /// Overlay upper dir: char 0/0 whiteouts, `<xattr_prefix>.overlay.opaque` on opaque dirs.
+    /// `lowers` are the parent layers, nearest first (used to resolve parent directories and
+    /// to copy up hard-link targets that live in a lower layer).
+    Overlay {
+        lowers: Vec<PathBuf>,
+        /// `user` (userxattr, rootless) or `trusted` (privileged overlay).
+        xattr_prefix: String,
+    },
+    /// Full directory: whiteouts remove.
+    Direct,
 }
 
 /// containerd's Snapshotter interface, namespaced.
