@@ -144,7 +144,7 @@ pub fn after_exit(
         }
     }
     if killed {
-        crate::daemon::events::publish(
+        d.events.publish(
             ns,
             "/tasks/oom",
             &[
@@ -223,7 +223,7 @@ pub async fn update(
             m.tasks.write_spec(&bundle, &spec)?;
         }
     }
-    crate::daemon::events::publish(
+    d.events.publish(
         ns,
         "/containers/update",
         &[("id", r.id.clone()), ("name", r.name.clone())],
