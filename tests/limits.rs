@@ -370,6 +370,10 @@ fn stats_show_memory_held() {
         "512m",
         "--shm-size",
         "256m",
+        "--blkio-weight",
+        "300",
+        "--runtime",
+        "runc",
         IMG,
         "sh",
         "-c",
@@ -379,6 +383,30 @@ fn stats_show_memory_held() {
     wait_until("the memory to be held", 20, || {
         d.nook(&["logs", "holder"]).stdout().contains("held")
     });
+    // the io weight, where the kernel's scheduler has one (BFQ's here, which only runc writes:
+    // crun is refused in one line rather than failing, or ignoring it)
+    let blkio_weight_file = cgroup_dir(&d, "holder", "blkio").join("blkio.weight");
+    if !blkio_weight_file.exists() {
+        let e = d
+            .nook(&[
+                "run",
+                "--rm",
+                "--runtime",
+                "crun",
+                "--blkio-weight",
+                "300",
+                IMG,
+                "true",
+            ])
+            .fails();
+        assert!(e.contains("--runtime runc"), "{e}");
+    }
+    let blkio = cgroup_dir(&d, "holder", "blkio");
+    let weight = ["blkio.bfq.weight", "blkio.weight"]
+        .iter()
+        .find_map(|f| std::fs::read_to_string(blkio.join(f)).ok())
+        .expect("a blkio weight file");
+    assert!(weight.split_whitespace().any(|w| w == "300"), "{weight}");
     let s = d
         .nook(&["stats", "--no-stream", "--format", "json", "holder"])
         .ok();

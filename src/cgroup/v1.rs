@@ -169,6 +169,13 @@ impl V1 {
         s
     }
 
+    /// Whether the only weight file is BFQ's (`blkio.bfq.weight`), which crun does not write.
+    pub fn bfq_only(&self) -> bool {
+        self.dir("blkio", &self.base).is_some_and(|d| {
+            !d.join("blkio.weight").exists() && d.join("blkio.bfq.weight").exists()
+        })
+    }
+
     /// Whether the blkio controller has a weight file here.
     pub fn io_weight(&self) -> bool {
         self.dir("blkio", &self.base)

@@ -313,6 +313,7 @@ impl Manager {
         }
         let restart_policy = RestartPolicy::parse(&o.restart)?;
         o.limits.check(&d.cgroups)?;
+        super::limits::check_runtime(&d.cgroups, &o.limits.resources, &rt)?;
         if o.auto_remove && restart_policy != RestartPolicy::No {
             return Err(Error::InvalidArgument(format!(
                 "--restart {restart_policy} and --rm do not go together: a container removed when it exits cannot be restarted; drop one of them"

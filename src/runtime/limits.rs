@@ -95,6 +95,22 @@ impl Limits {
     }
 }
 
+/// Refuses what the chosen runtime cannot apply here: on cgroup v1 crun writes only
+/// `blkio.weight`, which kernels whose io scheduler is BFQ do not have (runc writes
+/// `blkio.bfq.weight` then).
+pub fn check_runtime(cg: &Cgroups, r: &Resources, rt: &plugin::RuntimeBinary) -> Result<()> {
+    if r.blkio_weight.is_some() && plugin::is_crun(&rt.path) {
+        if let Cgroups::V1(v) = cg {
+            if v.bfq_only() {
+                return Err(Error::Precondition(
+                    "--blkio-weight: this kernel's io scheduler (BFQ) has only blkio.bfq.weight, which crun does not write on cgroup v1: use --runtime runc".into(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The spec handed to the runtime: the record's limits with the cgroup of this nookd (which
 /// may differ from when the container was made: delegation done or undone since). Limits
 /// without the controllers are refused here too.
@@ -177,6 +193,11 @@ pub async fn update(
     res.merge(u);
     res.validate(crate::cgroup::online_cpus())?;
     d.cgroups.require(u)?;
+    check_runtime(
+        &d.cgroups,
+        u,
+        &plugin::resolve(&d.config, Some(&r.runtime))?,
+    )?;
     let st = m.status(ns, r.clone()).await;
     if st.running() || st.status() == "created" {
         let rt = plugin::resolve(&d.config, Some(&r.runtime))?;
