@@ -451,6 +451,17 @@ fn stats_show_memory_held() {
         metric("nook_container_network_receive_bytes").is_some(),
         "{body}"
     );
+    // update (runc here) lowers the memory limit of the running container
+    d.nook(&["update", "--memory", "256m", "holder"]).ok();
+    let mem = cgroup_dir(&d, "holder", "memory");
+    assert_eq!(
+        std::fs::read_to_string(mem.join("memory.limit_in_bytes"))
+            .unwrap()
+            .trim(),
+        (256u64 << 20).to_string()
+    );
+    let e = d.nook(&["update", "--memory", "1m", "holder"]).fails();
+    assert!(e.contains("6m"), "{e}");
     d.nook(&["rm", "-f", "holder"]).ok();
 }
 

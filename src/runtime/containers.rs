@@ -618,6 +618,10 @@ impl Manager {
                 ("pid", pid.to_string()),
             ],
         );
+        if r.oom_killed {
+            // a new run: OOMKilled tells of the last one only
+            let _ = self.update_record(d, ns, &r.id, |rec| rec.oom_killed = false);
+        }
         self.watch_ports(d, ns, &r.id);
         self.monitor(d, ns, r);
         Ok(true)
