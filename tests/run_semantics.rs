@@ -343,6 +343,24 @@ fn sys_is_the_containers_own_and_no_dev_core() {
             .nook(&["run", "--rm", "--runtime", rt, IMG, "ls", "/sys/class/net"])
             .ok();
         assert_eq!(net, "eth0\nlo\n", "{rt}");
+        // nookd's containers' namespace (--network host): its link too
+        let net = d
+            .nook(&[
+                "run",
+                "--rm",
+                "--runtime",
+                rt,
+                "--network",
+                "host",
+                IMG,
+                "ls",
+                "/sys/class/net",
+            ])
+            .ok();
+        assert!(
+            net.contains("lo\n") && net.lines().count() >= 2,
+            "{rt}: {net}"
+        );
     }
 }
 

@@ -1345,7 +1345,7 @@ fn crun_cgroups_read_only(spec: &mut serde_json::Value, proc_cgroup: &str) {
         return;
     }
     for line in proc_cgroup.lines() {
-        let ctrls = line.splitn(3, ':').nth(1).unwrap_or("");
+        let ctrls = line.split(':').nth(1).unwrap_or("");
         if ctrls.is_empty() {
             continue; // the cgroup2 line
         }

@@ -476,7 +476,11 @@ pub const INIT_PATH: &str = "/sbin/docker-init";
 
 /// The static tini for `--init`, or a one-line error naming the package.
 pub fn find_init() -> Result<PathBuf> {
-    INIT_CANDIDATES
+    find_init_in(INIT_CANDIDATES)
+}
+
+fn find_init_in(candidates: &[&str]) -> Result<PathBuf> {
+    candidates
         .iter()
         .map(PathBuf::from)
         .find(|p| p.is_file())
@@ -1298,6 +1302,19 @@ mod tests {
         );
         assert_eq!(absolute_volume("/abs:/x", cwd), "/abs:/x");
         assert_eq!(absolute_volume("named:/x", cwd), "named:/x");
+    }
+
+    #[test]
+    fn a_missing_tini_names_the_package() {
+        let e = find_init_in(&["/nonexistent/tini-static"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("package `tini`") && !e.contains('\n'), "{e}");
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path().join("tini-static");
+        std::fs::write(&t, b"").unwrap();
+        let found = find_init_in(&["/nonexistent/x", t.to_str().unwrap()]).unwrap();
+        assert_eq!(found, t);
     }
 
     #[test]
