@@ -343,6 +343,21 @@ fn sys_is_the_containers_own_and_no_dev_core() {
             .nook(&["run", "--rm", "--runtime", rt, IMG, "ls", "/sys/class/net"])
             .ok();
         assert_eq!(net, "eth0\nlo\n", "{rt}");
+        // --privileged: /sys and its cgroups writable as docker has them, and it runs
+        let m = d
+            .nook(&[
+                "run",
+                "--rm",
+                "--runtime",
+                rt,
+                "--privileged",
+                IMG,
+                "grep",
+                " /sys ",
+                "/proc/mounts",
+            ])
+            .ok();
+        assert!(m.starts_with("sysfs /sys sysfs rw,"), "{rt}: {m}");
         // nookd's containers' namespace (--network host): its link too
         let net = d
             .nook(&[
