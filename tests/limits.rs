@@ -346,6 +346,27 @@ fn cpus_bound_a_busy_loop() {
         throttled > 0 || share < 0.4,
         "{share:.3} CPUs and never throttled: {stat}"
     );
+    // `update --cpus 0.1` on the running container: a quota below what even this box gives
+    // the loops, so the kernel must throttle them, and they get about a tenth of a CPU
+    d.nook(&["update", "--cpus", "0.1", "spin"]).ok();
+    let quota = cgroup_dir(&d, "spin", "cpu").join("cpu.cfs_quota_us");
+    assert_eq!(std::fs::read_to_string(quota).unwrap().trim(), "10000");
+    let (c0, t0) = (read(), Instant::now());
+    std::thread::sleep(Duration::from_secs(3));
+    let (c1, t1) = (read(), Instant::now());
+    let share = (c1 - c0) as f64 / (t1 - t0).as_nanos() as f64;
+    let stat = std::fs::read_to_string(cgroup_dir(&d, "spin", "cpu").join("cpu.stat")).unwrap();
+    let throttled_after: u64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("nr_throttled "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    eprintln!(
+        "--cpus 0.1 (nook update): {share:.3} CPUs over 3 s, throttled in {} more periods",
+        throttled_after - throttled
+    );
+    assert!(share <= 0.15, "used {share:.3} CPUs with --cpus 0.1");
+    assert!(throttled_after > throttled + 5, "{stat}");
     d.nook(&["rm", "-f", "spin"]).ok();
 }
 
