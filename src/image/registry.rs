@@ -15,7 +15,7 @@ use base64::Engine as _;
 use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RANGE};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 
-use super::auth::{AuthSources, Credentials};
+use super::auth::{self, AuthSources, Credentials};
 use super::manifest::{self, Descriptor};
 use super::reference::{Reference, DEFAULT_DOMAIN};
 use crate::config::RegistryHost;
@@ -307,7 +307,15 @@ impl Registry {
                     }
                     if status == StatusCode::UNAUTHORIZED {
                         let has = self.auth.lookup(&ep.host).is_some();
-                        return Err(Error::Precondition(if has {
+                        let given = self.auth.given.as_ref().is_some_and(|(h, _)| {
+                            auth::normalize_host(h) == auth::normalize_host(&ep.host)
+                        });
+                        return Err(Error::Precondition(if given {
+                            format!(
+                                "authentication failed for {}: the registry refused the credentials given with the request",
+                                ep.host
+                            )
+                        } else if has {
                             format!(
                                 "authentication failed for {}: the registry refused the stored credentials; run `nook login {}` again",
                                 ep.host, ep.host
@@ -454,7 +462,10 @@ impl Registry {
         // A throwaway client-side view: the credentials under test, not the stored ones.
         let reg = Registry {
             hosts: self.hosts.clone(),
-            auth: AuthSources { files: vec![] },
+            auth: AuthSources {
+                files: vec![],
+                given: None,
+            },
             clients: Mutex::new(lock(&self.clients).clone()),
             bases: self.bases.clone(),
             tokens: Mutex::new(HashMap::new()),
@@ -1145,7 +1156,13 @@ mod tests {
                 ..Default::default()
             },
         );
-        let reg = Registry::new(hosts, AuthSources { files: vec![] });
+        let reg = Registry::new(
+            hosts,
+            AuthSources {
+                files: vec![],
+                given: None,
+            },
+        );
         let eps = reg.endpoints("docker.io").unwrap();
         let bases: Vec<String> = eps.iter().map(|e| e.base()).collect();
         assert_eq!(
@@ -1170,7 +1187,13 @@ mod tests {
                 ..Default::default()
             },
         );
-        let reg = Registry::new(bad, AuthSources { files: vec![] });
+        let reg = Registry::new(
+            bad,
+            AuthSources {
+                files: vec![],
+                given: None,
+            },
+        );
         let e = reg.endpoints("r.example").err().unwrap().to_string();
         assert!(e.contains("ca_file"), "{e}");
     }
@@ -1179,7 +1202,10 @@ mod tests {
     async fn clear_network_errors() {
         let reg = Registry::with_retries(
             BTreeMap::new(),
-            AuthSources { files: vec![] },
+            AuthSources {
+                files: vec![],
+                given: None,
+            },
             1,
             Duration::from_millis(10),
         );
