@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::client::{status_message, StatusExt};
-use super::output::{self, Format};
+use super::output;
 use super::{Client, Ctx};
 use crate::proto::containers as pb;
 use crate::proto::images as ipb;
@@ -66,9 +66,12 @@ pub struct CreateArgs {
     /// Override the image's ENTRYPOINT ("" clears it).
     #[arg(long)]
     pub entrypoint: Option<String>,
-    /// Container host name.
-    #[arg(long)]
+    /// Container host name (-h as in docker; --help for help).
+    #[arg(short = 'h', long)]
     pub hostname: Option<String>,
+    /// Print help (-h is --hostname here, as in docker).
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
     /// Mount the root filesystem read-only.
     #[arg(long)]
     pub read_only: bool,
@@ -140,14 +143,19 @@ pub struct PsArgs {
     /// Show all containers (default: running ones).
     #[arg(short = 'a', long)]
     pub all: bool,
-    /// Only ids.
-    #[arg(short = 'q', long)]
-    pub quiet: bool,
-    /// Don't truncate ids and commands.
-    #[arg(long)]
-    pub no_trunc: bool,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    /// Filter: name=NAME (part of the name), id=PREFIX, label=KEY or label=KEY=VALUE,
+    /// status=created|running|paused|exited, ancestor=IMAGE. As docker: one key given twice
+    /// matches either value, different keys (and every label) must all match.
+    #[arg(short = 'f', long = "filter")]
+    pub filter: Vec<String>,
+    /// Show the N most recently created containers (all states).
+    #[arg(short = 'n', long = "last")]
+    pub last: Option<usize>,
+    /// Show the most recently created container (all states).
+    #[arg(short = 'l', long)]
+    pub latest: bool,
+    #[command(flatten)]
+    pub list: output::ListFlags,
 }
 
 #[derive(Args, Debug)]
@@ -178,7 +186,7 @@ pub struct LogsArgs {
     #[arg(short = 'f', long)]
     pub follow: bool,
     /// Only the last N lines ("all" for everything).
-    #[arg(long, default_value = "all")]
+    #[arg(short = 'n', long, default_value = "all")]
     pub tail: String,
     /// Show timestamps.
     #[arg(short = 't', long)]
@@ -249,6 +257,7 @@ pub enum ContainersCmd {
     #[command(visible_alias = "delete")]
     Rm(RmArgs),
     /// Create a container (not started).
+    #[command(disable_help_flag = true)]
     Create(Box<CreateArgs>),
     /// Remove every stopped container, then collect garbage.
     Prune(super::prune::ContainerPruneArgs),
@@ -270,7 +279,7 @@ pub struct TaskKillArgs {
 pub enum TasksCmd {
     /// List running tasks.
     #[command(visible_alias = "list")]
-    Ls,
+    Ls(output::ListFlags),
     /// Start a container's task (attached, like `nook start -a`; -d to detach).
     Start {
         #[arg(short = 'd', long)]
@@ -307,10 +316,6 @@ pub fn parse_signal(s: &str) -> anyhow::Result<i32> {
         .map_err(|_| {
             anyhow::anyhow!("unknown signal {s:?}: use a name like TERM or KILL, or a number")
         })
-}
-
-fn short(id: &str) -> String {
-    id.chars().take(12).collect()
 }
 
 fn status_text(c: &pb::Container) -> String {
@@ -374,11 +379,7 @@ fn create_request(a: &CreateArgs) -> anyhow::Result<pb::CreateRequest> {
             }
         }
     }
-    let mut labels = HashMap::new();
-    for l in &a.label {
-        let (k, v) = l.split_once('=').unwrap_or((l, ""));
-        labels.insert(k.to_string(), v.to_string());
-    }
+    let labels = output::parse_labels(&a.label)?;
     let (has_entrypoint, entrypoint) = match &a.entrypoint {
         Some(e) if e.is_empty() => (true, vec![]),
         Some(e) => (true, vec![e.clone()]),
@@ -749,52 +750,137 @@ fn ports_text(x: &pb::Container) -> String {
         .join(", ")
 }
 
-pub async fn ps(ctx: &Ctx, a: PsArgs) -> anyhow::Result<ExitCode> {
-    let c = ctx.connect().await?;
-    let cs = list(&c, a.all).await?;
-    if a.quiet {
-        for x in &cs {
-            println!(
-                "{}",
-                if a.no_trunc {
-                    x.id.clone()
-                } else {
-                    short(&x.id)
+/// `ps --filter`s: values per key, checked as docker combines them.
+#[derive(Debug, Default)]
+struct PsFilter {
+    keys: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl PsFilter {
+    fn parse(v: &[String]) -> anyhow::Result<PsFilter> {
+        let mut f = PsFilter::default();
+        for x in v {
+            let (k, val) = x.split_once('=').ok_or_else(|| {
+                anyhow::anyhow!("filter {x:?} is not KEY=VALUE (e.g. status=exited, name=web)")
+            })?;
+            match k {
+                "name" | "id" | "label" | "ancestor" => {}
+                "status" => {
+                    const S: [&str; 6] = [
+                        "created",
+                        "running",
+                        "paused",
+                        "exited",
+                        "restarting",
+                        "dead",
+                    ];
+                    if !S.contains(&val) {
+                        anyhow::bail!("status filter {val:?}: one of {}", S.join(", "));
+                    }
                 }
-            );
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    if a.format == Format::Json {
-        output::json(&cs.iter().map(container_json).collect::<Vec<_>>())?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let rows: Vec<Vec<String>> = cs
-        .iter()
-        .map(|x| {
-            let mut cmd = x.command.join(" ");
-            if !a.no_trunc && cmd.chars().count() > 30 {
-                cmd = format!("{}…", cmd.chars().take(29).collect::<String>());
+                _ => anyhow::bail!(
+                    "filter {k:?} is not supported: use name, id, label, status or ancestor"
+                ),
             }
-            let image = crate::image::Reference::parse(&x.image)
-                .map(|r| r.familiar())
-                .unwrap_or_else(|_| x.image.clone());
-            vec![
-                if a.no_trunc {
-                    x.id.clone()
-                } else {
-                    short(&x.id)
+            f.keys
+                .entry(k.to_string())
+                .or_default()
+                .push(val.to_string());
+        }
+        Ok(f)
+    }
+
+    /// Whether a status filter asks for more than running containers.
+    fn wants_all(&self) -> bool {
+        self.keys.contains_key("status")
+    }
+
+    fn matches(&self, x: &pb::Container) -> bool {
+        let image = |r: &str| {
+            crate::image::Reference::parse(r)
+                .map(|r| r.to_string())
+                .unwrap_or_else(|_| r.to_string())
+        };
+        self.keys.iter().all(|(k, vals)| {
+            let one = |v: &String| match k.as_str() {
+                "name" => x.name.contains(v.as_str()),
+                "id" => x.id.starts_with(v.as_str()),
+                "status" => x.status == *v,
+                "ancestor" => image(&x.image) == image(v) || x.image == *v,
+                "label" => match v.split_once('=') {
+                    Some((lk, lv)) => x.labels.get(lk).is_some_and(|have| have == lv),
+                    None => x.labels.contains_key(v.as_str()),
                 },
-                image,
-                format!("\"{cmd}\""),
-                output::age(x.created_at),
-                status_text(x),
-                ports_text(x),
-                x.name.clone(),
-            ]
+                _ => false,
+            };
+            if k == "label" {
+                vals.iter().all(one)
+            } else {
+                vals.iter().any(one)
+            }
         })
-        .collect();
-    output::table(
+    }
+}
+
+/// A container as a list row: the `ps` table, its JSON and docker's template fields.
+fn ps_row(x: &pb::Container, flags: &output::ListFlags) -> output::Row {
+    let mut cmd = x.command.join(" ");
+    if !flags.no_trunc && cmd.chars().count() > 30 {
+        cmd = format!("{}…", cmd.chars().take(29).collect::<String>());
+    }
+    let image = crate::image::Reference::parse(&x.image)
+        .map(|r| r.familiar())
+        .unwrap_or_else(|_| x.image.clone());
+    let id = flags.id(&x.id);
+    let created = output::age(x.created_at);
+    let status = status_text(x);
+    let ports = ports_text(x);
+    let mut labels: Vec<String> = x.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    labels.sort();
+    output::Row {
+        key: id.clone(),
+        cells: vec![
+            id.clone(),
+            image.clone(),
+            format!("\"{cmd}\""),
+            created.clone(),
+            status.clone(),
+            ports.clone(),
+            x.name.clone(),
+        ],
+        json: container_json(x),
+        fields: vec![
+            ("ID", id),
+            ("Names", x.name.clone()),
+            ("Image", image),
+            ("Command", format!("\"{cmd}\"")),
+            (
+                "CreatedAt",
+                chrono::DateTime::from_timestamp(x.created_at, 0)
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default(),
+            ),
+            ("RunningFor", created),
+            ("Status", status),
+            ("State", x.status.clone()),
+            ("Ports", ports),
+            ("Labels", labels.join(",")),
+        ],
+    }
+}
+
+pub async fn ps(ctx: &Ctx, a: PsArgs) -> anyhow::Result<ExitCode> {
+    let filter = PsFilter::parse(&a.filter)?;
+    let c = ctx.connect().await?;
+    let all = a.all || a.latest || a.last.is_some() || filter.wants_all();
+    let mut cs = list(&c, all).await?;
+    cs.retain(|x| filter.matches(x));
+    if let Some(n) = a.last.or(a.latest.then_some(1)) {
+        cs.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        cs.truncate(n);
+    }
+    let rows: Vec<output::Row> = cs.iter().map(|x| ps_row(x, &a.list)).collect();
+    a.list.print(
         &[
             "CONTAINER ID",
             "IMAGE",
@@ -805,7 +891,7 @@ pub async fn ps(ctx: &Ctx, a: PsArgs) -> anyhow::Result<ExitCode> {
             "NAMES",
         ],
         &rows,
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -1051,20 +1137,50 @@ pub async fn rm(ctx: &Ctx, a: RmArgs) -> anyhow::Result<ExitCode> {
     .await
 }
 
+/// `nook inspect NAME...`: each name as a container, else (as `docker inspect`) as an image.
 pub async fn inspect(ctx: &Ctx, a: ManyArgs) -> anyhow::Result<ExitCode> {
+    inspect_names(ctx, a, true).await
+}
+
+/// `nook containers info`: containers only.
+async fn inspect_containers(ctx: &Ctx, a: ManyArgs) -> anyhow::Result<ExitCode> {
+    inspect_names(ctx, a, false).await
+}
+
+async fn inspect_names(ctx: &Ctx, a: ManyArgs, images_too: bool) -> anyhow::Result<ExitCode> {
     let c = ctx.connect().await?;
     let mut out = Vec::new();
     let mut failed = false;
     for id in &a.containers {
-        match client(&c)
+        let json = match client(&c)
             .inspect(c.req(pb::ContainerRef { id: id.clone() }))
             .await
         {
-            Ok(r) => out.push(serde_json::from_str::<serde_json::Value>(
-                &r.into_inner().json,
-            )?),
-            Err(s) => {
-                eprintln!("nook: {}", status_message(&s));
+            Ok(r) => Ok(r.into_inner().json),
+            Err(s) if images_too && s.code() == tonic::Code::NotFound => {
+                let mut ic = ipb::images_client::ImagesClient::new(c.channel.clone())
+                    .max_decoding_message_size(crate::api::MAX_MESSAGE);
+                match ic
+                    .inspect(c.req(ipb::GetImageRequest {
+                        name: id.clone(),
+                        ..Default::default()
+                    }))
+                    .await
+                {
+                    Ok(r) => Ok(r.into_inner().json),
+                    // neither: say so once, for both
+                    Err(i) if i.code() == tonic::Code::NotFound => Err(format!(
+                        "no container or image named {id:?} (nook ps -a, nook images)"
+                    )),
+                    Err(i) => Err(status_message(&i)),
+                }
+            }
+            Err(s) => Err(status_message(&s)),
+        };
+        match json {
+            Ok(j) => out.push(serde_json::from_str::<serde_json::Value>(&j)?),
+            Err(msg) => {
+                eprintln!("nook: {msg}");
                 failed = true;
             }
         }
@@ -1095,7 +1211,7 @@ pub async fn containers(ctx: &Ctx, cmd: ContainersCmd) -> anyhow::Result<ExitCod
             a.all = true;
             ps(ctx, a).await
         }
-        ContainersCmd::Info(a) => inspect(ctx, a).await,
+        ContainersCmd::Info(a) => inspect_containers(ctx, a).await,
         ContainersCmd::Rm(a) => rm(ctx, a).await,
         ContainersCmd::Create(a) => create(ctx, *a).await,
         ContainersCmd::Prune(a) => super::prune::containers(ctx, a).await,
@@ -1104,14 +1220,19 @@ pub async fn containers(ctx: &Ctx, cmd: ContainersCmd) -> anyhow::Result<ExitCod
 
 pub async fn tasks(ctx: &Ctx, cmd: TasksCmd) -> anyhow::Result<ExitCode> {
     match cmd {
-        TasksCmd::Ls => {
+        TasksCmd::Ls(flags) => {
             let c = ctx.connect().await?;
             let cs = list(&c, false).await?;
-            let rows: Vec<Vec<String>> = cs
+            let rows: Vec<output::Row> = cs
                 .iter()
-                .map(|x| vec![x.name.clone(), x.pid.to_string(), x.status.to_uppercase()])
+                .map(|x| output::Row {
+                    key: x.name.clone(),
+                    cells: vec![x.name.clone(), x.pid.to_string(), x.status.to_uppercase()],
+                    json: serde_json::json!({"task": x.name, "id": x.id, "pid": x.pid, "status": x.status}),
+                    fields: vec![],
+                })
                 .collect();
-            output::table(&["TASK", "PID", "STATUS"], &rows);
+            flags.print(&["TASK", "PID", "STATUS"], &rows)?;
             Ok(ExitCode::SUCCESS)
         }
         TasksCmd::Start { detach, container } => {
