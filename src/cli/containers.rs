@@ -880,7 +880,7 @@ pub async fn ps(ctx: &Ctx, a: PsArgs) -> anyhow::Result<ExitCode> {
         cs.truncate(n);
     }
     let rows: Vec<output::Row> = cs.iter().map(|x| ps_row(x, &a.list)).collect();
-    a.list.print(
+    a.list.print_titled(
         &[
             "CONTAINER ID",
             "IMAGE",
@@ -890,6 +890,7 @@ pub async fn ps(ctx: &Ctx, a: PsArgs) -> anyhow::Result<ExitCode> {
             "PORTS",
             "NAMES",
         ],
+        &[("ID", "CONTAINER ID"), ("RunningFor", "CREATED")],
         &rows,
     )?;
     Ok(ExitCode::SUCCESS)

@@ -443,8 +443,11 @@ pub async fn ls(ctx: &Ctx, a: LsArgs) -> anyhow::Result<ExitCode> {
                 }
             })
             .collect();
-        a.list
-            .print(&["REF", "DIGEST", "PLATFORM", "SIZE", "CREATED"], &rows)?;
+        a.list.print_titled(
+            &["REF", "DIGEST", "PLATFORM", "SIZE", "CREATED"],
+            &[("ID", "IMAGE ID"), ("CreatedSince", "CREATED")],
+            &rows,
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

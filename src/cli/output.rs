@@ -278,9 +278,13 @@ fn title(w: &str) -> String {
     }
 }
 
-/// A template's column title for field `name`: the table's own header when the field is a
-/// column, else the name in capitals (`CreatedAt` → `CREATED AT`), as docker prints.
-fn column_title(header: &[&str], name: &str) -> String {
+/// A template's column title for field `name`: a title the command gives (`ID` → `CONTAINER
+/// ID`), the table's own header when the field is a column, else the name in capitals
+/// (`CreatedAt` → `CREATED AT`), as docker prints.
+fn column_title(header: &[&str], titles: &[(&str, &str)], name: &str) -> String {
+    if let Some((_, t)) = titles.iter().find(|(n, _)| fold(n) == fold(name)) {
+        return t.to_string();
+    }
     if let Some(h) = header.iter().find(|h| fold(h) == fold(name)) {
         return h.to_string();
     }
@@ -298,7 +302,12 @@ fn column_title(header: &[&str], name: &str) -> String {
 }
 
 /// Renders the rows as `--format` asks (not `-q`).
-pub fn render_list(format: &ListFormat, header: &[&str], rows: &[Row]) -> anyhow::Result<String> {
+pub fn render_list(
+    format: &ListFormat,
+    header: &[&str],
+    titles: &[(&str, &str)],
+    rows: &[Row],
+) -> anyhow::Result<String> {
     match format {
         ListFormat::Table => Ok(render_table(
             header,
@@ -341,7 +350,9 @@ pub fn render_list(format: &ListFormat, header: &[&str], rows: &[Row]) -> anyhow
             for p in parts {
                 match p {
                     Part::Text(t) => head.push_str(t),
-                    Part::Field(f) | Part::Json(Some(f)) => head.push_str(&column_title(header, f)),
+                    Part::Field(f) | Part::Json(Some(f)) => {
+                        head.push_str(&column_title(header, titles, f))
+                    }
                     Part::Json(None) => {}
                 }
             }
@@ -357,6 +368,17 @@ pub fn render_list(format: &ListFormat, header: &[&str], rows: &[Row]) -> anyhow
 impl ListFlags {
     /// Prints `rows` as these flags ask: keys with `-q`, else the table, JSON or template.
     pub fn print(&self, header: &[&str], rows: &[Row]) -> anyhow::Result<()> {
+        self.print_titled(header, &[], rows)
+    }
+
+    /// [`ListFlags::print`], with the column titles of template fields that are not the
+    /// table's own headers (docker's `{{.ID}}` of `ps` is titled `CONTAINER ID`).
+    pub fn print_titled(
+        &self,
+        header: &[&str],
+        titles: &[(&str, &str)],
+        rows: &[Row],
+    ) -> anyhow::Result<()> {
         use std::io::Write;
         let text = if self.quiet {
             rows.iter().map(|r| format!("{}\n", r.key)).collect()
@@ -364,6 +386,7 @@ impl ListFlags {
             render_list(
                 self.format.as_ref().unwrap_or(&ListFormat::Table),
                 header,
+                titles,
                 rows,
             )?
         };
@@ -424,19 +447,19 @@ mod tests {
         }];
         let h = ["CONTAINER ID", "STATUS"];
         let f = ListFormat::parse("{{.Names}}").unwrap();
-        assert_eq!(render_list(&f, &h, &rows).unwrap(), "web\n");
+        assert_eq!(render_list(&f, &h, &[], &rows).unwrap(), "web\n");
         let f = ListFormat::parse("table {{.ContainerID}}\\t{{.Status}}\\t{{.Labels}}").unwrap();
         assert_eq!(
-            render_list(&f, &h, &rows).unwrap(),
+            render_list(&f, &h, &[], &rows).unwrap(),
             "CONTAINER ID   STATUS         LABELS\nabc            Up 2 seconds   a=1\n"
         );
         let f = ListFormat::parse("{{json .Labels}} {{ .Id }}").unwrap();
         assert_eq!(
-            render_list(&f, &h, &rows).unwrap(),
+            render_list(&f, &h, &[], &rows).unwrap(),
             "{\"a\":\"1\"} abcdef\n"
         );
         let f = ListFormat::parse("{{.Nope}}").unwrap();
-        let e = render_list(&f, &h, &rows).unwrap_err().to_string();
+        let e = render_list(&f, &h, &[], &rows).unwrap_err().to_string();
         assert!(e.contains("no field .Nope") && e.contains("Names"), "{e}");
         assert!(ListFormat::parse("{{if .X}}").is_err());
         assert_eq!(ListFormat::parse("json").unwrap(), ListFormat::Json);

@@ -1,0 +1,411 @@
+//! The command line as a docker user types it: closed pipes, nearest-subcommand tips, the shared
+//! list flags (`-q`, `--format` with templates, `--no-trunc`), `ps --filter`, `nook images`,
+//! `inspect` of an image, `logs -n`, labels, `system df`, and nookd started from a shell whose
+//! PATH has no sbin directory. A real nookd as the unprivileged test user.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use common::{as_user, Nookd};
+use nook::image::fixture::{docker_archive, FileSpec, TestImage};
+
+const IMG: &str = "bb:latest";
+
+/// A busybox image with a shell, sleep, seq and httpd.
+fn image() -> Vec<u8> {
+    let bb = std::fs::read("/bin/busybox").expect("busybox-static is installed");
+    let mut base = vec![
+        FileSpec::dir("bin"),
+        FileSpec::exec("bin/busybox", bb),
+        FileSpec::dir("tmp"),
+        FileSpec::dir("www"),
+        FileSpec::file("www/index.html", "hello from nook\n"),
+    ];
+    for a in ["sh", "sleep", "seq", "httpd", "echo", "cat", "true"] {
+        base.push(FileSpec::symlink(&format!("bin/{a}"), "busybox"));
+    }
+    let img = TestImage::build(&[base], false, &["sh"]);
+    docker_archive(&[(&[IMG], &img)])
+}
+
+fn daemon() -> Nookd {
+    let d = Nookd::start();
+    d.nook_stdin(&["load"], &image()).ok();
+    d
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs `script` with bash as the test user, with `nook` on PATH and this daemon's env.
+fn bash(d: &Nookd, script: &str) -> common::Run {
+    let mut c = as_user(&d.user, &d.env(), "bash");
+    c.arg("-c").arg(script).stdin(std::process::Stdio::null());
+    common::Run {
+        out: c.output().unwrap(),
+        what: format!("bash -c {script:?}"),
+    }
+}
+
+fn lines(s: &str) -> Vec<String> {
+    let mut v: Vec<String> = s.lines().map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn closed_pipe_ends_quietly() {
+    let d = daemon();
+    d.nook(&["run", "-d", "--name", "s", IMG, "sleep", "60"])
+        .ok();
+    // `true` has exited before nook writes: every write meets EPIPE
+    for cmd in [
+        "content ls -q",
+        "content ls",
+        "images",
+        "ps --format json",
+        "ps -a --format '{{.Names}}'",
+        "snapshots ls",
+        "inspect s",
+        "logs s",
+        "version",
+    ] {
+        let r = bash(
+            &d,
+            &format!("nook {cmd} | (sleep 0.05; exit 0); echo \"status=${{PIPESTATUS[0]}}\""),
+        );
+        let out = r.ok();
+        let err = r.stderr();
+        assert!(
+            !err.contains("panicked") && !err.contains("Broken pipe"),
+            "{cmd}: {err}"
+        );
+        assert!(
+            out.contains("status=141") || out.contains("status=0"),
+            "{cmd}: {out} {err}"
+        );
+    }
+    // and the first line still arrives whole
+    let r = bash(&d, "nook content ls -q | head -1");
+    assert!(r.ok().starts_with("sha256:"), "{}", r.stdout());
+    assert_eq!(r.stderr(), "");
+}
+
+#[test]
+fn unknown_subcommands_and_schemes_are_explained() {
+    let d = Nookd::start();
+    let e = d.nook(&["rnu", IMG]).fails();
+    assert!(e.contains("similar subcommand exists: 'run'"), "{e}");
+    let e = d.nook(&["imgaes"]).fails();
+    assert!(e.contains("'images'"), "{e}");
+    let e = d.nook(&["pull", "http://localhost:5000/img"]).fails();
+    assert!(
+        e.contains("take no scheme") && e.contains("\"localhost:5000/img\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn docker_habits_images_inspect_logs() {
+    let d = daemon();
+    // `nook images` with no subcommand lists
+    let out = d.nook(&["images"]).ok();
+    assert!(out.starts_with("REF") && out.contains("bb:latest"), "{out}");
+    assert_eq!(
+        d.nook(&["images", "-q"]).ok().trim(),
+        "docker.io/library/bb:latest"
+    );
+    // inspect: no container of that name, so the image
+    let v: serde_json::Value = serde_json::from_str(&d.nook(&["inspect", IMG]).ok()).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+    assert!(v.to_string().contains("sha256:"), "{v}");
+    let e = d.nook(&["inspect", "nosuch"]).fails();
+    assert!(e.contains("no container or image named \"nosuch\""), "{e}");
+    // a container wins over an image of the same name; containers info stays containers only
+    d.nook(&["create", "--name", "c1", IMG, "true"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&d.nook(&["inspect", "c1"]).ok()).unwrap();
+    assert!(v.to_string().contains("c1"), "{v}");
+    d.nook(&["containers", "info", IMG]).fails();
+    // logs -n is the tail, as in docker; the namespace goes before the command
+    d.nook(&["run", "--name", "count", IMG, "seq", "1", "10"])
+        .ok();
+    assert_eq!(d.nook(&["logs", "-n", "3", "count"]).ok(), "8\n9\n10\n");
+    assert_eq!(d.nook(&["logs", "--tail", "1", "count"]).ok(), "10\n");
+    assert_eq!(
+        d.nook(&["-n", "default", "logs", "-n", "2", "count"]).ok(),
+        "9\n10\n"
+    );
+    d.nook(&["-n", "other", "logs", "count"]).fails();
+    // run -h is the hostname, as in docker (--help is help)
+    let out = d
+        .nook(&["run", "--rm", "-h", "box1", IMG, "cat", "/etc/hostname"])
+        .ok();
+    assert_eq!(out.trim(), "box1");
+    assert!(d.nook(&["run", "--help"]).ok().contains("--hostname"));
+}
+
+#[test]
+fn ps_filters_and_formats() {
+    let d = daemon();
+    let web = d
+        .nook(&[
+            "run", "-d", "--name", "web", "-l", "tier=web", "-l", "x", IMG, "sleep", "60",
+        ])
+        .ok()
+        .trim()
+        .to_string();
+    d.nook(&[
+        "create", "--name", "db", "-l", "tier=db", IMG, "sleep", "60",
+    ])
+    .ok();
+    // creation times are in seconds: make `job` the latest for -l
+    std::thread::sleep(Duration::from_millis(1100));
+    d.nook(&["run", "--name", "job", "-l", "tier=web", IMG, "true"])
+        .ok();
+    let names = |args: &[&str]| {
+        let mut a = vec!["ps"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["--format", "{{.Names}}"]);
+        lines(&d.nook(&a).ok())
+    };
+    assert_eq!(names(&[]), ["web"]);
+    assert_eq!(names(&["-a"]), ["db", "job", "web"]);
+    // a status filter needs no -a
+    assert_eq!(names(&["--filter", "status=exited"]), ["job"]);
+    // one key twice: either; different keys: both; labels: all of them
+    assert_eq!(
+        names(&["-f", "status=exited", "-f", "status=created"]),
+        ["db", "job"]
+    );
+    assert_eq!(names(&["-a", "-f", "label=tier=web"]), ["job", "web"]);
+    assert_eq!(
+        names(&["-a", "-f", "label=tier=web", "-f", "label=x"]),
+        ["web"]
+    );
+    assert_eq!(names(&["-a", "-f", "label=tier", "-f", "name=d"]), ["db"]);
+    assert_eq!(names(&["-a", "-f", "ancestor=bb"]), ["db", "job", "web"]);
+    assert_eq!(names(&["-a", "-f", "ancestor=other"]), Vec::<String>::new());
+    assert_eq!(names(&["-a", "-f", &format!("id={}", &web[..6])]), ["web"]);
+    assert_eq!(names(&["-l"]), ["job"]);
+    let e = d.nook(&["ps", "-f", "colour=red"]).fails();
+    assert!(e.contains("not supported"), "{e}");
+    // -q: short ids; --no-trunc: whole ones; -q with --format is refused by the parser
+    assert_eq!(d.nook(&["ps", "-q"]).ok().trim(), &web[..12]);
+    assert_eq!(d.nook(&["ps", "-q", "--no-trunc"]).ok().trim(), web);
+    let e = d.nook(&["ps", "-q", "--format", "json"]).fails();
+    assert!(e.contains("cannot be used with"), "{e}");
+    // the forms pasted from docker's docs
+    let t = d
+        .nook(&["ps", "--format", "table {{.ID}}\\t{{.Names}}\\t{{.Status}}"])
+        .ok();
+    let mut l = t.lines();
+    let head = l.next().unwrap();
+    assert!(
+        head.starts_with("CONTAINER ID") && head.contains("NAMES") && head.contains("STATUS"),
+        "{t}"
+    );
+    let row = l.next().unwrap();
+    assert!(
+        row.starts_with(&web[..12]) && row.contains("web") && row.contains("Up"),
+        "{t}"
+    );
+    let out = d
+        .nook(&[
+            "ps",
+            "-a",
+            "-f",
+            "name=job",
+            "--format",
+            "{{.ID}} {{.Image}} {{.Status}}",
+        ])
+        .ok();
+    assert!(out.contains(" bb:latest Exited (0)"), "{out}");
+    let out = d.nook(&["ps", "--format", "{{json .}}"]).ok();
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["name"], "web");
+    let v: serde_json::Value =
+        serde_json::from_str(&d.nook(&["ps", "--format", "json"]).ok()).unwrap();
+    assert_eq!(v[0]["name"], "web");
+    let e = d.nook(&["ps", "--format", "{{.Nope}}"]).fails();
+    assert!(e.contains("no field .Nope") && e.contains("Names"), "{e}");
+}
+
+#[test]
+fn every_list_command_shares_the_list_flags_and_the_label_rule() {
+    let d = daemon();
+    d.nook(&["run", "-d", "--name", "s", IMG, "sleep", "60"])
+        .ok();
+    d.nook(&["leases", "create", "--id", "l1"]).ok();
+    for cmd in [
+        &["images"][..],
+        &["images", "ls"],
+        &["content", "ls"],
+        &["content", "ingests"],
+        &["snapshots", "ls"],
+        &["leases", "ls"],
+        &["network", "ls"],
+        &["ns", "ls"],
+        &["plugins", "ls"],
+        &["ps"],
+        &["containers", "ls"],
+        &["tasks", "ls"],
+    ] {
+        let with = |extra: &[&'static str]| -> Vec<&'static str> {
+            let mut a = cmd.to_vec();
+            a.extend_from_slice(extra);
+            a
+        };
+        let e = d.nook(&with(&["-q", "--format", "json"])).fails();
+        assert!(e.contains("cannot be used with"), "{cmd:?}: {e}");
+        let json: serde_json::Value =
+            serde_json::from_str(&d.nook(&with(&["--format", "json", "--no-trunc"])).ok())
+                .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+        let n = json.as_array().unwrap().len();
+        assert!(n > 0 || cmd.contains(&"ingests"), "{cmd:?}: {json}");
+        let q = d.nook(&with(&["-q"])).ok();
+        assert_eq!(q.lines().count(), n, "{cmd:?}: {q}");
+        let t = d.nook(&with(&["--format", "{{json .}}"])).ok();
+        assert_eq!(t.lines().count(), n, "{cmd:?}: {t}");
+        for (i, l) in t.lines().enumerate() {
+            let row: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(row, json[i], "{cmd:?}");
+        }
+    }
+    // one label rule: KEY=VALUE or KEY (empty value); an empty key is refused alike everywhere
+    d.nook(&["ns", "create", "n1", "-l", "flag", "-l", "a=b=c"])
+        .ok();
+    let v: serde_json::Value =
+        serde_json::from_str(&d.nook(&["ns", "ls", "--format", "json"]).ok()).unwrap();
+    let n1 = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "n1")
+        .unwrap();
+    assert_eq!(n1["labels"]["flag"], "");
+    assert_eq!(n1["labels"]["a"], "b=c");
+    for args in [
+        &["ns", "create", "n2", "-l", "=v"][..],
+        &["run", "--rm", "-l", "=v", IMG, "true"],
+        &["network", "create", "n3", "-l", "=v"],
+        &["leases", "create", "-l", "=v"],
+    ] {
+        let e = d.nook(args).fails();
+        assert!(e.contains("invalid label \"=v\""), "{args:?}: {e}");
+    }
+}
+
+#[test]
+fn system_df_counts_snapshots_not_the_probe_stamp() {
+    let d = daemon();
+    let ls: serde_json::Value =
+        serde_json::from_str(&d.nook(&["snapshots", "ls", "--format", "json"]).ok()).unwrap();
+    let df: serde_json::Value =
+        serde_json::from_str(&d.nook(&["system", "df", "--format", "json"]).ok()).unwrap();
+    let snaps = df
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"].as_str().unwrap_or("").starts_with("snapshots/"))
+        .unwrap_or_else(|| panic!("{df}"));
+    assert_eq!(snaps["count"], ls.as_array().unwrap().len(), "{df} vs {ls}");
+}
+
+/// GETs / on 127.0.0.1:port; the body.
+fn http_get(port: u16) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out.replace("\r\n", "\n").split("\n\n").nth(1)?.to_string())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn nookd_from_a_shell_without_sbin_publishes_ports() {
+    let mut d = Nookd::prepare("");
+    // a Debian user's PATH: no /usr/sbin (nft and ip live there)
+    let mut env = d.env();
+    env.push((
+        "PATH",
+        format!("{}:/usr/bin:/bin", common::bin_dir().display()),
+    ));
+    let log = std::fs::File::create(&d.log).unwrap();
+    let mut c = as_user(&d.user, &env, "nookd");
+    c.arg("--config")
+        .arg(&d.config)
+        .arg("--root")
+        .arg(&d.root)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    d.set_child(c.spawn().unwrap());
+    d.wait_ready();
+    d.nook_stdin(&["load"], &image()).ok();
+    let plugins = d.nook(&["plugins", "ls"]).ok();
+    assert!(!plugins.contains("error"), "{plugins}\n{}", d.log_text());
+    let info = d.nook(&["info"]).ok();
+    assert!(info.contains("(ok)"), "{info}");
+    let port = free_port();
+    d.nook(&[
+        "run",
+        "-d",
+        "-p",
+        &format!("{port}:80"),
+        IMG,
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    ])
+    .ok();
+    let mut body = None;
+    wait_until("the published port answers", || {
+        body = http_get(port);
+        body.is_some()
+    });
+    assert_eq!(body.unwrap(), "hello from nook\n");
+}
+
+#[test]
+fn a_failed_bridge_is_explained_by_run_and_info() {
+    // a bridge name the kernel refuses (over 15 characters): the bridge plugin fails
+    let d = Nookd::start_with("[network]\nbridge = \"bridge-name-far-too-long\"\n");
+    d.nook_stdin(&["load"], &image()).ok();
+    let plugins = d.nook(&["plugins", "ls"]).ok();
+    assert!(
+        plugins.contains("bridge") && plugins.contains("error"),
+        "{plugins}"
+    );
+    let info = d.nook(&["info"]).ok();
+    let net = info
+        .lines()
+        .find(|l| l.starts_with("Network:"))
+        .unwrap()
+        .to_string();
+    assert!(!net.contains("(ok)") && net.contains("bridge"), "{net}");
+    let e = d
+        .nook(&["run", "--rm", "-p", "18081:80", IMG, "true"])
+        .fails();
+    assert!(e.contains("bridge-name-far-too-long"), "{e}");
+    // with no network the container still runs
+    d.nook(&["run", "--rm", "--network", "none", IMG, "true"])
+        .ok();
+}
