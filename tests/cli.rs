@@ -23,7 +23,9 @@ fn image() -> Vec<u8> {
         FileSpec::dir("www"),
         FileSpec::file("www/index.html", "hello from nook\n"),
     ];
-    for a in ["sh", "sleep", "seq", "httpd", "echo", "cat", "true"] {
+    for a in [
+        "sh", "sleep", "seq", "httpd", "echo", "cat", "true", "ln", "mkdir",
+    ] {
         base.push(FileSpec::symlink(&format!("bin/{a}"), "busybox"));
     }
     let img = TestImage::build(&[base], false, &["sh"]);
@@ -408,4 +410,158 @@ fn a_failed_bridge_is_explained_by_run_and_info() {
     // with no network the container still runs
     d.nook(&["run", "--rm", "--network", "none", IMG, "true"])
         .ok();
+}
+
+/// A directory the test user can write, for host-side files of `nook cp`.
+fn user_dir(d: &Nookd, name: &str) -> std::path::PathBuf {
+    let p = d.base.join(name);
+    std::fs::create_dir_all(&p).unwrap();
+    let (uid, gid) = common::ids(&d.user);
+    std::os::unix::fs::chown(&p, Some(uid), Some(gid)).unwrap();
+    p
+}
+
+#[test]
+fn cp_both_ways_running_stopped_and_tar_streams() {
+    let mut d = daemon();
+    let host = user_dir(&d, "host");
+    let h = host.display().to_string();
+    bash(
+        &d,
+        &format!(
+            "set -e; cd {h}; echo hello > f; mkdir -p tree/sub; echo deep > tree/sub/g; \
+             ln -s sub/g tree/link"
+        ),
+    )
+    .ok();
+    d.nook(&["run", "-d", "--name", "s", IMG, "sleep", "60"])
+        .ok();
+    // host -> running container: into a directory, and as a new name
+    d.nook(&["cp", &format!("{h}/f"), "s:/tmp/"]).ok();
+    d.nook(&["cp", &format!("{h}/f"), "s:/tmp/renamed"]).ok();
+    d.nook(&["cp", &format!("{h}/tree"), "s:/tmp/t2"]).ok();
+    let out = d
+        .nook(&[
+            "exec",
+            "s",
+            "sh",
+            "-c",
+            "cat /tmp/f /tmp/renamed /tmp/t2/sub/g /tmp/t2/link",
+        ])
+        .ok();
+    assert_eq!(out, "hello\nhello\ndeep\ndeep\n");
+    // owned by the container's root unless -a
+    let out = d.nook(&["exec", "s", "sh", "-c", "ls -ln /tmp/f"]).ok();
+    assert!(out.contains(" 0 "), "{out}");
+    // running container -> host: a file, a tree, the contents form
+    d.nook(&["cp", "s:/tmp/t2", &format!("{h}/back")]).ok();
+    assert_eq!(
+        std::fs::read_to_string(host.join("back/sub/g")).unwrap(),
+        "deep\n"
+    );
+    assert_eq!(
+        std::fs::read_link(host.join("back/link")).unwrap(),
+        std::path::PathBuf::from("sub/g")
+    );
+    d.nook(&["cp", "s:/tmp/renamed", &h]).ok();
+    assert_eq!(
+        std::fs::read_to_string(host.join("renamed")).unwrap(),
+        "hello\n"
+    );
+    user_dir(&d, "host/into");
+    d.nook(&["cp", "s:/tmp/t2/.", &format!("{h}/into")]).ok();
+    assert!(host.join("into/sub/g").exists());
+    // tar streams both ways
+    let r = d.nook(&["cp", "s:/tmp/t2/sub", "-"]);
+    let mut a = tar::Archive::new(&r.out.stdout[..]);
+    let names: Vec<String> = a
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert_eq!(names, ["sub", "sub/g"], "{}", r.stderr());
+    let mut b = tar::Builder::new(Vec::new());
+    let mut hd = tar::Header::new_gnu();
+    hd.set_size(6);
+    hd.set_mode(0o644);
+    b.append_data(&mut hd, "from-tar", &b"stream"[..]).unwrap();
+    d.nook_stdin(&["cp", "-", "s:/tmp"], &b.into_inner().unwrap())
+        .ok();
+    assert_eq!(
+        d.nook(&["exec", "s", "cat", "/tmp/from-tar"]).ok(),
+        "stream"
+    );
+    // a stopped (created, never started) container, also after nookd restarts
+    d.nook(&["create", "--name", "c2", IMG, "cat", "/tmp/f"])
+        .ok();
+    d.nook(&["cp", &format!("{h}/f"), "c2:/tmp/f"]).ok();
+    d.restart();
+    d.nook(&["cp", "c2:/tmp/f", &format!("{h}/again")]).ok();
+    assert_eq!(
+        std::fs::read_to_string(host.join("again")).unwrap(),
+        "hello\n"
+    );
+    assert_eq!(d.nook(&["start", "-a", "c2"]).ok(), "hello\n");
+    // errors say what is wrong
+    let e = d.nook(&["cp", "s:/nope", &h]).fails();
+    assert!(e.contains("no such file or directory"), "{e}");
+    let e = d.nook(&["cp", &format!("{h}/f"), "s:/nodir/x"]).fails();
+    assert!(e.contains("no such directory"), "{e}");
+}
+
+#[test]
+fn cp_never_follows_a_symlink_out_of_the_container() {
+    let d = daemon();
+    let host = user_dir(&d, "outside");
+    let h = host.display().to_string();
+    std::fs::write(host.join("secret"), "host secret").unwrap();
+    d.nook(&["run", "-d", "--name", "s", IMG, "sleep", "60"])
+        .ok();
+    // the container points symlinks at the host's directory and above its own root
+    d.nook(&[
+        "exec",
+        "s",
+        "sh",
+        "-c",
+        &format!("ln -s {h} /tmp/abs && ln -s ../../../../../../../.. /tmp/up && mkdir -p {h}"),
+    ])
+    .ok();
+    let out = user_dir(&d, "got");
+    let o = out.display().to_string();
+    // reading through them finds the container's own paths (empty), never the host's file
+    for p in [format!("s:/tmp/abs/secret"), format!("s:/tmp/up{h}/secret")] {
+        let r = d.nook(&["cp", &p, &o]);
+        assert_ne!(r.code(), 0, "{p}: {}", r.stdout());
+        assert!(!out.join("secret").exists(), "{p}");
+    }
+    // writing through them lands inside the container, never on the host
+    std::fs::write(out.join("planted"), "x").unwrap();
+    let (uid, gid) = common::ids(&d.user);
+    std::os::unix::fs::chown(out.join("planted"), Some(uid), Some(gid)).unwrap();
+    d.nook(&["cp", &format!("{o}/planted"), "s:/tmp/abs/"]).ok();
+    d.nook(&["cp", &format!("{o}/planted"), &format!("s:/tmp/up{h}/p2")])
+        .ok();
+    assert!(!host.join("planted").exists() && !host.join("p2").exists());
+    let inside = d
+        .nook(&["exec", "s", "sh", "-c", &format!("cat {h}/planted {h}/p2")])
+        .ok();
+    assert_eq!(inside, "xx");
+    // a tar whose entry climbs out is refused
+    let mut b = tar::Builder::new(Vec::new());
+    let mut hd = tar::Header::new_gnu();
+    hd.set_size(1);
+    hd.set_mode(0o644);
+    hd.set_entry_type(tar::EntryType::Regular);
+    let name = b"../../../../../../../../tmp/escaped";
+    hd.as_old_mut().name[..name.len()].copy_from_slice(name);
+    hd.set_cksum();
+    b.append(&hd, &b"x"[..]).unwrap();
+    let e = d
+        .nook_stdin(&["cp", "-", "s:/tmp"], &b.into_inner().unwrap())
+        .fails();
+    assert!(e.contains("escaped") || e.contains("outside"), "{e}");
+    assert!(!std::path::Path::new("/tmp/escaped").exists());
+    // the symlink itself copies as a symlink
+    d.nook(&["cp", "s:/tmp/abs", &o]).ok();
+    assert_eq!(std::fs::read_link(out.join("abs")).unwrap(), host);
 }

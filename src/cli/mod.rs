@@ -5,6 +5,7 @@
 pub mod client;
 mod containers;
 mod content;
+mod cp;
 mod events;
 mod images;
 mod leases;
@@ -120,6 +121,9 @@ pub enum Command {
     Inspect(containers::ManyArgs),
     /// Show a container's processes.
     Top(containers::OneArgs),
+    /// Copy files between a container and the host (CONTAINER:PATH; - for a tar stream),
+    /// running or stopped.
+    Cp(cp::CpArgs),
     /// Manage containers (ctr-style): ls, info, rm, create.
     #[command(subcommand, visible_alias = "container", visible_alias = "c")]
     Containers(containers::ContainersCmd),
@@ -300,6 +304,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rm(a) => containers::rm(&ctx, a).await,
         Command::Inspect(a) => containers::inspect(&ctx, a).await,
         Command::Top(a) => containers::top(&ctx, a).await,
+        Command::Cp(a) => cp::cp(&ctx, a).await,
         Command::Containers(c) => containers::containers(&ctx, c).await,
         Command::Tasks(c) => containers::tasks(&ctx, c).await,
         Command::Snapshots(a) => snapshots::run(&ctx, a).await,
