@@ -565,3 +565,45 @@ fn cp_never_follows_a_symlink_out_of_the_container() {
     d.nook(&["cp", "s:/tmp/abs", &o]).ok();
     assert_eq!(std::fs::read_link(out.join("abs")).unwrap(), host);
 }
+
+/// The README tour's published web server answers with a real page, as the tour says.
+#[test]
+fn readme_tour_serves_a_real_page() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let line = |start: &str| {
+        readme
+            .lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("README has no line starting {start:?}"))
+            .to_string()
+    };
+    let run = line("nook run -d --name web -p 8080:80 busybox");
+    let curl = line("curl http://127.0.0.1:8080/");
+    let said = curl
+        .split('"')
+        .nth(1)
+        .expect("the tour says what curl prints")
+        .to_string();
+    let cp = line("nook cp web:");
+    let d = daemon();
+    d.nook(&["tag", IMG, "busybox"]).ok();
+    let port = free_port();
+    bash(&d, &run.replace("8080", &port.to_string())).ok();
+    let mut body = None;
+    wait_until("the tour's web server answers", || {
+        body = http_get(port);
+        body.is_some()
+    });
+    assert_eq!(body.unwrap().trim(), said);
+    // and the tour's `nook cp` brings the page out
+    let dir = user_dir(&d, "tour");
+    let cp = cp.split('#').next().unwrap().trim().to_string();
+    bash(&d, &format!("cd {} && {cp}", dir.display())).ok();
+    assert_eq!(
+        std::fs::read_to_string(dir.join("index.html"))
+            .unwrap()
+            .trim(),
+        said
+    );
+}
