@@ -529,7 +529,10 @@ fn cp_never_follows_a_symlink_out_of_the_container() {
     let out = user_dir(&d, "got");
     let o = out.display().to_string();
     // reading through them finds the container's own paths (empty), never the host's file
-    for p in [format!("s:/tmp/abs/secret"), format!("s:/tmp/up{h}/secret")] {
+    for p in [
+        "s:/tmp/abs/secret".to_string(),
+        format!("s:/tmp/up{h}/secret"),
+    ] {
         let r = d.nook(&["cp", &p, &o]);
         assert_ne!(r.code(), 0, "{p}: {}", r.stdout());
         assert!(!out.join("secret").exists(), "{p}");

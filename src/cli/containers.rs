@@ -876,7 +876,7 @@ pub async fn ps(ctx: &Ctx, a: PsArgs) -> anyhow::Result<ExitCode> {
     let mut cs = list(&c, all).await?;
     cs.retain(|x| filter.matches(x));
     if let Some(n) = a.last.or(a.latest.then_some(1)) {
-        cs.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        cs.sort_by_key(|x| std::cmp::Reverse(x.created_at));
         cs.truncate(n);
     }
     let rows: Vec<output::Row> = cs.iter().map(|x| ps_row(x, &a.list)).collect();

@@ -75,14 +75,14 @@ pub async fn cp(ctx: &Ctx, a: CpArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn stat(c: &Client, id: &str, path: &str) -> anyhow::Result<pb::PathStat> {
-    Ok(client(c)
+    client(c)
         .stat_path(c.req(pb::PathRequest {
             id: id.into(),
             path: path.into(),
             name: String::new(),
         }))
         .await
-        .or_fail()?)
+        .or_fail()
 }
 
 /// Container → host.

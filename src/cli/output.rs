@@ -289,13 +289,13 @@ fn column_title(header: &[&str], titles: &[(&str, &str)], name: &str) -> String 
         return h.to_string();
     }
     let mut out = String::new();
-    for (i, ch) in name.chars().enumerate() {
-        if i > 0
-            && ch.is_ascii_uppercase()
-            && !name[..i].ends_with(|c: char| c.is_ascii_uppercase())
-        {
+    let mut prev_upper = true;
+    for ch in name.chars() {
+        let upper = ch.is_ascii_uppercase();
+        if upper && !prev_upper {
             out.push(' ');
         }
+        prev_upper = upper;
         out.push(ch.to_ascii_uppercase());
     }
     out

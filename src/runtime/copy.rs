@@ -352,8 +352,7 @@ mod tests {
         e.read_to_string(&mut s).unwrap();
         assert_eq!(s, "box\n");
         // an absolute symlink to the host's directory is the container's path of that name
-        let secret = format!("/abs/secret");
-        let e = tar_out(r, &secret, "s", Vec::new())
+        let e = tar_out(r, "/abs/secret", "s", Vec::new())
             .unwrap_err()
             .to_string();
         assert!(e.contains("no such"), "{e}");
