@@ -259,7 +259,10 @@ pub fn main() -> ExitCode {
         Err(e) if is_broken_pipe(&e) => ExitCode::from(EXIT_CLOSED_PIPE as u8),
         Err(e) => {
             eprintln!("nook: {e:#}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<client::ExitWith>() {
+                Some(x) => ExitCode::from(x.code),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -57,7 +57,8 @@ pub struct CreateArgs {
     /// Read environment variables from a file.
     #[arg(long = "env-file")]
     pub env_file: Vec<std::path::PathBuf>,
-    /// Bind mount: /host/path:/container/path[:ro].
+    /// Bind mount: /host/path:/container/path[:ro]; a host path starting with ./ or ../ is
+    /// relative to the current directory.
     #[arg(short = 'v', long = "volume")]
     pub volume: Vec<String>,
     /// Mount a tmpfs: /path[:options].
@@ -90,9 +91,22 @@ pub struct CreateArgs {
     /// All capabilities within the user namespace, no seccomp, no masked paths.
     #[arg(long)]
     pub privileged: bool,
-    /// seccomp=unconfined | seccomp=PROFILE.json | no-new-privileges[=false].
+    /// seccomp=unconfined | seccomp=PROFILE.json | no-new-privileges[=true|false] (off by
+    /// default, as in docker: setuid programs work).
     #[arg(long = "security-opt")]
     pub security_opt: Vec<String>,
+    /// Add a supplementary group (a group name of the image, or a gid).
+    #[arg(long = "group-add")]
+    pub group_add: Vec<String>,
+    /// A process limit NAME=SOFT[:HARD] (core, cpu, data, fsize, locks, memlock, msgqueue,
+    /// nice, nofile, nproc, rss, rtprio, rttime, sigpending, stack; -1 = unlimited). Default
+    /// open files: nookd's hard limit.
+    #[arg(long = "ulimit")]
+    pub ulimit: Vec<String>,
+    /// Run tini as pid 1 in front of the command: it reaps zombies and forwards signals
+    /// (needs the package tini).
+    #[arg(long)]
+    pub init: bool,
     /// OCI runtime (a name from [runtimes] in config.toml).
     #[arg(long)]
     pub runtime: Option<String>,
@@ -114,6 +128,9 @@ pub struct CreateArgs {
     /// free host port), or ranges like 8000-8005:80-85.
     #[arg(short = 'p', long = "publish")]
     pub publish: Vec<String>,
+    /// Publish every port the image EXPOSEs on a free host port (`nook port` shows which).
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
     /// How published ports reach the container: relay (nookd relays each connection; the
     /// port also answers at the container's address on its network) or direct (the
     /// container's listening socket is made on the host: no relay, loopback speed). Default:

@@ -36,6 +36,19 @@ fn env_list(a: &CreateArgs) -> anyhow::Result<Vec<String>> {
     Ok(env)
 }
 
+/// `-v` values with relative host paths (`./data`) made absolute against this directory.
+fn volumes(given: &[String]) -> anyhow::Result<Vec<String>> {
+    if !given.iter().any(|v| v.starts_with('.')) {
+        return Ok(given.to_vec());
+    }
+    let cwd = std::env::current_dir()
+        .map_err(|e| anyhow::anyhow!("finding the current directory for a relative -v: {e}"))?;
+    Ok(given
+        .iter()
+        .map(|v| crate::runtime::spec::absolute_volume(v, &cwd))
+        .collect())
+}
+
 fn create_request(a: &CreateArgs) -> anyhow::Result<pb::CreateRequest> {
     let mut profiles = HashMap::new();
     for o in &a.security_opt {
@@ -69,7 +82,7 @@ fn create_request(a: &CreateArgs) -> anyhow::Result<pb::CreateRequest> {
         read_only: a.read_only,
         tty: a.tty,
         stdin: a.interactive,
-        volumes: a.volume.clone(),
+        volumes: volumes(&a.volume)?,
         tmpfs: a.tmpfs.clone(),
         cap_add: a.cap_add.clone(),
         cap_drop: a.cap_drop.clone(),
@@ -84,6 +97,10 @@ fn create_request(a: &CreateArgs) -> anyhow::Result<pb::CreateRequest> {
         publish: a.publish.clone(),
         restart: a.restart.clone(),
         port_driver: a.port_driver.clone().unwrap_or_default(),
+        publish_all: a.publish_all,
+        init: a.init,
+        group_add: a.group_add.clone(),
+        ulimits: a.ulimit.clone(),
     })
 }
 
