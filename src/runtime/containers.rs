@@ -545,6 +545,43 @@ impl Manager {
         Ok(format!("nook_{}", &new_id()[..8]))
     }
 
+    /// Runs `f` on the container's root filesystem (mounted first if it is not: a stopped
+    /// container's after a nookd restart), off the async threads, holding the container's
+    /// lock so that a removal waits for it (`nook cp`).
+    pub async fn with_rootfs<T: Send + 'static>(
+        &self,
+        d: &Arc<Daemon>,
+        ns: &str,
+        r: &ContainerRecord,
+        f: impl FnOnce(&Path) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (key, lock) = self.op_lock(ns, &r.id);
+        let res = async {
+            let _held = lock.lock().await;
+            if d.store
+                .get::<ContainerRecord>(CONTAINERS, ns, &r.id)?
+                .is_none()
+            {
+                return Err(Error::NotFound(format!("container {} was removed", r.name)));
+            }
+            let rootfs = self.rootfs(ns, &r.id);
+            if !is_mountpoint(&rootfs) {
+                let sn = d.snapshotters.get(Some(&r.snapshotter))?;
+                let mounts =
+                    crate::snapshot::Snapshotter::mounts(sn.as_ref(), ns, &r.snapshot_key)?;
+                std::fs::create_dir_all(&rootfs)
+                    .map_err(|e| Error::io(format!("creating {}", rootfs.display()), e))?;
+                crate::snapshot::mount::mount_all(&mounts, &rootfs)?;
+            }
+            tokio::task::spawn_blocking(move || f(&rootfs))
+                .await
+                .map_err(|e| Error::Internal(format!("copy thread: {e}")))?
+        }
+        .await;
+        self.op_unlock(&key, lock);
+        res
+    }
+
     /// Makes sure the bundle (config.json, /etc files) and the mounted rootfs are in place.
     async fn ensure_bundle(&self, d: &Arc<Daemon>, ns: &str, r: &ContainerRecord) -> Result<()> {
         let bundle = self.tasks.bundle_dir(ns, &r.id);
