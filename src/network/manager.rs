@@ -163,15 +163,27 @@ pub struct Settings {
     pub host_resolv: String,
 }
 
+/// A container's published host ports, bound by [`Manager::publish`] for its shim, which holds
+/// them for the container's whole life (nookd may restart meanwhile).
+#[derive(Debug, Default)]
+pub struct HeldPorts {
+    /// The mappings as bound, each with its host socket.
+    pub ports: Vec<(PortMapping, OwnedFd)>,
+    /// Where the shim relays them; None for direct ports (the container's binds take them).
+    pub relay: Option<forward::RelayTarget>,
+}
+
 /// The network subsystem.
 pub struct Manager {
     store: Arc<Store>,
     s: Settings,
     ops: Mutex<()>,
     factory: Mutex<Option<Arc<SocketFactory>>>,
+    /// Relays served by nookd itself: only for containers whose shim does not relay (started
+    /// by a nook before shims relayed), adopted at [`Manager::reconcile`].
     listeners: Mutex<HashMap<String, Vec<tokio::task::JoinHandle<()>>>>,
-    /// Host sockets bound for direct ports, until the container's shim takes them.
-    direct: Mutex<HashMap<String, Vec<(PortMapping, OwnedFd)>>>,
+    /// Host sockets bound by [`Manager::publish`], until the container's shim takes them.
+    held: Mutex<HashMap<String, HeldPorts>>,
     handle: Option<tokio::runtime::Handle>,
 }
 
@@ -218,7 +230,7 @@ impl Manager {
             ops: Mutex::new(()),
             factory: Mutex::new(None),
             listeners: Mutex::new(HashMap::new()),
-            direct: Mutex::new(HashMap::new()),
+            held: Mutex::new(HashMap::new()),
             handle: tokio::runtime::Handle::try_current().ok(),
         }
     }
@@ -864,50 +876,42 @@ impl Manager {
                 ))
             }
         };
-        let handle = self.handle.clone().ok_or_else(|| {
-            Error::Internal("port publishing needs the daemon's tokio runtime".into())
-        })?;
-        let f = self
-            .factory
+        let relay = if a.direct {
+            None
+        } else {
+            // the network is up (the shim's relay joins its namespace)
+            let transparent = self
+                .factory
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .map(|f| f.transparent.load(std::sync::atomic::Ordering::Relaxed))
+                .ok_or_else(|| {
+                    Error::Unavailable("the network subsystem is not initialized".into())
+                })?;
+            Some(forward::RelayTarget {
+                netns: self.s.netns.clone(),
+                ip: target_ip,
+                transparent,
+            })
+        };
+        // bound here, so that a port in use fails `run`; the shim takes the sockets (relayed
+        // ports listen at once and wait in the backlog; direct ones wait for the container)
+        let mut ports = Vec::new();
+        for m in &a.ports {
+            let (fd, m) = if a.direct {
+                forward::reserve(m)?
+            } else {
+                let (b, m) = forward::bind(m)?;
+                (OwnedFd::from(b), m)
+            };
+            ports.push((m, fd));
+        }
+        let published: Vec<PortMapping> = ports.iter().map(|(m, _)| m.clone()).collect();
+        self.held
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or_else(|| Error::Unavailable("the network subsystem is not initialized".into()))?;
-        let mut published = Vec::new();
-        if a.direct {
-            // the shim takes the bound sockets and hands them to the container's binds
-            let mut held = Vec::new();
-            for m in &a.ports {
-                let (fd, m) = forward::reserve(m)?;
-                published.push(m.clone());
-                held.push((m, fd));
-            }
-            self.direct
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(holder(ns, id), held);
-        } else {
-            let mut bound = Vec::new();
-            for m in &a.ports {
-                bound.push(forward::bind(m)?);
-            }
-            let mut tasks = Vec::new();
-            for (b, m) in bound {
-                let t = forward::target(target_ip, m.container_port);
-                match forward::serve(&handle, b, t, f.clone()) {
-                    Ok(task) => tasks.push(task),
-                    Err(e) => {
-                        tasks.iter().for_each(|t| t.abort());
-                        return Err(e);
-                    }
-                }
-                published.push(m);
-            }
-            self.listeners
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(holder(ns, id), tasks);
-        }
+            .insert(holder(ns, id), HeldPorts { ports, relay });
         a.published = published.clone();
         self.store.write(|tx| {
             if tx.get::<AttachmentRecord>(NETWORKS, ns, id)?.is_some() {
@@ -918,14 +922,45 @@ impl Manager {
         Ok(published)
     }
 
-    /// The host sockets bound for a direct-port container by [`Manager::publish`], for its
-    /// shim (empty for relayed ports).
-    pub fn take_direct(&self, ns: &str, id: &str) -> Vec<(PortMapping, OwnedFd)> {
-        self.direct
+    /// The host sockets bound by [`Manager::publish`], for the container's shim to hold and
+    /// serve (relay, or hand to the container's binds).
+    pub fn take_held(&self, ns: &str, id: &str) -> HeldPorts {
+        self.held
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&holder(ns, id))
             .unwrap_or_default()
+    }
+
+    /// Relays the ports [`Manager::publish`] bound from nookd itself rather than from the
+    /// shim: for a running container whose shim does not relay (one started by an older
+    /// nook), whose ports would otherwise stay closed. Blocking.
+    pub fn serve_here(&self, ns: &str, id: &str) -> Result<()> {
+        let held = self.take_held(ns, id);
+        let Some(relay) = held.relay else {
+            return Ok(());
+        };
+        let handle = self.handle.clone().ok_or_else(|| {
+            Error::Internal("port publishing needs the daemon's tokio runtime".into())
+        })?;
+        let f = self
+            .factory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| Error::Unavailable("the network subsystem is not initialized".into()))?;
+        let tasks = forward::serve_all(&handle, held.ports, relay.ip, &f)?;
+        self.listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(holder(ns, id), tasks);
+        Ok(())
+    }
+
+    /// Whether every published port of the attachment is held (by its shim): a bind of it
+    /// fails as in use. Adopting a running container's relay at start relies on it.
+    fn ports_held(a: &AttachmentRecord) -> bool {
+        a.published.iter().all(|m| forward::bind(m).is_err())
     }
 
     /// Closes the container's published ports (when it stops). Never fails.
@@ -940,7 +975,7 @@ impl Manager {
                 t.abort();
             }
         }
-        self.take_direct(ns, id);
+        self.take_held(ns, id);
         let _ = self.store.write(|tx| {
             if let Some(mut a) = tx.get::<AttachmentRecord>(NETWORKS, ns, id)? {
                 if !a.published.is_empty() {
@@ -1070,15 +1105,21 @@ impl Manager {
             self.ensure_bridge(&n)?;
         }
         for a in running {
-            // direct ports live in the container's sockets (held by its shim): nothing to do
-            if !a.ports.is_empty() && !a.direct {
-                if let Err(e) = self.publish(&a.namespace, &a.container_id) {
-                    tracing::warn!(
-                        "republishing the ports of {}/{}: {e}",
-                        a.namespace,
-                        a.container_id
-                    );
-                }
+            // the container's shim holds its ports and relays them (or the container's own
+            // sockets serve them, direct): adopted as they are, connections and all
+            if a.ports.is_empty() || a.direct {
+                continue;
+            }
+            if !a.published.is_empty() && Self::ports_held(&a) {
+                continue;
+            }
+            // nobody holds them (a shim of an older nook relayed nothing): nookd relays
+            let (ns, id) = (&a.namespace, &a.container_id);
+            if let Err(e) = self
+                .publish(ns, id)
+                .and_then(|_| self.serve_here(ns, id))
+            {
+                tracing::warn!("republishing the ports of {ns}/{id}: {e}");
             }
         }
         Ok(out)
@@ -1334,10 +1375,15 @@ mod tests {
         assert_eq!(peer, from_b);
         // publish a's port on the host's 127.0.0.1 and go through it
         let m2 = m.clone();
-        let published = tokio::task::spawn_blocking(move || m2.publish("default", "aaaa"))
-            .await
-            .unwrap()
-            .unwrap();
+        // (relayed here by the manager, as for an adopted container; a shim serves them
+        // with the same forward::serve_all)
+        let published = tokio::task::spawn_blocking(move || {
+            let p = m2.publish("default", "aaaa")?;
+            m2.serve_here("default", "aaaa").map(|_| p)
+        })
+        .await
+        .unwrap()
+        .unwrap();
         assert_eq!(published.len(), 1);
         let port = published[0].host_port;
         assert_ne!(port, 0);
@@ -1376,7 +1422,9 @@ mod tests {
             m2.store
                 .write(|tx| tx.put(NETWORKS, "default", "aaaa", &a))
                 .unwrap();
-            m2.publish("default", "aaaa").unwrap()[0].host_port
+            let p = m2.publish("default", "aaaa").unwrap()[0].host_port;
+            m2.serve_here("default", "aaaa").unwrap();
+            p
         })
         .await
         .unwrap();
@@ -1574,6 +1622,7 @@ mod bench {
                 )
                 .unwrap();
             let p = m2.publish("default", "iperf").unwrap()[0].host_port;
+            m2.serve_here("default", "iperf").unwrap();
             (a, p)
         })
         .await

@@ -567,7 +567,7 @@ impl Manager {
         })
         .await
         .map_err(|e| Error::Internal(format!("publishing ports: {e}")))??;
-        let direct = d.network.take_direct(ns, &r.id);
+        let held = d.network.take_held(ns, &r.id);
         let pid = match self
             .tasks
             .spawn(
@@ -578,7 +578,7 @@ impl Manager {
                 r.stdin,
                 start_now,
                 hold_output,
-                direct,
+                held,
             )
             .await
         {

@@ -7,7 +7,7 @@
 //! Everything is under the runtime state directory (`$XDG_RUNTIME_DIR`), which outlives nookd
 //! but not a reboot — like the processes it describes.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use tokio::io::AsyncBufReadExt;
 
 use super::plugin::RuntimeBinary;
 use crate::error::{Error, IoContext, Result};
-use crate::network::ports::PortMapping;
+use crate::network::manager::HeldPorts;
 use crate::shim::client::ShimClient;
 use crate::shim::server::Ready;
 use crate::shim::{files, ExitInfo, ShimConfig, TaskState};
@@ -176,7 +176,7 @@ impl Tasks {
         stdin: bool,
         start: bool,
         hold_output: bool,
-        direct: Vec<(PortMapping, OwnedFd)>,
+        held: HeldPorts,
     ) -> Result<(ShimClient, i32)> {
         let bundle = self.bundle_dir(ns, id);
         let root = self.runtime_root(&rt.name);
@@ -192,9 +192,10 @@ impl Tasks {
             stdin,
             start,
             hold_output,
-            direct_ports: direct.iter().map(|(m, _)| m.clone()).collect(),
+            ports: held.ports.iter().map(|(m, _)| m.clone()).collect(),
             // the shim finds them at 3, 4, ...
-            direct_fds: (0..direct.len() as i32).map(|i| 3 + i).collect(),
+            port_fds: (0..held.ports.len() as i32).map(|i| 3 + i).collect(),
+            relay: held.relay.clone(),
         };
         let p = bundle.join(files::CONFIG);
         std::fs::write(&p, serde_json::to_vec(&cfg)?).ctx(|| format!("writing {}", p.display()))?;
@@ -204,8 +205,8 @@ impl Tasks {
             .open(bundle.join(files::SHIM_LOG))
             .ctx(|| "opening the shim log".into())?;
         let mut cmd = tokio::process::Command::new(&self.shim);
-        if !direct.is_empty() {
-            let fds: Vec<i32> = direct.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
+        if !held.ports.is_empty() {
+            let fds: Vec<i32> = held.ports.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
             // SAFETY: only async-signal-safe calls (fcntl, dup2) between fork and exec.
             unsafe {
                 cmd.pre_exec(move || {
@@ -237,7 +238,7 @@ impl Tasks {
             .spawn()
             .ctx(|| format!("starting {}", self.shim.display()))?;
         // the shim has its copies: ours must not keep the ports bound when it hands them on
-        drop(direct);
+        drop(held);
         let out = child
             .stdout
             .take()
