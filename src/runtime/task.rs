@@ -356,21 +356,41 @@ impl Tasks {
 
 /// Reads a container's json-file log: lines after the last `tail` ones (all when None).
 pub fn read_log(bundle: &Path, tail: Option<usize>) -> Result<Vec<crate::shim::LogLine>> {
+    Ok(read_log_at(bundle, tail)?
+        .0
+        .into_iter()
+        .map(|(l, _)| l)
+        .collect())
+}
+
+/// As [`read_log`], each line with the byte offset just after it, and the offset where the
+/// complete lines end (a line still being written is left for the next read).
+#[allow(clippy::type_complexity)]
+pub fn read_log_at(
+    bundle: &Path,
+    tail: Option<usize>,
+) -> Result<(Vec<(crate::shim::LogLine, u64)>, u64)> {
     let p = bundle.join(files::LOG);
-    let text = match std::fs::read_to_string(&p) {
+    let mut bytes = match std::fs::read(&p) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(Error::io(format!("reading {}", p.display()), e)),
     };
-    let mut lines: Vec<crate::shim::LogLine> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let end = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    bytes.truncate(end);
+    let mut lines = Vec::new();
+    let mut off = 0u64;
+    for l in bytes.split_inclusive(|b| *b == b'\n') {
+        off += l.len() as u64;
+        if let Ok(line) = serde_json::from_slice(l) {
+            lines.push((line, off));
+        }
+    }
     if let Some(n) = tail {
         let skip = lines.len().saturating_sub(n);
         lines.drain(..skip);
     }
-    Ok(lines)
+    Ok((lines, end as u64))
 }
 
 #[cfg(test)]
