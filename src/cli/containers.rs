@@ -105,8 +105,8 @@ pub struct CreateArgs {
     /// free host port), or ranges like 8000-8005:80-85.
     #[arg(short = 'p', long = "publish")]
     pub publish: Vec<String>,
-    /// How published ports reach the container: relay (nookd relays each connection; the
-    /// port also answers at the container's address on its network) or direct (the
+    /// How published ports reach the container: relay (the container's shim relays each
+    /// connection; the port also answers at the container's address on its network) or direct (the
     /// container's listening socket is made on the host: no relay, loopback speed). Default:
     /// the daemon's [network] port_driver.
     #[arg(long, value_parser = ["relay", "direct"])]

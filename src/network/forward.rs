@@ -1,5 +1,7 @@
-//! Published ports: listeners in the host's network namespace (nookd's own) whose connections
-//! are relayed into the containers' namespace.
+//! Published ports: listeners in the host's network namespace whose connections are relayed
+//! into the containers' namespace. nookd binds them ([`bind`]) and hands them to the
+//! container's shim, which serves them ([`serve_all`]) for as long as the container runs:
+//! the shim outlives nookd, so a daemon restart cuts no connection and refuses none.
 //!
 //! TCP connections are relayed with splice(2), so the bytes never enter user space: by two
 //! threads per connection doing blocking splice (the fastest way measured), or, beyond
