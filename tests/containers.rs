@@ -659,7 +659,10 @@ fn logs_follow_goes_on_across_nookd_restarts() {
     // the follower ends with the container, having printed every line once, in order
     let t0 = Instant::now();
     while f.try_wait().unwrap().is_none() {
-        assert!(t0.elapsed() < Duration::from_secs(20), "logs -f did not end");
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "logs -f did not end"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let out = f.wait_with_output().unwrap();

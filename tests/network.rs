@@ -619,7 +619,11 @@ fn relay_threads_of(pid: u32) -> usize {
 /// Relay threads of container `id`'s shim, which relays its published ports (and asserts
 /// that nookd relays none).
 fn relay_threads(d: &Nookd, shim: u32) -> usize {
-    assert_eq!(relay_threads_of(d.pid()), 0, "nookd relays connections itself");
+    assert_eq!(
+        relay_threads_of(d.pid()),
+        0,
+        "nookd relays connections itself"
+    );
     relay_threads_of(shim)
 }
 
@@ -695,7 +699,9 @@ fn relayed_connections_carry_bulk_data_both_ways_and_leave_no_threads() {
     d.nook(&["rm", "-f", &id]).ok();
     let mut rest = Vec::new();
     let _ = (&s).read_to_end(&mut rest);
-    wait_until("the relay threads end after rm", || relay_threads(&d, shim) == 0);
+    wait_until("the relay threads end after rm", || {
+        relay_threads(&d, shim) == 0
+    });
 }
 
 #[test]
@@ -997,7 +1003,8 @@ fn relayed_download_survives_nookd_restarts_and_ports_stay_open() {
 
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.write_all(b"GET /big HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    s.write_all(b"GET /big HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
     let h = read_headers(&mut s);
     assert!(h.contains("200 OK"), "{h}");
     let mut sum = sha2::Sha256::new();
@@ -1043,4 +1050,88 @@ fn relayed_download_survives_nookd_restarts_and_ports_stay_open() {
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[test]
+fn relayed_port_across_stop_start_restart_and_a_restart_policy() {
+    let d = daemon();
+    let id = d
+        .nook(&[
+            "run",
+            "-d",
+            "--port-driver",
+            "relay",
+            "-p",
+            "127.0.0.1::80",
+            IMG,
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/www",
+        ])
+        .ok();
+    let id = id.trim().to_string();
+    let port = |d: &Nookd| -> u16 {
+        d.nook(&["port", &id])
+            .ok()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim().parse().ok())
+            .expect("a host port")
+    };
+    let p = port(&d);
+    wait_until("httpd answers", || http_get(p).is_some());
+    // the old shim holds the port until it exits: start and restart must not trip over it
+    d.nook(&["stop", "-t", "1", &id]).ok();
+    d.nook(&["start", &id]).ok();
+    let p = port(&d);
+    wait_until("httpd answers after stop and start", || {
+        http_get(p).is_some()
+    });
+    d.nook(&["restart", "-t", "1", &id]).ok();
+    let p = port(&d);
+    wait_until("httpd answers after restart", || http_get(p).is_some());
+    d.nook(&["rm", "-f", &id]).ok();
+    // a restart policy: the new task gets the same fixed port again
+    let fixed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let spec = format!("127.0.0.1:{fixed}:80");
+    let id = d
+        .nook(&[
+            "run",
+            "-d",
+            "--restart",
+            "always",
+            "-p",
+            &spec,
+            IMG,
+            "sh",
+            "-c",
+            "httpd -p 80 -h /www; sleep 2; exit 3",
+        ])
+        .ok();
+    let id = id.trim().to_string();
+    wait_until("restarted at least once", || {
+        let j = d.nook(&["inspect", &id]).ok();
+        let n = j
+            .split("\"RestartCount\":")
+            .nth(1)
+            .map(|r| {
+                r.trim_start()
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit())
+                    .collect::<String>()
+            })
+            .unwrap_or_default();
+        !n.is_empty() && n != "0"
+    });
+    wait_until("httpd answers after the policy restarted it", || {
+        http_get(fixed).is_some()
+    });
+    d.nook(&["rm", "-f", &id]).ok();
 }

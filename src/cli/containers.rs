@@ -940,9 +940,15 @@ fn connection_lost(e: &tonic::Status) -> bool {
             | tonic::Code::Unknown
             | tonic::Code::Internal
             | tonic::Code::Cancelled
-    ) && ["h2 protocol", "transport", "connection", "broken pipe", "stream"]
-        .iter()
-        .any(|w| m.contains(w))
+    ) && [
+        "h2 protocol",
+        "transport",
+        "connection",
+        "broken pipe",
+        "stream",
+    ]
+    .iter()
+    .any(|w| m.contains(w))
 }
 
 /// Connects again to a nookd that went away, waiting up to [`RECONNECT_WAIT`] for it.

@@ -248,7 +248,12 @@ pub fn serve_all(
 ) -> Result<Vec<JoinHandle<()>>> {
     let mut tasks = Vec::new();
     for (m, fd) in ports {
-        match serve(handle, Bound::from_fd(m.proto, fd), target(ip, m.container_port), f.clone()) {
+        match serve(
+            handle,
+            Bound::from_fd(m.proto, fd),
+            target(ip, m.container_port),
+            f.clone(),
+        ) {
             Ok(t) => tasks.push(t),
             Err(e) => {
                 tasks.iter().for_each(|t| t.abort());

@@ -1115,10 +1115,7 @@ impl Manager {
             }
             // nobody holds them (a shim of an older nook relayed nothing): nookd relays
             let (ns, id) = (&a.namespace, &a.container_id);
-            if let Err(e) = self
-                .publish(ns, id)
-                .and_then(|_| self.serve_here(ns, id))
-            {
+            if let Err(e) = self.publish(ns, id).and_then(|_| self.serve_here(ns, id)) {
                 tracing::warn!("republishing the ports of {ns}/{id}: {e}");
             }
         }

@@ -122,6 +122,25 @@ impl Tasks {
         self.state.join("tasks").join(ns).join(id)
     }
 
+    /// Waits (up to `limit`) until the shim of the container's previous run has exited: it
+    /// holds that run's published ports until then, and the next run binds them again.
+    pub async fn wait_shim_gone(&self, ns: &str, id: &str, limit: Duration) {
+        let Some(pid) = std::fs::read_to_string(self.bundle_dir(ns, id).join(files::PID))
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        else {
+            return;
+        };
+        let alive = || {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "nook-shim")
+        };
+        let t0 = std::time::Instant::now();
+        while alive() && t0.elapsed() < limit {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// The runtime's `--root`: `<state>/runtime/<name>`.
     pub fn runtime_root(&self, runtime: &str) -> PathBuf {
         self.state.join("runtime").join(runtime)
