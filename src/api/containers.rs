@@ -27,14 +27,6 @@ pub fn service(d: Arc<Daemon>) -> pb::containers_server::ContainersServer<Svc> {
         .max_decoding_message_size(super::MAX_MESSAGE)
 }
 
-/// Starts the subsystem: `--rm` bookkeeping of containers that ran while nookd was away.
-pub async fn init(d: &Arc<Daemon>) {
-    match manager(d) {
-        Ok(m) => m.recover(d).await,
-        Err(e) => tracing::error!("containers: {e}"),
-    }
-}
-
 fn to_pb(s: &CStatus) -> pb::Container {
     let r = &s.record;
     let t = s.task.as_ref();
@@ -621,7 +613,7 @@ impl Svc {
             c.resume().await
         };
         if res.is_ok() {
-            crate::daemon::events::publish(
+            self.0.events.publish(
                 &ns,
                 if pause {
                     "/tasks/paused"

@@ -1,6 +1,6 @@
 //! Containers (metadata records) and their tasks, as nookd manages them: create from an image
 //! (unpacked into a snapshot mounted at `<bundle>/rootfs`), start through a shim, stop, remove,
-//! and find again after a restart. The gRPC service ([`crate::api`]) is a thin layer over this.
+//! and find again after a restart. The gRPC service (the `api` module) is a thin layer over this.
 //!
 //! A container record lives in the CONTAINERS bucket as `<ns>/<id>`; its `snapshotter` and
 //! `snapshot_key` fields keep its snapshot from garbage collection. The task's live state is
@@ -153,6 +153,8 @@ pub struct Manager {
     exits_reported: std::sync::Mutex<std::collections::HashMap<String, String>>,
     /// The last restart delay per container (`<ns>/<id>`), see [`restart::next_delay`].
     backoff: std::sync::Mutex<std::collections::HashMap<String, Duration>>,
+    /// Where `/containers/*` and `/tasks/*` events go.
+    events: crate::events::Publisher,
 }
 
 static M: std::sync::OnceLock<Manager> = std::sync::OnceLock::new();
@@ -174,6 +176,7 @@ pub fn manager(d: &Daemon) -> Result<&'static Manager> {
         monitored: Default::default(),
         exits_reported: Default::default(),
         backoff: Default::default(),
+        events: d.events.clone(),
     }))
 }
 
@@ -464,7 +467,7 @@ impl Manager {
             return Err(e);
         }
         d.mutated(false);
-        crate::daemon::events::publish(
+        self.events.publish(
             ns,
             "/containers/create",
             &[
@@ -585,7 +588,7 @@ impl Manager {
                 return Err(e);
             }
         };
-        crate::daemon::events::publish(
+        self.events.publish(
             ns,
             if start_now {
                 "/tasks/start"
@@ -622,7 +625,7 @@ impl Manager {
                 let c = self.tasks.client(ns, &r.id);
                 c.start().await?;
                 let pid = c.state().await.map(|s| s.pid).unwrap_or(0);
-                crate::daemon::events::publish(
+                self.events.publish(
                     ns,
                     "/tasks/start",
                     &[
@@ -743,7 +746,7 @@ impl Manager {
             return;
         }
         tracing::info!(container = %id, policy = %rec.restart_policy, count, exit_code, "restarting");
-        crate::daemon::events::publish(
+        self.events.publish(
             ns,
             "/containers/update",
             &[
@@ -837,7 +840,7 @@ impl Manager {
             }
             seen.insert(key, e.exited_at.clone());
         }
-        crate::daemon::events::publish(
+        self.events.publish(
             ns,
             "/tasks/exit",
             &[
@@ -1085,7 +1088,7 @@ impl Manager {
             if let Some(e) = &exit {
                 self.report_exit(ns, r, e);
             }
-            crate::daemon::events::publish(
+            self.events.publish(
                 ns,
                 "/tasks/delete",
                 &[
@@ -1104,7 +1107,7 @@ impl Manager {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&format!("{ns}/{}", r.id));
-        crate::daemon::events::publish(
+        self.events.publish(
             ns,
             "/containers/delete",
             &[("id", r.id.clone()), ("name", r.name.clone())],
