@@ -601,37 +601,46 @@ impl pb::containers_server::Containers for Svc {
         let id = rec.id.clone();
         tokio::spawn(async move {
             use std::io::{BufRead, Seek};
-            let send_line = |l: &str| -> Option<pb::LogLine> {
-                let l: crate::shim::LogLine = serde_json::from_str(l).ok()?;
-                Some(pb::LogLine {
-                    time: l.time,
-                    stream: l.stream,
-                    data: l.log.into_bytes(),
+            let msg = |l: crate::shim::LogLine, offset: u64| pb::LogLine {
+                time: l.time,
+                stream: l.stream,
+                data: l.log.into_bytes(),
+                offset,
+                end: false,
+            };
+            // the first part: the tail of what is there (unless resuming a cut stream)
+            let mut pos = q.resume_at;
+            if q.resume_at == 0 {
+                let (lines, end) = match crate::runtime::task::read_log_at(&bundle, tail) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                };
+                pos = end;
+                for (l, off) in lines {
+                    if tx.send(Ok(msg(l, off))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            // a complete stream says so: one cut by nookd's end may be resumed by the client
+            let end = |pos| {
+                Ok(pb::LogLine {
+                    offset: pos,
+                    end: true,
+                    ..Default::default()
                 })
             };
-            // the first part: the tail of what is there
-            let lines = match crate::runtime::task::read_log(&bundle, tail) {
-                Ok(l) => l,
-                Err(e) => {
-                    let _ = tx.send(Err(e.into())).await;
-                    return;
-                }
-            };
-            let mut pos = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
-            for l in lines {
-                let msg = pb::LogLine {
-                    time: l.time,
-                    stream: l.stream,
-                    data: l.log.into_bytes(),
-                };
-                if tx.send(Ok(msg)).await.is_err() {
-                    return;
-                }
-            }
             if !q.follow {
+                let _ = tx.send(end(pos)).await;
                 return;
             }
-            let Ok(m) = manager_static() else { return };
+            let Ok(m) = manager_static() else {
+                let _ = tx.send(end(pos)).await;
+                return;
+            };
             loop {
                 let running = m
                     .tasks
@@ -647,8 +656,8 @@ impl pb::containers_server::Containers for Svc {
                                 break; // a partial line: read it whole next time
                             }
                             pos += line.len() as u64;
-                            if let Some(msg) = send_line(line.trim_end()) {
-                                if tx.send(Ok(msg)).await.is_err() {
+                            if let Ok(l) = serde_json::from_str(line.trim_end()) {
+                                if tx.send(Ok(msg(l, pos))).await.is_err() {
                                     return;
                                 }
                             }
@@ -657,6 +666,7 @@ impl pb::containers_server::Containers for Svc {
                     }
                 }
                 if !running {
+                    let _ = tx.send(end(pos)).await;
                     return;
                 }
                 if tx.is_closed() {

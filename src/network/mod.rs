@@ -55,12 +55,18 @@ pub fn link_exists_in(pid: i32, name: &str) -> bool {
         .unwrap_or(false)
 }
 
+mod attach;
 pub mod dns;
+mod firewall;
 pub mod forward;
+mod hosts;
 pub mod ipam;
 pub mod manager;
 pub mod netlink;
 pub mod netns;
+mod networks;
 pub mod ports;
+mod publish;
+mod reconcile;
 
 pub use manager::{AttachRequest, Attachment, Manager};

@@ -636,8 +636,14 @@ impl Manager {
         }
         let rt = plugin::resolve(&d.config, Some(&r.runtime))?;
         if st.task.is_some() {
-            // a previous run: clear the runtime's state of it
+            // a previous run: clear the runtime's state of it, and let its shim release the
+            // published ports (it exits just after the exit was collected)
             self.tasks.runtime_delete(&rt, &r.id).await?;
+            if d.network.ports(ns, &r.id).is_ok_and(|p| !p.is_empty()) {
+                self.tasks
+                    .wait_shim_gone(ns, &r.id, Duration::from_secs(5))
+                    .await;
+            }
         }
         self.ensure_bundle(d, ns, r).await?;
         // the network (made again if a reboot took its namespace) and the published ports:
@@ -649,19 +655,10 @@ impl Manager {
         })
         .await
         .map_err(|e| Error::Internal(format!("publishing ports: {e}")))??;
-        let direct = d.network.take_direct(ns, &r.id);
+        let held = d.network.take_held(ns, &r.id);
         let pid = match self
             .tasks
-            .spawn(
-                ns,
-                &r.id,
-                &rt,
-                r.tty,
-                r.stdin,
-                start_now,
-                hold_output,
-                direct,
-            )
+            .spawn(ns, &r.id, &rt, r.tty, r.stdin, start_now, hold_output, held)
             .await
         {
             Ok((_, pid)) => pid,

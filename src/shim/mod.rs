@@ -85,13 +85,17 @@ pub struct ShimConfig {
     /// just after the start, and must not miss the first lines).
     #[serde(default)]
     pub hold_output: bool,
-    /// Published ports served directly by the container's own sockets ([`direct`]), with
-    /// host port resolved.
+    /// The container's published ports, host port resolved: relayed by the shim when
+    /// `relay` is set, else served directly by the container's own sockets ([`direct`]).
     #[serde(default)]
-    pub direct_ports: Vec<crate::network::ports::PortMapping>,
-    /// The inherited descriptors holding those host ports, one per entry of `direct_ports`.
+    pub ports: Vec<crate::network::ports::PortMapping>,
+    /// The inherited descriptors holding those host ports, one per entry of `ports`.
     #[serde(default)]
-    pub direct_fds: Vec<i32>,
+    pub port_fds: Vec<i32>,
+    /// Where to relay `ports` ([`crate::network::forward`]): the shim outlives nookd, so
+    /// relayed connections survive a daemon restart, and the ports stay open meanwhile.
+    #[serde(default)]
+    pub relay: Option<crate::network::forward::RelayTarget>,
 }
 
 /// How a process ended.

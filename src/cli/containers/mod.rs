@@ -131,8 +131,8 @@ pub struct CreateArgs {
     /// Publish every port the image EXPOSEs on a free host port (`nook port` shows which).
     #[arg(short = 'P', long = "publish-all")]
     pub publish_all: bool,
-    /// How published ports reach the container: relay (nookd relays each connection; the
-    /// port also answers at the container's address on its network) or direct (the
+    /// How published ports reach the container: relay (the container's shim relays each
+    /// connection; the port also answers at the container's address on its network) or direct (the
     /// container's listening socket is made on the host: no relay, loopback speed). Default:
     /// the daemon's [network] port_driver.
     #[arg(long, value_parser = ["relay", "direct"])]
