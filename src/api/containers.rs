@@ -14,9 +14,7 @@ use super::namespace;
 use crate::daemon::Daemon;
 use crate::error::Error;
 use crate::proto::containers as pb;
-use crate::runtime::containers::{
-    manager, ContainerRecord, CreateOptions, Manager, Status as CStatus,
-};
+use crate::runtime::containers::{ContainerRecord, CreateOptions, Manager, Status as CStatus};
 use crate::shim::client::{decode, ShimEvents, ShimInput};
 use crate::shim::{Event, Input};
 
@@ -81,12 +79,12 @@ fn to_pb_net(d: &Daemon, ns: &str, s: &CStatus) -> pb::Container {
 type OutStream = Pin<Box<dyn Stream<Item = Result<pb::Output, Status>> + Send>>;
 
 impl Svc {
-    fn m(&self) -> Result<&'static Manager, Status> {
-        manager(&self.0).map_err(Status::from)
+    fn m(&self) -> Result<&Arc<Manager>, Status> {
+        self.0.containers().map_err(Status::from)
     }
 
     fn find(&self, ns: &str, id: &str) -> Result<ContainerRecord, Status> {
-        self.m()?.find(&self.0, ns, id).map_err(Status::from)
+        self.m()?.find(ns, id).map_err(Status::from)
     }
 
     async fn get_pb(&self, ns: &str, r: ContainerRecord) -> Result<pb::Container, Status> {
@@ -138,8 +136,8 @@ where
                 }
                 Ok(Some(Event::Exit(e))) => {
                     if let Some((d, ns, rec)) = &remove_after {
-                        if let Ok(m) = manager(d) {
-                            if let Err(e) = m.remove(d, ns, rec, true).await {
+                        if let Ok(m) = d.containers() {
+                            if let Err(e) = m.remove(ns, rec, true).await {
                                 tracing::warn!(container = %rec.id, "auto-remove: {e}");
                             }
                         }
@@ -238,15 +236,15 @@ impl pb::containers_server::Containers for Svc {
             restart: q.restart,
             port_driver: q.port_driver,
         };
-        let rec = self.m()?.create(&self.0, &ns, o).await?;
+        let rec = self.m()?.create(&ns, o).await?;
         Ok(Response::new(self.get_pb(&ns, rec).await?))
     }
 
     async fn start(&self, r: Request<pb::ContainerRef>) -> Result<Response<pb::Container>, Status> {
         let ns = namespace(&r)?;
         let rec = self.find(&ns, &r.get_ref().id)?;
-        self.m()?.user_started(&self.0, &ns, &rec)?;
-        self.m()?.start(&self.0, &ns, &rec).await?;
+        self.m()?.user_started(&ns, &rec)?;
+        self.m()?.start(&ns, &rec).await?;
         Ok(Response::new(self.get_pb(&ns, rec).await?))
     }
 
@@ -262,13 +260,13 @@ impl pb::containers_server::Containers for Svc {
         let m = self.m()?;
         let rec = self.find(&ns, &first.id)?;
         if first.start {
-            m.user_started(&self.0, &ns, &rec)?;
-            m.create_task(&self.0, &ns, &rec, true, true).await?;
+            m.user_started(&ns, &rec)?;
+            m.create_task(&ns, &rec, true, true).await?;
         }
         let client = m.tasks.client(&ns, &rec.id);
         let stream = client.attach(first.stdin, first.start).await?;
         if first.start {
-            m.watch_auto_remove(&self.0, &ns, &rec);
+            m.watch_auto_remove(&ns, &rec);
         }
         let (events, mut input) = stream.split();
         for i in inputs(first.data, first.close_stdin, first.width, first.height) {
@@ -338,7 +336,7 @@ impl pb::containers_server::Containers for Svc {
     ) -> Result<Response<pb::ListResponse>, Status> {
         let ns = namespace(&r)?;
         let m = self.m()?;
-        let mut recs = m.records(&self.0, &ns)?;
+        let mut recs = m.records(&ns)?;
         recs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.name.cmp(&b.name)));
         let states =
             futures::future::join_all(recs.into_iter().map(|rec| m.status(&ns, rec))).await;
@@ -415,7 +413,7 @@ impl pb::containers_server::Containers for Svc {
             sig,
             libc::SIGKILL | libc::SIGTERM | libc::SIGINT | libc::SIGQUIT
         ) {
-            self.m()?.user_stopped(&self.0, &ns, &rec)?;
+            self.m()?.user_stopped(&ns, &rec)?;
         }
         self.m()?.kill(&ns, &rec, sig, q.all).await?;
         Ok(Response::new(pb::Empty {}))
@@ -425,7 +423,7 @@ impl pb::containers_server::Containers for Svc {
         let ns = namespace(&r)?;
         let q = r.into_inner();
         let rec = self.find(&ns, &q.id)?;
-        self.m()?.user_stopped(&self.0, &ns, &rec)?;
+        self.m()?.user_stopped(&ns, &rec)?;
         self.m()?
             .stop(&ns, &rec, Duration::from_secs(q.timeout as u64), q.signal)
             .await?;
@@ -446,7 +444,7 @@ impl pb::containers_server::Containers for Svc {
         let ns = namespace(&r)?;
         let q = r.into_inner();
         let rec = self.find(&ns, &q.id)?;
-        self.m()?.remove(&self.0, &ns, &rec, q.force).await?;
+        self.m()?.remove(&ns, &rec, q.force).await?;
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -457,7 +455,7 @@ impl pb::containers_server::Containers for Svc {
         let ns = namespace(&r)?;
         let q = r.into_inner();
         let rec = self.find(&ns, &q.id)?;
-        let m = self.m()?;
+        let m = self.m()?.clone();
         let bundle = m.tasks.bundle_dir(&ns, &rec.id);
         let log = bundle.join(crate::shim::files::LOG);
         let tail = (q.tail >= 0).then_some(q.tail as usize);
@@ -495,7 +493,6 @@ impl pb::containers_server::Containers for Svc {
             if !q.follow {
                 return;
             }
-            let Ok(m) = manager_static() else { return };
             loop {
                 let running = m
                     .tasks
@@ -578,7 +575,7 @@ impl pb::containers_server::Containers for Svc {
     ) -> Result<Response<pb::PruneContainersResponse>, Status> {
         let ns = namespace(&r)?;
         let before = crate::daemon::gc::disk_total(&self.0).await;
-        let removed = self.m()?.prune(&self.0, &ns).await?;
+        let removed = self.m()?.prune(&ns).await?;
         crate::daemon::gc::collect_now(&self.0).await?;
         let after = crate::daemon::gc::disk_total(&self.0).await;
         Ok(Response::new(pb::PruneContainersResponse {
@@ -626,10 +623,4 @@ impl Svc {
         })?;
         Ok(Response::new(pb::Empty {}))
     }
-}
-
-fn manager_static() -> Result<&'static Manager, Error> {
-    // the manager exists once any request reached this service
-    crate::runtime::containers::manager_if_made()
-        .ok_or_else(|| Error::Internal("containers manager not initialised".into()))
 }

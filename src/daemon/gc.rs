@@ -5,40 +5,15 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::gc::collect::{self, Report, GRACE};
-use crate::gc::scheduler::Policy;
 
 use super::Daemon;
 
-/// GC state kept by the daemon.
-pub struct GcState {
-    /// Held for reading by in-flight pulls, imports, unpacks and container creations; for
-    /// writing by a collection.
-    pub lock: tokio::sync::RwLock<()>,
-    pub policy: std::sync::Mutex<Policy>,
-    pub wake: tokio::sync::Notify,
-    pub runs: std::sync::atomic::AtomicU64,
-}
-
-impl GcState {
-    pub fn new(cfg: &crate::config::GcConfig) -> GcState {
-        GcState {
-            lock: tokio::sync::RwLock::new(()),
-            policy: std::sync::Mutex::new(Policy::new(cfg, Instant::now())),
-            wake: tokio::sync::Notify::new(),
-            runs: std::sync::atomic::AtomicU64::new(0),
-        }
-    }
-}
+pub use crate::gc::GcState;
 
 impl Daemon {
     /// Tells the GC scheduler that something changed (`deletion`: something was removed).
     pub fn mutated(&self, deletion: bool) {
-        self.gc
-            .policy
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .mutated(deletion, Instant::now());
-        self.gc.wake.notify_one();
+        self.gc.mutated(deletion);
     }
 }
 

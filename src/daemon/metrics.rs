@@ -445,7 +445,7 @@ pub fn add_container_refresher(metrics: &Metrics, d: &Arc<crate::daemon::Daemon>
         let (Some(d), Ok(handle)) = (weak.upgrade(), tokio::runtime::Handle::try_current()) else {
             return;
         };
-        let Some(mgr) = crate::runtime::containers::manager_if_made() else {
+        let Ok(mgr) = d.containers() else {
             m.set_containers(&[]);
             return;
         };
@@ -454,7 +454,7 @@ pub fn add_container_refresher(metrics: &Metrics, d: &Arc<crate::daemon::Daemon>
         };
         let mut samples = vec![];
         for ns in namespaces {
-            let Ok(records) = mgr.records(&d, &ns.name) else {
+            let Ok(records) = mgr.records(&ns.name) else {
                 continue;
             };
             for r in records {

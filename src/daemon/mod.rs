@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::events::{Bus, Publisher};
 use crate::metadata::Store;
 use crate::plugins::{self, Registry};
+use crate::runtime::containers::{Deps, Manager};
 
 /// How long nookd's shutdown waits for open API streams (attach, logs -f) before closing them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -29,10 +30,10 @@ pub struct Daemon {
     /// Blobs by digest, shared by all namespaces.
     pub content: Arc<crate::content::ContentStore>,
     /// The snapshotters that work here, with the default chosen.
-    pub snapshotters: crate::snapshot::Snapshotters,
+    pub snapshotters: Arc<crate::snapshot::Snapshotters>,
     pub plugins: Registry,
     /// Garbage collection: lock, scheduler policy, counters.
-    pub gc: gc::GcState,
+    pub gc: Arc<gc::GcState>,
     pub started: Instant,
     /// The pause process holding the user, mount and containers' network namespaces.
     pub pause_pid: i32,
@@ -47,6 +48,9 @@ pub struct Daemon {
     pub bus: Arc<Bus>,
     /// The daemon's own publisher (namespaces, the API's container events).
     pub events: Publisher,
+    /// Containers and tasks, or why they cannot run here (nook-shim missing): see
+    /// [`Daemon::containers`].
+    containers: std::result::Result<Arc<Manager>, String>,
 }
 
 /// Facts from bootstrap handed to [`run`].
@@ -61,6 +65,13 @@ pub struct Boot {
 }
 
 impl Daemon {
+    /// The containers' manager, or why there is none.
+    pub fn containers(&self) -> Result<&Arc<Manager>> {
+        self.containers
+            .as_ref()
+            .map_err(|e| Error::Precondition(e.clone()))
+    }
+
     /// The path of the containers' network namespace.
     pub fn netns_path(&self) -> String {
         format!("/proc/{}/ns/net", self.pause_pid)
@@ -272,9 +283,10 @@ pub async fn start(config: Config, paths: Paths, boot: Boot) -> Result<Arc<Daemo
             crate::snapshot::Snapshotters::new(&root, store, &configured, events)
         })
         .await
-        .map_err(|e| Error::Internal(e.to_string()))??
+        .map_err(|e| Error::Internal(e.to_string()))
+        .and_then(|r| r.map(Arc::new))?
     };
-    let gc_state = gc::GcState::new(&config.gc);
+    let gc_state = Arc::new(gc::GcState::new(&config.gc));
     let network = Arc::new(crate::network::Manager::new(
         store.clone(),
         crate::network::manager::settings_for(
@@ -288,6 +300,20 @@ pub async fn start(config: Config, paths: Paths, boot: Boot) -> Result<Arc<Daemo
         ),
         events.clone(),
     ));
+    let containers = Manager::new(Deps {
+        config: config.clone(),
+        paths: paths.clone(),
+        store: store.clone(),
+        content: content.clone(),
+        snapshotters: snapshotters.clone(),
+        network: network.clone(),
+        gc: gc_state.clone(),
+        events: events.clone(),
+    })
+    .map_err(|e| e.to_string());
+    if let Err(e) = &containers {
+        tracing::error!("containers: {e}");
+    }
     let d = Arc::new(Daemon {
         config,
         paths,
@@ -304,6 +330,7 @@ pub async fn start(config: Config, paths: Paths, boot: Boot) -> Result<Arc<Daemo
         network,
         bus,
         events,
+        containers,
     });
     d.plugins.set(plugins::METADATA, "redb", Ok(()));
     d.plugins.set(plugins::CONTENT, "content", Ok(()));

@@ -14,11 +14,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::deps::Deps;
 use super::plugin;
 use super::restart::{self, RestartPolicy};
 use super::spec::{self, BindMount, ImageConfig, Network, SpecOptions, TmpfsMount};
 use super::task::{self, EtcFiles, Tasks};
-use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use crate::metadata::CONTAINERS;
 use crate::shim::TaskState;
@@ -155,29 +155,27 @@ pub struct Manager {
     backoff: std::sync::Mutex<std::collections::HashMap<String, Duration>>,
     /// Where `/containers/*` and `/tasks/*` events go.
     events: crate::events::Publisher,
+    /// The stores, snapshotters, network and configuration it works with.
+    deps: Arc<Deps>,
+    /// Itself, for the tasks it spawns (exit watchers, restarts, auto-removal).
+    me: std::sync::Weak<Manager>,
 }
 
-static M: std::sync::OnceLock<Manager> = std::sync::OnceLock::new();
-
-/// The manager, if [`manager`] made it already.
-pub fn manager_if_made() -> Option<&'static Manager> {
-    M.get()
-}
-
-/// The daemon's container manager (made on first use).
-pub fn manager(d: &Daemon) -> Result<&'static Manager> {
-    if let Some(m) = M.get() {
-        return Ok(m);
+impl Manager {
+    /// The manager over `deps`; fails when nook-shim cannot be found.
+    pub fn new(deps: Deps) -> Result<Arc<Manager>> {
+        let shim = task::find_shim()?;
+        Ok(Arc::new_cyclic(|me| Manager {
+            tasks: Tasks::new(&deps.paths.state, shim),
+            removing: Default::default(),
+            monitored: Default::default(),
+            exits_reported: Default::default(),
+            backoff: Default::default(),
+            events: deps.events.clone(),
+            deps: Arc::new(deps),
+            me: me.clone(),
+        }))
     }
-    let shim = task::find_shim()?;
-    Ok(M.get_or_init(|| Manager {
-        tasks: Tasks::new(&d.paths.state, shim),
-        removing: Default::default(),
-        monitored: Default::default(),
-        exits_reported: Default::default(),
-        backoff: Default::default(),
-        events: d.events.clone(),
-    }))
 }
 
 fn now() -> i64 {
@@ -215,7 +213,8 @@ pub fn validate_name(name: &str) -> Result<()> {
 
 impl Manager {
     /// Every container of `ns`.
-    pub fn records(&self, d: &Daemon, ns: &str) -> Result<Vec<ContainerRecord>> {
+    pub fn records(&self, ns: &str) -> Result<Vec<ContainerRecord>> {
+        let d = &self.deps;
         Ok(d.store
             .list::<ContainerRecord>(CONTAINERS, ns)?
             .into_iter()
@@ -224,11 +223,11 @@ impl Manager {
     }
 
     /// Finds a container by id, name or unique id prefix.
-    pub fn find(&self, d: &Daemon, ns: &str, what: &str) -> Result<ContainerRecord> {
+    pub fn find(&self, ns: &str, what: &str) -> Result<ContainerRecord> {
         if what.is_empty() {
             return Err(Error::InvalidArgument("no container given".into()));
         }
-        let all = self.records(d, ns)?;
+        let all = self.records(ns)?;
         if let Some(r) = all.iter().find(|r| r.id == what || r.name == what) {
             return Ok(r.clone());
         }
@@ -257,21 +256,17 @@ impl Manager {
 
     /// Creates a container: unpacks the image if needed, prepares and mounts its snapshot,
     /// builds its OCI spec, and records it.
-    pub async fn create(
-        &self,
-        d: &Arc<Daemon>,
-        ns: &str,
-        o: CreateOptions,
-    ) -> Result<ContainerRecord> {
+    pub async fn create(&self, ns: &str, o: CreateOptions) -> Result<ContainerRecord> {
+        let d = &self.deps;
         d.store.require_namespace(ns)?;
         let rt = plugin::resolve(&d.config, Some(&o.runtime))?;
         let name = if o.name.is_empty() {
-            self.generate_name(d, ns)?
+            self.generate_name(ns)?
         } else {
             validate_name(&o.name)?;
             o.name.clone()
         };
-        if self.records(d, ns)?.iter().any(|r| r.name == name) {
+        if self.records(ns)?.iter().any(|r| r.name == name) {
             return Err(Error::AlreadyExists(format!(
                 "the container name {name:?} is in use: remove that container (`nook rm {name}`) or choose another --name"
             )));
@@ -411,7 +406,7 @@ impl Manager {
         let spec = match built {
             Ok(s) => s,
             Err(e) => {
-                self.abort_create(d, ns, &id, &snapshotter).await;
+                self.abort_create(ns, &id, &snapshotter).await;
                 return Err(e);
             }
         };
@@ -419,7 +414,7 @@ impl Manager {
         for b in &so.binds {
             if !b.source.exists() {
                 if let Err(e) = std::fs::create_dir_all(&b.source) {
-                    self.abort_create(d, ns, &id, &snapshotter).await;
+                    self.abort_create(ns, &id, &snapshotter).await;
                     return Err(Error::io(
                         format!("creating the volume source {}", b.source.display()),
                         e,
@@ -458,15 +453,15 @@ impl Manager {
             tx.put(CONTAINERS, ns, &id, &rec)
         });
         if let Err(e) = res {
-            self.abort_create(d, ns, &id, &snapshotter).await;
+            self.abort_create(ns, &id, &snapshotter).await;
             return Err(e);
         }
         let written = runtime_spec(d, &rec).and_then(|s| self.tasks.write_spec(&bundle, &s));
         if let Err(e) = written {
-            let _ = self.remove(d, ns, &rec, true).await;
+            let _ = self.remove(ns, &rec, true).await;
             return Err(e);
         }
-        d.mutated(false);
+        d.gc.mutated(false);
         self.events.publish(
             ns,
             "/containers/create",
@@ -480,7 +475,8 @@ impl Manager {
         Ok(rec)
     }
 
-    async fn abort_create(&self, d: &Arc<Daemon>, ns: &str, id: &str, snapshotter: &str) {
+    async fn abort_create(&self, ns: &str, id: &str, snapshotter: &str) {
+        let d = &self.deps;
         let rootfs = self.rootfs(ns, id);
         let _ = crate::snapshot::mount::unmount(&rootfs);
         if let Ok(sn) = d.snapshotters.get(Some(snapshotter)) {
@@ -490,8 +486,8 @@ impl Manager {
         detach_network(d, ns, id).await;
     }
 
-    fn generate_name(&self, d: &Daemon, ns: &str) -> Result<String> {
-        let taken: Vec<String> = self.records(d, ns)?.into_iter().map(|r| r.name).collect();
+    fn generate_name(&self, ns: &str) -> Result<String> {
+        let taken: Vec<String> = self.records(ns)?.into_iter().map(|r| r.name).collect();
         for _ in 0..100 {
             let a = ADJECTIVES[rand::random_range(0..ADJECTIVES.len())];
             let n = NOUNS[rand::random_range(0..NOUNS.len())];
@@ -504,7 +500,8 @@ impl Manager {
     }
 
     /// Makes sure the bundle (config.json, /etc files) and the mounted rootfs are in place.
-    async fn ensure_bundle(&self, d: &Arc<Daemon>, ns: &str, r: &ContainerRecord) -> Result<()> {
+    async fn ensure_bundle(&self, ns: &str, r: &ContainerRecord) -> Result<()> {
+        let d = &self.deps;
         let bundle = self.tasks.bundle_dir(ns, &r.id);
         if !bundle.join("config.json").exists() {
             let hostname = r.spec["hostname"].as_str().unwrap_or("nook").to_string();
@@ -538,12 +535,12 @@ impl Manager {
     /// its first output for the client about to attach.
     pub async fn create_task(
         &self,
-        d: &Arc<Daemon>,
         ns: &str,
         r: &ContainerRecord,
         start_now: bool,
         hold_output: bool,
     ) -> Result<bool> {
+        let d = &self.deps;
         let st = self.status(ns, r.clone()).await;
         match st.task.as_ref().map(|t| t.status.as_str()) {
             Some("created") => return Ok(false),
@@ -560,7 +557,7 @@ impl Manager {
             // a previous run: clear the runtime's state of it
             self.tasks.runtime_delete(&rt, &r.id).await?;
         }
-        self.ensure_bundle(d, ns, r).await?;
+        self.ensure_bundle(ns, r).await?;
         // the network (made again if a reboot took its namespace) and the published ports:
         // a host port in use fails here, before anything runs
         let (d2, ns2, id2) = (d.clone(), ns.to_string(), r.id.clone());
@@ -604,13 +601,14 @@ impl Manager {
                 ("pid", pid.to_string()),
             ],
         );
-        self.watch_ports(d, ns, &r.id);
-        self.monitor(d, ns, r);
+        self.watch_ports(ns, &r.id);
+        self.monitor(ns, r);
         Ok(true)
     }
 
     /// Starts a container detached; with `--rm`, nookd removes it when it exits.
-    pub async fn start(&self, d: &Arc<Daemon>, ns: &str, r: &ContainerRecord) -> Result<()> {
+    pub async fn start(&self, ns: &str, r: &ContainerRecord) -> Result<()> {
+        let d = &self.deps;
         let (key, lock) = self.op_lock(ns, &r.id);
         let res = async {
             let _held = lock.lock().await;
@@ -623,7 +621,7 @@ impl Manager {
                     r.name
                 )));
             }
-            if !self.create_task(d, ns, r, true, false).await? {
+            if !self.create_task(ns, r, true, false).await? {
                 // a task created earlier and not started: start it
                 let c = self.tasks.client(ns, &r.id);
                 c.start().await?;
@@ -643,13 +641,13 @@ impl Manager {
         .await;
         self.op_unlock(&key, lock);
         res?;
-        self.watch_auto_remove(d, ns, r);
+        self.watch_auto_remove(ns, r);
         Ok(())
     }
 
     /// Watches the task until it exits, then reports the exit (`/tasks/exit`). One watcher per
     /// task: the shim is the only one who knows of the exit, and tells whoever waits.
-    pub fn monitor(&self, d: &Arc<Daemon>, ns: &str, r: &ContainerRecord) {
+    pub fn monitor(&self, ns: &str, r: &ContainerRecord) {
         let key = format!("{ns}/{}", r.id);
         if !self
             .monitored
@@ -659,9 +657,10 @@ impl Manager {
         {
             return;
         }
-        let (d, ns, r) = (d.clone(), ns.to_string(), r.clone());
+        let (ns, r) = (ns.to_string(), r.clone());
+        let me = self.me.clone();
         tokio::spawn(async move {
-            let Ok(m) = manager(&d) else { return };
+            let Some(m) = me.upgrade() else { return };
             let armed = std::time::Instant::now();
             let exit = m.wait_for_exit(&ns, &r.id).await;
             m.monitored
@@ -670,21 +669,15 @@ impl Manager {
                 .remove(&key);
             if let Some(e) = exit {
                 m.report_exit(&ns, &r, &e);
-                m.apply_restart_policy(&d, &ns, &r.id, e.exit_code, armed.elapsed())
+                m.apply_restart_policy(&ns, &r.id, e.exit_code, armed.elapsed())
                     .await;
             }
         });
     }
 
     /// After an exit: restarts the container if its policy says so, after the backoff delay.
-    async fn apply_restart_policy(
-        &self,
-        d: &Arc<Daemon>,
-        ns: &str,
-        id: &str,
-        exit_code: i32,
-        ran: Duration,
-    ) {
+    async fn apply_restart_policy(&self, ns: &str, id: &str, exit_code: i32, ran: Duration) {
+        let d = &self.deps;
         let key = format!("{ns}/{id}");
         let eligible = || -> Option<ContainerRecord> {
             d.store
@@ -722,14 +715,13 @@ impl Manager {
         let (lkey, lock) = self.op_lock(ns, id);
         {
             let _held = lock.lock().await;
-            self.restart_locked(d, ns, id, exit_code, eligible).await;
+            self.restart_locked(ns, id, exit_code, eligible).await;
         }
         self.op_unlock(&lkey, lock);
     }
 
     async fn restart_locked(
         &self,
-        d: &Arc<Daemon>,
         ns: &str,
         id: &str,
         exit_code: i32,
@@ -744,7 +736,7 @@ impl Manager {
         }
         rec.restart_count += 1;
         let count = rec.restart_count;
-        if let Err(e) = self.update_record(d, ns, id, |r| r.restart_count = count) {
+        if let Err(e) = self.update_record(ns, id, |r| r.restart_count = count) {
             tracing::warn!(container = %id, "restart: recording the count: {e}");
             return;
         }
@@ -758,7 +750,7 @@ impl Manager {
                 ("restart_count", count.to_string()),
             ],
         );
-        if let Err(e) = self.create_task(d, ns, &rec, true, false).await {
+        if let Err(e) = self.create_task(ns, &rec, true, false).await {
             tracing::warn!(container = %id, "restart under policy {}: {e}", rec.restart_policy);
         }
     }
@@ -766,11 +758,11 @@ impl Manager {
     /// Changes a container's record in one transaction (no-op when it is gone).
     pub fn update_record(
         &self,
-        d: &Daemon,
         ns: &str,
         id: &str,
         f: impl Fn(&mut ContainerRecord),
     ) -> Result<()> {
+        let d = &self.deps;
         d.store.write(|tx| {
             if let Some(mut r) = tx.get::<ContainerRecord>(CONTAINERS, ns, id)? {
                 f(&mut r);
@@ -782,7 +774,7 @@ impl Manager {
 
     /// The user starts the container (`nook start`, `nook run`): the restart policy applies
     /// again, with the count from zero (docker does the same).
-    pub fn user_started(&self, d: &Daemon, ns: &str, r: &ContainerRecord) -> Result<()> {
+    pub fn user_started(&self, ns: &str, r: &ContainerRecord) -> Result<()> {
         self.backoff
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -792,7 +784,7 @@ impl Manager {
         {
             return Ok(());
         }
-        self.update_record(d, ns, &r.id, |r| {
+        self.update_record(ns, &r.id, |r| {
             r.stopped_by_user = false;
             r.restart_count = 0;
             r.has_been_started = true;
@@ -800,11 +792,11 @@ impl Manager {
     }
 
     /// The user stops or kills the container: its restart policy does not bring it back.
-    pub fn user_stopped(&self, d: &Daemon, ns: &str, r: &ContainerRecord) -> Result<()> {
+    pub fn user_stopped(&self, ns: &str, r: &ContainerRecord) -> Result<()> {
         if r.restart_policy == RestartPolicy::No || r.stopped_by_user {
             return Ok(());
         }
-        self.update_record(d, ns, &r.id, |r| r.stopped_by_user = true)
+        self.update_record(ns, &r.id, |r| r.stopped_by_user = true)
     }
 
     /// Waits until the task's init exits; `None` when the task went away without a word.
@@ -857,7 +849,8 @@ impl Manager {
     }
 
     /// Closes the container's published ports when it exits.
-    pub fn watch_ports(&self, d: &Arc<Daemon>, ns: &str, id: &str) {
+    pub fn watch_ports(&self, ns: &str, id: &str) {
+        let d = &self.deps;
         if d.network
             .ports(ns, id)
             .map(|p| p.is_empty())
@@ -866,21 +859,24 @@ impl Manager {
             return;
         }
         let (d, ns, id) = (d.clone(), ns.to_string(), id.to_string());
+        let me = self.me.clone();
         tokio::spawn(async move {
-            let Ok(m) = manager(&d) else { return };
+            let Some(m) = me.upgrade() else { return };
             let _ = m.wait_exit(&ns, &id).await;
             d.network.unpublish(&ns, &id);
         });
     }
 
     /// For `--rm` containers: waits for the exit, then removes the container.
-    pub fn watch_auto_remove(&self, d: &Arc<Daemon>, ns: &str, r: &ContainerRecord) {
+    pub fn watch_auto_remove(&self, ns: &str, r: &ContainerRecord) {
+        let d = &self.deps;
         if !r.auto_remove {
             return;
         }
         let (d, ns, r) = (d.clone(), ns.to_string(), r.clone());
+        let me = self.me.clone();
         tokio::spawn(async move {
-            let Ok(m) = manager(&d) else { return };
+            let Some(m) = me.upgrade() else { return };
             let c = m.tasks.client(&ns, &r.id);
             loop {
                 match c.wait(None).await {
@@ -909,7 +905,7 @@ impl Manager {
             {
                 return;
             }
-            if let Err(e) = m.remove(&d, &ns, &r, true).await {
+            if let Err(e) = m.remove(&ns, &r, true).await {
                 tracing::warn!(container = %r.id, "auto-remove: {e}");
             }
         });
@@ -983,19 +979,13 @@ impl Manager {
 
     /// Removes a container (with `force`, kills it first): task, runtime state, rootfs mount,
     /// snapshot, bundle and record.
-    pub async fn remove(
-        &self,
-        d: &Arc<Daemon>,
-        ns: &str,
-        r: &ContainerRecord,
-        force: bool,
-    ) -> Result<()> {
+    pub async fn remove(&self, ns: &str, r: &ContainerRecord, force: bool) -> Result<()> {
         // one removal at a time per container (`--rm` watcher, attach and `rm -f` may race),
         // and never while it is being started (a prune racing `nook start`)
         let (key, lock) = self.op_lock(ns, &r.id);
         let res = {
             let _held = lock.lock().await;
-            self.remove_locked(d, ns, r, force).await
+            self.remove_locked(ns, r, force).await
         };
         self.op_unlock(&key, lock);
         res
@@ -1024,15 +1014,15 @@ impl Manager {
     /// Removes every container that is not running (`nook container prune`), returning them.
     /// A container whose start raced the prune is kept, as is one created in the last
     /// [`PRUNE_GRACE_SECS`] and never started (a `nook run` may be about to start it).
-    pub async fn prune(&self, d: &Arc<Daemon>, ns: &str) -> Result<Vec<Status>> {
+    pub async fn prune(&self, ns: &str) -> Result<Vec<Status>> {
         let t = now();
         let mut removed = Vec::new();
-        for rec in self.records(d, ns)? {
+        for rec in self.records(ns)? {
             let st = self.status(ns, rec.clone()).await;
             if st.running() || (st.task.is_none() && t - rec.created_at < PRUNE_GRACE_SECS) {
                 continue;
             }
-            match self.remove(d, ns, &rec, false).await {
+            match self.remove(ns, &rec, false).await {
                 Ok(()) => removed.push(st),
                 // started meanwhile
                 Err(Error::Precondition(_)) => {}
@@ -1042,13 +1032,8 @@ impl Manager {
         Ok(removed)
     }
 
-    async fn remove_locked(
-        &self,
-        d: &Arc<Daemon>,
-        ns: &str,
-        r: &ContainerRecord,
-        force: bool,
-    ) -> Result<()> {
+    async fn remove_locked(&self, ns: &str, r: &ContainerRecord, force: bool) -> Result<()> {
+        let d = &self.deps;
         if d.store
             .get::<ContainerRecord>(CONTAINERS, ns, &r.id)?
             .is_none()
@@ -1085,7 +1070,7 @@ impl Manager {
         // directory, never a container whose snapshot is gone.
         d.store
             .write(|tx| tx.delete(CONTAINERS, ns, &r.id).map(|_| ()))?;
-        d.mutated(true);
+        d.gc.mutated(true);
         if st.task.is_some() {
             let exit = self.tasks.client(ns, &r.id).recorded_exit();
             if let Some(e) = &exit {
@@ -1211,20 +1196,21 @@ impl Manager {
 
     /// At nookd start: re-arm `--rm` watchers and remove `--rm` containers that exited while
     /// nookd was away. Running containers need nothing: their shims answer.
-    pub async fn recover(&self, d: &Arc<Daemon>) {
+    pub async fn recover(&self) {
+        let d = &self.deps;
         let Ok(nss) = d.store.namespaces() else {
             return;
         };
         for ns in nss {
-            let Ok(recs) = self.records(d, &ns.name) else {
+            let Ok(recs) = self.records(&ns.name) else {
                 continue;
             };
             for r in recs {
                 let st = self.status(&ns.name, r.clone()).await;
                 if st.running() || st.status() == "created" && st.task.is_some() {
                     // their ports were published again by the network's start-up
-                    self.watch_ports(d, &ns.name, &r.id);
-                    self.monitor(d, &ns.name, &r);
+                    self.watch_ports(&ns.name, &r.id);
+                    self.monitor(&ns.name, &r);
                 }
                 // a task gone while nookd was away (exited, or lost in a reboot)
                 let gone = st.status() == "exited" || st.task.is_none() && r.has_been_started;
@@ -1236,14 +1222,15 @@ impl Manager {
                         r.stopped_by_user,
                     )
                 {
-                    let (d, ns, r) = (d.clone(), ns.name.clone(), r.clone());
+                    let (ns, r) = (ns.name.clone(), r.clone());
+                    let me = self.me.clone();
                     tokio::spawn(async move {
-                        let Ok(m) = manager(&d) else { return };
+                        let Some(m) = me.upgrade() else { return };
                         tracing::info!(container = %r.id, policy = %r.restart_policy, "starting again at nookd start");
                         if r.stopped_by_user {
-                            let _ = m.update_record(&d, &ns, &r.id, |r| r.stopped_by_user = false);
+                            let _ = m.update_record(&ns, &r.id, |r| r.stopped_by_user = false);
                         }
-                        if let Err(e) = m.create_task(&d, &ns, &r, true, false).await {
+                        if let Err(e) = m.create_task(&ns, &r, true, false).await {
                             tracing::warn!(container = %r.id, "starting again at nookd start: {e}");
                         }
                     });
@@ -1254,11 +1241,11 @@ impl Manager {
                 }
                 match st.status() {
                     "exited" => {
-                        if let Err(e) = self.remove(d, &ns.name, &r, true).await {
+                        if let Err(e) = self.remove(&ns.name, &r, true).await {
                             tracing::warn!(container = %r.id, "auto-remove at start: {e}");
                         }
                     }
-                    "running" | "paused" => self.watch_auto_remove(d, &ns.name, &r),
+                    "running" | "paused" => self.watch_auto_remove(&ns.name, &r),
                     _ => {}
                 }
             }
@@ -1268,7 +1255,7 @@ impl Manager {
 
 /// The container's spec as its runtime gets it: crun also gets the seccomp profile compiled
 /// (see [`super::seccomp_bpf`]).
-fn runtime_spec(d: &Daemon, r: &ContainerRecord) -> Result<oci_spec::runtime::Spec> {
+fn runtime_spec(d: &Deps, r: &ContainerRecord) -> Result<oci_spec::runtime::Spec> {
     let mut v = r.spec.clone();
     if d.config.runtime.precompile_seccomp
         && plugin::resolve(&d.config, Some(&r.runtime)).is_ok_and(|rt| plugin::is_crun(&rt.path))
@@ -1279,7 +1266,7 @@ fn runtime_spec(d: &Daemon, r: &ContainerRecord) -> Result<oci_spec::runtime::Sp
 }
 
 /// Removes the container's network (veth, namespace, address, ports); logs failures.
-async fn detach_network(d: &Arc<Daemon>, ns: &str, id: &str) {
+async fn detach_network(d: &Arc<Deps>, ns: &str, id: &str) {
     let (d2, ns2, id2) = (d.clone(), ns.to_string(), id.to_string());
     match tokio::task::spawn_blocking(move || d2.network.detach(&ns2, &id2)).await {
         Ok(Ok(())) => {}
@@ -1299,7 +1286,7 @@ pub const SLIRP_DNS: &str = "10.0.2.3";
 /// Unpacks the image into the snapshotter, prepares the container's snapshot and mounts it on
 /// `rootfs`. Returns (image name, digest, image config, snapshotter name).
 fn prepare_rootfs(
-    d: &Daemon,
+    d: &Deps,
     ns: &str,
     image: &str,
     snapshotter: &str,

@@ -6,8 +6,10 @@
 //! * [`seccomp`] is the default seccomp profile (docker's allow-list).
 //! * [`plugin`] resolves runtime names from `[runtimes]` and probes them.
 //! * [`task`] creates bundles, starts `nook-shim` processes and talks to them.
+//! * [`containers`] is the manager over them, built from [`containers::Deps`] by the daemon.
 
 pub mod containers;
+mod deps;
 pub mod plugin;
 pub mod restart;
 pub mod seccomp;
