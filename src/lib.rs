@@ -30,6 +30,7 @@ pub mod metadata;
 pub mod network;
 pub mod plugins;
 pub mod runtime;
+pub mod services;
 pub mod shim;
 pub mod snapshot;
 

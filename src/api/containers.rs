@@ -83,6 +83,10 @@ impl Svc {
         self.0.containers().map_err(Status::from)
     }
 
+    fn svc(&self) -> Result<&Arc<crate::services::Containers>, Status> {
+        self.0.container_service().map_err(Status::from)
+    }
+
     fn find(&self, ns: &str, id: &str) -> Result<ContainerRecord, Status> {
         self.m()?.find(ns, id).map_err(Status::from)
     }
@@ -403,19 +407,7 @@ impl pb::containers_server::Containers for Svc {
         let ns = namespace(&r)?;
         let q = r.into_inner();
         let rec = self.find(&ns, &q.id)?;
-        let sig = if q.signal == 0 {
-            libc::SIGKILL
-        } else {
-            q.signal
-        };
-        // a signal that ends the container: the restart policy must not bring it back
-        if matches!(
-            sig,
-            libc::SIGKILL | libc::SIGTERM | libc::SIGINT | libc::SIGQUIT
-        ) {
-            self.m()?.user_stopped(&ns, &rec)?;
-        }
-        self.m()?.kill(&ns, &rec, sig, q.all).await?;
+        self.svc()?.kill(&ns, &rec, q.signal, q.all).await?;
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -455,78 +447,18 @@ impl pb::containers_server::Containers for Svc {
         let ns = namespace(&r)?;
         let q = r.into_inner();
         let rec = self.find(&ns, &q.id)?;
-        let m = self.m()?.clone();
-        let bundle = m.tasks.bundle_dir(&ns, &rec.id);
-        let log = bundle.join(crate::shim::files::LOG);
         let tail = (q.tail >= 0).then_some(q.tail as usize);
-        let (tx, rx) = mpsc::channel(256);
-        let id = rec.id.clone();
-        tokio::spawn(async move {
-            use std::io::{BufRead, Seek};
-            let send_line = |l: &str| -> Option<pb::LogLine> {
-                let l: crate::shim::LogLine = serde_json::from_str(l).ok()?;
-                Some(pb::LogLine {
+        let lines = self.svc()?.logs(&ns, &rec, tail, q.follow);
+        Ok(Response::new(Box::pin(ReceiverStream::new(lines).map(
+            |l| {
+                l.map(|l| pb::LogLine {
                     time: l.time,
                     stream: l.stream,
                     data: l.log.into_bytes(),
                 })
-            };
-            // the first part: the tail of what is there
-            let lines = match crate::runtime::task::read_log(&bundle, tail) {
-                Ok(l) => l,
-                Err(e) => {
-                    let _ = tx.send(Err(e.into())).await;
-                    return;
-                }
-            };
-            let mut pos = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
-            for l in lines {
-                let msg = pb::LogLine {
-                    time: l.time,
-                    stream: l.stream,
-                    data: l.log.into_bytes(),
-                };
-                if tx.send(Ok(msg)).await.is_err() {
-                    return;
-                }
-            }
-            if !q.follow {
-                return;
-            }
-            loop {
-                let running = m
-                    .tasks
-                    .state(&ns, &id)
-                    .await
-                    .is_some_and(|s| s.status != "stopped");
-                if let Ok(mut f) = std::fs::File::open(&log) {
-                    if f.seek(std::io::SeekFrom::Start(pos)).is_ok() {
-                        let mut rd = std::io::BufReader::new(f);
-                        let mut line = String::new();
-                        while rd.read_line(&mut line).unwrap_or(0) > 0 {
-                            if !line.ends_with('\n') {
-                                break; // a partial line: read it whole next time
-                            }
-                            pos += line.len() as u64;
-                            if let Some(msg) = send_line(line.trim_end()) {
-                                if tx.send(Ok(msg)).await.is_err() {
-                                    return;
-                                }
-                            }
-                            line.clear();
-                        }
-                    }
-                }
-                if !running {
-                    return;
-                }
-                if tx.is_closed() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+                .map_err(Status::from)
+            },
+        ))))
     }
 
     async fn top(&self, r: Request<pb::ContainerRef>) -> Result<Response<pb::TopResponse>, Status> {
@@ -574,13 +506,14 @@ impl pb::containers_server::Containers for Svc {
         r: Request<pb::PruneContainersRequest>,
     ) -> Result<Response<pb::PruneContainersResponse>, Status> {
         let ns = namespace(&r)?;
-        let before = crate::daemon::gc::disk_total(&self.0).await;
-        let removed = self.m()?.prune(&ns).await?;
-        crate::daemon::gc::collect_now(&self.0).await?;
-        let after = crate::daemon::gc::disk_total(&self.0).await;
+        let p = self.svc()?.prune(&ns).await?;
         Ok(Response::new(pb::PruneContainersResponse {
-            containers: removed.iter().map(|s| to_pb_net(&self.0, &ns, s)).collect(),
-            reclaimed_bytes: before.saturating_sub(after),
+            containers: p
+                .removed
+                .iter()
+                .map(|s| to_pb_net(&self.0, &ns, s))
+                .collect(),
+            reclaimed_bytes: p.reclaimed_bytes,
         }))
     }
 }
@@ -593,34 +526,7 @@ impl Svc {
     ) -> Result<Response<pb::Empty>, Status> {
         let ns = namespace(&r)?;
         let rec = self.find(&ns, &r.get_ref().id)?;
-        let c = self.m()?.tasks.client(&ns, &rec.id);
-        let res = if pause {
-            c.pause().await
-        } else {
-            c.resume().await
-        };
-        if res.is_ok() {
-            self.0.events.publish(
-                &ns,
-                if pause {
-                    "/tasks/paused"
-                } else {
-                    "/tasks/resumed"
-                },
-                &[("id", rec.id.clone()), ("name", rec.name.clone())],
-            );
-        }
-        res.map_err(|e| {
-            let msg = e.to_string();
-            if msg.contains("cgroup") || msg.contains("freezer") {
-                Status::failed_precondition(format!(
-                    "{} needs cgroup delegation (the freezer controller), which this user does not have: {msg}",
-                    if pause { "pause" } else { "resume" }
-                ))
-            } else {
-                e.into()
-            }
-        })?;
+        self.svc()?.pause(&ns, &rec, pause).await?;
         Ok(Response::new(pb::Empty {}))
     }
 }

@@ -18,6 +18,7 @@ use crate::events::{Bus, Publisher};
 use crate::metadata::Store;
 use crate::plugins::{self, Registry};
 use crate::runtime::containers::{Deps, Manager};
+use crate::services;
 
 /// How long nookd's shutdown waits for open API streams (attach, logs -f) before closing them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -48,9 +49,13 @@ pub struct Daemon {
     pub bus: Arc<Bus>,
     /// The daemon's own publisher (namespaces, the API's container events).
     pub events: Publisher,
+    /// Garbage collection now and by the scheduler; disk use.
+    pub collector: Arc<services::Gc>,
+    /// Images: in-use, prune.
+    pub images: Arc<services::Images>,
     /// Containers and tasks, or why they cannot run here (nook-shim missing): see
     /// [`Daemon::containers`].
-    containers: std::result::Result<Arc<Manager>, String>,
+    containers: std::result::Result<Arc<services::Containers>, String>,
 }
 
 /// Facts from bootstrap handed to [`run`].
@@ -67,6 +72,11 @@ pub struct Boot {
 impl Daemon {
     /// The containers' manager, or why there is none.
     pub fn containers(&self) -> Result<&Arc<Manager>> {
+        self.container_service().map(|s| s.manager())
+    }
+
+    /// The containers and tasks service, or why there is none.
+    pub fn container_service(&self) -> Result<&Arc<services::Containers>> {
         self.containers
             .as_ref()
             .map_err(|e| Error::Precondition(e.clone()))
@@ -311,6 +321,27 @@ pub async fn start(config: Config, paths: Paths, boot: Boot) -> Result<Arc<Daemo
         events: events.clone(),
     })
     .map_err(|e| e.to_string());
+    let collector = Arc::new(services::Gc::new(
+        store.clone(),
+        content.clone(),
+        snapshotters.clone(),
+        paths.clone(),
+        gc_state.clone(),
+        Box::new(|took| metrics::global().gc_run(took)),
+    ));
+    let images = Arc::new(services::Images::new(
+        store.clone(),
+        content.clone(),
+        events.clone(),
+        collector.clone(),
+    ));
+    let containers = containers.map(|m| {
+        Arc::new(services::Containers::new(
+            m,
+            collector.clone(),
+            events.clone(),
+        ))
+    });
     if let Err(e) = &containers {
         tracing::error!("containers: {e}");
     }
@@ -330,6 +361,8 @@ pub async fn start(config: Config, paths: Paths, boot: Boot) -> Result<Arc<Daemo
         network,
         bus,
         events,
+        collector,
+        images,
         containers,
     });
     d.plugins.set(plugins::METADATA, "redb", Ok(()));
