@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use super::deps::Deps;
+pub use super::deps::{blocking, Deps};
 use super::plugin;
 use super::restart::{self, RestartPolicy};
 use super::spec::{self, BindMount, ImageConfig, Network, SpecOptions, TmpfsMount};
@@ -1060,16 +1060,21 @@ impl Manager {
                 }
             }
         }
+        // unmounting, the redb commit and the removals below block: off the async threads
         let rootfs = self.rootfs(ns, &r.id);
-        if is_mountpoint(&rootfs) {
-            crate::snapshot::mount::unmount(&rootfs)?;
-        }
+        blocking(move || {
+            if is_mountpoint(&rootfs) {
+                crate::snapshot::mount::unmount(&rootfs)?;
+            }
+            Ok(())
+        })
+        .await?;
         let _gc = d.gc.lock.read().await;
         // The record goes first, in one transaction: a crash after it leaves only an
         // unreferenced snapshot (labelled nook.container, so GC collects it) and a bundle
         // directory, never a container whose snapshot is gone.
-        d.store
-            .write(|tx| tx.delete(CONTAINERS, ns, &r.id).map(|_| ()))?;
+        let (store, ns2, id2) = (d.store.clone(), ns.to_string(), r.id.clone());
+        blocking(move || store.write(|tx| tx.delete(CONTAINERS, &ns2, &id2).map(|_| ()))).await?;
         d.gc.mutated(true);
         if st.task.is_some() {
             let exit = self.tasks.client(ns, &r.id).recorded_exit();
@@ -1101,7 +1106,11 @@ impl Manager {
             &[("id", r.id.clone()), ("name", r.name.clone())],
         );
         if let Ok(sn) = d.snapshotters.get(Some(&r.snapshotter)) {
-            match crate::snapshot::Snapshotter::remove(sn.as_ref(), ns, &r.snapshot_key) {
+            let (ns2, key) = (ns.to_string(), r.snapshot_key.clone());
+            // a writable layer may hold many files: its remove_dir_all takes seconds
+            match blocking(move || crate::snapshot::Snapshotter::remove(sn.as_ref(), &ns2, &key))
+                .await
+            {
                 Err(Error::NotFound(_)) | Ok(()) => {}
                 Err(e) => {
                     tracing::warn!(container = %r.id, "removing its snapshot: {e} (GC will retry)")
@@ -1109,7 +1118,8 @@ impl Manager {
             }
         }
         detach_network(d, ns, &r.id).await;
-        self.tasks.remove_bundle(ns, &r.id)?;
+        let (tasks, ns2, id2) = (self.tasks.clone(), ns.to_string(), r.id.clone());
+        blocking(move || tasks.remove_bundle(&ns2, &id2)).await?;
         Ok(())
     }
 

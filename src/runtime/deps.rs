@@ -25,3 +25,14 @@ pub struct Deps {
     pub gc: Arc<GcState>,
     pub events: Publisher,
 }
+
+/// Runs blocking work (removals, unmounts, redb transactions) on tokio's blocking threads, so
+/// that the two async worker threads keep answering the API; a panic inside becomes an
+/// Internal error.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> crate::error::Result<T> + Send + 'static,
+) -> crate::error::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| crate::error::Error::Internal(format!("blocking task failed: {e}")))?
+}
