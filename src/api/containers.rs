@@ -388,7 +388,7 @@ impl pb::containers_server::Containers for Svc {
             "Bundle": bundle,
             "LogPath": bundle.join(crate::shim::files::LOG),
             "State": {
-                "Status": st.status(),
+                "Status": st.status().as_str(),
                 "Running": st.running(),
                 "Pid": st.task.as_ref().map(|t| t.pid).filter(|_| st.running()).unwrap_or(0),
                 "ExitCode": st.exit_code(),

@@ -21,7 +21,7 @@ use super::spec::{self, BindMount, ImageConfig, Network, SpecOptions, TmpfsMount
 use super::task::{self, EtcFiles, Tasks};
 use crate::error::{Error, Result};
 use crate::metadata::CONTAINERS;
-use crate::shim::TaskState;
+use crate::shim::{TaskState, TaskStatus};
 
 /// A container's record.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -116,13 +116,45 @@ pub struct Status {
     pub task: Option<TaskState>,
 }
 
-impl Status {
+/// A container's state as `nook ps` shows it: its task's, with `exited` for a stopped task
+/// and `created` when there is none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ContainerState {
+    Created,
+    Running,
+    Paused,
+    Exited,
+    Unknown,
+}
+
+impl ContainerState {
     /// `created`, `running`, `paused`, `exited` or `unknown`.
-    pub fn status(&self) -> &str {
-        match &self.task {
-            None => "created",
-            Some(t) if t.status == "stopped" => "exited",
-            Some(t) => t.status.as_str(),
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerState::Created => "created",
+            ContainerState::Running => "running",
+            ContainerState::Paused => "paused",
+            ContainerState::Exited => "exited",
+            ContainerState::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for ContainerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Status {
+    /// The container's state.
+    pub fn status(&self) -> ContainerState {
+        match self.task.as_ref().map(|t| t.status) {
+            None | Some(TaskStatus::Created) => ContainerState::Created,
+            Some(TaskStatus::Stopped) => ContainerState::Exited,
+            Some(TaskStatus::Running) => ContainerState::Running,
+            Some(TaskStatus::Paused) => ContainerState::Paused,
+            Some(TaskStatus::Unknown) => ContainerState::Unknown,
         }
     }
 
@@ -135,7 +167,10 @@ impl Status {
     }
 
     pub fn running(&self) -> bool {
-        matches!(self.status(), "running" | "paused")
+        matches!(
+            self.status(),
+            ContainerState::Running | ContainerState::Paused
+        )
     }
 }
 
@@ -542,9 +577,9 @@ impl Manager {
     ) -> Result<bool> {
         let d = &self.deps;
         let st = self.status(ns, r.clone()).await;
-        match st.task.as_ref().map(|t| t.status.as_str()) {
-            Some("created") => return Ok(false),
-            Some("running") | Some("paused") => {
+        match st.task.as_ref().map(|t| t.status) {
+            Some(TaskStatus::Created) => return Ok(false),
+            Some(TaskStatus::Running) | Some(TaskStatus::Paused) => {
                 return Err(Error::Precondition(format!(
                     "container {} is already running",
                     r.name
@@ -914,7 +949,7 @@ impl Manager {
     /// Sends a signal to the container's init (or all its processes).
     pub async fn kill(&self, ns: &str, r: &ContainerRecord, signal: i32, all: bool) -> Result<()> {
         let st = self.status(ns, r.clone()).await;
-        if !st.running() && st.status() != "created" {
+        if !st.running() && st.status() != ContainerState::Created {
             return Err(Error::Precondition(format!(
                 "container {} is not running",
                 r.name
@@ -932,12 +967,12 @@ impl Manager {
         signal: i32,
     ) -> Result<()> {
         let st = self.status(ns, r.clone()).await;
-        if !st.running() && st.status() != "created" {
+        if !st.running() && st.status() != ContainerState::Created {
             return Ok(());
         }
         let c = self.tasks.client(ns, &r.id);
         let sig = if signal == 0 { libc::SIGTERM } else { signal };
-        if st.status() == "paused" {
+        if st.status() == ContainerState::Paused {
             let _ = c.resume().await;
         }
         let _ = c.kill(sig, false, None).await;
@@ -967,7 +1002,7 @@ impl Manager {
                                 "container {id} has no task: start it first"
                             )))
                         }
-                        Some(s) if s.status == "stopped" => {
+                        Some(s) if s.status == TaskStatus::Stopped => {
                             return Ok(s.exit.map(|e| e.exit_code).unwrap_or(255))
                         }
                         _ => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -1217,13 +1252,14 @@ impl Manager {
             };
             for r in recs {
                 let st = self.status(&ns.name, r.clone()).await;
-                if st.running() || st.status() == "created" && st.task.is_some() {
+                if st.running() || st.status() == ContainerState::Created && st.task.is_some() {
                     // their ports were published again by the network's start-up
                     self.watch_ports(&ns.name, &r.id);
                     self.monitor(&ns.name, &r);
                 }
                 // a task gone while nookd was away (exited, or lost in a reboot)
-                let gone = st.status() == "exited" || st.task.is_none() && r.has_been_started;
+                let gone = st.status() == ContainerState::Exited
+                    || st.task.is_none() && r.has_been_started;
                 if gone
                     && !r.auto_remove
                     && r.restart_policy.restart_at_boot(
@@ -1250,12 +1286,14 @@ impl Manager {
                     continue;
                 }
                 match st.status() {
-                    "exited" => {
+                    ContainerState::Exited => {
                         if let Err(e) = self.remove(&ns.name, &r, true).await {
                             tracing::warn!(container = %r.id, "auto-remove at start: {e}");
                         }
                     }
-                    "running" | "paused" => self.watch_auto_remove(&ns.name, &r),
+                    ContainerState::Running | ContainerState::Paused => {
+                        self.watch_auto_remove(&ns.name, &r)
+                    }
                     _ => {}
                 }
             }
@@ -1417,13 +1455,13 @@ mod tests {
             record: rec.clone(),
             task: None,
         };
-        assert_eq!(s.status(), "created");
+        assert_eq!(s.status(), ContainerState::Created);
         let s = Status {
             record: rec,
             task: Some(TaskState {
                 id: "x".into(),
                 pid: 1,
-                status: "stopped".into(),
+                status: TaskStatus::Stopped,
                 started_at: None,
                 exit: Some(crate::shim::ExitInfo {
                     pid: 1,
@@ -1435,7 +1473,7 @@ mod tests {
         };
         assert_eq!(
             (s.status(), s.exit_code(), s.running()),
-            ("exited", 3, false)
+            (ContainerState::Exited, 3, false)
         );
     }
 }

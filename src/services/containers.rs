@@ -166,7 +166,7 @@ async fn follow_log(
             .tasks
             .state(&ns, &id)
             .await
-            .is_some_and(|s| s.status != "stopped");
+            .is_some_and(|s| s.status != crate::shim::TaskStatus::Stopped);
         if let Ok(mut f) = std::fs::File::open(&log) {
             if f.seek(std::io::SeekFrom::Start(pos)).is_ok() {
                 let mut rd = std::io::BufReader::new(f);
