@@ -26,7 +26,7 @@ pub fn set_up(name: &str) -> std::io::Result<()> {
         *d = s as libc::c_char;
     }
     // SAFETY: fd is a valid socket and ifr a valid, named ifreq for both ioctls.
-    let res = unsafe {
+    unsafe {
         if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr) < 0 {
             Err(std::io::Error::last_os_error())
         } else {
@@ -37,8 +37,7 @@ pub fn set_up(name: &str) -> std::io::Result<()> {
                 Ok(())
             }
         }
-    };
-    res
+    }
 }
 
 /// Whether the network namespace of process `pid` has an interface named `name`
