@@ -17,6 +17,7 @@
 
 pub mod api;
 pub mod bootstrap;
+pub mod cgroup;
 pub mod cli;
 pub mod config;
 pub mod content;

@@ -212,6 +212,7 @@ impl pb::containers_server::Containers for Svc {
             ));
         }
         super::check_labels(&q.labels)?;
+        let limits = super::limits::from_create(&q);
         let o = CreateOptions {
             image: q.image,
             name: q.name,
@@ -239,6 +240,11 @@ impl pb::containers_server::Containers for Svc {
             publish: q.publish,
             restart: q.restart,
             port_driver: q.port_driver,
+            limits,
+            publish_all: q.publish_all,
+            init: q.init,
+            group_add: q.group_add,
+            ulimits: q.ulimits,
         };
         let rec = self.m()?.create(&ns, o).await?;
         Ok(Response::new(self.get_pb(&ns, rec).await?))
@@ -265,7 +271,10 @@ impl pb::containers_server::Containers for Svc {
         let rec = self.find(&ns, &first.id)?;
         if first.start {
             m.user_started(&ns, &rec)?;
-            m.create_task(&ns, &rec, true, true).await?;
+            if let Err(e) = m.create_task(&ns, &rec, true, true).await {
+                m.remove_after_failed_start(&ns, &rec).await;
+                return Err(e.into());
+            }
         }
         let client = m.tasks.client(&ns, &rec.id);
         let stream = client.attach(first.stdin, first.start).await?;
@@ -300,6 +309,14 @@ impl pb::containers_server::Containers for Svc {
         })??;
         let m = self.m()?;
         let rec = self.find(&ns, &first.id)?;
+        if m.status(&ns, rec.clone()).await.status()
+            == crate::runtime::containers::ContainerState::Paused
+        {
+            return Err(Status::failed_precondition(format!(
+                "container {} is paused: unpause it first (`nook unpause {}`)",
+                rec.name, rec.name
+            )));
+        }
         let process = m.exec_process(
             &ns,
             &rec,
@@ -379,6 +396,7 @@ impl pb::containers_server::Containers for Svc {
             "AutoRemove": rec.auto_remove,
             "RestartCount": rec.restart_count,
             "HostConfig": {
+                "Resources": super::limits::host_config(&rec.limits),
                 "RestartPolicy": {
                     "Name": rec.restart_policy.name(),
                     "MaximumRetryCount": rec.restart_policy.max_retries(),
@@ -392,6 +410,7 @@ impl pb::containers_server::Containers for Svc {
                 "Running": st.running(),
                 "Pid": st.task.as_ref().map(|t| t.pid).filter(|_| st.running()).unwrap_or(0),
                 "ExitCode": st.exit_code(),
+                "OOMKilled": rec.oom_killed,
                 "StartedAt": st.task.as_ref().and_then(|t| t.started_at.clone()),
                 "FinishedAt": st.task.as_ref().and_then(|t| t.exit.as_ref().map(|e| e.exited_at.clone())),
                 "ShimPid": st.task.as_ref().map(|t| t.shim_pid).unwrap_or(0),
@@ -499,6 +518,39 @@ impl pb::containers_server::Containers for Svc {
             .resize(None, q.width.min(65535) as u16, q.height.min(65535) as u16)
             .await?;
         Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn update(
+        &self,
+        r: Request<pb::UpdateRequest>,
+    ) -> Result<Response<pb::Container>, Status> {
+        let ns = namespace(&r)?;
+        let q = r.into_inner();
+        let rec = self.find(&ns, &q.id)?;
+        let res = q
+            .resources
+            .as_ref()
+            .map(super::limits::resources)
+            .unwrap_or_default();
+        if res.is_empty() {
+            return Err(Status::invalid_argument(
+                "nothing to update: give a limit (--memory, --cpus, --pids-limit, ...)",
+            ));
+        }
+        crate::runtime::limits::update(self.m()?, &ns, &rec, &res).await?;
+        let rec = self.find(&ns, &q.id)?;
+        Ok(Response::new(self.get_pb(&ns, rec).await?))
+    }
+
+    async fn stats(
+        &self,
+        r: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::StatsResponse>, Status> {
+        let ns = namespace(&r)?;
+        let q = r.into_inner();
+        Ok(Response::new(
+            super::limits::stats(&self.0, self.m()?, &ns, &q.ids).await?,
+        ))
     }
 
     async fn prune(

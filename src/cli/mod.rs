@@ -8,6 +8,7 @@ mod content;
 mod events;
 mod images;
 mod leases;
+mod limits;
 mod networks;
 pub mod output;
 mod prune;
@@ -120,6 +121,14 @@ pub enum Command {
     Inspect(containers::ManyArgs),
     /// Show a container's processes.
     Top(containers::OneArgs),
+    /// Change running containers' resource limits (kept for their later runs).
+    Update(limits::UpdateArgs),
+    /// Show containers' resource usage: CPU, memory, network and block I/O, processes.
+    Stats(limits::StatsArgs),
+    /// Freeze every process of containers (the cgroup freezer).
+    Pause(limits::PauseArgs),
+    /// Thaw paused containers.
+    Unpause(limits::PauseArgs),
     /// Manage containers (ctr-style): ls, info, rm, create.
     #[command(subcommand, visible_alias = "container", visible_alias = "c")]
     Containers(containers::ContainersCmd),
@@ -153,7 +162,10 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("nook: {e:#}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<client::ExitWith>() {
+                Some(x) => ExitCode::from(x.code),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -198,6 +210,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rm(a) => containers::rm(&ctx, a).await,
         Command::Inspect(a) => containers::inspect(&ctx, a).await,
         Command::Top(a) => containers::top(&ctx, a).await,
+        Command::Update(a) => limits::update(&ctx, a).await,
+        Command::Stats(a) => limits::stats(&ctx, a).await,
+        Command::Pause(a) => limits::pause(&ctx, a, true).await,
+        Command::Unpause(a) => limits::pause(&ctx, a, false).await,
         Command::Containers(c) => containers::containers(&ctx, c).await,
         Command::Tasks(c) => containers::tasks(&ctx, c).await,
         Command::Snapshots(a) => snapshots::run(&ctx, a).await,

@@ -56,6 +56,9 @@ pub struct Daemon {
     /// Containers and tasks, or why they cannot run here (nook-shim missing): see
     /// [`Daemon::containers`].
     containers: std::result::Result<Arc<services::Containers>, String>,
+    /// The cgroups delegated to the user, with nookd in its own (resource limits, stats,
+    /// pause).
+    pub cgroups: Arc<crate::cgroup::Cgroups>,
 }
 
 /// Facts from bootstrap handed to [`run`].
@@ -310,6 +313,12 @@ pub async fn start(config: Config, paths: Paths, boot: Boot) -> Result<Arc<Daemo
         ),
         events.clone(),
     ));
+    let cgroups = Arc::new(crate::cgroup::Cgroups::setup(
+        boot.host_uid,
+        &paths.state,
+        std::process::id() as i32,
+    ));
+    tracing::info!("cgroups: {}", cgroups.describe());
     let containers = Manager::new(Deps {
         config: config.clone(),
         paths: paths.clone(),
@@ -319,6 +328,7 @@ pub async fn start(config: Config, paths: Paths, boot: Boot) -> Result<Arc<Daemo
         network: network.clone(),
         gc: gc_state.clone(),
         events: events.clone(),
+        cgroups: cgroups.clone(),
     })
     .map_err(|e| e.to_string());
     let collector = Arc::new(services::Gc::new(
@@ -364,6 +374,7 @@ pub async fn start(config: Config, paths: Paths, boot: Boot) -> Result<Arc<Daemo
         collector,
         images,
         containers,
+        cgroups,
     });
     d.plugins.set(plugins::METADATA, "redb", Ok(()));
     d.plugins.set(plugins::CONTENT, "content", Ok(()));

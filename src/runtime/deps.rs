@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::cgroup::Cgroups;
 use crate::config::{Config, Paths};
 use crate::content::ContentStore;
 use crate::events::Publisher;
@@ -24,6 +25,8 @@ pub struct Deps {
     /// Held for reading while a container is created or removed, so a collection waits.
     pub gc: Arc<GcState>,
     pub events: Publisher,
+    /// The cgroups delegated to the user (limits, stats, OOM verdicts).
+    pub cgroups: Arc<Cgroups>,
 }
 
 /// Runs blocking work (removals, unmounts, redb transactions) on tokio's blocking threads, so

@@ -10,6 +10,7 @@
 
 pub mod containers;
 mod deps;
+pub mod limits;
 pub mod plugin;
 pub mod restart;
 pub mod seccomp;

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::{Gc, Pruned};
 use crate::error::{Error, Result};
 use crate::events::Publisher;
-use crate::runtime::containers::{ContainerRecord, Manager, Status};
+use crate::runtime::containers::{ContainerRecord, ContainerState, Manager, Status};
 use crate::shim::LogLine;
 
 /// Containers and their tasks.
@@ -67,6 +67,32 @@ impl Containers {
     /// runtime that cannot freeze for want of the cgroup freezer is a precondition error that
     /// says so.
     pub async fn pause(&self, ns: &str, r: &ContainerRecord, pause: bool) -> Result<()> {
+        self.manager
+            .deps()
+            .cgroups
+            .require_freezer(if pause { "pause" } else { "unpause" })?;
+        let st = self.manager.status(ns, r.clone()).await;
+        match (pause, st.status()) {
+            (true, ContainerState::Running) | (false, ContainerState::Paused) => {}
+            (true, ContainerState::Paused) => {
+                return Err(Error::Precondition(format!(
+                    "container {} is already paused",
+                    r.name
+                )))
+            }
+            (false, ContainerState::Running) => {
+                return Err(Error::Precondition(format!(
+                    "container {} is not paused",
+                    r.name
+                )))
+            }
+            _ => {
+                return Err(Error::Precondition(format!(
+                    "container {} is not running",
+                    r.name
+                )))
+            }
+        }
         let c = self.manager.tasks.client(ns, &r.id);
         let res = if pause {
             c.pause().await
