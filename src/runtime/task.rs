@@ -303,7 +303,7 @@ impl Tasks {
                 exit.map(|e| TaskState {
                     id: id.to_string(),
                     pid: e.pid,
-                    status: "stopped".into(),
+                    status: crate::shim::TaskStatus::Stopped,
                     started_at: None,
                     exit: Some(e),
                     shim_pid: 0,
@@ -500,7 +500,7 @@ mod tests {
         )
         .unwrap();
         let s = t.state("default", "gone").await.unwrap();
-        assert_eq!(s.status, "stopped");
+        assert_eq!(s.status, crate::shim::TaskStatus::Stopped);
         assert_eq!(s.exit.unwrap().exit_code, 3);
     }
 

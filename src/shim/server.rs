@@ -510,7 +510,7 @@ impl Shim {
         TaskState {
             id: self.cfg.id.clone(),
             pid: self.init.pid(),
-            status: lock(&self.status).to_string(),
+            status: super::TaskStatus::from_name(&lock(&self.status)),
             started_at: lock(&self.started_at).clone(),
             exit: self.init.exit.borrow().clone(),
             shim_pid: std::process::id() as i32,
