@@ -671,8 +671,22 @@ remove_tree() {
 	warn "could not delete all of $dir (files owned by subordinate ids) -> sudo rm -rf $dir"
 }
 
+# Removes crun's state directory when it is empty (crun makes $XDG_RUNTIME_DIR/crun when
+# nookd probes or runs it), and says how to remove the binaries, which uninstall keeps.
+uninstall_leftovers() {
+	local nookd
+	rmdir "$(manager_runtime_dir)/crun" 2>/dev/null || true
+	if nookd=$(find_nookd); then
+		if [ "$(dirname "$nookd")" = "$HOME/.local/bin" ]; then
+			info "The binaries stay in $HOME/.local/bin: remove them with \`cargo uninstall --root ~/.local nook\`."
+		else
+			info "The binaries stay in $(dirname "$nookd"): remove nook, nookd and nook-shim there (installed with cargo: \`cargo uninstall --root <that directory's parent> nook\`)."
+		fi
+	fi
+}
+
 cmd_uninstall() {
-	local purge=$1 state root pause link
+	local purge=$1 state root pause link kept=""
 	state=$(nook_state)
 	root=$(nook_root)
 	pause=$(live_pid "$state/pause.pid" nook-pause || true)
@@ -707,7 +721,13 @@ cmd_uninstall() {
 		systemctl --user reset-failed "$UNIT_NAME" >/dev/null 2>&1 || true
 	fi
 	if [ "$purge" = 0 ]; then
-		info "Kept images, containers and snapshots in $root, and the configuration in $CONFIG_DIR."
+		# name only what is there
+		[ -d "$root" ] && kept="images, containers and snapshots in $root"
+		if [ -d "$CONFIG_DIR" ]; then
+			kept="${kept:+$kept, and }the configuration in $CONFIG_DIR"
+		fi
+		[ -n "$kept" ] && info "Kept $kept."
+		uninstall_leftovers
 		pause=$(live_pid "$state/pause.pid" nook-pause || true)
 		if [ -n "$pause" ]; then
 			info "Containers still run in nook's namespaces (pause process $pause); \`$PROG uninstall --purge\` stops them and deletes all data."
@@ -738,6 +758,7 @@ cmd_uninstall() {
 	remove_tree "$state" ""
 	rm -rf "$CONFIG_DIR" "$(dirname "$LOG_FILE")"
 	info "Purged."
+	uninstall_leftovers
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -648,6 +648,17 @@ fn setuptool_install_restart_uninstall_with_real_systemd_user() {
     let t0 = Instant::now();
     let o = run(user_cmd("bash").arg(&setuptool).arg("uninstall"));
     assert!(o.status.success(), "uninstall: {}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    // it names what it keeps only when it is there, and how to remove the binaries
+    assert_eq!(
+        out.contains("the configuration in"),
+        home.join(".config/nook").exists(),
+        "{out}"
+    );
+    assert!(
+        out.contains("cargo uninstall --root ~/.local nook"),
+        "{out}"
+    );
     eprintln!(
         "setuptool uninstall took {:.2}s",
         t0.elapsed().as_secs_f64()
@@ -681,6 +692,13 @@ fn setuptool_install_restart_uninstall_with_real_systemd_user() {
         "{out}"
     );
     assert!(!home.join(".local/share/nook").exists());
+    // crun's state directory goes when nothing is left in it
+    let crun = PathBuf::from(format!("/run/user/{uid}/crun"));
+    assert!(
+        !crun.exists() || std::fs::read_dir(&crun).unwrap().next().is_some(),
+        "an empty {} is left behind",
+        crun.display()
+    );
     assert!(
         pids_of(uid, "nook-pause").is_empty(),
         "the pause process survived --purge"

@@ -14,9 +14,7 @@ use super::namespace;
 use crate::daemon::Daemon;
 use crate::error::Error;
 use crate::proto::containers as pb;
-use crate::runtime::containers::{
-    manager, ContainerRecord, CreateOptions, Manager, Status as CStatus,
-};
+use crate::runtime::containers::{ContainerRecord, CreateOptions, Manager, Status as CStatus};
 use crate::shim::client::{decode, ShimEvents, ShimInput};
 use crate::shim::{Event, Input};
 
@@ -81,12 +79,16 @@ fn to_pb_net(d: &Daemon, ns: &str, s: &CStatus) -> pb::Container {
 type OutStream = Pin<Box<dyn Stream<Item = Result<pb::Output, Status>> + Send>>;
 
 impl Svc {
-    fn m(&self) -> Result<&'static Manager, Status> {
-        manager(&self.0).map_err(Status::from)
+    fn m(&self) -> Result<&Arc<Manager>, Status> {
+        self.0.containers().map_err(Status::from)
+    }
+
+    fn svc(&self) -> Result<&Arc<crate::services::Containers>, Status> {
+        self.0.container_service().map_err(Status::from)
     }
 
     fn find(&self, ns: &str, id: &str) -> Result<ContainerRecord, Status> {
-        self.m()?.find(&self.0, ns, id).map_err(Status::from)
+        self.m()?.find(ns, id).map_err(Status::from)
     }
 
     async fn get_pb(&self, ns: &str, r: ContainerRecord) -> Result<pb::Container, Status> {
@@ -138,8 +140,8 @@ where
                 }
                 Ok(Some(Event::Exit(e))) => {
                     if let Some((d, ns, rec)) = &remove_after {
-                        if let Ok(m) = manager(d) {
-                            if let Err(e) = m.remove(d, ns, rec, true).await {
+                        if let Ok(m) = d.containers() {
+                            if let Err(e) = m.remove(ns, rec, true).await {
                                 tracing::warn!(container = %rec.id, "auto-remove: {e}");
                             }
                         }
@@ -197,6 +199,123 @@ impl pb::containers_server::Containers for Svc {
     type AttachStream = OutStream;
     type ExecStream = OutStream;
     type LogsStream = Pin<Box<dyn Stream<Item = Result<pb::LogLine, Status>> + Send>>;
+    type CopyFromStream = Pin<Box<dyn Stream<Item = Result<pb::CopyChunk, Status>> + Send>>;
+
+    async fn stat_path(
+        &self,
+        r: Request<pb::PathRequest>,
+    ) -> Result<Response<pb::PathStat>, Status> {
+        let ns = namespace(&r)?;
+        let q = r.into_inner();
+        let rec = self.find(&ns, &q.id)?;
+        let path = q.path;
+        let i = self
+            .m()?
+            .with_rootfs(&ns, &rec, move |root| {
+                crate::runtime::copy::stat(root, &path)
+            })
+            .await?;
+        Ok(Response::new(pb::PathStat {
+            exists: i.exists,
+            dir: i.dir,
+            name: i.name,
+            mode: i.mode,
+            size: i.size,
+            link_target: i.link_target,
+        }))
+    }
+
+    async fn copy_from(
+        &self,
+        r: Request<pb::PathRequest>,
+    ) -> Result<Response<Self::CopyFromStream>, Status> {
+        let ns = namespace(&r)?;
+        let q = r.into_inner();
+        let rec = self.find(&ns, &q.id)?;
+        let (tx, rx) = mpsc::channel::<Result<pb::CopyChunk, Status>>(8);
+        let top = if q.name.is_empty() {
+            std::path::Path::new(&q.path)
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_else(|| "root".into())
+        } else {
+            q.name
+        };
+        let m = self.m()?.clone();
+        tokio::spawn(async move {
+            let tx2 = tx.clone();
+            let res = m
+                .with_rootfs(&ns, &rec, move |root| {
+                    let w = ChunkWriter {
+                        tx: tx2,
+                        buf: Vec::new(),
+                    };
+                    crate::runtime::copy::tar_out(root, &q.path, &top, w)
+                })
+                .await;
+            if let Err(e) = res {
+                let _ = tx.send(Err(e.into())).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn copy_to(
+        &self,
+        r: Request<Streaming<pb::CopyToInput>>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let ns = namespace(&r)?;
+        let mut inbound = r.into_inner();
+        let first = inbound
+            .next()
+            .await
+            .ok_or_else(|| Status::invalid_argument("copy: no request"))??;
+        let rec = self.find(&ns, &first.id)?;
+        // the stream's bytes, handed to the blocking extractor through a channel
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+        let dir = first.path.clone();
+        let m = self.m()?.clone();
+        let job = tokio::spawn(async move {
+            m.with_rootfs(&ns, &rec, move |root| {
+                crate::runtime::copy::tar_in(
+                    root,
+                    &dir,
+                    ChannelReader {
+                        rx,
+                        buf: Vec::new(),
+                        pos: 0,
+                    },
+                )
+            })
+            .await
+        });
+        let mut next = Some(first.data);
+        loop {
+            let data = match next.take() {
+                Some(d) => d,
+                None => match inbound.next().await {
+                    Some(Ok(m)) => m.data,
+                    Some(Err(e)) => return Err(e),
+                    None => break,
+                },
+            };
+            if data.is_empty() {
+                continue;
+            }
+            let tx = tx.clone();
+            // a full channel blocks: send off the async threads
+            let gone = tokio::task::spawn_blocking(move || tx.send(data).is_err())
+                .await
+                .unwrap_or(true);
+            if gone {
+                break; // the extractor stopped: its error is the answer
+            }
+        }
+        drop(tx);
+        job.await
+            .map_err(|e| Status::internal(format!("copy: {e}")))??;
+        Ok(Response::new(pb::Empty {}))
+    }
 
     async fn create(
         &self,
@@ -244,15 +363,15 @@ impl pb::containers_server::Containers for Svc {
             group_add: q.group_add,
             ulimits: q.ulimits,
         };
-        let rec = self.m()?.create(&self.0, &ns, o).await?;
+        let rec = self.m()?.create(&ns, o).await?;
         Ok(Response::new(self.get_pb(&ns, rec).await?))
     }
 
     async fn start(&self, r: Request<pb::ContainerRef>) -> Result<Response<pb::Container>, Status> {
         let ns = namespace(&r)?;
         let rec = self.find(&ns, &r.get_ref().id)?;
-        self.m()?.user_started(&self.0, &ns, &rec)?;
-        self.m()?.start(&self.0, &ns, &rec).await?;
+        self.m()?.user_started(&ns, &rec)?;
+        self.m()?.start(&ns, &rec).await?;
         Ok(Response::new(self.get_pb(&ns, rec).await?))
     }
 
@@ -268,16 +387,16 @@ impl pb::containers_server::Containers for Svc {
         let m = self.m()?;
         let rec = self.find(&ns, &first.id)?;
         if first.start {
-            m.user_started(&self.0, &ns, &rec)?;
-            if let Err(e) = m.create_task(&self.0, &ns, &rec, true, true).await {
-                m.remove_after_failed_start(&self.0, &ns, &rec).await;
+            m.user_started(&ns, &rec)?;
+            if let Err(e) = m.create_task(&ns, &rec, true, true).await {
+                m.remove_after_failed_start(&ns, &rec).await;
                 return Err(e.into());
             }
         }
         let client = m.tasks.client(&ns, &rec.id);
         let stream = client.attach(first.stdin, first.start).await?;
         if first.start {
-            m.watch_auto_remove(&self.0, &ns, &rec);
+            m.watch_auto_remove(&ns, &rec);
         }
         let (events, mut input) = stream.split();
         for i in inputs(first.data, first.close_stdin, first.width, first.height) {
@@ -307,7 +426,9 @@ impl pb::containers_server::Containers for Svc {
         })??;
         let m = self.m()?;
         let rec = self.find(&ns, &first.id)?;
-        if m.status(&ns, rec.clone()).await.status() == "paused" {
+        if m.status(&ns, rec.clone()).await.status()
+            == crate::runtime::containers::ContainerState::Paused
+        {
             return Err(Status::failed_precondition(format!(
                 "container {} is paused: unpause it first (`nook unpause {}`)",
                 rec.name, rec.name
@@ -353,7 +474,7 @@ impl pb::containers_server::Containers for Svc {
     ) -> Result<Response<pb::ListResponse>, Status> {
         let ns = namespace(&r)?;
         let m = self.m()?;
-        let mut recs = m.records(&self.0, &ns)?;
+        let mut recs = m.records(&ns)?;
         recs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.name.cmp(&b.name)));
         let states =
             futures::future::join_all(recs.into_iter().map(|rec| m.status(&ns, rec))).await;
@@ -402,7 +523,7 @@ impl pb::containers_server::Containers for Svc {
             "Bundle": bundle,
             "LogPath": bundle.join(crate::shim::files::LOG),
             "State": {
-                "Status": st.status(),
+                "Status": st.status().as_str(),
                 "Running": st.running(),
                 "Pid": st.task.as_ref().map(|t| t.pid).filter(|_| st.running()).unwrap_or(0),
                 "ExitCode": st.exit_code(),
@@ -422,19 +543,7 @@ impl pb::containers_server::Containers for Svc {
         let ns = namespace(&r)?;
         let q = r.into_inner();
         let rec = self.find(&ns, &q.id)?;
-        let sig = if q.signal == 0 {
-            libc::SIGKILL
-        } else {
-            q.signal
-        };
-        // a signal that ends the container: the restart policy must not bring it back
-        if matches!(
-            sig,
-            libc::SIGKILL | libc::SIGTERM | libc::SIGINT | libc::SIGQUIT
-        ) {
-            self.m()?.user_stopped(&self.0, &ns, &rec)?;
-        }
-        self.m()?.kill(&ns, &rec, sig, q.all).await?;
+        self.svc()?.kill(&ns, &rec, q.signal, q.all).await?;
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -442,7 +551,7 @@ impl pb::containers_server::Containers for Svc {
         let ns = namespace(&r)?;
         let q = r.into_inner();
         let rec = self.find(&ns, &q.id)?;
-        self.m()?.user_stopped(&self.0, &ns, &rec)?;
+        self.m()?.user_stopped(&ns, &rec)?;
         self.m()?
             .stop(&ns, &rec, Duration::from_secs(q.timeout as u64), q.signal)
             .await?;
@@ -463,7 +572,7 @@ impl pb::containers_server::Containers for Svc {
         let ns = namespace(&r)?;
         let q = r.into_inner();
         let rec = self.find(&ns, &q.id)?;
-        self.m()?.remove(&self.0, &ns, &rec, q.force).await?;
+        self.m()?.remove(&ns, &rec, q.force).await?;
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -474,79 +583,20 @@ impl pb::containers_server::Containers for Svc {
         let ns = namespace(&r)?;
         let q = r.into_inner();
         let rec = self.find(&ns, &q.id)?;
-        let m = self.m()?;
-        let bundle = m.tasks.bundle_dir(&ns, &rec.id);
-        let log = bundle.join(crate::shim::files::LOG);
         let tail = (q.tail >= 0).then_some(q.tail as usize);
-        let (tx, rx) = mpsc::channel(256);
-        let id = rec.id.clone();
-        tokio::spawn(async move {
-            use std::io::{BufRead, Seek};
-            let send_line = |l: &str| -> Option<pb::LogLine> {
-                let l: crate::shim::LogLine = serde_json::from_str(l).ok()?;
-                Some(pb::LogLine {
-                    time: l.time,
-                    stream: l.stream,
-                    data: l.log.into_bytes(),
+        let lines = self.svc()?.logs(&ns, &rec, tail, q.follow, q.resume_at);
+        Ok(Response::new(Box::pin(ReceiverStream::new(lines).map(
+            |e| {
+                e.map(|e| pb::LogLine {
+                    time: e.line.time,
+                    stream: e.line.stream,
+                    data: e.line.log.into_bytes(),
+                    offset: e.offset,
+                    end: e.end,
                 })
-            };
-            // the first part: the tail of what is there
-            let lines = match crate::runtime::task::read_log(&bundle, tail) {
-                Ok(l) => l,
-                Err(e) => {
-                    let _ = tx.send(Err(e.into())).await;
-                    return;
-                }
-            };
-            let mut pos = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
-            for l in lines {
-                let msg = pb::LogLine {
-                    time: l.time,
-                    stream: l.stream,
-                    data: l.log.into_bytes(),
-                };
-                if tx.send(Ok(msg)).await.is_err() {
-                    return;
-                }
-            }
-            if !q.follow {
-                return;
-            }
-            let Ok(m) = manager_static() else { return };
-            loop {
-                let running = m
-                    .tasks
-                    .state(&ns, &id)
-                    .await
-                    .is_some_and(|s| s.status != "stopped");
-                if let Ok(mut f) = std::fs::File::open(&log) {
-                    if f.seek(std::io::SeekFrom::Start(pos)).is_ok() {
-                        let mut rd = std::io::BufReader::new(f);
-                        let mut line = String::new();
-                        while rd.read_line(&mut line).unwrap_or(0) > 0 {
-                            if !line.ends_with('\n') {
-                                break; // a partial line: read it whole next time
-                            }
-                            pos += line.len() as u64;
-                            if let Some(msg) = send_line(line.trim_end()) {
-                                if tx.send(Ok(msg)).await.is_err() {
-                                    return;
-                                }
-                            }
-                            line.clear();
-                        }
-                    }
-                }
-                if !running {
-                    return;
-                }
-                if tx.is_closed() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+                .map_err(Status::from)
+            },
+        ))))
     }
 
     async fn top(&self, r: Request<pb::ContainerRef>) -> Result<Response<pb::TopResponse>, Status> {
@@ -606,7 +656,7 @@ impl pb::containers_server::Containers for Svc {
                 "nothing to update: give a limit (--memory, --cpus, --pids-limit, ...)",
             ));
         }
-        crate::runtime::limits::update(&self.0, self.m()?, &ns, &rec, &res).await?;
+        crate::runtime::limits::update(self.m()?, &ns, &rec, &res).await?;
         let rec = self.find(&ns, &q.id)?;
         Ok(Response::new(self.get_pb(&ns, rec).await?))
     }
@@ -627,13 +677,14 @@ impl pb::containers_server::Containers for Svc {
         r: Request<pb::PruneContainersRequest>,
     ) -> Result<Response<pb::PruneContainersResponse>, Status> {
         let ns = namespace(&r)?;
-        let before = crate::daemon::gc::disk_total(&self.0).await;
-        let removed = self.m()?.prune(&self.0, &ns).await?;
-        crate::daemon::gc::collect_now(&self.0).await?;
-        let after = crate::daemon::gc::disk_total(&self.0).await;
+        let p = self.svc()?.prune(&ns).await?;
         Ok(Response::new(pb::PruneContainersResponse {
-            containers: removed.iter().map(|s| to_pb_net(&self.0, &ns, s)).collect(),
-            reclaimed_bytes: before.saturating_sub(after),
+            containers: p
+                .removed
+                .iter()
+                .map(|s| to_pb_net(&self.0, &ns, s))
+                .collect(),
+            reclaimed_bytes: p.reclaimed_bytes,
         }))
     }
 }
@@ -646,65 +697,63 @@ impl Svc {
     ) -> Result<Response<pb::Empty>, Status> {
         let ns = namespace(&r)?;
         let rec = self.find(&ns, &r.get_ref().id)?;
-        self.0
-            .cgroups
-            .require_freezer(if pause { "pause" } else { "unpause" })?;
-        let st = self.m()?.status(&ns, rec.clone()).await;
-        match (pause, st.status()) {
-            (true, "running") | (false, "paused") => {}
-            (true, "paused") => {
-                return Err(Status::failed_precondition(format!(
-                    "container {} is already paused",
-                    rec.name
-                )))
-            }
-            (false, "running") => {
-                return Err(Status::failed_precondition(format!(
-                    "container {} is not paused",
-                    rec.name
-                )))
-            }
-            _ => {
-                return Err(Status::failed_precondition(format!(
-                    "container {} is not running",
-                    rec.name
-                )))
-            }
-        }
-        let c = self.m()?.tasks.client(&ns, &rec.id);
-        let res = if pause {
-            c.pause().await
-        } else {
-            c.resume().await
-        };
-        if res.is_ok() {
-            self.0.events.publish(
-                &ns,
-                if pause {
-                    "/tasks/paused"
-                } else {
-                    "/tasks/resumed"
-                },
-                &[("id", rec.id.clone()), ("name", rec.name.clone())],
-            );
-        }
-        res.map_err(|e| {
-            let msg = e.to_string();
-            if msg.contains("cgroup") || msg.contains("freezer") {
-                Status::failed_precondition(format!(
-                    "{} needs cgroup delegation (the freezer controller), which this user does not have: {msg}",
-                    if pause { "pause" } else { "resume" }
-                ))
-            } else {
-                e.into()
-            }
-        })?;
+        self.svc()?.pause(&ns, &rec, pause).await?;
         Ok(Response::new(pb::Empty {}))
     }
 }
 
-fn manager_static() -> Result<&'static Manager, Error> {
-    // the manager exists once any request reached this service
-    crate::runtime::containers::manager_if_made()
-        .ok_or_else(|| Error::Internal("containers manager not initialised".into()))
+/// Sends what a blocking tar writer writes as `CopyChunk`s of up to 1 MiB.
+struct ChunkWriter {
+    tx: mpsc::Sender<Result<pb::CopyChunk, Status>>,
+    buf: Vec<u8>,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::take(&mut self.buf);
+        self.tx
+            .blocking_send(Ok(pb::CopyChunk { data }))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client left"))
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= 1 << 20 {
+            self.send()?;
+        }
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+/// Reads the chunks a request stream delivered, for a blocking tar reader.
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.buf.len() {
+            match self.rx.recv() {
+                Ok(b) => {
+                    self.buf = b;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }

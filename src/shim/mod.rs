@@ -85,13 +85,17 @@ pub struct ShimConfig {
     /// just after the start, and must not miss the first lines).
     #[serde(default)]
     pub hold_output: bool,
-    /// Published ports served directly by the container's own sockets ([`direct`]), with
-    /// host port resolved.
+    /// The container's published ports, host port resolved: relayed by the shim when
+    /// `relay` is set, else served directly by the container's own sockets ([`direct`]).
     #[serde(default)]
-    pub direct_ports: Vec<crate::network::ports::PortMapping>,
-    /// The inherited descriptors holding those host ports, one per entry of `direct_ports`.
+    pub ports: Vec<crate::network::ports::PortMapping>,
+    /// The inherited descriptors holding those host ports, one per entry of `ports`.
     #[serde(default)]
-    pub direct_fds: Vec<i32>,
+    pub port_fds: Vec<i32>,
+    /// Where to relay `ports` ([`crate::network::forward`]): the shim outlives nookd, so
+    /// relayed connections survive a daemon restart, and the ports stay open meanwhile.
+    #[serde(default)]
+    pub relay: Option<crate::network::forward::RelayTarget>,
 }
 
 /// How a process ended.
@@ -104,14 +108,57 @@ pub struct ExitInfo {
     pub exited_at: String,
 }
 
+/// A task's life stage as the shim reports it; on the wire, the lowercase name (`created`,
+/// `running`, `paused`, `stopped`), so shims of older nookd versions still parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    Created,
+    Running,
+    Paused,
+    Stopped,
+    /// A name this version does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+impl TaskStatus {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Created => "created",
+            TaskStatus::Running => "running",
+            TaskStatus::Paused => "paused",
+            TaskStatus::Stopped => "stopped",
+            TaskStatus::Unknown => "unknown",
+        }
+    }
+
+    /// The status named `s` (`Unknown` for any other name).
+    pub fn from_name(s: &str) -> TaskStatus {
+        match s {
+            "created" => TaskStatus::Created,
+            "running" => TaskStatus::Running,
+            "paused" => TaskStatus::Paused,
+            "stopped" => TaskStatus::Stopped,
+            _ => TaskStatus::Unknown,
+        }
+    }
+}
+
+impl std::fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A task's state as the shim sees it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TaskState {
     pub id: String,
     /// The container's init process (host pid as seen in nookd's namespaces).
     pub pid: i32,
-    /// `created`, `running`, `paused` or `stopped`.
-    pub status: String,
+    pub status: TaskStatus,
     #[serde(default)]
     pub started_at: Option<String>,
     #[serde(default)]
@@ -217,7 +264,7 @@ pub enum Input {
 }
 
 /// One docker json-file log line.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LogLine {
     pub log: String,
     pub stream: String,

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -510,7 +510,7 @@ impl Shim {
         TaskState {
             id: self.cfg.id.clone(),
             pid: self.init.pid(),
-            status: lock(&self.status).to_string(),
+            status: super::TaskStatus::from_name(&lock(&self.status)),
             started_at: lock(&self.started_at).clone(),
             exit: self.init.exit.borrow().clone(),
             shim_pid: std::process::id() as i32,
@@ -988,6 +988,33 @@ async fn handle(shim: Arc<Shim>, conn: UnixStream) {
     let _ = send(&mut w, &resp).await;
 }
 
+/// Relays the published ports (`cfg.relay`), on tasks of this process's runtime, from a
+/// socket thread in the containers' network namespace ([`forward::SocketFactory`]).
+fn relay_ports(cfg: &ShimConfig) -> std::io::Result<Vec<tokio::task::JoinHandle<()>>> {
+    use crate::network::forward;
+    let Some(relay) = &cfg.relay else {
+        return Ok(Vec::new());
+    };
+    let f = forward::SocketFactory::start(&relay.netns)?;
+    f.transparent.store(relay.transparent, Ordering::Relaxed);
+    let ports = cfg
+        .ports
+        .iter()
+        .zip(&cfg.port_fds)
+        .map(|(m, fd)| {
+            // SAFETY: nookd passed these descriptors to this process for it to own.
+            (m.clone(), unsafe { OwnedFd::from_raw_fd(*fd) })
+        })
+        .collect();
+    forward::serve_all(
+        &tokio::runtime::Handle::current(),
+        ports,
+        relay.ip,
+        &Arc::new(f),
+    )
+    .map_err(|e| std::io::Error::other(e.to_string()))
+}
+
 /// Detaches: stdin from /dev/null, stderr to `<bundle>/shim.log`, double fork with setsid in
 /// between. Stdout (nookd's readiness pipe) stays open until [`ready`]. Must run before any
 /// thread exists.
@@ -1076,8 +1103,13 @@ pub fn main() -> i32 {
             ))
         }
     };
-    if let Err(e) = daemonize(&bundle, &cfg.direct_fds) {
+    if let Err(e) = daemonize(&bundle, &cfg.port_fds) {
         return fail(format!("detaching: {e}"));
+    }
+    for fd in &cfg.port_fds {
+        // close-on-exec: the runtime, started next, must not hold a port (nor give it on)
+        // SAFETY: fcntl on a descriptor nookd passed to this process.
+        unsafe { libc::fcntl(*fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
     if let Err(e) = std::env::set_current_dir(&bundle) {
         return fail(format!("entering {}: {e}", bundle.display()));
@@ -1154,8 +1186,8 @@ async fn run(cfg: ShimConfig, bundle: PathBuf) -> i32 {
             return 1;
         }
     };
-    if !shim.cfg.direct_ports.is_empty() {
-        let ports = super::direct::Ports::new(shim.cfg.direct_ports.clone(), &shim.cfg.direct_fds);
+    if !shim.cfg.ports.is_empty() && shim.cfg.relay.is_none() {
+        let ports = super::direct::Ports::new(shim.cfg.ports.clone(), &shim.cfg.port_fds);
         if let Err(e) = super::direct::serve(Arc::new(ports)) {
             ready(&Ready {
                 ok: false,
@@ -1185,6 +1217,16 @@ async fn run(cfg: ShimConfig, bundle: PathBuf) -> i32 {
         pid,
         error: String::new(),
     });
+    // after the readiness line, to keep it off the start's path: until then, connections
+    // wait in the listeners' backlog
+    let _relays = match relay_ports(&shim.cfg) {
+        Ok(tasks) => tasks,
+        Err(e) => {
+            // the container runs, but its ports would hang: say so where nookd looks
+            eprintln!("nook-shim: relaying the published ports: {e}");
+            Vec::new()
+        }
+    };
     loop {
         tokio::select! {
             conn = listener.accept() => {
