@@ -239,3 +239,52 @@ fn crictl_pull_with_credentials() {
     let q = crictl(&d, &["images", "-q"]).ok();
     assert_eq!(q.trim(), a.config_descriptor.digest.to_string());
 }
+
+/// The `NetworkReady` condition of `crictl info`.
+fn network_ready(d: &Nookd) -> serde_json::Value {
+    let info: serde_json::Value =
+        serde_json::from_str(&crictl(d, &["info", "-o", "json"]).ok()).unwrap();
+    info["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "NetworkReady")
+        .unwrap_or_else(|| panic!("no NetworkReady condition: {info}"))
+        .clone()
+}
+
+#[test]
+fn crictl_info_network_not_ready_when_link_down() {
+    if !have_crictl() {
+        return;
+    }
+    // the link (pasta or slirp4netns) dies: nookd notices within seconds, and CRI says why
+    let d = Nookd::start();
+    assert_eq!(network_ready(&d)["status"], true);
+    let text = std::fs::read_to_string(d.state.join("netlink.pid")).unwrap();
+    let pid: i32 = text.split_whitespace().next().unwrap().parse().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let t0 = std::time::Instant::now();
+    let net = loop {
+        let net = network_ready(&d);
+        if net["status"] == false || t0.elapsed() > std::time::Duration::from_secs(15) {
+            break net;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    assert_eq!(net["status"], false, "{net}");
+    assert_eq!(net["reason"], "NetworkError", "{net}");
+    assert!(net["message"].as_str().unwrap().contains("link"), "{net}");
+
+    // a daemon configured without a network: not ready, and the reason is the configuration
+    let e = Nookd::start_with("[network]\ndriver = \"none\"\n");
+    let net = network_ready(&e);
+    assert_eq!(net["status"], false, "{net}");
+    assert_eq!(net["reason"], "NetworkSkip", "{net}");
+    let msg = net["message"].as_str().unwrap();
+    assert!(msg.contains("disabled") && msg.contains("none"), "{net}");
+}
