@@ -342,3 +342,51 @@ impl ImageService for Images {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_match_by_full_digest_or_long_prefix() {
+        let id = format!("sha256:{}", "ab12".repeat(16));
+        assert!(id_matches(&id, &id));
+        assert!(id_matches(&"ab12".repeat(16), &id));
+        assert!(id_matches("ab12ab12ab12", &id));
+        assert!(id_matches("sha256:ab12ab12ab12", &id));
+        // too short to be an id, not hex, or another image
+        assert!(!id_matches("ab12ab12ab1", &id));
+        assert!(!id_matches("busybox:latest", &id));
+        assert!(!id_matches("ab12ab12ab13", &id));
+    }
+
+    #[test]
+    fn auth_config_credentials() {
+        let a = cri::AuthConfig {
+            username: "alice".into(),
+            password: "s3cret".into(),
+            ..Default::default()
+        };
+        assert_eq!(credentials(&a).unwrap().unwrap().password, "s3cret");
+        // docker's base64 `auth` field
+        let a = cri::AuthConfig {
+            auth: "Ym9iOnB3".into(),
+            ..Default::default()
+        };
+        let c = credentials(&a).unwrap().unwrap();
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("bob", "pw"));
+        assert!(credentials(&cri::AuthConfig::default()).unwrap().is_none());
+        let e = credentials(&cri::AuthConfig {
+            auth: "not base64!".into(),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("username:password"), "{e}");
+        let e = credentials(&cri::AuthConfig {
+            identity_token: "t".into(),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("not supported"), "{e}");
+    }
+}
