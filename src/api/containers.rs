@@ -17,7 +17,7 @@ use crate::proto::containers as pb;
 use crate::runtime::containers::{
     manager, ContainerRecord, CreateOptions, Manager, Status as CStatus,
 };
-use crate::shim::client::{decode, ShimEvents, ShimInput};
+use crate::shim::client::{ShimEvents, ShimInput};
 use crate::shim::{Event, Input};
 
 pub struct Svc(Arc<Daemon>);
@@ -55,6 +55,7 @@ fn to_pb(s: &CStatus) -> pb::Container {
         snapshotter: r.snapshotter.clone(),
         labels: r.labels.clone().into_iter().collect(),
         tty: r.tty,
+        stdin: r.stdin,
         auto_remove: r.auto_remove,
         ports: Vec::new(),
         ip: String::new(),
@@ -102,7 +103,10 @@ impl Svc {
     }
 }
 
-/// Pumps shim events to the gRPC stream and gRPC input to the shim.
+/// Pumps shim events to the gRPC stream and gRPC input to the shim, each direction waiting
+/// for the other side (backpressure, never loss). When the client's input stream ends, the
+/// shim is told the client is gone (it closes the process's stdin); when the client is gone
+/// altogether, the shim connection is dropped.
 fn bridge<I, F>(
     mut events: ShimEvents,
     mut input: ShimInput,
@@ -114,7 +118,7 @@ where
     I: Send + 'static,
     F: Fn(I) -> Vec<Input> + Send + 'static,
 {
-    let (tx, rx) = mpsc::channel::<Result<pb::Output, Status>>(256);
+    let (tx, rx) = mpsc::channel::<Result<pb::Output, Status>>(16);
     let feeder = tokio::spawn(async move {
         while let Some(Ok(msg)) = inbound.next().await {
             for i in conv(msg) {
@@ -123,20 +127,27 @@ where
                 }
             }
         }
+        // a client keeps its input stream open until the exit: it is gone
+        input.client_gone().await;
+        std::future::pending::<()>().await
     });
     tokio::spawn(async move {
         loop {
-            match events.next().await {
-                Ok(Some(Event::Out { stream, data })) => {
-                    let bytes = decode(&data);
-                    let out = if stream == "stderr" {
+            let ev = tokio::select! {
+                ev = events.next() => ev,
+                // the client is gone: so is this connection to the shim
+                _ = tx.closed() => break,
+            };
+            match ev {
+                Ok(Some(Event::Out { stderr, data })) => {
+                    let out = if stderr {
                         pb::Output {
-                            stderr: bytes,
+                            stderr: data.into(),
                             ..Default::default()
                         }
                     } else {
                         pb::Output {
-                            stdout: bytes,
+                            stdout: data.into(),
                             ..Default::default()
                         }
                     };
@@ -189,10 +200,7 @@ fn inputs(data: Vec<u8>, close: bool, width: u32, height: u32) -> Vec<Input> {
         });
     }
     if !data.is_empty() {
-        use base64::Engine;
-        v.push(Input::Stdin {
-            data: base64::engine::general_purpose::STANDARD.encode(data),
-        });
+        v.push(Input::Stdin(data.into()));
     }
     if close {
         v.push(Input::CloseStdin);
@@ -473,30 +481,27 @@ impl pb::containers_server::Containers for Svc {
         let id = rec.id.clone();
         tokio::spawn(async move {
             use std::io::{BufRead, Seek};
-            let send_line = |l: &str| -> Option<pb::LogLine> {
-                let l: crate::shim::LogLine = serde_json::from_str(l).ok()?;
-                Some(pb::LogLine {
-                    time: l.time,
-                    stream: l.stream,
-                    data: l.log.into_bytes(),
-                })
+            let mut batch = LogBatch {
+                merge: q.merge,
+                cur: None,
             };
-            // the first part: the tail of what is there
-            let lines = match crate::runtime::task::read_log(&bundle, tail) {
+            // the first part: the tail of what is there, and where it ends
+            let (lines, mut pos) = match crate::runtime::task::read_log(&bundle, tail) {
                 Ok(l) => l,
                 Err(e) => {
                     let _ = tx.send(Err(e.into())).await;
                     return;
                 }
             };
-            let mut pos = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
             for l in lines {
-                let msg = pb::LogLine {
-                    time: l.time,
-                    stream: l.stream,
-                    data: l.log.into_bytes(),
-                };
-                if tx.send(Ok(msg)).await.is_err() {
+                if let Some(m) = batch.push(l) {
+                    if tx.send(Ok(m)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            if let Some(m) = batch.cur.take() {
+                if tx.send(Ok(m)).await.is_err() {
                     return;
                 }
             }
@@ -505,26 +510,34 @@ impl pb::containers_server::Containers for Svc {
             }
             let Ok(m) = manager_static() else { return };
             loop {
+                // until the container stopped and its last output is in the log
                 let running = m
                     .tasks
                     .state(&ns, &id)
                     .await
-                    .is_some_and(|s| s.status != "stopped");
+                    .is_some_and(|s| s.status != "stopped" || !s.drained);
                 if let Ok(mut f) = std::fs::File::open(&log) {
                     if f.seek(std::io::SeekFrom::Start(pos)).is_ok() {
                         let mut rd = std::io::BufReader::new(f);
-                        let mut line = String::new();
-                        while rd.read_line(&mut line).unwrap_or(0) > 0 {
-                            if !line.ends_with('\n') {
+                        let mut line = Vec::new();
+                        while rd.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
+                            if !line.ends_with(b"\n") {
                                 break; // a partial line: read it whole next time
                             }
                             pos += line.len() as u64;
-                            if let Some(msg) = send_line(line.trim_end()) {
-                                if tx.send(Ok(msg)).await.is_err() {
-                                    return;
+                            if let Some(l) = crate::shim::LogLine::parse(&line) {
+                                if let Some(m) = batch.push(l) {
+                                    if tx.send(Ok(m)).await.is_err() {
+                                        return;
+                                    }
                                 }
                             }
                             line.clear();
+                        }
+                        if let Some(m) = batch.cur.take() {
+                            if tx.send(Ok(m)).await.is_err() {
+                                return;
+                            }
                         }
                     }
                 }
@@ -633,6 +646,31 @@ impl Svc {
             }
         })?;
         Ok(Response::new(pb::Empty {}))
+    }
+}
+
+/// Log entries into messages: one each, or with `merge` consecutive ones of a stream joined
+/// (up to 64 KiB).
+struct LogBatch {
+    merge: bool,
+    cur: Option<pb::LogLine>,
+}
+
+impl LogBatch {
+    /// Adds an entry; returns a message ready to send, if one is.
+    fn push(&mut self, l: crate::shim::LogLine) -> Option<pb::LogLine> {
+        if let Some(c) = &mut self.cur {
+            if self.merge && c.stream == l.stream && c.data.len() < 64 << 10 {
+                c.data.extend_from_slice(&l.bytes());
+                return None;
+            }
+        }
+        let next = pb::LogLine {
+            time: l.time.clone(),
+            stream: l.stream.clone(),
+            data: l.bytes(),
+        };
+        self.cur.replace(next)
     }
 }
 

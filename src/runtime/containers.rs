@@ -1431,6 +1431,7 @@ mod tests {
                     exited_at: String::new(),
                 }),
                 shim_pid: 0,
+                drained: true,
             }),
         };
         assert_eq!(

@@ -290,6 +290,7 @@ impl Tasks {
                     started_at: None,
                     exit: Some(e),
                     shim_pid: 0,
+                    drained: true,
                 })
             }
         }
@@ -353,23 +354,31 @@ impl Tasks {
     }
 }
 
-/// Reads a container's json-file log: lines after the last `tail` ones (all when None).
-pub fn read_log(bundle: &Path, tail: Option<usize>) -> Result<Vec<crate::shim::LogLine>> {
+/// Reads a container's json-file log: the last `tail` entries (all when None), and the offset
+/// just after the last complete line read (where following the log goes on: a line being
+/// written is not read half).
+pub fn read_log(bundle: &Path, tail: Option<usize>) -> Result<(Vec<crate::shim::LogLine>, u64)> {
     let p = bundle.join(files::LOG);
-    let text = match std::fs::read_to_string(&p) {
+    let mut text = match std::fs::read(&p) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(Error::io(format!("reading {}", p.display()), e)),
     };
-    let mut lines: Vec<crate::shim::LogLine> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
+    let end = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    text.truncate(end);
+    let mut lines: Vec<&[u8]> = text
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
         .collect();
     if let Some(n) = tail {
         let skip = lines.len().saturating_sub(n);
         lines.drain(..skip);
     }
-    Ok(lines)
+    let entries = lines
+        .into_iter()
+        .filter_map(crate::shim::LogLine::parse)
+        .collect();
+    Ok((entries, end as u64))
 }
 
 #[cfg(test)]
@@ -445,13 +454,19 @@ mod tests {
                 "{{\"log\":\"l{i}\\n\",\"stream\":\"stdout\",\"time\":\"t\"}}\n"
             ));
         }
-        std::fs::write(d.path().join(files::LOG), text).unwrap();
-        assert_eq!(read_log(d.path(), None).unwrap().len(), 5);
-        let t = read_log(d.path(), Some(2)).unwrap();
+        // a line being written is left for later
+        text.push_str("{\"log\":\"l5");
+        std::fs::write(d.path().join(files::LOG), &text).unwrap();
+        let (all, end) = read_log(d.path(), None).unwrap();
+        assert_eq!(all.len(), 5);
+        assert_eq!(end as usize, text.len() - "{\"log\":\"l5".len());
+        let (t, end2) = read_log(d.path(), Some(2)).unwrap();
         assert_eq!(t.len(), 2);
+        assert_eq!(end2, end);
         assert_eq!(t[0].log, "l3\n");
         assert!(read_log(&d.path().join("nope"), Some(1))
             .unwrap()
+            .0
             .is_empty());
     }
 }

@@ -16,31 +16,26 @@ use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use super::{
-    exit_code, files, now_rfc3339, Event, ExitInfo, Input, LogLine, Request, Response, ShimConfig,
-    TaskState,
+    exit_code, files, frame, now_rfc3339, Event, ExitInfo, Input, LogLine, Request, Response,
+    ShimConfig, TaskState,
 };
 
 /// Locks a mutex, ignoring poisoning (the shim is single-threaded; a poisoned lock only means a
 /// task panicked, and the data is still consistent enough to keep serving).
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn b64() -> base64::engine::general_purpose::GeneralPurpose {
-    base64::engine::general_purpose::STANDARD
 }
 
 /// Collects exits of every child (and adopted orphan).
@@ -128,30 +123,89 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
 }
 
+/// Output read from a process's pipe (or pty) at a time.
+const READ_CHUNK: usize = 64 * 1024;
+/// Events a client may be behind before the output pumps wait for it: a slow client slows the
+/// container (its writes block once the pipe is full), as with docker; nothing is dropped.
+const SUB_QUEUE: usize = 16;
+/// Output kept for the first client of `nook run` (see [`ShimConfig::hold_output`]) before
+/// the container waits for it, and how long it is kept for a client that never comes.
+const HOLD_MAX: usize = 4 << 20;
+const HOLD_FOR: Duration = Duration::from_secs(30);
+/// After a process exited, output pipes that stay open (a background process holds them) are
+/// read until they were silent this long.
+const DRAIN_IDLE: Duration = Duration::from_secs(2);
+/// A json-file log entry holds at most this many bytes (docker's 16 KiB): longer lines are
+/// split, and `nook logs` joins the pieces back.
+const LOG_ENTRY_MAX: usize = 16 * 1024;
+
+/// A client's view of a process's output: what was held for it, then the live events.
+struct Subscription {
+    held: std::collections::VecDeque<Event>,
+    rx: mpsc::Receiver<Event>,
+}
+
+impl Subscription {
+    async fn recv(&mut self) -> Option<Event> {
+        match self.held.pop_front() {
+            Some(e) => Some(e),
+            None => self.rx.recv().await,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.held.is_empty() && self.rx.is_empty()
+    }
+}
+
+/// Output kept until the first client comes.
+struct Held {
+    events: Vec<Event>,
+    size: usize,
+}
+
 /// A process of the container: its init or an exec'd one.
 struct Proc {
     pid: Mutex<i32>,
+    /// An exec'd process (hung up when its terminal's client goes away), not the init.
+    exec: bool,
     /// Where stdin goes (pipe write end, or the pty master).
     stdin: Mutex<Option<Fd>>,
     /// The pty master (for resize).
     master: Mutex<Option<Fd>>,
-    subs: Mutex<Vec<mpsc::UnboundedSender<Event>>>,
-    /// Output kept for the first subscriber (see [`ShimConfig::hold_output`]), with its size.
-    held: Mutex<Option<(Vec<Event>, usize)>>,
+    /// Every client's queue: each event goes to all, in order, waiting for room.
+    subs: Mutex<Vec<mpsc::Sender<Event>>>,
+    /// Output kept for the first subscriber (see [`ShimConfig::hold_output`]).
+    held: Mutex<Option<Held>>,
+    /// Wakes pumps waiting for room in `held` (a client came, or the hold was given up).
+    held_room: Notify,
     /// Set when reaped.
     exit: watch::Sender<Option<ExitInfo>>,
     /// Set when reaped and the output is drained: the moment to send [`Event::Exit`].
     done: watch::Sender<Option<ExitInfo>>,
     /// Output pumps still running.
     pumps: watch::Sender<usize>,
+    /// Pumps waiting for their pipe to become readable, and the bytes read so far: tell a pipe
+    /// that is open but silent after the exit from one still carrying output.
+    idle_pumps: AtomicUsize,
+    read_bytes: AtomicU64,
+    /// Set to stop reading pipes held open by someone else after the exit (see [`DRAIN_IDLE`]).
+    abandon: watch::Sender<bool>,
+    /// Client connections streaming this process.
+    streams: watch::Sender<usize>,
     /// The json-file log (the init only).
-    log: Option<Mutex<File>>,
+    log: Option<Mutex<std::io::BufWriter<File>>>,
 }
 
 impl Proc {
-    fn new(log: Option<File>, hold: bool) -> Arc<Proc> {
+    fn new(log: Option<File>, hold: bool, exec: bool) -> Arc<Proc> {
         Arc::new(Proc {
-            held: Mutex::new(hold.then(|| (Vec::new(), 0))),
+            held: Mutex::new(hold.then(|| Held {
+                events: Vec::new(),
+                size: 0,
+            })),
+            held_room: Notify::new(),
+            exec,
             pid: Mutex::new(0),
             stdin: Mutex::new(None),
             master: Mutex::new(None),
@@ -159,7 +213,11 @@ impl Proc {
             exit: watch::channel(None).0,
             done: watch::channel(None).0,
             pumps: watch::channel(0).0,
-            log: log.map(Mutex::new),
+            idle_pumps: AtomicUsize::new(0),
+            read_bytes: AtomicU64::new(0),
+            abandon: watch::channel(false).0,
+            streams: watch::channel(0).0,
+            log: log.map(|f| Mutex::new(std::io::BufWriter::with_capacity(256 << 10, f))),
         })
     }
 
@@ -168,102 +226,196 @@ impl Proc {
     }
 
     /// Subscribes to output and the final exit event.
-    fn subscribe(&self) -> mpsc::UnboundedReceiver<Event> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        if let Some((held, _)) = lock(&self.held).take() {
-            for ev in held {
-                let _ = tx.send(ev);
-            }
-        }
+    fn subscribe(&self) -> Subscription {
+        let (tx, rx) = mpsc::channel(SUB_QUEUE);
+        let held = lock(&self.held)
+            .take()
+            .map(|h| h.events)
+            .unwrap_or_default();
+        self.held_room.notify_waiters();
         if let Some(info) = self.done.borrow().clone() {
-            let _ = tx.send(Event::Exit(info));
+            let _ = tx.try_send(Event::Exit(info));
         } else {
             lock(&self.subs).push(tx);
         }
-        rx
+        Subscription {
+            held: held.into(),
+            rx,
+        }
     }
 
-    fn broadcast(&self, ev: Event) {
-        {
-            let mut held = lock(&self.held);
-            if let Some((buf, size)) = held.as_mut() {
-                if let Event::Out { data, .. } = &ev {
-                    *size += data.len();
-                }
-                buf.push(ev.clone());
-                if *size > 4 << 20 {
-                    // nobody came for it: stop holding (the log has everything)
-                    *held = None;
+    /// Stops holding output for a first client (it did not come in time).
+    fn release_held(&self) {
+        *lock(&self.held) = None;
+        self.held_room.notify_waiters();
+    }
+
+    /// Hands one event to every client, in order, waiting while a client's queue (or the held
+    /// output) is full.
+    async fn deliver(&self, ev: Event) {
+        let len = match &ev {
+            Event::Out { data, .. } => data.len(),
+            Event::Exit(_) => 0,
+        };
+        loop {
+            let room = self.held_room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            {
+                let mut held = lock(&self.held);
+                match held.as_mut() {
+                    None => break,
+                    Some(h) if h.size < HOLD_MAX => {
+                        h.size += len;
+                        h.events.push(ev);
+                        return;
+                    }
+                    Some(_) => {}
                 }
             }
+            room.await;
         }
-        lock(&self.subs).retain(|s| s.send(ev.clone()).is_ok());
+        let subs: Vec<_> = lock(&self.subs).clone();
+        let mut gone = false;
+        for s in &subs {
+            gone |= s.send(ev.clone()).await.is_err();
+        }
+        if gone {
+            lock(&self.subs).retain(|s| !s.is_closed());
+        }
     }
 
-    fn write_log(&self, stream: &str, line: &[u8]) {
-        if let Some(log) = &self.log {
-            let entry = LogLine {
-                log: String::from_utf8_lossy(line).into_owned(),
-                stream: stream.to_string(),
-                time: now_rfc3339(),
+    /// Appends entries to the json-file log.
+    fn write_log(&self, stream: &str, entries: &[&[u8]]) {
+        let Some(log) = &self.log else { return };
+        // one time for what one read brought
+        let time = now_rfc3339();
+        let mut text = Vec::new();
+        for e in entries {
+            LogLine::write(stream, e, &time, &mut text);
+        }
+        let mut log = lock(log);
+        if let Err(e) = log.write_all(&text).and_then(|_| log.flush()) {
+            eprintln!("nook-shim: writing the container log: {e}");
+        }
+    }
+
+    /// Logs `chunk`: complete lines (and pieces of at most [`LOG_ENTRY_MAX`]) as entries, the
+    /// rest kept in `pending` for the next chunk.
+    fn log_output(&self, stream: &str, pending: &mut Vec<u8>, chunk: &[u8]) {
+        pending.extend_from_slice(chunk);
+        let mut entries: Vec<&[u8]> = Vec::new();
+        let mut rest: &[u8] = pending;
+        loop {
+            let end = match rest.iter().position(|b| *b == b'\n') {
+                Some(i) if i < LOG_ENTRY_MAX => i + 1,
+                _ if rest.len() >= LOG_ENTRY_MAX => utf8_cut(&rest[..LOG_ENTRY_MAX]),
+                _ => break,
             };
-            if let Ok(mut s) = serde_json::to_string(&entry) {
-                s.push('\n');
-                let _ = lock(log).write_all(s.as_bytes());
-            }
+            entries.push(&rest[..end]);
+            rest = &rest[end..];
         }
+        if entries.is_empty() {
+            return;
+        }
+        self.write_log(stream, &entries);
+        let used = pending.len() - rest.len();
+        pending.drain(..used);
     }
 
     /// Reads `fd` until EOF (or EIO: the pty's other side closed), logging complete lines and
-    /// forwarding raw chunks to subscribers.
-    fn pump(self: &Arc<Self>, fd: Fd, stream: &'static str) {
+    /// handing every chunk to the clients.
+    fn pump(self: &Arc<Self>, fd: Fd, stderr: bool) {
         self.pumps.send_modify(|n| *n += 1);
         let me = self.clone();
+        let mut abandon = self.abandon.subscribe();
         tokio::spawn(async move {
-            let mut buf = vec![0u8; 32 * 1024];
+            let stream = if stderr { "stderr" } else { "stdout" };
+            let mut buf = vec![0u8; READ_CHUNK];
             let mut pending: Vec<u8> = Vec::new();
             loop {
-                let n = match read_fd(&fd, &mut buf).await {
+                me.idle_pumps.fetch_add(1, Ordering::SeqCst);
+                let r = tokio::select! {
+                    r = read_fd(&fd, &mut buf) => r,
+                    _ = abandon.wait_for(|a| *a) => Ok(0),
+                };
+                me.idle_pumps.fetch_sub(1, Ordering::SeqCst);
+                let n = match r {
                     Ok(0) | Err(_) => break,
                     Ok(n) => n,
                 };
-                let chunk = &buf[..n];
-                me.broadcast(Event::Out {
-                    stream: stream.to_string(),
-                    data: b64().encode(chunk),
-                });
+                me.read_bytes.fetch_add(n as u64, Ordering::SeqCst);
+                let chunk = bytes::Bytes::copy_from_slice(&buf[..n]);
                 if me.log.is_some() {
-                    pending.extend_from_slice(chunk);
-                    while let Some(i) = pending.iter().position(|b| *b == b'\n') {
-                        let line: Vec<u8> = pending.drain(..=i).collect();
-                        me.write_log(stream, &line);
-                    }
-                    if pending.len() >= 16 * 1024 {
-                        me.write_log(stream, &pending);
-                        pending.clear();
-                    }
+                    me.log_output(stream, &mut pending, &chunk);
                 }
+                me.deliver(Event::Out {
+                    stderr,
+                    data: chunk,
+                })
+                .await;
             }
             if !pending.is_empty() {
-                me.write_log(stream, &pending);
+                me.write_log(stream, &[&pending]);
             }
             me.pumps.send_modify(|n| *n -= 1);
         });
     }
 
-    /// Records the exit, waits (briefly) for the output to drain, then tells subscribers.
+    /// Records the exit, waits for the output to drain (every byte handed to every client),
+    /// then tells the clients: the exit always comes after the last byte.
     async fn finish(self: &Arc<Self>, info: ExitInfo) {
         self.exit.send_replace(Some(info.clone()));
         let mut pumps = self.pumps.subscribe();
-        let _ = tokio::time::timeout(Duration::from_secs(3), pumps.wait_for(|n| *n == 0)).await;
+        loop {
+            let before = self.read_bytes.load(Ordering::SeqCst);
+            if tokio::time::timeout(DRAIN_IDLE, pumps.wait_for(|n| *n == 0))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            // pipes kept open by a process that outlived this one, silent since: stop there
+            // (pumps waiting for a slow client are not idle and go on)
+            let n = *self.pumps.borrow();
+            if self.read_bytes.load(Ordering::SeqCst) == before
+                && self.idle_pumps.load(Ordering::SeqCst) == n
+            {
+                self.abandon.send_replace(true);
+            }
+        }
         // no more input can go anywhere
         *lock(&self.stdin) = None;
         *lock(&self.master) = None;
         self.done.send_replace(Some(info.clone()));
         let subs: Vec<_> = std::mem::take(&mut *lock(&self.subs));
-        for s in subs {
-            let _ = s.send(Event::Exit(info.clone()));
+        let exit = Event::Exit(info);
+        futures::future::join_all(subs.iter().map(|s| s.send(exit.clone()))).await;
+    }
+
+    /// The client that held this process's stdin went away without closing it: close it (as
+    /// docker does), so that nothing waits for ever on input that cannot come; an exec'd
+    /// process on a terminal is hung up (SIGHUP to its process group), as a shell is when its
+    /// terminal goes away.
+    fn client_gone(&self) {
+        if lock(&self.master).is_none() {
+            *lock(&self.stdin) = None;
+        } else if self.exec && self.exit.borrow().is_none() {
+            let pid = self.pid();
+            if pid > 0 {
+                let _ = nix::sys::signal::killpg(Pid::from_raw(pid), nix::sys::signal::SIGHUP);
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::SIGHUP);
+            }
         }
+    }
+}
+
+/// Where to cut `buf` (a full log entry) so that a UTF-8 character is not split: before an
+/// incomplete character at its end, else at its end.
+fn utf8_cut(buf: &[u8]) -> usize {
+    match std::str::from_utf8(buf) {
+        Err(e) if e.error_len().is_none() && e.valid_up_to() > 0 => e.valid_up_to(),
+        _ => buf.len(),
     }
 }
 
@@ -278,6 +430,8 @@ struct Shim {
     started_at: Mutex<Option<String>>,
     /// Connections that stream or wait: the shim stays until they are answered.
     active: AtomicUsize,
+    /// The runtime deleted the container: the shim exits once its clients are answered.
+    deleted: AtomicBool,
     quit: Notify,
     /// Counter for console socket names.
     seq: AtomicUsize,
@@ -373,8 +527,8 @@ impl Shim {
         };
         let (or, ow) = pipe()?;
         let (er, ew) = pipe()?;
-        proc.pump(async_fd(or)?, "stdout");
-        proc.pump(async_fd(er)?, "stderr");
+        proc.pump(async_fd(or)?, false);
+        proc.pump(async_fd(er)?, true);
         Ok(Stdio3 {
             stdin: stdin_io,
             stdout: Stdio::from(ow),
@@ -479,13 +633,16 @@ impl Shim {
             *lock(&me.status) = "stopped";
             me.init.finish(info).await;
             me.maybe_quit();
-            // output held for a client that never came: give up on it after a while
-            if lock(&me.init.held).is_some() {
-                tokio::time::sleep(Duration::from_secs(30)).await;
-                *lock(&me.init.held) = None;
-                me.maybe_quit();
-            }
         });
+        if lock(&self.init.held).is_some() {
+            // output held for a client that never came: give up on it after a while
+            let me = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(HOLD_FOR).await;
+                me.init.release_held();
+                me.maybe_quit();
+            });
+        }
         Ok(pid)
     }
 
@@ -514,6 +671,7 @@ impl Shim {
             started_at: lock(&self.started_at).clone(),
             exit: self.init.exit.borrow().clone(),
             shim_pid: std::process::id() as i32,
+            drained: self.init.exit.borrow().is_none() || self.init.done.borrow().is_some(),
         }
     }
 
@@ -563,7 +721,7 @@ impl Shim {
         mut process: serde_json::Value,
         tty: bool,
         stdin: bool,
-    ) -> Result<(Arc<Proc>, mpsc::UnboundedReceiver<Event>), String> {
+    ) -> Result<(Arc<Proc>, Subscription), String> {
         if *lock(&self.status) != "running" {
             return Err("the container is not running".into());
         }
@@ -580,7 +738,7 @@ impl Shim {
         if let Some(obj) = process.as_object_mut() {
             obj.insert("terminal".into(), serde_json::Value::Bool(tty));
         }
-        let proc = Proc::new(None, false);
+        let proc = Proc::new(None, false, true);
         lock(&self.execs).insert(exec_id.to_string(), proc.clone());
         let rx = proc.subscribe();
         let res = self.exec_inner(exec_id, &process, tty, stdin, &proc).await;
@@ -660,11 +818,14 @@ impl Shim {
     }
 
     fn maybe_quit(&self) {
-        if *lock(&self.status) == "stopped"
-            && self.init.done.borrow().is_some()
-            && self.active.load(Ordering::SeqCst) == 0
-            // output held for a client that has not attached yet
-            && lock(&self.init.held).is_none()
+        if self.active.load(Ordering::SeqCst) > 0 {
+            return;
+        }
+        if self.deleted.load(Ordering::SeqCst)
+            || (*lock(&self.status) == "stopped"
+                && self.init.done.borrow().is_some()
+                // output held for a client that has not attached yet
+                && lock(&self.init.held).is_none())
         {
             self.quit.notify_one();
         }
@@ -758,7 +919,7 @@ fn install_master(s: UnixStream, proc: &Arc<Proc>) -> Result<(), String> {
     let writer = async_fd(dup).map_err(|e| e.to_string())?;
     *lock(&proc.master) = Some(reader.clone());
     *lock(&proc.stdin) = Some(writer);
-    proc.pump(reader, "stdout");
+    proc.pump(reader, false);
     Ok(())
 }
 
@@ -771,62 +932,88 @@ async fn send<T: serde::Serialize>(
     w.write_all(&line).await
 }
 
-/// Streams `rx` to the client and feeds its input lines to `proc` until the exit event.
+/// Streams `sub` to the client in [`frame`]s and feeds its input frames to `proc`, until the
+/// exit event. A client that goes away before it (its connection closed, or a write failed)
+/// is [`Proc::client_gone`] when it held stdin; the other clients never notice.
 async fn stream(
     proc: Arc<Proc>,
-    mut rx: mpsc::UnboundedReceiver<Event>,
-    mut lines: tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
-    mut w: tokio::net::unix::OwnedWriteHalf,
+    mut sub: Subscription,
+    mut r: BufReader<tokio::net::unix::OwnedReadHalf>,
+    w: tokio::net::unix::OwnedWriteHalf,
     take_stdin: bool,
 ) {
+    proc.streams.send_modify(|n| *n += 1);
     let input = async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            let Ok(inp) = serde_json::from_str::<Input>(&line) else {
-                continue;
-            };
-            match inp {
-                Input::Stdin { data } if take_stdin => {
+        loop {
+            match frame::read_input(&mut r).await {
+                Ok(Some(Input::Stdin(bytes))) if take_stdin => {
                     let fd = lock(&proc.stdin).clone();
-                    if let (Some(fd), Ok(bytes)) = (fd, b64().decode(data)) {
+                    if let Some(fd) = fd {
                         let _ = write_fd(&fd, &bytes).await;
                     }
                 }
                 // a pty has no half-close: leave it; a pipe is closed for EOF
-                Input::CloseStdin if take_stdin && lock(&proc.master).is_none() => {
+                Ok(Some(Input::CloseStdin)) if take_stdin && lock(&proc.master).is_none() => {
                     *lock(&proc.stdin) = None;
                 }
-                Input::Resize { width, height } => {
+                Ok(Some(Input::Resize { width, height })) => {
                     if let Some(m) = lock(&proc.master).clone() {
                         let _ = set_winsize(m.get_ref().as_raw_fd(), width, height);
                     }
                 }
-                _ => {}
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
             }
         }
-        // the client went away: keep streaming nothing more
+        // the client went away (it keeps its side open until the exit event otherwise); the
+        // output goes on until writing it fails
+        if take_stdin || proc.exec {
+            proc.client_gone();
+        }
         std::future::pending::<()>().await
     };
     let output = async {
-        while let Some(ev) = rx.recv().await {
+        let mut w = BufWriter::with_capacity(256 << 10, w);
+        while let Some(ev) = sub.recv().await {
             let last = matches!(ev, Event::Exit(_));
-            if send(&mut w, &ev).await.is_err() || last {
+            let (head, body) = frame::event(&ev);
+            let mut res = w.write_all(&head).await;
+            if res.is_ok() {
+                res = w.write_all(&body).await;
+            }
+            // one write for what is queued, not one per event
+            if res.is_ok() && (last || sub.is_empty()) {
+                res = w.flush().await;
+            }
+            if res.is_err() {
+                return false;
+            }
+            if last {
                 break;
             }
         }
         let _ = w.shutdown().await;
+        true
     };
     tokio::select! {
         _ = input => {}
-        _ = output => {}
+        delivered = output => {
+            if !delivered && (take_stdin || proc.exec) {
+                proc.client_gone();
+            }
+        }
     }
+    proc.streams.send_modify(|n| *n -= 1);
 }
 
 async fn handle(shim: Arc<Shim>, conn: UnixStream) {
     let (r, mut w) = conn.into_split();
-    let mut lines = BufReader::new(r).lines();
-    let Ok(Some(first)) = lines.next_line().await else {
+    // the reader keeps what follows the request line: the client's first input frames
+    let mut r = BufReader::with_capacity(256 << 10, r);
+    let mut first = String::new();
+    if r.read_line(&mut first).await.unwrap_or(0) == 0 {
         return;
-    };
+    }
     let req: Request = match serde_json::from_str(&first) {
         Ok(r) => r,
         Err(e) => {
@@ -910,7 +1097,15 @@ async fn handle(shim: Arc<Shim>, conn: UnixStream) {
             let ok = r.is_ok();
             let _ = send(&mut w, &r.map(|_| Response::Ok).unwrap_or_else(err)).await;
             if ok {
-                shim.quit.notify_one();
+                // clients still streaming get what is queued for them (a --rm attach gets its
+                // exit after the last byte), a stuck one is not waited for long
+                shim.deleted.store(true, Ordering::SeqCst);
+                shim.maybe_quit();
+                let me = shim.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    me.quit.notify_one();
+                });
             }
             return;
         }
@@ -928,12 +1123,16 @@ async fn handle(shim: Arc<Shim>, conn: UnixStream) {
                 }
             };
             shim.active.fetch_add(1, Ordering::SeqCst);
-            let mut rx = p.exit.subscribe();
+            // answered once the output is drained and every streaming client has its exit
+            // event: whoever removes the container on this answer (a --rm watcher) cuts no
+            // client's stream short
+            let mut rx = p.done.subscribe();
             let info = rx
                 .wait_for(|e| e.is_some())
                 .await
                 .ok()
                 .and_then(|e| e.clone());
+            let _ = p.streams.subscribe().wait_for(|n| *n == 0).await;
             let resp = match info {
                 Some(i) => Response::Exit(i),
                 None => err("wait lost".into()),
@@ -943,9 +1142,12 @@ async fn handle(shim: Arc<Shim>, conn: UnixStream) {
             shim.maybe_quit();
             return;
         }
-        Request::Attach { stdin, start } => {
+        Request::Attach { frames: false, .. } | Request::Exec { frames: false, .. } => err(
+            "this shim streams in frames only (nookd is older than the shim): restart nookd".into(),
+        ),
+        Request::Attach { stdin, start, .. } => {
             shim.active.fetch_add(1, Ordering::SeqCst);
-            let rx = shim.init.subscribe();
+            let sub = shim.init.subscribe();
             let resp = if start && *lock(&shim.status) == "created" {
                 match shim.start().await {
                     Ok(()) => Response::Ok,
@@ -955,8 +1157,15 @@ async fn handle(shim: Arc<Shim>, conn: UnixStream) {
                 Response::Ok
             };
             let ok = resp == Response::Ok;
+            let resp = if ok {
+                Response::Stream {
+                    pid: shim.init.pid(),
+                }
+            } else {
+                resp
+            };
             if send(&mut w, &resp).await.is_ok() && ok {
-                stream(shim.init.clone(), rx, lines, w, stdin).await;
+                stream(shim.init.clone(), sub, r, w, stdin).await;
             }
             shim.active.fetch_sub(1, Ordering::SeqCst);
             shim.maybe_quit();
@@ -967,13 +1176,14 @@ async fn handle(shim: Arc<Shim>, conn: UnixStream) {
             process,
             tty,
             stdin,
+            ..
         } => {
             shim.active.fetch_add(1, Ordering::SeqCst);
             match shim.exec(&exec_id, process, tty, stdin).await {
-                Ok((proc, rx)) => {
+                Ok((proc, sub)) => {
                     let pid = proc.pid();
-                    if send(&mut w, &Response::Started { pid }).await.is_ok() {
-                        stream(proc, rx, lines, w, stdin).await;
+                    if send(&mut w, &Response::Stream { pid }).await.is_ok() {
+                        stream(proc, sub, r, w, stdin).await;
                     }
                 }
                 Err(e) => {
@@ -1128,11 +1338,12 @@ async fn run(cfg: ShimConfig, bundle: PathBuf) -> i32 {
         cfg,
         bundle,
         reaper: Reaper::default(),
-        init: Proc::new(Some(log), hold),
+        init: Proc::new(Some(log), hold, false),
         execs: Mutex::new(HashMap::new()),
         status: Mutex::new("created"),
         started_at: Mutex::new(None),
         active: AtomicUsize::new(0),
+        deleted: AtomicBool::new(false),
         quit: Notify::new(),
         seq: AtomicUsize::new(0),
     });
