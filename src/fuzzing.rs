@@ -186,12 +186,20 @@ pub fn archive(data: &[u8]) -> usize {
         let _ = fs::remove_dir_all(&d);
         fs::create_dir_all(&d).expect("creating the fuzz store");
         (
-            ContentStore::open(&d.join("content")).expect("opening the fuzz content store"),
+            ContentStore::open(&d.join("content"), crate::events::Publisher::discard())
+                .expect("opening the fuzz content store"),
             Store::open(&d.join("meta.redb")).expect("opening the fuzz metadata store"),
         )
     });
     let opts = crate::image::archive::ImportOptions::default();
-    let Ok(images) = crate::image::archive::import(cs, meta, "default", data, &opts) else {
+    let Ok(images) = crate::image::archive::import(
+        cs,
+        meta,
+        &crate::events::Publisher::discard(),
+        "default",
+        data,
+        &opts,
+    ) else {
         return 0;
     };
     for img in &images {

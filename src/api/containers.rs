@@ -27,14 +27,6 @@ pub fn service(d: Arc<Daemon>) -> pb::containers_server::ContainersServer<Svc> {
         .max_decoding_message_size(super::MAX_MESSAGE)
 }
 
-/// Starts the subsystem: `--rm` bookkeeping of containers that ran while nookd was away.
-pub async fn init(d: &Arc<Daemon>) {
-    match manager(d) {
-        Ok(m) => m.recover(d).await,
-        Err(e) => tracing::error!("containers: {e}"),
-    }
-}
-
 fn to_pb(s: &CStatus) -> pb::Container {
     let r = &s.record;
     let t = s.task.as_ref();
@@ -253,6 +245,10 @@ impl pb::containers_server::Containers for Svc {
             publish: q.publish,
             restart: q.restart,
             port_driver: q.port_driver,
+            publish_all: q.publish_all,
+            init: q.init,
+            group_add: q.group_add,
+            ulimits: q.ulimits,
         };
         let rec = self.m()?.create(&self.0, &ns, o).await?;
         Ok(Response::new(self.get_pb(&ns, rec).await?))
@@ -279,7 +275,10 @@ impl pb::containers_server::Containers for Svc {
         let rec = self.find(&ns, &first.id)?;
         if first.start {
             m.user_started(&self.0, &ns, &rec)?;
-            m.create_task(&self.0, &ns, &rec, true, true).await?;
+            if let Err(e) = m.create_task(&self.0, &ns, &rec, true, true).await {
+                m.remove_after_failed_start(&self.0, &ns, &rec).await;
+                return Err(e.into());
+            }
         }
         let client = m.tasks.client(&ns, &rec.id);
         let stream = client.attach(first.stdin, first.start).await?;
@@ -624,7 +623,7 @@ impl Svc {
             c.resume().await
         };
         if res.is_ok() {
-            crate::daemon::events::publish(
+            self.0.events.publish(
                 &ns,
                 if pause {
                     "/tasks/paused"

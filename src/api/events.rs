@@ -1,4 +1,4 @@
-//! The Events service: a subscription to the daemon's event bus ([`crate::daemon::events`]).
+//! The Events service: a subscription to the daemon's event bus ([`crate::events`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -8,8 +8,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::daemon::events::{Event, Filter};
 use crate::daemon::Daemon;
+use crate::events::{Event, Filter};
 use crate::proto::events as pb;
 
 pub struct Svc(Arc<Daemon>);
@@ -51,7 +51,7 @@ impl pb::events_server::Events for Svc {
         for n in &q.namespaces {
             crate::metadata::validate_namespace(n)?;
         }
-        let mut sub = self.0.events.subscribe(Filter {
+        let mut sub = self.0.bus.subscribe(Filter {
             topics: q.topics,
             namespaces: q.namespaces,
         });

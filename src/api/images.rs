@@ -284,6 +284,7 @@ impl pb::images_server::Images for Svc {
             let puller = Puller {
                 cs: &cs,
                 meta: &d.store,
+                events: &d.events,
                 ns: &ns,
                 registry: &reg,
             };
@@ -303,7 +304,7 @@ impl pb::images_server::Images for Svc {
                     // An image this pull added but could not unpack goes again, so a failed
                     // pull leaves no image behind (its blobs stay for a retry, or for `nook gc`).
                     if !existed {
-                        let _ = crate::image::delete(&d.store, &ns, &r.image.name);
+                        let _ = crate::image::delete(&d.store, &d.events, &ns, &r.image.name);
                     }
                     res = Err(if e.is_no_space() {
                         Error::NoSpace(format!("unpacking {}: {e}", r.image.name))
@@ -456,7 +457,7 @@ impl pb::images_server::Images for Svc {
         let name = r.into_inner().name;
         let (d, cs) = (self.d.clone(), self.cs.clone());
         let img = blocking(move || {
-            let rec = image::delete(&d.store, &ns, &name)?;
+            let rec = image::delete(&d.store, &d.events, &ns, &name)?;
             d.mutated(true);
             Ok(image_pb(&cs, &d, &ns, &rec))
         })
@@ -472,7 +473,7 @@ impl pb::images_server::Images for Svc {
         let req = r.into_inner();
         let (d, cs) = (self.d.clone(), self.cs.clone());
         let img = blocking(move || {
-            let rec = image::tag(&d.store, &ns, &req.source, &req.target)?;
+            let rec = image::tag(&d.store, &d.events, &ns, &req.source, &req.target)?;
             Ok(image_pb(&cs, &d, &ns, &rec))
         })
         .await?;
@@ -503,7 +504,7 @@ impl pb::images_server::Images for Svc {
                 buf: Vec::new(),
                 pos: 0,
             };
-            archive::import(&cs, &d.store, &ns2, reader, &opts)
+            archive::import(&cs, &d.store, &d.events, &ns2, reader, &opts)
         });
         if !first.data.is_empty() {
             let _ = tx.send(Ok(first.data)).await;
@@ -684,7 +685,7 @@ impl pb::images_server::Images for Svc {
                     continue;
                 }
                 let pb = image_pb(&cs, &d, &ns, &img);
-                match image::delete(&d.store, &ns, &img.name) {
+                match image::delete(&d.store, &d.events, &ns, &img.name) {
                     Ok(_) | Err(Error::NotFound(_)) => removed.push(pb),
                     Err(e) => return Err(e),
                 }

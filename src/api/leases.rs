@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::{blocking, namespace};
 use crate::daemon::Daemon;
-use crate::gc::lease;
+use crate::leases as lease;
 use crate::proto::leases as pb;
 
 pub struct Svc(Arc<Daemon>);

@@ -8,6 +8,7 @@ mod gc;
 pub mod images;
 mod leases;
 pub mod networks;
+mod serve;
 mod snapshots;
 mod spine;
 
@@ -16,6 +17,8 @@ use std::sync::Arc;
 use tonic::transport::server::Router;
 
 use crate::daemon::Daemon;
+
+pub use serve::serve;
 
 /// Largest request or response message (bytes). Larger ones are refused with a clear error.
 pub const MAX_MESSAGE: usize = 16 << 20;
@@ -38,18 +41,6 @@ pub fn check_labels<'a>(
         }
     }
     Ok(())
-}
-
-/// Starts each subsystem (probes, recovery) before the socket opens.
-pub async fn init_subsystems(d: &Arc<Daemon>) {
-    snapshots::init(d).await;
-    networks::init(d).await;
-    containers::init(d).await;
-}
-
-/// Stops each subsystem after the socket closed.
-pub async fn shutdown_subsystems(d: &Arc<Daemon>) {
-    d.network.shutdown();
 }
 
 /// The layers around every service: request counting for the metrics.

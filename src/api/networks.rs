@@ -49,64 +49,6 @@ pub fn port_to_pb(m: &PortMapping) -> pb::PortMapping {
     }
 }
 
-/// Sets the network subsystem up at start: bridges, NAT, and the clean-up of what containers
-/// that no longer exist left behind. A failure is reported in `nook plugins ls`.
-pub async fn init(d: &Arc<Daemon>) {
-    let d2 = d.clone();
-    let res = tokio::task::spawn_blocking(move || {
-        d2.network.init()?;
-        let store = d2.store.clone();
-        let state = d2.paths.state.clone();
-        d2.network.reconcile(|ns, id| {
-            // a container is gone when its record is; it runs when its shim lives
-            let exists = store
-                .get::<serde_json::Value>(crate::metadata::CONTAINERS, ns, id)
-                .ok()
-                .flatten()
-                .is_some();
-            exists.then(|| shim_alive(&state, ns, id))
-        })
-    })
-    .await;
-    let res = match res {
-        Ok(r) => r,
-        Err(e) => Err(crate::error::Error::Internal(e.to_string())),
-    };
-    match res {
-        Ok(r) => {
-            if r != Default::default() {
-                tracing::info!(?r, "network: cleaned up after containers that are gone");
-            }
-            let mut ex = std::collections::BTreeMap::new();
-            ex.insert("bridge".into(), d.config.network.bridge.clone());
-            ex.insert("subnet".into(), d.config.network.subnet.clone());
-            ex.insert(
-                "source_address".into(),
-                if d.network.transparent() {
-                    "preserved (TCP)".into()
-                } else {
-                    "gateway".into()
-                },
-            );
-            d.plugins
-                .set_with(crate::plugins::NETWORK, "bridge", Ok(()), ex);
-        }
-        Err(e) => {
-            tracing::error!("network: {e}");
-            d.plugins
-                .error(crate::plugins::NETWORK, "bridge", e.to_string());
-        }
-    }
-}
-
-/// Whether the shim of task `ns/id` is alive (`<state>/tasks/<ns>/<id>/shim.pid`).
-pub fn shim_alive(state: &std::path::Path, ns: &str, id: &str) -> bool {
-    std::fs::read_to_string(state.join("tasks").join(ns).join(id).join("shim.pid"))
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok())
-        .is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
-}
-
 #[tonic::async_trait]
 impl pb::networks_server::Networks for Svc {
     async fn list(

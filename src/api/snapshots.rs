@@ -9,7 +9,6 @@ use tonic::{Request, Response, Status};
 use super::{blocking, namespace};
 use crate::daemon::Daemon;
 use crate::error::Error;
-use crate::plugins;
 use crate::proto::snapshots as pb;
 use crate::snapshot::{DirSnapshotter, Info, Snapshotter};
 
@@ -17,44 +16,6 @@ pub struct Svc(Arc<Daemon>);
 
 pub fn service(d: Arc<Daemon>) -> pb::snapshots_server::SnapshotsServer<Svc> {
     pb::snapshots_server::SnapshotsServer::new(Svc(d)).max_decoding_message_size(super::MAX_MESSAGE)
-}
-
-/// Reports each snapshotter (probed at daemon start) in the plugin registry.
-pub async fn init(d: &Arc<Daemon>) {
-    let s = &d.snapshotters;
-    for st in s.status() {
-        let mut ex = BTreeMap::new();
-        ex.insert(
-            "root".to_string(),
-            d.paths
-                .root
-                .join("snapshots")
-                .join(&st.name)
-                .display()
-                .to_string(),
-        );
-        if st.name == s.default_name() {
-            ex.insert("default".to_string(), "true".to_string());
-        }
-        let r = match &st.error {
-            None => Ok(()),
-            Some(e) => Err(e.clone()),
-        };
-        if st.name == s.default_name() && r.is_err() {
-            d.plugins.set_with(plugins::SNAPSHOTTER, &st.name, r, ex);
-            d.plugins.error(
-                plugins::SNAPSHOTTER,
-                &st.name,
-                format!(
-                    "configured as the default snapshotter but unusable: {}",
-                    st.error.clone().unwrap_or_default()
-                ),
-            );
-            continue;
-        }
-        d.plugins.set_with(plugins::SNAPSHOTTER, &st.name, r, ex);
-    }
-    tracing::info!(default = s.default_name(), "snapshotters ready");
 }
 
 impl Svc {

@@ -86,11 +86,8 @@ impl pb::namespaces_server::Namespaces for Svc {
                 }
                 tx.put_raw(NAMESPACES, &n.name, &n)
             })?;
-            crate::daemon::events::publish(
-                &n.name,
-                "/namespaces/create",
-                &[("name", n.name.clone())],
-            );
+            d.events
+                .publish(&n.name, "/namespaces/create", &[("name", n.name.clone())]);
             Ok(n)
         })
         .await?;
@@ -117,7 +114,7 @@ impl pb::namespaces_server::Namespaces for Svc {
                 tx.delete_raw(NAMESPACES, &name)?;
                 Ok(())
             })?;
-            crate::daemon::events::publish(&name, "/namespaces/delete", &[("name", name.clone())]);
+            d.events.publish(&name, "/namespaces/delete", &[("name", name.clone())]);
             Ok(())
         })
         .await?;
@@ -149,11 +146,8 @@ impl pb::namespaces_server::Namespaces for Svc {
                     Ok(n)
                 })
                 .inspect(|n| {
-                    crate::daemon::events::publish(
-                        &n.name,
-                        "/namespaces/update",
-                        &[("name", n.name.clone())],
-                    )
+                    d.events
+                        .publish(&n.name, "/namespaces/update", &[("name", n.name.clone())])
                 })
         })
         .await?;

@@ -142,7 +142,12 @@ fn main() -> ExitCode {
         host_uid: pre.uid,
         host_gid: pre.gid,
     };
-    let res = rt.block_on(nook::daemon::run(cfg, paths, boot));
+    let res = rt.block_on(async {
+        let d = nook::daemon::start(cfg, paths, boot).await?;
+        let served = nook::api::serve(&d).await;
+        nook::daemon::stop(&d).await?;
+        served
+    });
     // blocking threads may wait on the network link process (it outlives nookd while
     // containers run): do not wait for them forever
     rt.shutdown_timeout(std::time::Duration::from_millis(500));

@@ -12,8 +12,7 @@ use std::time::Duration;
 use crate::config::NetworkConfig;
 use crate::error::{Error, Result};
 
-/// The tap device created in the containers' network namespace.
-pub const TAP: &str = "tap0";
+pub use crate::network::TAP;
 
 /// Which link driver is in use, and its process.
 #[derive(Debug, Clone)]

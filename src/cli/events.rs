@@ -116,7 +116,7 @@ pub async fn events(ctx: &Ctx, a: EventsArgs) -> anyhow::Result<ExitCode> {
             Err(s) => return Err(anyhow::anyhow!(super::client::status_message(&s))),
         };
         if !f.containers.is_empty()
-            && e.topic != crate::daemon::events::DROPPED
+            && e.topic != crate::events::DROPPED
             && !e.attributes.iter().any(|a| {
                 (a.key == "id" || a.key == "name" || a.key == "container")
                     && f.containers.iter().any(|c| c == &a.value)

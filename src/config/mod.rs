@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// The ways published ports reach containers (`[network] port_driver`, `--port-driver`).
+pub const PORT_DRIVERS: &[&str] = &["relay", "direct"];
+
 /// The commented default configuration printed by `nook config default`.
 pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
 
@@ -297,7 +300,6 @@ impl Config {
 
     /// Checks values that types alone do not constrain.
     pub fn validate(&self, origin: &str) -> Result<()> {
-        use crate::network::ports::PORT_DRIVERS;
         let bad = |key: &str, why: String| Err(Error::Config(format!("{origin}: {key}: {why}")));
         const DRIVERS: &[&str] = &["auto", "pasta", "slirp4netns", "none"];
         const SNAPS: &[&str] = &["auto", "overlayfs", "fuse-overlayfs", "native"];

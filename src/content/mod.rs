@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256, Sha512};
 
 use crate::error::{Error, IoContext, Result};
+use crate::events::Publisher;
 use crate::metadata::{Store, CONTENT};
 
 /// A digest algorithm the store accepts.
@@ -209,16 +210,20 @@ pub struct IngestStatus {
     pub total: Option<u64>,
 }
 
-/// The content store (shared: clone the `Arc`).
+/// The content store (shared: clone the `Arc`). nookd opens one per root and hands it to
+/// every subsystem, so the in-process writer locks hold across them.
 pub struct ContentStore {
     root: PathBuf,
     /// Refs with an open writer, each with a channel closed when that writer goes away.
     active: Arc<Mutex<HashMap<String, tokio::sync::watch::Sender<()>>>>,
+    /// Where `/content/delete` events go.
+    events: Publisher,
 }
 
 impl ContentStore {
-    /// Opens (creating) the store at `dir` (normally `<root>/content`).
-    pub fn open(dir: &Path) -> Result<Arc<ContentStore>> {
+    /// Opens (creating) the store at `dir` (normally `<root>/content`), publishing its events
+    /// through `events`.
+    pub fn open(dir: &Path, events: Publisher) -> Result<Arc<ContentStore>> {
         for sub in ["blobs/sha256", "blobs/sha512", "ingest"] {
             let p = dir.join(sub);
             fs::create_dir_all(&p).ctx(|| format!("creating {}", p.display()))?;
@@ -226,23 +231,8 @@ impl ContentStore {
         Ok(Arc::new(ContentStore {
             root: dir.to_path_buf(),
             active: Arc::new(Mutex::new(HashMap::new())),
+            events,
         }))
-    }
-
-    /// The process-wide store for `dir`: every subsystem of nookd gets the same instance, so
-    /// the in-process writer locks hold across them.
-    pub fn shared(dir: &Path) -> Result<Arc<ContentStore>> {
-        static STORES: std::sync::OnceLock<
-            Mutex<std::collections::HashMap<PathBuf, Arc<ContentStore>>>,
-        > = std::sync::OnceLock::new();
-        let m = STORES.get_or_init(|| Mutex::new(std::collections::HashMap::new()));
-        let mut g = lock(m);
-        if let Some(cs) = g.get(dir) {
-            return Ok(cs.clone());
-        }
-        let cs = ContentStore::open(dir)?;
-        g.insert(dir.to_path_buf(), cs.clone());
-        Ok(cs)
     }
 
     /// The directory of the store.
@@ -537,7 +527,8 @@ impl ContentStore {
         let key = digest.to_string();
         let existed = meta.write(|tx| tx.delete(CONTENT, ns, &key))?;
         if existed {
-            crate::daemon::events::publish(ns, "/content/delete", &[("digest", key)]);
+            self.events
+                .publish(ns, "/content/delete", &[("digest", key)]);
             Ok(())
         } else {
             Err(not_found(ns, digest))
@@ -789,7 +780,7 @@ mod tests {
 
     fn setup() -> (tempfile::TempDir, Arc<ContentStore>, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let cs = ContentStore::open(&dir.path().join("content")).unwrap();
+        let cs = ContentStore::open(&dir.path().join("content"), Publisher::discard()).unwrap();
         let meta = Store::open(&dir.path().join("meta.redb")).unwrap();
         (dir, cs, meta)
     }

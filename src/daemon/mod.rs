@@ -1,8 +1,8 @@
 //! nookd's life after bootstrap: open the stores, start the network link, report plugins, serve
 //! the API on the unix socket, and shut down on SIGTERM/SIGINT through one path.
 
-pub mod events;
 pub mod gc;
+pub mod init;
 pub mod metrics;
 pub mod recover;
 pub mod sysinfo;
@@ -11,12 +11,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::UnixListener;
-use tokio_stream::wrappers::UnixListenerStream;
-
 use crate::bootstrap::slirp;
 use crate::config::{Config, Paths};
 use crate::error::{Error, Result};
+use crate::events::{Bus, Publisher};
 use crate::metadata::Store;
 use crate::plugins::{self, Registry};
 
@@ -45,8 +43,10 @@ pub struct Daemon {
     pub link: std::sync::Mutex<Option<slirp::Link>>,
     /// Container networks: bridges, per-container namespaces, IPAM, published ports.
     pub network: Arc<crate::network::Manager>,
-    /// The event bus (`nook events`); the process's one, see [`events::bus`].
-    pub events: &'static events::Bus,
+    /// The event bus (`nook events`), owned here; subsystems hold [`Publisher`]s on it.
+    pub bus: Arc<Bus>,
+    /// The daemon's own publisher (namespaces, the API's container events).
+    pub events: Publisher,
 }
 
 /// Facts from bootstrap handed to [`run`].
@@ -208,29 +208,6 @@ fn probe_runtimes(d: &Daemon) {
     }
 }
 
-/// Binds the API socket: `<dir>` 0700, socket 0600. A stale socket is removed (we hold the lock).
-fn bind(address: &Path) -> Result<UnixListener> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    if let Some(dir) = address.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-    }
-    let _ = std::fs::remove_file(address);
-    // umask makes the socket 0600 from birth, so there is no window where others may connect
-    // SAFETY: umask only changes this process's file creation mask.
-    let old = unsafe { libc::umask(0o177) };
-    let l = UnixListener::bind(address);
-    // SAFETY: restoring the previous mask.
-    unsafe { libc::umask(old) };
-    let l = l.map_err(|e| Error::io(format!("binding the API socket {}", address.display()), e))?;
-    std::fs::set_permissions(address, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| Error::io("chmod socket", e))?;
-    Ok(l)
-}
-
 static NOTIFY_SOCKET: std::sync::OnceLock<Option<std::ffi::OsString>> = std::sync::OnceLock::new();
 
 /// Takes `$NOTIFY_SOCKET` (set by systemd for Type=notify) out of the environment and keeps it
@@ -248,7 +225,7 @@ pub fn take_notify_socket() {
 }
 
 /// Tells systemd (Type=notify) that nookd is ready, if it was started by systemd.
-fn sd_notify(msg: &str) {
+pub fn sd_notify(msg: &str) {
     let Some(path) = NOTIFY_SOCKET
         .get_or_init(|| std::env::var_os("NOTIFY_SOCKET"))
         .clone()
@@ -272,21 +249,27 @@ fn sd_notify(msg: &str) {
     }
 }
 
-/// Serves nookd until SIGTERM/SIGINT. Called inside the namespaces, on a tokio runtime.
-pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
+/// Builds the daemon: opens the stores, hands each subsystem its dependencies (the event
+/// publisher among them), starts them and the background loops (link supervision, GC,
+/// metrics). Called inside the namespaces, on a tokio runtime; the API is served over the
+/// result by the API layer (`api::serve`, above this module), and [`stop`] ends it.
+pub async fn start(config: Config, paths: Paths, boot: Boot) -> Result<Arc<Daemon>> {
     let t0 = Instant::now();
     std::fs::create_dir_all(&paths.root)
         .map_err(|e| Error::io(format!("creating {}", paths.root.display()), e))?;
     let store = Arc::new(Store::open(&paths.root.join("meta.redb"))?);
-    let content = crate::content::ContentStore::shared(&paths.root.join("content"))?;
+    let bus = Arc::new(Bus::default());
+    let events = Publisher::new(bus.clone());
+    let content = crate::content::ContentStore::open(&paths.root.join("content"), events.clone())?;
     let snapshotters = {
-        let (root, store, configured) = (
+        let (root, store, configured, events) = (
             paths.root.clone(),
             store.clone(),
             config.snapshotter.default.clone(),
+            events.clone(),
         );
         tokio::task::spawn_blocking(move || {
-            crate::snapshot::Snapshotters::new(&root, store, &configured)
+            crate::snapshot::Snapshotters::new(&root, store, &configured, events)
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))??
@@ -303,6 +286,7 @@ pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
                 .map(|l| l.driver.as_str())
                 .unwrap_or("none"),
         ),
+        events.clone(),
     ));
     let d = Arc::new(Daemon {
         config,
@@ -318,7 +302,8 @@ pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
         host_gid: boot.host_gid,
         link: std::sync::Mutex::new(None),
         network,
-        events: events::bus(),
+        bus,
+        events,
     });
     d.plugins.set(plugins::METADATA, "redb", Ok(()));
     d.plugins.set(plugins::CONTENT, "content", Ok(()));
@@ -341,68 +326,27 @@ pub async fn run(config: Config, paths: Paths, boot: Boot) -> Result<()> {
             Err(e) => tracing::error!("start-up recovery panicked: {e}"),
         }
     }
-    crate::api::init_subsystems(&d).await;
+    init::init_subsystems(&d).await;
     tokio::spawn(supervise_link(d.clone()));
     tokio::spawn(gc::scheduler(d.clone()));
     d.plugins.set(plugins::GC, "scheduler", Ok(()));
 
-    let listener = bind(&d.paths.address)?;
-    // true once SIGTERM/SIGINT came: the server stops accepting, and open streams get
-    // SHUTDOWN_GRACE to end by themselves
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let mut grace_rx = rx.clone();
-    let d_sig = d.clone();
-    tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-        }
-        // event streams never end by themselves: end them, or the server would wait for them
-        d_sig.events.close();
-        tx.send_replace(true);
-    });
     if !d.config.metrics.address.is_empty() {
         metrics::add_disk_refresher(&metrics::global(), &d.paths.root, Duration::from_secs(15));
         metrics::add_container_refresher(&metrics::global(), &d);
         metrics::start(&d.config.metrics.address).await?;
     }
-    let router = crate::api::router(d.clone());
     tracing::info!(
-        address = %d.paths.address.display(),
-        pid = std::process::id(),
         ready_ms = t0.elapsed().as_millis() as u64,
-        "nookd is ready"
+        "subsystems started"
     );
-    sd_notify("READY=1");
-    let serve = router.serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
-        let mut rx = rx;
-        let _ = rx.wait_for(|stop| *stop).await;
-    });
-    tokio::pin!(serve);
-    // The server's own graceful shutdown waits for every open request, and `attach` or
-    // `logs -f` streams may never end: wait for them a bounded time, then close them.
-    tokio::select! {
-        r = &mut serve => r.map_err(|e| Error::Internal(format!("API server: {e}")))?,
-        _ = async {
-            let _ = grace_rx.wait_for(|stop| *stop).await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => {
-            tracing::warn!(
-                "open API streams (attach, logs -f, exec) did not end within {} s of the shutdown: closing them",
-                SHUTDOWN_GRACE.as_secs()
-            );
-        }
-    }
-    sd_notify("STOPPING=1");
-    let _ = std::fs::remove_file(&d.paths.address);
-    crate::api::shutdown_subsystems(&d).await;
+    Ok(d)
+}
+
+/// Stops the subsystems after the API closed; takes the network link and the pause process
+/// down too when no container runs.
+pub async fn stop(d: &Arc<Daemon>) -> Result<()> {
+    d.network.shutdown();
     if live_shims(&d.paths.state) == 0 {
         // nothing runs in our namespaces: take them down with us
         slirp::stop(&d.paths.state);

@@ -11,7 +11,7 @@
 //! * temporary leases of a killed pull expire by themselves and are dropped here.
 
 use crate::error::Result;
-use crate::gc::lease;
+use crate::leases as lease;
 use crate::snapshot::{Kind, Snapshotter};
 
 use super::Daemon;

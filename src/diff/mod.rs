@@ -7,6 +7,7 @@
 //! [`unpack`] applies an image's layers into committed snapshots keyed by chain ID.
 
 pub mod apply;
+pub mod fixture;
 pub mod unpack;
 
 use std::io::{self, BufRead, BufReader, Read};
@@ -284,5 +285,7 @@ pub fn apply_layer<R: Read + Send>(
     })
 }
 
+#[cfg(test)]
+mod snapshot_tests;
 #[cfg(test)]
 pub(crate) mod tests;

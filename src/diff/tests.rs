@@ -324,7 +324,7 @@ fn file_kinds_modes_and_ownership() {
         1_600_000_000
     );
     assert_eq!(
-        apply::get_xattr(&root.join("cap"), "user.nook").as_deref(),
+        crate::fsmeta::get_xattr(&root.join("cap"), "user.nook").as_deref(),
         Some(&b"v"[..])
     );
 }
@@ -398,13 +398,13 @@ fn overlay_whiteouts_and_opaque() {
     let m = fs::symlink_metadata(upper.join("a")).unwrap();
     assert!(m.file_type().is_char_device() && m.rdev() == 0);
     assert_eq!(
-        apply::get_xattr(&upper.join("o"), "user.overlay.opaque").as_deref(),
+        crate::fsmeta::get_xattr(&upper.join("o"), "user.overlay.opaque").as_deref(),
         Some(&b"y"[..])
     );
     assert!(upper.join("o/new").exists());
     assert!(!upper.join("nowhere").exists());
     assert_eq!(
-        apply::get_xattr(&upper.join("r"), "user.overlay.opaque").as_deref(),
+        crate::fsmeta::get_xattr(&upper.join("r"), "user.overlay.opaque").as_deref(),
         Some(&b"y"[..])
     );
     // implicit dir copied the lower dir's mode
@@ -477,7 +477,7 @@ fn sparse_files_keep_their_holes_and_huge_ones_are_refused() {
     let (_t, root, outside) = sandbox();
     let real = 64 << 20;
     apply(
-        &crate::image::fixture::sparse_tar("s", real),
+        &super::fixture::sparse_tar("s", real),
         &root,
         &Whiteouts::Direct,
     )
@@ -495,7 +495,7 @@ fn sparse_files_keep_their_holes_and_huge_ones_are_refused() {
     // 1.5 KB declaring an exabyte: refused at once, nothing written
     let t0 = std::time::Instant::now();
     let e = apply(
-        &crate::image::fixture::sparse_tar("huge", 1 << 60),
+        &super::fixture::sparse_tar("huge", 1 << 60),
         &root,
         &Whiteouts::Direct,
     )

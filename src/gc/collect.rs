@@ -23,9 +23,9 @@ use serde::Serialize;
 
 use crate::content::{ContentRecord, ContentStore};
 use crate::error::Result;
-use crate::gc::lease::Lease;
 use crate::image::manifest::PlatformSelector;
 use crate::image::ImageRecord;
+use crate::leases::Lease;
 use crate::metadata::{Store, CONTAINERS, CONTENT, IMAGES, LEASES, SNAPSHOTS};
 use crate::snapshot::{Kind, Record as SnapRecord, Snapshotter, Snapshotters};
 

@@ -4,5 +4,4 @@
 
 pub mod check;
 pub mod collect;
-pub mod lease;
 pub mod scheduler;

@@ -21,6 +21,7 @@ use super::manifest::{self, Descriptor, Index, Manifest, Parsed, PlatformSelecto
 use super::{ImageRecord, Reference};
 use crate::content::{ContentStore, Digest};
 use crate::error::{Error, IoContext, Result};
+use crate::events::Publisher;
 use crate::metadata::Store;
 
 /// Annotation holding the full image name (containerd, docker ≥ 25).
@@ -79,6 +80,7 @@ fn clean(p: &Path) -> Option<String> {
 pub fn import(
     cs: &ContentStore,
     meta: &Store,
+    events: &Publisher,
     ns: &str,
     input: impl Read,
     opts: &ImportOptions,
@@ -169,9 +171,9 @@ pub fn import(
         files.insert(name, Entry::Blob(digest, size));
     }
     let result = if files.contains_key("index.json") {
-        import_oci(cs, meta, ns, &files, opts)
+        import_oci(cs, meta, events, ns, &files, opts)
     } else if files.contains_key("manifest.json") {
-        import_docker(cs, meta, ns, &files, opts)
+        import_docker(cs, meta, events, ns, &files, opts)
     } else {
         Err(Error::InvalidArgument(
             "the file is neither a docker-archive (manifest.json) nor an OCI image layout (index.json)".into(),
@@ -317,6 +319,7 @@ type Imported = (Vec<ImageRecord>, HashSet<Digest>);
 fn import_oci(
     cs: &ContentStore,
     meta: &Store,
+    events: &Publisher,
     ns: &str,
     files: &HashMap<String, Entry>,
     opts: &ImportOptions,
@@ -391,6 +394,7 @@ fn import_oci(
         for name in names {
             images.push(super::put(
                 meta,
+                events,
                 ns,
                 &name,
                 target.clone(),
@@ -425,6 +429,7 @@ fn sniff_layer(cs: &ContentStore, d: &Digest) -> Result<&'static str> {
 fn import_docker(
     cs: &ContentStore,
     meta: &Store,
+    events: &Publisher,
     ns: &str,
     files: &HashMap<String, Entry>,
     opts: &ImportOptions,
@@ -484,6 +489,7 @@ fn import_docker(
         for name in names {
             images.push(super::put(
                 meta,
+                events,
                 ns,
                 &name,
                 target.clone(),
@@ -688,7 +694,7 @@ mod tests {
 
     fn setup() -> (tempfile::TempDir, Arc<ContentStore>, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let cs = ContentStore::open(&dir.path().join("content")).unwrap();
+        let cs = ContentStore::open(&dir.path().join("content"), Publisher::discard()).unwrap();
         let meta = Store::open(&dir.path().join("meta.redb")).unwrap();
         (dir, cs, meta)
     }
@@ -706,7 +712,15 @@ mod tests {
             (&["busybox:a", "example.com/x/y:1"], &a),
             (&["busybox:b"], &b),
         ]);
-        let imgs = import(&cs, &meta, "default", &tar[..], &ImportOptions::default()).unwrap();
+        let imgs = import(
+            &cs,
+            &meta,
+            &Publisher::discard(),
+            "default",
+            &tar[..],
+            &ImportOptions::default(),
+        )
+        .unwrap();
         let names: Vec<&str> = imgs.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(
             names,
@@ -756,6 +770,7 @@ mod tests {
         let imgs = import(
             &cs,
             &meta,
+            &Publisher::discard(),
             "ns1",
             &tar[..],
             &ImportOptions {
@@ -783,7 +798,15 @@ mod tests {
         let victim = bad.layers[1].0.digest.clone();
         bad.layers[1].1 = fixture::gzip(b"tampered");
         let tar = fixture::oci_layout(&[("bad:1", &bad)]);
-        let e = import(&cs2, &meta2, "default", &tar[..], &ImportOptions::default()).unwrap_err();
+        let e = import(
+            &cs2,
+            &meta2,
+            &Publisher::discard(),
+            "default",
+            &tar[..],
+            &ImportOptions::default(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("digest mismatch"), "{e}");
         assert!(!cs2.blob_path(&victim).exists());
         assert!(!cs2
@@ -800,6 +823,7 @@ mod tests {
         let e = import(
             &cs2,
             &meta2,
+            &Publisher::discard(),
             "default",
             &b.into_inner().unwrap()[..],
             &ImportOptions::default(),
@@ -809,6 +833,7 @@ mod tests {
         assert!(import(
             &cs2,
             &meta2,
+            &Publisher::discard(),
             "default",
             &b"garbage"[..],
             &ImportOptions::default()
@@ -822,9 +847,25 @@ mod tests {
         let a = TestImage::busybox("a", true).unwrap();
         let b = TestImage::busybox("b", false).unwrap();
         let tar = fixture::oci_layout(&[("docker.io/library/a:1", &a)]);
-        import(&cs, &meta, "default", &tar[..], &ImportOptions::default()).unwrap();
+        import(
+            &cs,
+            &meta,
+            &Publisher::discard(),
+            "default",
+            &tar[..],
+            &ImportOptions::default(),
+        )
+        .unwrap();
         let tar = fixture::docker_archive(&[(&["b:2"], &b)]);
-        let ib = import(&cs, &meta, "default", &tar[..], &ImportOptions::default()).unwrap();
+        let ib = import(
+            &cs,
+            &meta,
+            &Publisher::discard(),
+            "default",
+            &tar[..],
+            &ImportOptions::default(),
+        )
+        .unwrap();
         let mut out = Vec::new();
         export(
             &cs,
@@ -837,7 +878,15 @@ mod tests {
         .unwrap();
 
         let (_t2, cs2, meta2) = setup();
-        let imgs = import(&cs2, &meta2, "default", &out[..], &ImportOptions::default()).unwrap();
+        let imgs = import(
+            &cs2,
+            &meta2,
+            &Publisher::discard(),
+            "default",
+            &out[..],
+            &ImportOptions::default(),
+        )
+        .unwrap();
         assert_eq!(imgs.len(), 2);
         assert_eq!(imgs[0].name, "docker.io/library/a:1");
         assert_eq!(imgs[0].target.digest, a.manifest_descriptor.digest);

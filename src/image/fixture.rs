@@ -105,31 +105,7 @@ pub fn layer_tar(files: &[FileSpec]) -> Vec<u8> {
     b.into_inner().expect("tar in memory")
 }
 
-/// A GNU sparse entry: `real` bytes long, its only data the 512 bytes of `x` at the end.
-pub fn sparse_tar(name: &str, real: u64) -> Vec<u8> {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(tar::EntryType::GNUSparse);
-    h.set_path(name).expect("fixture entry");
-    h.set_mode(0o644);
-    h.set_size(512);
-    h.set_mtime(1_600_000_000);
-    let g = h.as_gnu_mut().expect("fixture entry");
-    // base-256 (GNU) numbers: any u64 fits
-    let b256 = |v: u64, dst: &mut [u8]| {
-        dst.fill(0);
-        dst[0] = 0x80;
-        let n = dst.len();
-        dst[n - 8..].copy_from_slice(&v.to_be_bytes());
-    };
-    b256(real, &mut g.realsize);
-    b256(real - 512, &mut g.sparse[0].offset);
-    b256(512, &mut g.sparse[0].numbytes);
-    h.set_cksum();
-    let mut t = h.as_bytes().to_vec();
-    t.extend_from_slice(&[b'x'; 512]);
-    t.extend_from_slice(&[0; 1024]);
-    t
-}
+pub use crate::diff::fixture::sparse_tar;
 
 /// Gzips bytes.
 pub fn gzip(data: &[u8]) -> Vec<u8> {
@@ -164,17 +140,32 @@ impl TestImage {
         cmd: &[&str],
         platform: &manifest::Platform,
     ) -> TestImage {
+        Self::build_with(layers, gzip_layers, cmd, platform, serde_json::json!({}))
+    }
+
+    /// The same with more keys of the image config's `config` (`ExposedPorts`, `User`...).
+    pub fn build_with(
+        layers: &[Vec<FileSpec>],
+        gzip_layers: bool,
+        cmd: &[&str],
+        platform: &manifest::Platform,
+        config_extra: serde_json::Value,
+    ) -> TestImage {
         let diffs: Vec<Vec<u8>> = layers.iter().map(|l| layer_tar(l)).collect();
         let diff_ids: Vec<String> = diffs
             .iter()
             .map(|d| Digest::sha256(d).to_string())
             .collect();
+        let mut inner = serde_json::json!({"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": cmd});
+        if let (Some(o), Some(extra)) = (inner.as_object_mut(), config_extra.as_object()) {
+            o.extend(extra.clone());
+        }
         let config = serde_json::json!({
             "architecture": platform.architecture,
             "os": platform.os,
             "variant": platform.variant,
             "created": "2024-01-01T00:00:00Z",
-            "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": cmd},
+            "config": inner,
             "rootfs": {"type": "layers", "diff_ids": diff_ids},
             "history": diffs.iter().map(|_| serde_json::json!({"created_by": "nook test fixture"})).collect::<Vec<_>>(),
         });

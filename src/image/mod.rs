@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::content::{ContentStore, Digest};
 use crate::error::{Error, Result};
+use crate::events::Publisher;
 use crate::metadata::{Store, IMAGES};
 
 pub use manifest::{Descriptor, Platform, PlatformSelector};
@@ -113,6 +114,7 @@ pub fn list(meta: &Store, ns: &str) -> Result<Vec<ImageRecord>> {
 /// Creates or updates the image `name` to point at `target`; returns the record.
 pub fn put(
     meta: &Store,
+    events: &Publisher,
     ns: &str,
     name: &str,
     target: Descriptor,
@@ -142,7 +144,7 @@ pub fn put(
         tx.put(IMAGES, ns, &key, &rec)?;
         Ok((rec, created))
     })?;
-    crate::daemon::events::publish(
+    events.publish(
         ns,
         if created {
             "/images/create"
@@ -158,7 +160,7 @@ pub fn put(
 }
 
 /// Removes an image record (the blobs stay until garbage collection).
-pub fn delete(meta: &Store, ns: &str, name: &str) -> Result<ImageRecord> {
+pub fn delete(meta: &Store, events: &Publisher, ns: &str, name: &str) -> Result<ImageRecord> {
     let key = normalize_name(name)?;
     meta.write(|tx| {
         let rec = tx.get::<ImageRecord>(IMAGES, ns, &key)?.ok_or_else(|| {
@@ -167,16 +169,20 @@ pub fn delete(meta: &Store, ns: &str, name: &str) -> Result<ImageRecord> {
         tx.delete(IMAGES, ns, &key)?;
         Ok(rec)
     })
-    .inspect(|rec| {
-        crate::daemon::events::publish(ns, "/images/delete", &[("name", rec.name.clone())])
-    })
+    .inspect(|rec| events.publish(ns, "/images/delete", &[("name", rec.name.clone())]))
 }
 
 /// Gives the image `src` the additional name `dst`.
-pub fn tag(meta: &Store, ns: &str, src: &str, dst: &str) -> Result<ImageRecord> {
+pub fn tag(
+    meta: &Store,
+    events: &Publisher,
+    ns: &str,
+    src: &str,
+    dst: &str,
+) -> Result<ImageRecord> {
     normalize_name(dst)?; // a bad new name is reported before a missing source
     let rec = get(meta, ns, src)?;
-    put(meta, ns, dst, rec.target, rec.labels)
+    put(meta, events, ns, dst, rec.target, rec.labels)
 }
 
 /// Resolves the platform images of `target` present in the content store (the ones a pull
@@ -383,14 +389,29 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let meta = Store::open(&dir.path().join("m.redb")).unwrap();
         let t = Descriptor::new(manifest::OCI_MANIFEST, Digest::sha256(b"m"), 1);
-        put(&meta, "default", "busybox", t.clone(), BTreeMap::new()).unwrap();
+        put(
+            &meta,
+            &Publisher::discard(),
+            "default",
+            "busybox",
+            t.clone(),
+            BTreeMap::new(),
+        )
+        .unwrap();
         assert_eq!(
             get(&meta, "default", "docker.io/library/busybox:latest")
                 .unwrap()
                 .target,
             t
         );
-        tag(&meta, "default", "busybox", "localhost:5000/b:1").unwrap();
+        tag(
+            &meta,
+            &Publisher::discard(),
+            "default",
+            "busybox",
+            "localhost:5000/b:1",
+        )
+        .unwrap();
         let names: Vec<String> = list(&meta, "default")
             .unwrap()
             .into_iter()
@@ -400,13 +421,13 @@ mod tests {
             names,
             vec!["docker.io/library/busybox:latest", "localhost:5000/b:1"]
         );
-        delete(&meta, "default", "busybox").unwrap();
+        delete(&meta, &Publisher::discard(), "default", "busybox").unwrap();
         assert!(matches!(
             get(&meta, "default", "busybox"),
             Err(Error::NotFound(_))
         ));
         assert!(matches!(
-            delete(&meta, "default", "busybox"),
+            delete(&meta, &Publisher::discard(), "default", "busybox"),
             Err(Error::NotFound(_))
         ));
         assert!(get(&meta, "other", "localhost:5000/b:1").is_err());

@@ -19,6 +19,7 @@ use super::registry::Registry;
 use super::{ImageRecord, PlatformImage, Reference, SOURCE_LABEL_PREFIX};
 use crate::content::{ContentStore, Digest};
 use crate::error::{Error, Result};
+use crate::events::Publisher;
 use crate::metadata::Store;
 
 /// What a blob is, for progress displays.
@@ -100,6 +101,8 @@ fn ingest_ref(d: &Digest) -> String {
 pub struct Puller<'a> {
     pub cs: &'a ContentStore,
     pub meta: &'a Store,
+    /// Where the image's create/update event goes.
+    pub events: &'a Publisher,
     pub ns: &'a str,
     pub registry: &'a Registry,
 }
@@ -128,7 +131,7 @@ impl Puller<'_> {
     ) -> Result<PullResult> {
         let r = Reference::parse(name)?;
         // hold what this pull writes against garbage collection until the image records it
-        let lease = crate::gc::lease::TempLease::new(self.meta, self.ns, "pull")?;
+        let lease = crate::leases::TempLease::new(self.meta, self.ns, "pull")?;
         let (root, _) = self
             .registry
             .fetch_manifest(&r, &r.object(), r.digest())
@@ -239,6 +242,7 @@ impl Puller<'_> {
         }
         let image = super::put(
             self.meta,
+            self.events,
             self.ns,
             &r.to_string(),
             root_desc.clone(),
@@ -387,7 +391,7 @@ mod tests {
 
     fn env() -> Env {
         let t = tempfile::tempdir().unwrap();
-        let cs = ContentStore::open(&t.path().join("content")).unwrap();
+        let cs = ContentStore::open(&t.path().join("content"), Publisher::discard()).unwrap();
         let meta = Store::open(&t.path().join("meta.redb")).unwrap();
         Env { _t: t, cs, meta }
     }
@@ -417,6 +421,7 @@ mod tests {
         archive::import(
             &a.cs,
             &a.meta,
+            &Publisher::discard(),
             "default",
             &tar[..],
             &ImportOptions::default(),
@@ -481,6 +486,7 @@ mod tests {
         // pull into an empty store
         let b = env();
         let puller = Puller {
+            events: &Publisher::discard(),
             cs: &b.cs,
             meta: &b.meta,
             ns: "default",
@@ -565,6 +571,7 @@ mod tests {
             w.write_all(&big.1[..big.1.len() / 2]).unwrap();
         }
         let pc = Puller {
+            events: &Publisher::discard(),
             cs: &c.cs,
             meta: &c.meta,
             ns: "default",
@@ -586,6 +593,7 @@ mod tests {
         bytes[n / 2] ^= 0xff;
         std::fs::write(&f, &bytes).unwrap();
         let pd = Puller {
+            events: &Publisher::discard(),
             cs: &d.cs,
             meta: &d.meta,
             ns: "default",

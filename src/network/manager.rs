@@ -24,8 +24,9 @@ use super::ipam::{self, Pool, Subnet, Subnet6};
 use super::netlink::{self, Netlink};
 use super::netns::{create_netns, is_netns, remove_netns, with_netns};
 use super::ports::PortMapping;
-use crate::bootstrap::slirp::TAP;
+use super::TAP;
 use crate::error::{Error, Result};
+use crate::events::Publisher;
 use crate::metadata::{Store, NETWORKS, SYSTEM};
 
 /// The name of the default network.
@@ -173,6 +174,8 @@ pub struct Manager {
     /// Host sockets bound for direct ports, until the container's shim takes them.
     direct: Mutex<HashMap<String, Vec<(PortMapping, OwnedFd)>>>,
     handle: Option<tokio::runtime::Handle>,
+    /// Where `/networks/*` events go.
+    events: Publisher,
 }
 
 fn holder(ns: &str, id: &str) -> String {
@@ -211,7 +214,7 @@ pub fn validate_network_name(name: &str) -> Result<()> {
 impl Manager {
     /// A manager; call [`Manager::init`] before use. Must be created inside a tokio runtime
     /// for ports to be published.
-    pub fn new(store: Arc<Store>, s: Settings) -> Manager {
+    pub fn new(store: Arc<Store>, s: Settings, events: Publisher) -> Manager {
         Manager {
             store,
             s,
@@ -220,6 +223,7 @@ impl Manager {
             listeners: Mutex::new(HashMap::new()),
             direct: Mutex::new(HashMap::new()),
             handle: tokio::runtime::Handle::try_current().ok(),
+            events,
         }
     }
 
@@ -479,7 +483,7 @@ impl Manager {
         if let Some(s6) = &rec.subnet6 {
             attrs.push(("subnet6", s6.to_string()));
         }
-        crate::daemon::events::publish("", "/networks/create", &attrs);
+        self.events.publish("", "/networks/create", &attrs);
         Ok(rec)
     }
 
@@ -514,7 +518,8 @@ impl Manager {
         if let Err(e) = self.isolate() {
             tracing::warn!("after removing network {name:?}: {e}");
         }
-        crate::daemon::events::publish("", "/networks/delete", &[("name", name.to_string())]);
+        self.events
+            .publish("", "/networks/delete", &[("name", name.to_string())]);
         Ok(())
     }
 
@@ -673,7 +678,7 @@ impl Manager {
             let _ = self.detach_locked(ns, id, true);
             return Err(e);
         }
-        crate::daemon::events::publish(
+        self.events.publish(
             ns,
             "/networks/connect",
             &[
@@ -830,7 +835,7 @@ impl Manager {
             Ok(())
         })?;
         if a.mode == Mode::Bridge {
-            crate::daemon::events::publish(
+            self.events.publish(
                 ns,
                 "/networks/disconnect",
                 &[
@@ -1259,6 +1264,7 @@ mod tests {
                 subnet6: "fd88::/64".into(),
                 host_resolv: "nameserver 127.0.0.53\n".into(),
             },
+            Publisher::discard(),
         )
     }
 
@@ -1559,6 +1565,7 @@ mod bench {
                 subnet6: "fd88::/64".into(),
                 host_resolv: String::new(),
             },
+            Publisher::discard(),
         ));
         let m2 = m.clone();
         let (a, port) = tokio::task::spawn_blocking(move || {

@@ -1,5 +1,9 @@
 //! Container networking. The containers' network namespace is the pause process's; it is
-//! linked to the host by slirp4netns or pasta (see [`crate::bootstrap::slirp`]).
+//! linked to the host by slirp4netns or pasta (started by bootstrap's `slirp` module, which
+//! sits above this one).
+
+/// The link's interface in the containers' network namespace (slirp4netns/pasta's tap).
+pub const TAP: &str = "tap0";
 
 /// Brings the loopback interface of the current network namespace up.
 pub fn loopback_up() -> std::io::Result<()> {

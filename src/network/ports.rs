@@ -7,8 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// The ways published ports reach containers (`[network] port_driver`, `--port-driver`).
-pub const PORT_DRIVERS: &[&str] = &["relay", "direct"];
+pub use crate::config::PORT_DRIVERS;
 
 /// TCP or UDP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]

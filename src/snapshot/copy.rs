@@ -6,8 +6,8 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use crate::diff::apply::{get_xattr_full, lchown, list_xattrs, set_mtime, set_xattr};
 use crate::error::{IoContext, Result};
+use crate::fsmeta::{get_xattr_full, lchown, list_xattrs, set_mtime, set_xattr};
 
 use super::Usage;
 

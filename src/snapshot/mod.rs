@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize};
 
 pub use mount::{mount_all, unmount, Mount};
 
-use crate::diff::Whiteouts;
 use crate::error::{Error, IoContext, Result};
+use crate::events::Publisher;
 use crate::metadata::{Store, SNAPSHOTS, SYSTEM};
 
 /// The snapshotters nook knows, in the order the default is chosen.
@@ -99,6 +99,21 @@ impl Record {
             updated_at: self.updated_at,
         }
     }
+}
+
+/// How whiteouts and opaque directories are written.
+#[derive(Debug, Clone)]
+pub enum Whiteouts {
+    /// Overlay upper dir: char 0/0 whiteouts, `<xattr_prefix>.overlay.opaque` on opaque dirs.
+    /// `lowers` are the parent layers, nearest first (used to resolve parent directories and
+    /// to copy up hard-link targets that live in a lower layer).
+    Overlay {
+        lowers: Vec<PathBuf>,
+        /// `user` (userxattr, rootless) or `trusted` (privileged overlay).
+        xattr_prefix: String,
+    },
+    /// Full directory: whiteouts remove.
+    Direct,
 }
 
 /// containerd's Snapshotter interface, namespaced.
@@ -180,6 +195,8 @@ pub struct DirSnapshotter {
     store: Arc<Store>,
     /// overlay xattr namespace for opaque dirs: `user` (userxattr) or `trusted`.
     xattr_prefix: String,
+    /// Where `/snapshot/*` events go.
+    events: Publisher,
 }
 
 /// Checks a snapshot key or name.
@@ -206,7 +223,14 @@ impl DirSnapshotter {
             root,
             store,
             xattr_prefix: "user".into(),
+            events: Publisher::discard(),
         })
+    }
+
+    /// Publishes its events (prepare, view, commit, remove) through `events`.
+    pub fn with_events(mut self, events: Publisher) -> Self {
+        self.events = events;
+        self
     }
 
     /// Uses `trusted.overlay.*` xattrs (privileged overlay without `userxattr`).
@@ -231,7 +255,7 @@ impl DirSnapshotter {
             a.push(("parent", p.to_string()));
         }
         a.push(("snapshotter", self.driver.name().to_string()));
-        crate::daemon::events::publish(ns, topic, &a);
+        self.events.publish(ns, topic, &a);
     }
 
     fn rkey(&self, key: &str) -> String {
@@ -543,7 +567,7 @@ impl Snapshotter for DirSnapshotter {
             let _ = fs::remove_dir_all(&work);
             let _ = fs::create_dir(&work);
         }
-        crate::daemon::events::publish(
+        self.events.publish(
             ns,
             "/snapshot/commit",
             &[
@@ -586,7 +610,7 @@ impl Snapshotter for DirSnapshotter {
         if dir.exists() {
             fs::rename(&dir, &trash).ctx(|| format!("moving {} away", dir.display()))?;
         }
-        crate::daemon::events::publish(
+        self.events.publish(
             ns,
             "/snapshot/remove",
             &[
@@ -770,8 +794,14 @@ pub struct Snapshotters {
 
 impl Snapshotters {
     /// Probes every snapshotter. `configured` is `auto` or a snapshotter name; a configured
-    /// snapshotter that does not work here is an error saying why.
-    pub fn new(nook_root: &Path, store: Arc<Store>, configured: &str) -> Result<Snapshotters> {
+    /// snapshotter that does not work here is an error saying why. Each publishes its events
+    /// through `events`.
+    pub fn new(
+        nook_root: &Path,
+        store: Arc<Store>,
+        configured: &str,
+        events: Publisher,
+    ) -> Result<Snapshotters> {
         let mut map = BTreeMap::new();
         let mut status = Vec::new();
         for name in SNAPSHOTTERS {
@@ -781,7 +811,8 @@ impl Snapshotters {
             if let Some(e) = &error {
                 tracing::info!(snapshotter = name, reason = %e, "snapshotter skipped");
             } else {
-                let s = DirSnapshotter::new(driver, nook_root, store.clone())?;
+                let s = DirSnapshotter::new(driver, nook_root, store.clone())?
+                    .with_events(events.clone());
                 if let Err(e) = s.cleanup() {
                     tracing::warn!(snapshotter = name, error = %e, "snapshot cleanup failed");
                 }

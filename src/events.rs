@@ -4,11 +4,14 @@
 //!
 //! Publishing never waits: the bus is a bounded broadcast channel, and a subscriber that falls
 //! behind loses the oldest events instead of holding anyone up; it then receives one
-//! `/events/dropped` event saying how many it lost. There is one bus per process ([`bus`]), so
-//! subsystems deep in the library (the snapshotter, the image store) publish without being
-//! handed the daemon.
+//! `/events/dropped` event saying how many it lost.
+//!
+//! This module sits at the bottom of the crate: it names no other module. The daemon owns the
+//! [`Bus`] and hands each subsystem a [`Publisher`] when it builds it, so the content store,
+//! the snapshotters, the image store, the network and the runtime publish without knowing the
+//! daemon (and tests build them with [`Publisher::discard`]).
 
-use std::sync::OnceLock;
+use std::sync::Arc;
 
 use tokio::sync::{broadcast, watch};
 
@@ -170,15 +173,38 @@ impl Subscription {
     }
 }
 
-/// The process's bus.
-pub fn bus() -> &'static Bus {
-    static BUS: OnceLock<Bus> = OnceLock::new();
-    BUS.get_or_init(Bus::default)
+/// A subsystem's handle on the bus: cheap to clone, handed in when the subsystem is built.
+/// One made by [`Publisher::discard`] drops what it is given (unit tests, tools).
+#[derive(Clone, Default)]
+pub struct Publisher(Option<Arc<Bus>>);
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Publisher(bus)"
+        } else {
+            "Publisher(discard)"
+        })
+    }
 }
 
-/// Publishes an event on the process's bus.
-pub fn publish(namespace: &str, topic: &str, attributes: &[(&str, String)]) {
-    bus().send(Event::new(namespace, topic, attributes));
+impl Publisher {
+    /// A publisher on `bus`.
+    pub fn new(bus: Arc<Bus>) -> Publisher {
+        Publisher(Some(bus))
+    }
+
+    /// A publisher that drops every event.
+    pub fn discard() -> Publisher {
+        Publisher(None)
+    }
+
+    /// Publishes an event stamped now; never waits for subscribers.
+    pub fn publish(&self, namespace: &str, topic: &str, attributes: &[(&str, String)]) {
+        if let Some(bus) = &self.0 {
+            bus.send(Event::new(namespace, topic, attributes));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -234,5 +260,18 @@ mod tests {
         bus.close();
         assert!(slow.next().await.is_none());
         assert!(tasks_only.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn publishers_reach_their_bus_only() {
+        let bus = Arc::new(Bus::new(8));
+        let mut sub = bus.subscribe(Filter::default());
+        let p = Publisher::new(bus.clone());
+        p.clone()
+            .publish("ns", "/images/create", &[("name", "a".into())]);
+        Publisher::discard().publish("ns", "/images/delete", &[]);
+        p.publish("ns", "/images/update", &[]);
+        assert_eq!(sub.next().await.unwrap().topic, "/images/create");
+        assert_eq!(sub.next().await.unwrap().topic, "/images/update");
     }
 }
