@@ -932,7 +932,8 @@ impl Manager {
             let Ok(m) = manager(&d) else { return };
             let c = m.tasks.client(&ns, &r.id);
             loop {
-                match c.wait(None).await {
+                // after the last byte reached the attached clients: the removal ends the shim
+                match c.wait_for(None, true).await {
                     Ok(_) => break,
                     Err(_) => {
                         // the shim may not be listening yet, or is gone: check the record

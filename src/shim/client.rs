@@ -184,7 +184,12 @@ impl ShimClient {
 
     /// Waits for the exit (of the init, or of an exec).
     pub async fn wait(&self, exec_id: Option<String>) -> Result<ExitInfo> {
-        match self.call(&Request::Wait { exec_id }).await? {
+        self.wait_for(exec_id, false).await
+    }
+
+    /// Waits for the exit (with `drained`: and for its output to reach every client).
+    pub async fn wait_for(&self, exec_id: Option<String>, drained: bool) -> Result<ExitInfo> {
+        match self.call(&Request::Wait { exec_id, drained }).await? {
             Response::Exit(e) => Ok(e),
             other => Err(unexpected(other)),
         }

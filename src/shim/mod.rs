@@ -145,10 +145,14 @@ pub enum Request {
         #[serde(default)]
         exec_id: Option<String>,
     },
-    /// Answer when the process has exited.
+    /// Answer when the process has exited; with `drained`, only once its output is drained
+    /// and every client streaming it has its exit event (whoever removes the container on
+    /// this answer, a `--rm` watcher, then cuts no stream short).
     Wait {
         #[serde(default)]
         exec_id: Option<String>,
+        #[serde(default)]
+        drained: bool,
     },
     /// Stream the container's output (and take stdin); with `start`, start it once attached so
     /// that no output is missed.

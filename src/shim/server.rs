@@ -1114,7 +1114,7 @@ async fn handle(shim: Arc<Shim>, conn: UnixStream) {
             shim.quit.notify_one();
             return;
         }
-        Request::Wait { exec_id } => {
+        Request::Wait { exec_id, drained } => {
             let p = match shim.proc(&exec_id) {
                 Ok(p) => p,
                 Err(e) => {
@@ -1123,16 +1123,19 @@ async fn handle(shim: Arc<Shim>, conn: UnixStream) {
                 }
             };
             shim.active.fetch_add(1, Ordering::SeqCst);
-            // answered once the output is drained and every streaming client has its exit
-            // event: whoever removes the container on this answer (a --rm watcher) cuts no
-            // client's stream short
-            let mut rx = p.done.subscribe();
+            let mut rx = if drained {
+                p.done.subscribe()
+            } else {
+                p.exit.subscribe()
+            };
             let info = rx
                 .wait_for(|e| e.is_some())
                 .await
                 .ok()
                 .and_then(|e| e.clone());
-            let _ = p.streams.subscribe().wait_for(|n| *n == 0).await;
+            if drained {
+                let _ = p.streams.subscribe().wait_for(|n| *n == 0).await;
+            }
             let resp = match info {
                 Some(i) => Response::Exit(i),
                 None => err("wait lost".into()),
