@@ -17,7 +17,10 @@
 //! or waiting has been answered; `exit.json` then tells nookd how it ended.
 
 pub mod client;
+mod detach;
 pub mod direct;
+mod io;
+mod reaper;
 pub mod server;
 
 use serde::{Deserialize, Serialize};
