@@ -557,14 +557,17 @@ mod tests {
         // a line being written is left for later
         text.push_str("{\"log\":\"l5");
         std::fs::write(d.path().join(files::LOG), &text).unwrap();
-        let (all, end) = read_log(d.path(), None).unwrap();
+        let (all, end) = read_log_at(d.path(), None).unwrap();
         assert_eq!(all.len(), 5);
         assert_eq!(end as usize, text.len() - "{\"log\":\"l5".len());
-        let (t, end2) = read_log(d.path(), Some(2)).unwrap();
+        // each line carries the offset just after it: the last complete line's is the end
+        assert_eq!(all[4].1, end);
+        assert_eq!(all[0].1 as usize, text.find('\n').unwrap() + 1);
+        let (t, end2) = read_log_at(d.path(), Some(2)).unwrap();
         assert_eq!(t.len(), 2);
         assert_eq!(end2, end);
-        assert_eq!(t[0].log, "l3\n");
-        assert!(read_log(&d.path().join("nope"), Some(1))
+        assert_eq!(t[0].0.log, "l3\n");
+        assert!(read_log_at(&d.path().join("nope"), Some(1))
             .unwrap()
             .0
             .is_empty());
