@@ -15,7 +15,7 @@ use crate::daemon::Daemon;
 use crate::error::Error;
 use crate::proto::containers as pb;
 use crate::runtime::containers::{ContainerRecord, CreateOptions, Manager, Status as CStatus};
-use crate::shim::client::{decode, ShimEvents, ShimInput};
+use crate::shim::client::{ShimEvents, ShimInput};
 use crate::shim::{Event, Input};
 
 pub struct Svc(Arc<Daemon>);
@@ -45,6 +45,7 @@ fn to_pb(s: &CStatus) -> pb::Container {
         snapshotter: r.snapshotter.clone(),
         labels: r.labels.clone().into_iter().collect(),
         tty: r.tty,
+        stdin: r.stdin,
         auto_remove: r.auto_remove,
         ports: Vec::new(),
         ip: String::new(),
@@ -96,7 +97,10 @@ impl Svc {
     }
 }
 
-/// Pumps shim events to the gRPC stream and gRPC input to the shim.
+/// Pumps shim events to the gRPC stream and gRPC input to the shim, each direction waiting
+/// for the other side (backpressure, never loss). When the client's input stream ends, the
+/// shim is told the client is gone (it closes the process's stdin); when the client is gone
+/// altogether, the shim connection is dropped.
 fn bridge<I, F>(
     mut events: ShimEvents,
     mut input: ShimInput,
@@ -108,7 +112,7 @@ where
     I: Send + 'static,
     F: Fn(I) -> Vec<Input> + Send + 'static,
 {
-    let (tx, rx) = mpsc::channel::<Result<pb::Output, Status>>(256);
+    let (tx, rx) = mpsc::channel::<Result<pb::Output, Status>>(16);
     let feeder = tokio::spawn(async move {
         while let Some(Ok(msg)) = inbound.next().await {
             for i in conv(msg) {
@@ -117,20 +121,27 @@ where
                 }
             }
         }
+        // a client keeps its input stream open until the exit: it is gone
+        input.client_gone().await;
+        std::future::pending::<()>().await
     });
     tokio::spawn(async move {
         loop {
-            match events.next().await {
-                Ok(Some(Event::Out { stream, data })) => {
-                    let bytes = decode(&data);
-                    let out = if stream == "stderr" {
+            let ev = tokio::select! {
+                ev = events.next() => ev,
+                // the client is gone: so is this connection to the shim
+                _ = tx.closed() => break,
+            };
+            match ev {
+                Ok(Some(Event::Out { stderr, data })) => {
+                    let out = if stderr {
                         pb::Output {
-                            stderr: bytes,
+                            stderr: data.into(),
                             ..Default::default()
                         }
                     } else {
                         pb::Output {
-                            stdout: bytes,
+                            stdout: data.into(),
                             ..Default::default()
                         }
                     };
@@ -183,10 +194,7 @@ fn inputs(data: Vec<u8>, close: bool, width: u32, height: u32) -> Vec<Input> {
         });
     }
     if !data.is_empty() {
-        use base64::Engine;
-        v.push(Input::Stdin {
-            data: base64::engine::general_purpose::STANDARD.encode(data),
-        });
+        v.push(Input::Stdin(data.into()));
     }
     if close {
         v.push(Input::CloseStdin);
@@ -584,13 +592,15 @@ impl pb::containers_server::Containers for Svc {
         let q = r.into_inner();
         let rec = self.find(&ns, &q.id)?;
         let tail = (q.tail >= 0).then_some(q.tail as usize);
-        let lines = self.svc()?.logs(&ns, &rec, tail, q.follow, q.resume_at);
+        let lines = self
+            .svc()?
+            .logs(&ns, &rec, tail, q.follow, q.resume_at, q.merge);
         Ok(Response::new(Box::pin(ReceiverStream::new(lines).map(
             |e| {
                 e.map(|e| pb::LogLine {
-                    time: e.line.time,
-                    stream: e.line.stream,
-                    data: e.line.log.into_bytes(),
+                    time: e.time,
+                    stream: e.stream,
+                    data: e.data,
                     offset: e.offset,
                     end: e.end,
                 })

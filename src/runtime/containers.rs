@@ -1021,7 +1021,8 @@ impl Manager {
             let Some(m) = me.upgrade() else { return };
             let c = m.tasks.client(&ns, &r.id);
             loop {
-                match c.wait(None).await {
+                // after the last byte reached the attached clients: the removal ends the shim
+                match c.wait_for(None, true).await {
                     Ok(_) => break,
                     Err(_) => {
                         // the shim may not be listening yet, or is gone: check the record
@@ -1733,6 +1734,7 @@ mod tests {
                     exited_at: String::new(),
                 }),
                 shim_pid: 0,
+                drained: true,
             }),
         };
         assert_eq!(

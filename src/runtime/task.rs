@@ -307,6 +307,7 @@ impl Tasks {
                     started_at: None,
                     exit: Some(e),
                     shim_pid: 0,
+                    drained: true,
                 })
             }
         }
@@ -370,43 +371,39 @@ impl Tasks {
     }
 }
 
-/// Reads a container's json-file log: lines after the last `tail` ones (all when None).
-pub fn read_log(bundle: &Path, tail: Option<usize>) -> Result<Vec<crate::shim::LogLine>> {
-    Ok(read_log_at(bundle, tail)?
-        .0
-        .into_iter()
-        .map(|(l, _)| l)
-        .collect())
-}
-
-/// As [`read_log`], each line with the byte offset just after it, and the offset where the
-/// complete lines end (a line still being written is left for the next read).
+/// Reads a container's json-file log: the last `tail` entries (all when None), each with the
+/// byte offset just after it, and the offset just after the last complete line (where following
+/// the log goes on: a line still being written is left for the next read).
 #[allow(clippy::type_complexity)]
 pub fn read_log_at(
     bundle: &Path,
     tail: Option<usize>,
 ) -> Result<(Vec<(crate::shim::LogLine, u64)>, u64)> {
     let p = bundle.join(files::LOG);
-    let mut bytes = match std::fs::read(&p) {
+    let mut text = match std::fs::read(&p) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(Error::io(format!("reading {}", p.display()), e)),
     };
-    let end = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-    bytes.truncate(end);
-    let mut lines = Vec::new();
+    let end = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    text.truncate(end);
+    let mut lines: Vec<(&[u8], u64)> = Vec::new();
     let mut off = 0u64;
-    for l in bytes.split_inclusive(|b| *b == b'\n') {
+    for l in text.split_inclusive(|b| *b == b'\n') {
         off += l.len() as u64;
-        if let Ok(line) = serde_json::from_slice(l) {
-            lines.push((line, off));
+        if l.len() > 1 {
+            lines.push((&l[..l.len() - 1], off));
         }
     }
     if let Some(n) = tail {
         let skip = lines.len().saturating_sub(n);
         lines.drain(..skip);
     }
-    Ok((lines, end as u64))
+    let entries = lines
+        .into_iter()
+        .filter_map(|(l, off)| Some((crate::shim::LogLine::parse(l)?, off)))
+        .collect();
+    Ok((entries, end as u64))
 }
 
 /// The error for a runtime that could not create the container. A command that is not there
@@ -557,13 +554,22 @@ mod tests {
                 "{{\"log\":\"l{i}\\n\",\"stream\":\"stdout\",\"time\":\"t\"}}\n"
             ));
         }
-        std::fs::write(d.path().join(files::LOG), text).unwrap();
-        assert_eq!(read_log(d.path(), None).unwrap().len(), 5);
-        let t = read_log(d.path(), Some(2)).unwrap();
+        // a line being written is left for later
+        text.push_str("{\"log\":\"l5");
+        std::fs::write(d.path().join(files::LOG), &text).unwrap();
+        let (all, end) = read_log_at(d.path(), None).unwrap();
+        assert_eq!(all.len(), 5);
+        assert_eq!(end as usize, text.len() - "{\"log\":\"l5".len());
+        // each line carries the offset just after it: the last complete line's is the end
+        assert_eq!(all[4].1, end);
+        assert_eq!(all[0].1 as usize, text.find('\n').unwrap() + 1);
+        let (t, end2) = read_log_at(d.path(), Some(2)).unwrap();
         assert_eq!(t.len(), 2);
-        assert_eq!(t[0].log, "l3\n");
-        assert!(read_log(&d.path().join("nope"), Some(1))
+        assert_eq!(end2, end);
+        assert_eq!(t[0].0.log, "l3\n");
+        assert!(read_log_at(&d.path().join("nope"), Some(1))
             .unwrap()
+            .0
             .is_empty());
     }
 }

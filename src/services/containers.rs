@@ -136,12 +136,19 @@ impl Containers {
         tail: Option<usize>,
         follow: bool,
         resume_at: u64,
+        merge: bool,
     ) -> mpsc::Receiver<Result<LogEntry>> {
         let bundle = self.manager.tasks.bundle_dir(ns, &r.id);
         let (tx, rx) = mpsc::channel(256);
         let (m, ns, id) = (self.manager.clone(), ns.to_string(), r.id.clone());
+        let opts = LogOpts {
+            tail,
+            follow,
+            resume_at,
+            merge,
+        };
         tokio::spawn(async move {
-            follow_log(m, ns, id, bundle, tail, follow, resume_at, tx).await;
+            follow_log(m, ns, id, bundle, opts, tx).await;
         });
         rx
     }
@@ -160,26 +167,64 @@ impl Containers {
     }
 }
 
-/// One item of a log stream: a line with the log's byte offset after it, or the stream's end.
+/// One item of a log stream: output of one stream (consecutive entries joined when merging)
+/// with the log's byte offset after it, or the stream's end.
 #[derive(Debug, Clone, Default)]
 pub struct LogEntry {
-    /// The line (empty at the end).
-    pub line: LogLine,
-    /// The log's byte offset after this line: where a cut stream goes on.
+    /// RFC 3339 time of the (first) entry.
+    pub time: String,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// The bytes written.
+    pub data: Vec<u8>,
+    /// The log's byte offset after this entry: where a cut stream goes on.
     pub offset: u64,
     /// The stream is complete (a stream cut without it, by nookd's end, may be resumed).
     pub end: bool,
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a log stream reads.
+struct LogOpts {
+    tail: Option<usize>,
+    follow: bool,
+    resume_at: u64,
+    merge: bool,
+}
+
+/// Log lines into entries: one each, or with `merge` consecutive ones of a stream joined (up to
+/// 64 KiB).
+struct LogBatch {
+    merge: bool,
+    cur: Option<LogEntry>,
+}
+
+impl LogBatch {
+    /// Adds a line; returns an entry ready to send, if one is.
+    fn push(&mut self, l: LogLine, offset: u64) -> Option<LogEntry> {
+        if let Some(c) = &mut self.cur {
+            if self.merge && c.stream == l.stream && c.data.len() < 64 << 10 {
+                c.data.extend_from_slice(&l.bytes());
+                c.offset = offset;
+                return None;
+            }
+        }
+        let next = LogEntry {
+            time: l.time.clone(),
+            stream: l.stream.clone(),
+            data: l.bytes(),
+            offset,
+            end: false,
+        };
+        self.cur.replace(next)
+    }
+}
+
 async fn follow_log(
     m: Arc<Manager>,
     ns: String,
     id: String,
     bundle: PathBuf,
-    tail: Option<usize>,
-    follow: bool,
-    resume_at: u64,
+    o: LogOpts,
     tx: mpsc::Sender<Result<LogEntry>>,
 ) {
     use std::io::{BufRead, Seek};
@@ -189,10 +234,14 @@ async fn follow_log(
         end: true,
         ..Default::default()
     };
+    let mut batch = LogBatch {
+        merge: o.merge,
+        cur: None,
+    };
     // the first part: the tail of what is there (unless resuming a cut stream)
-    let mut pos = resume_at;
-    if resume_at == 0 {
-        let (lines, at) = match crate::runtime::task::read_log_at(&bundle, tail) {
+    let mut pos = o.resume_at;
+    if o.resume_at == 0 {
+        let (lines, at) = match crate::runtime::task::read_log_at(&bundle, o.tail) {
             Ok(l) => l,
             Err(e) => {
                 let _ = tx.send(Err(e)).await;
@@ -201,46 +250,51 @@ async fn follow_log(
         };
         pos = at;
         for (line, offset) in lines {
-            let e = LogEntry {
-                line,
-                offset,
-                end: false,
-            };
+            if let Some(e) = batch.push(line, offset) {
+                if tx.send(Ok(e)).await.is_err() {
+                    return;
+                }
+            }
+        }
+        if let Some(e) = batch.cur.take() {
             if tx.send(Ok(e)).await.is_err() {
                 return;
             }
         }
     }
-    if !follow {
+    if !o.follow {
         let _ = tx.send(Ok(end(pos))).await;
         return;
     }
     loop {
+        // until the container stopped and its last output is in the log
         let running = m
             .tasks
             .state(&ns, &id)
             .await
-            .is_some_and(|s| s.status != crate::shim::TaskStatus::Stopped);
+            .is_some_and(|s| s.status != crate::shim::TaskStatus::Stopped || !s.drained);
         if let Ok(mut f) = std::fs::File::open(&log) {
             if f.seek(std::io::SeekFrom::Start(pos)).is_ok() {
                 let mut rd = std::io::BufReader::new(f);
-                let mut line = String::new();
-                while rd.read_line(&mut line).unwrap_or(0) > 0 {
-                    if !line.ends_with('\n') {
+                let mut line = Vec::new();
+                while rd.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
+                    if !line.ends_with(b"\n") {
                         break; // a partial line: read it whole next time
                     }
                     pos += line.len() as u64;
-                    if let Ok(l) = serde_json::from_str::<LogLine>(line.trim_end()) {
-                        let e = LogEntry {
-                            line: l,
-                            offset: pos,
-                            end: false,
-                        };
-                        if tx.send(Ok(e)).await.is_err() {
-                            return;
+                    if let Some(l) = LogLine::parse(&line[..line.len() - 1]) {
+                        if let Some(e) = batch.push(l, pos) {
+                            if tx.send(Ok(e)).await.is_err() {
+                                return;
+                            }
                         }
                     }
                     line.clear();
+                }
+                if let Some(e) = batch.cur.take() {
+                    if tx.send(Ok(e)).await.is_err() {
+                        return;
+                    }
                 }
             }
         }

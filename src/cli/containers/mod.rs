@@ -11,7 +11,7 @@ mod run;
 use ps::list;
 pub use ps::ps;
 use run::attach;
-pub use run::{create, exec, logs, run};
+pub use run::{attach_cmd, create, exec, logs, run};
 
 use std::process::ExitCode;
 
@@ -203,6 +203,14 @@ pub struct ExecArgs {
     pub container: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     pub args: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct AttachArgs {
+    /// Do not attach stdin.
+    #[arg(long)]
+    pub no_stdin: bool,
+    pub container: String,
 }
 
 #[derive(Args, Debug)]

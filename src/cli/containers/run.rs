@@ -243,7 +243,7 @@ async fn interact(
         std::thread::spawn(move || {
             use std::io::Read;
             let mut inp = std::io::stdin().lock();
-            let mut buf = vec![0u8; 16 * 1024];
+            let mut buf = vec![0u8; 64 * 1024];
             loop {
                 match inp.read(&mut buf) {
                     Ok(0) | Err(_) => {
@@ -367,7 +367,44 @@ pub(super) async fn attach(
     interact(c, out, tx, stdin, tty, Some(id.to_string())).await
 }
 
+/// Refuses `-it` when this client's stdin is not a terminal, as docker does: the container
+/// would wait on a terminal nobody types into (and `echo hi | nook run -it ...` never ended).
+fn check_tty(interactive: bool, tty: bool) -> anyhow::Result<()> {
+    if interactive && tty && !std::io::stdin().is_terminal() {
+        anyhow::bail!("the input device is not a TTY (drop -t to pipe input into the container)");
+    }
+    Ok(())
+}
+
+/// `nook attach`: the output of a running container from now on, and its exit code; stdin
+/// too when the container keeps it open (`-i`) unless `--no-stdin`. Several clients may attach
+/// at once: each gets every byte, and the slowest sets the pace.
+pub async fn attach_cmd(ctx: &Ctx, a: super::AttachArgs) -> anyhow::Result<ExitCode> {
+    let c = ctx.connect().await?;
+    let got = client(&c)
+        .get(c.req(pb::ContainerRef {
+            id: a.container.clone(),
+        }))
+        .await
+        .or_fail()?;
+    if got.status != "running" && got.status != "paused" {
+        anyhow::bail!(
+            "container {} is not running (it is {}): `nook start -a {}` starts it attached",
+            got.name,
+            got.status,
+            got.name
+        );
+    }
+    let stdin = got.stdin && !a.no_stdin;
+    check_tty(stdin, got.tty)?;
+    let n = attach(&c, &got.id, stdin, got.tty, false).await?;
+    Ok(code(n))
+}
+
 pub async fn run(ctx: &Ctx, a: RunArgs) -> anyhow::Result<ExitCode> {
+    if !a.detach {
+        check_tty(a.create.interactive, a.create.tty)?;
+    }
     let c = ctx.connect().await?;
     ensure_image(&c, &a.create.image, a.create.pull).await?;
     let req = create_request(&a.create)?;
@@ -399,6 +436,7 @@ pub async fn create(ctx: &Ctx, a: CreateArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn exec(ctx: &Ctx, a: ExecArgs) -> anyhow::Result<ExitCode> {
+    check_tty(a.interactive, a.tty)?;
     let c = ctx.connect().await?;
     let (tx, rx) = mpsc::channel::<In>(64);
     let (otx, orx) = mpsc::channel::<pb::ExecInput>(64);
@@ -469,6 +507,7 @@ pub async fn logs(ctx: &Ctx, a: LogsArgs) -> anyhow::Result<ExitCode> {
                 follow: a.follow,
                 tail,
                 resume_at,
+                merge: !a.timestamps,
             }))
             .await;
         let mut s = match res {
