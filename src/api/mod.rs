@@ -1,6 +1,7 @@
 //! The gRPC façade: thin services that translate requests into calls on the subsystems.
 //! Each subsystem's service lives in its own file and is added to [`router`].
 
+pub mod containerd;
 pub mod containers;
 pub mod content;
 pub mod events;
