@@ -135,6 +135,24 @@ pub fn add_resource(store: &Store, ns: &str, id: &str, r: Resource) -> Result<()
     })
 }
 
+/// Reads one lease.
+pub fn get(store: &Store, ns: &str, id: &str) -> Result<Lease> {
+    store
+        .get::<Lease>(LEASES, ns, id)?
+        .ok_or_else(|| Error::NotFound(format!("lease {id:?} not found in namespace {ns:?}")))
+}
+
+/// Removes a resource from a lease (absent: nothing to do).
+pub fn delete_resource(store: &Store, ns: &str, id: &str, r: &Resource) -> Result<()> {
+    store.write(|tx| {
+        let mut l: Lease = tx.get(LEASES, ns, id)?.ok_or_else(|| {
+            Error::NotFound(format!("lease {id:?} not found in namespace {ns:?}"))
+        })?;
+        l.resources.retain(|x| x != r);
+        tx.put(LEASES, ns, id, &l)
+    })
+}
+
 /// A lease that is deleted when dropped: used by pulls, unpacks and container creation so
 /// a GC racing them keeps what they build.
 pub struct TempLease<'a> {

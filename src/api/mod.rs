@@ -50,7 +50,7 @@ pub type ApiLayers =
 
 /// Builds the server with every service.
 pub fn router(d: Arc<Daemon>) -> Router<ApiLayers> {
-    tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .layer(crate::daemon::metrics::ApiLayer::global())
         .add_service(spine::version(d.clone()))
         .add_service(spine::namespaces(d.clone()))
@@ -63,7 +63,8 @@ pub fn router(d: Arc<Daemon>) -> Router<ApiLayers> {
         .add_optional_service(optional("content", content::service(d.clone())))
         .add_service(snapshots::service(d.clone()))
         .add_service(containers::service(d.clone()))
-        .add_service(events::service(d.clone()))
+        .add_service(events::service(d.clone()));
+    containerd::add(router, d)
 }
 
 /// A service that could not start is left out, with its error in the log.

@@ -26,3 +26,134 @@ pub mod server {
 
 /// google.protobuf.Empty, as prost maps it.
 pub type Empty = ();
+
+mod content;
+mod diff;
+mod events;
+mod filters;
+mod images;
+mod introspection;
+mod leases;
+mod namespaces;
+mod snapshots;
+mod version;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use tonic::transport::server::Router;
+use tonic::Status;
+
+use super::ApiLayers;
+use crate::daemon::Daemon;
+
+/// Adds containerd's services to nook's router (their gRPC paths, `/containerd.services.…`,
+/// differ from nook's own).
+pub fn add(router: Router<ApiLayers>, d: Arc<Daemon>) -> Router<ApiLayers> {
+    router
+        .add_service(version::service(d.clone()))
+        .add_service(namespaces::service(d.clone()))
+        .add_service(introspection::service(d.clone()))
+        .add_service(content::service(d.clone()))
+        .add_service(images::service(d.clone()))
+        .add_service(leases::service(d.clone()))
+        .add_service(snapshots::service(d.clone()))
+        .add_service(diff::service(d.clone()))
+        .add_service(events::service(d))
+}
+
+/// The namespace a containerd request names in its `containerd-namespace` header. containerd
+/// refuses namespaced calls without one; so does nook.
+pub fn namespace<T>(req: &tonic::Request<T>) -> Result<String, Status> {
+    let ns = req
+        .metadata()
+        .get("containerd-namespace")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            Status::failed_precondition(
+                "namespace is required: set the containerd-namespace header (ctr -n NAME)",
+            )
+        })?
+        .to_string();
+    crate::metadata::validate_namespace(&ns)?;
+    Ok(ns)
+}
+
+/// The lease a request binds what it creates to (`containerd-lease` header), if any.
+pub fn lease<T>(req: &tonic::Request<T>) -> Option<String> {
+    req.metadata()
+        .get("containerd-lease")
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+/// Adds `kind`/`id` to the request's lease, if it named one.
+pub fn hold(d: &Daemon, ns: &str, lease: Option<&str>, kind: &str, id: &str) -> crate::error::Result<()> {
+    match lease {
+        Some(l) => crate::leases::add_resource(
+            &d.store,
+            ns,
+            l,
+            crate::leases::Resource {
+                kind: kind.to_string(),
+                id: id.to_string(),
+            },
+        ),
+        None => Ok(()),
+    }
+}
+
+/// A protobuf timestamp of unix seconds (None for 0: unknown).
+pub fn ts(secs: i64) -> Option<prost_types::Timestamp> {
+    (secs != 0).then_some(prost_types::Timestamp {
+        seconds: secs,
+        nanos: 0,
+    })
+}
+
+/// Labels from a request, checked as nook checks its own.
+pub fn labels(l: HashMap<String, String>) -> Result<BTreeMap<String, String>, Status> {
+    super::check_labels(&l)?;
+    Ok(l.into_iter().collect())
+}
+
+/// Applies a label update under containerd's field-mask rules to `current`: no mask or the
+/// path `labels` replaces every label; `labels.KEY` sets (or, with no value, removes) one.
+/// Returns the label changes in nook's merge form (an empty value removes a label).
+pub fn label_changes(
+    current: &BTreeMap<String, String>,
+    given: &HashMap<String, String>,
+    mask: Option<&prost_types::FieldMask>,
+) -> Result<BTreeMap<String, String>, Status> {
+    let paths: Vec<&str> = mask
+        .map(|m| m.paths.iter().map(String::as_str).collect())
+        .unwrap_or_default();
+    let mut out = BTreeMap::new();
+    let replace_all = paths.is_empty() || paths.contains(&"labels");
+    if replace_all {
+        for k in current.keys() {
+            out.insert(k.clone(), String::new());
+        }
+        for (k, v) in given {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    for p in paths {
+        if p == "labels" {
+            continue;
+        }
+        match p.strip_prefix("labels.") {
+            Some(key) => {
+                out.insert(key.to_string(), given.get(key).cloned().unwrap_or_default());
+            }
+            None => {
+                return Err(Status::invalid_argument(format!(
+                    "cannot update {p:?}: only labels (and labels.KEY) can be updated here"
+                )))
+            }
+        }
+    }
+    super::check_labels(&out)?;
+    Ok(out)
+}
