@@ -114,9 +114,11 @@ fn ctr_pull_images_content_snapshots_leases() {
     let nls = d.nook(&["images", "ls", "-q"]).ok();
     assert!(nls.contains(&name) || !nls.trim().is_empty(), "{nls}");
     assert!(d.nook(&["images", "ls"]).ok().contains("test/bb"));
-    // and nook runs it
-    let o = d.nook(&["run", "--rm", &name, "echo", "from-ctr"]).ok();
-    assert!(o.contains("from-ctr"), "{o}");
+    // and nook runs it on the snapshots ctr unpacked (the whiteout of layer 3 applied)
+    let o = d.nook(&["run", "--rm", &name, "cat", "/etc/extra"]).ok();
+    assert_eq!(o, "ctr");
+    let o = d.nook(&["run", "--rm", &name, "ls", "/etc"]).ok();
+    assert!(o.contains("hostname") && !o.contains("motd"), "{o}");
 
     // content: ls, get by digest (the manifest is the image's target)
     let content = ctr(&d, &["content", "ls"]).ok();
