@@ -405,19 +405,9 @@ impl pb::containers_server::Containers for Svc {
         let ns = namespace(&r)?;
         let q = r.into_inner();
         let rec = self.find(&ns, &q.id)?;
-        let sig = if q.signal == 0 {
-            libc::SIGKILL
-        } else {
-            q.signal
-        };
-        // a signal that ends the container: the restart policy must not bring it back
-        if matches!(
-            sig,
-            libc::SIGKILL | libc::SIGTERM | libc::SIGINT | libc::SIGQUIT
-        ) {
-            self.m()?.user_stopped(&self.0, &ns, &rec)?;
-        }
-        self.m()?.kill(&ns, &rec, sig, q.all).await?;
+        self.m()?
+            .kill_by_user(&self.0, &ns, &rec, q.signal, q.all)
+            .await?;
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -596,34 +586,7 @@ impl Svc {
     ) -> Result<Response<pb::Empty>, Status> {
         let ns = namespace(&r)?;
         let rec = self.find(&ns, &r.get_ref().id)?;
-        let c = self.m()?.tasks.client(&ns, &rec.id);
-        let res = if pause {
-            c.pause().await
-        } else {
-            c.resume().await
-        };
-        if res.is_ok() {
-            self.0.events.publish(
-                &ns,
-                if pause {
-                    "/tasks/paused"
-                } else {
-                    "/tasks/resumed"
-                },
-                &[("id", rec.id.clone()), ("name", rec.name.clone())],
-            );
-        }
-        res.map_err(|e| {
-            let msg = e.to_string();
-            if msg.contains("cgroup") || msg.contains("freezer") {
-                Status::failed_precondition(format!(
-                    "{} needs cgroup delegation (the freezer controller), which this user does not have: {msg}",
-                    if pause { "pause" } else { "resume" }
-                ))
-            } else {
-                e.into()
-            }
-        })?;
+        self.m()?.pause_resume(&ns, &rec, pause).await?;
         Ok(Response::new(pb::Empty {}))
     }
 }

@@ -927,6 +927,62 @@ impl Manager {
         self.tasks.client(ns, &r.id).kill(signal, all, None).await
     }
 
+    /// A kill the user asked for (`nook kill`, `ctr task kill`): signal 0 means SIGKILL, and a
+    /// signal that ends the container keeps the restart policy from bringing it back.
+    pub async fn kill_by_user(
+        &self,
+        d: &Daemon,
+        ns: &str,
+        r: &ContainerRecord,
+        signal: i32,
+        all: bool,
+    ) -> Result<()> {
+        let sig = if signal == 0 { libc::SIGKILL } else { signal };
+        if matches!(
+            sig,
+            libc::SIGKILL | libc::SIGTERM | libc::SIGINT | libc::SIGQUIT
+        ) {
+            self.user_stopped(d, ns, r)?;
+        }
+        self.kill(ns, r, sig, all).await
+    }
+
+    /// Pauses (freezes) or resumes the container's processes, publishing `/tasks/paused` or
+    /// `/tasks/resumed`; without the freezer controller delegated, says so.
+    pub async fn pause_resume(&self, ns: &str, r: &ContainerRecord, pause: bool) -> Result<()> {
+        let c = self.tasks.client(ns, &r.id);
+        let res = if pause {
+            c.pause().await
+        } else {
+            c.resume().await
+        };
+        match res {
+            Ok(()) => {
+                self.events.publish(
+                    ns,
+                    if pause {
+                        "/tasks/paused"
+                    } else {
+                        "/tasks/resumed"
+                    },
+                    &[("id", r.id.clone()), ("name", r.name.clone())],
+                );
+                Ok(())
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                if msg.contains("cgroup") || msg.contains("freezer") {
+                    Err(Error::Precondition(format!(
+                        "{} needs cgroup delegation (the freezer controller), which this user does not have: {msg}",
+                        if pause { "pause" } else { "resume" }
+                    )))
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
     /// SIGTERM (or `signal`), then SIGKILL after `timeout`.
     pub async fn stop(
         &self,
