@@ -59,10 +59,7 @@ fn check_kind(kind: &str) -> Result<()> {
 /// Checks a lease id: 1..256 printable ASCII characters without spaces or '/'. Wider than
 /// nook's names because containerd's Go client makes ids like `150454214-AbC_x-=`.
 fn validate_id(id: &str) -> Result<()> {
-    if id.is_empty()
-        || id.len() > 256
-        || !id.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
-    {
+    if id.is_empty() || id.len() > 256 || !id.bytes().all(|b| b.is_ascii_graphic() && b != b'/') {
         return Err(Error::InvalidArgument(format!(
             "invalid lease id {id:?}: use 1 to 256 printable characters without spaces or '/'"
         )));

@@ -167,3 +167,179 @@ fn ctr_pull_images_content_snapshots_leases() {
         .ok()
         .contains("test/bb"));
 }
+
+/// The id of nook's container `name`.
+fn container_id(d: &Nookd, name: &str) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(&d.nook(&["inspect", name]).ok()).expect("inspect json");
+    let v = if v.is_array() { v[0].clone() } else { v };
+    v["Id"].as_str().expect("Id").to_string()
+}
+
+#[test]
+fn ctr_sees_nook_containers_and_tasks() {
+    if !have_ctr() {
+        return;
+    }
+    let d = Nookd::start();
+    let img = TestImage::busybox("t", true).unwrap();
+    let tar = fixture::oci_layout(&[("local/bb:1", &img)]);
+    d.nook_stdin(&["images", "import", "-"], &tar).ok();
+    d.nook(&[
+        "run",
+        "-d",
+        "--name",
+        "t1",
+        "local/bb:1",
+        "busybox",
+        "sleep",
+        "100",
+    ])
+    .ok();
+    let id = container_id(&d, "t1");
+
+    let ls = ctr(&d, &["containers", "ls"]).ok();
+    assert!(ls.contains(&id) && ls.contains("local/bb:1"), "{ls}");
+    let info = ctr(&d, &["containers", "info", &id]).ok();
+    assert!(
+        info.contains("\"args\"") && info.contains("sleep"),
+        "{info}"
+    );
+    let tasks = ctr(&d, &["task", "ls"]).ok();
+    assert!(
+        tasks
+            .lines()
+            .any(|l| l.starts_with(&id) && l.contains("RUNNING")),
+        "{tasks}"
+    );
+    let ps = ctr(&d, &["task", "ps", &id]).ok();
+    assert!(ps.lines().count() >= 2, "{ps}");
+    // pausing needs the freezer, which this user does not have: a clear error, no crash
+    let e = ctr(&d, &["task", "pause", &id]).fails();
+    assert!(e.contains("cgroup"), "{e}");
+
+    // ctr kills it (SIGTERM by default; sleep as pid 1 ignores it, so KILL)
+    ctr(&d, &["task", "kill", "-s", "SIGKILL", &id]).ok();
+    let mut stopped = false;
+    for _ in 0..100 {
+        if ctr(&d, &["task", "ls"]).ok().contains("STOPPED") {
+            stopped = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(stopped, "{}", ctr(&d, &["task", "ls"]).ok());
+    assert!(d.nook(&["ps", "-a"]).ok().contains("xited"));
+    ctr(&d, &["task", "rm", &id]).ok();
+    assert!(!ctr(&d, &["task", "ls"]).ok().contains(&id));
+    // the container stays, its task gone: nook can start it again
+    assert!(ctr(&d, &["containers", "ls"]).ok().contains(&id));
+    d.nook(&["start", "t1"]).ok();
+    assert!(ctr(&d, &["task", "ls"]).ok().contains("RUNNING"));
+    ctr(&d, &["task", "kill", "-s", "SIGKILL", &id]).ok();
+    d.nook(&["wait", "t1"]).ok();
+    ctr(&d, &["task", "rm", &id]).ok();
+    ctr(&d, &["containers", "rm", &id]).ok();
+    assert!(!d.nook(&["ps", "-a"]).ok().contains("t1"));
+    assert!(!ctr(&d, &["containers", "ls"]).ok().contains(&id));
+
+    // what nook does not do through this door is said, not faked
+    let e = ctr(&d, &["run", "local/bb:1", "x", "true"]).fails();
+    assert!(e.to_lowercase().contains("not"), "{e}");
+}
+
+#[test]
+fn ctr_events_are_typed_and_filtered() {
+    if !have_ctr() {
+        return;
+    }
+    let d = Nookd::start();
+    let mut c = as_user(&d.user, &d.env(), CTR);
+    c.arg("--address")
+        .arg(&d.address)
+        .args(["events", "topic~=/namespaces/"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    ctr(&d, &["namespaces", "create", "evt"]).ok();
+    ctr(
+        &d,
+        &[
+            "-n",
+            "other",
+            "leases",
+            "create",
+            "--id",
+            "not-an-event-here",
+        ],
+    )
+    .ok();
+    ctr(&d, &["namespaces", "rm", "evt"]).ok_or_in_use();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    // `ctr events` prints: time, namespace, topic, the decoded containerd.events payload
+    assert!(
+        text.lines()
+            .any(|l| l.contains("/namespaces/create") && l.contains("\"name\":\"evt\"")),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("not-an-event-here"), "{text}");
+}
+
+#[test]
+fn setuptool_nsenter_runs_ctr_in_nooks_namespaces() {
+    if !have_ctr() {
+        return;
+    }
+    let dir = scratch("nsenter");
+    let tool = dir.join("nook-rootless-setuptool.sh");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("setuptool/nook-rootless-setuptool.sh"),
+        &tool,
+    )
+    .unwrap();
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = Nookd::start();
+    let mut c = as_user(&d.user, &d.env(), "bash");
+    c.arg(&tool)
+        .args(["nsenter", "--", "sh", "-c"])
+        .arg("cat /proc/self/uid_map; echo addr=$CONTAINERD_ADDRESS; ctr plugins ls");
+    let out = c.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // inside nookd's user namespace (uid 0 is the user), ctr found nook through the variable
+    assert!(
+        text.lines().next().unwrap().split_whitespace().next() == Some("0"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("addr={}", d.address.display())),
+        "{text}"
+    );
+    assert!(text.contains("io.containerd.snapshotter.v1"), "{text}");
+}
+
+trait OkOrInUse {
+    fn ok_or_in_use(&self);
+}
+
+impl OkOrInUse for Run {
+    /// The namespace may hold the lease made above: either way is fine here.
+    fn ok_or_in_use(&self) {
+        if !self.out.status.success() {
+            assert!(self.stderr().contains("not empty"), "{}", self.stderr());
+        }
+    }
+}

@@ -983,6 +983,76 @@ impl Manager {
         }
     }
 
+    /// Deletes a stopped task and keeps its container (containerd's task delete): the runtime's
+    /// state and the shim go, and with them the recorded exit, which is returned and published
+    /// as `/tasks/delete`. The container is `created` again; starting it makes a new task.
+    pub async fn delete_task(
+        &self,
+        d: &Daemon,
+        ns: &str,
+        r: &ContainerRecord,
+    ) -> Result<crate::shim::ExitInfo> {
+        let (key, lock) = self.op_lock(ns, &r.id);
+        let res = async {
+            let _held = lock.lock().await;
+            let st = self.status(ns, r.clone()).await;
+            let t = st
+                .task
+                .clone()
+                .ok_or_else(|| Error::NotFound(format!("container {} has no task", r.name)))?;
+            if t.status != "stopped" {
+                return Err(Error::Precondition(format!(
+                    "the task of {} is {}: kill it before deleting it",
+                    r.name, t.status
+                )));
+            }
+            let c = self.tasks.client(ns, &r.id);
+            let exit =
+                t.exit
+                    .clone()
+                    .or_else(|| c.recorded_exit())
+                    .unwrap_or(crate::shim::ExitInfo {
+                        pid: t.pid,
+                        exit_code: 255,
+                        exited_at: crate::shim::now_rfc3339(),
+                    });
+            self.report_exit(ns, r, &exit);
+            if c.delete(true).await.is_err() {
+                let rt = plugin::resolve(&d.config, Some(&r.runtime))?;
+                self.tasks.runtime_delete(&rt, &r.id).await?;
+                let _ = c.shutdown().await;
+            }
+            // the shim answers until it has quit; then only the exit record tells of the task
+            for _ in 0..100 {
+                if c.state().await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let exit_file = c.bundle().join(crate::shim::files::EXIT);
+            match std::fs::remove_file(&exit_file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(format!("removing {}", exit_file.display()), e))
+                }
+                _ => {}
+            }
+            self.events.publish(
+                ns,
+                "/tasks/delete",
+                &[
+                    ("id", r.id.clone()),
+                    ("name", r.name.clone()),
+                    ("pid", exit.pid.to_string()),
+                    ("exit_code", exit.exit_code.to_string()),
+                ],
+            );
+            Ok(exit)
+        }
+        .await;
+        self.op_unlock(&key, lock);
+        res
+    }
+
     /// SIGTERM (or `signal`), then SIGKILL after `timeout`.
     pub async fn stop(
         &self,

@@ -140,7 +140,9 @@ impl Content for Svc {
         let r = r.into_inner();
         let dg = Digest::parse(&r.digest)?;
         if r.offset < 0 || r.size < 0 {
-            return Err(Status::invalid_argument("offset and size must not be negative"));
+            return Err(Status::invalid_argument(
+                "offset and size must not be negative",
+            ));
         }
         let (d, cs) = (self.d.clone(), self.cs.clone());
         let dg2 = dg.clone();
@@ -280,7 +282,9 @@ impl WriteSession {
     ) -> Result<(bool, cd::WriteContentResponse), Status> {
         if self.writer.is_none() {
             if m.r#ref.is_empty() {
-                return Err(Status::invalid_argument("first message must have a reference"));
+                return Err(Status::invalid_argument(
+                    "first message must have a reference",
+                ));
             }
             self.reference = m.r#ref.clone();
             let expected = if m.expected.is_empty() {
@@ -330,10 +334,7 @@ impl WriteSession {
                 started_at: ts(self.started_at),
                 updated_at: ts(chrono::Utc::now().timestamp()),
                 offset: w.offset() as i64,
-                total: w
-                    .expected()
-                    .map(|(_, s)| *s as i64)
-                    .unwrap_or(total),
+                total: w.expected().map(|(_, s)| *s as i64).unwrap_or(total),
                 digest,
             }
         };

@@ -10,8 +10,8 @@ use containerd_client::services::v1 as cd;
 use containerd_client::types::Descriptor as CdDescriptor;
 use tonic::{Request, Response, Status};
 
-use super::server::diff_server::{Diff, DiffServer};
 use super::namespace;
+use super::server::diff_server::{Diff, DiffServer};
 use crate::api::blocking;
 use crate::content::Digest;
 use crate::daemon::Daemon;

@@ -31,9 +31,10 @@ impl Filters {
             if f.trim().is_empty() {
                 continue;
             }
-            out.push(parse_one(f).map_err(|e| {
-                Error::InvalidArgument(format!("invalid filter {f:?}: {e}"))
-            })?);
+            out.push(
+                parse_one(f)
+                    .map_err(|e| Error::InvalidArgument(format!("invalid filter {f:?}: {e}")))?,
+            );
         }
         Ok(Filters(out))
     }
@@ -192,8 +193,7 @@ mod tests {
     }
 
     fn m(filters: &[&str], o: &(String, BTreeMap<String, String>)) -> bool {
-        let f = Filters::parse(&filters.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .unwrap();
+        let f = Filters::parse(&filters.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
         f.matches(|p| match p {
             [n] if n == "name" => Some(o.0.clone()),
             _ => label(&o.1, p),
@@ -202,7 +202,10 @@ mod tests {
 
     #[test]
     fn containerd_syntax() {
-        let o = obj("docker.io/library/busybox:latest", &[("a.b", "1"), ("c", "x y")]);
+        let o = obj(
+            "docker.io/library/busybox:latest",
+            &[("a.b", "1"), ("c", "x y")],
+        );
         assert!(m(&[], &o));
         assert!(m(&["name==docker.io/library/busybox:latest"], &o));
         assert!(!m(&["name!=docker.io/library/busybox:latest"], &o));

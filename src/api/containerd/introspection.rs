@@ -30,6 +30,8 @@ const SERVED: &[&str] = &[
     "leases",
     "snapshots",
     "diff",
+    "containers",
+    "tasks",
     "events",
 ];
 
@@ -147,9 +149,7 @@ impl Introspection for Svc {
             .plugins()
             .into_iter()
             .find(|p| p.r#type == r.r#type && p.id == r.id)
-            .ok_or_else(|| {
-                Status::not_found(format!("plugin {}/{} not found", r.r#type, r.id))
-            })?;
+            .ok_or_else(|| Status::not_found(format!("plugin {}/{} not found", r.r#type, r.id)))?;
         Ok(Response::new(cd::PluginInfoResponse {
             plugin: Some(p),
             extra: None,

@@ -27,6 +27,7 @@ pub mod server {
 /// google.protobuf.Empty, as prost maps it.
 pub type Empty = ();
 
+mod containers;
 mod content;
 mod diff;
 mod events;
@@ -36,6 +37,7 @@ mod introspection;
 mod leases;
 mod namespaces;
 mod snapshots;
+mod tasks;
 mod version;
 
 use std::collections::{BTreeMap, HashMap};
@@ -59,6 +61,8 @@ pub fn add(router: Router<ApiLayers>, d: Arc<Daemon>) -> Router<ApiLayers> {
         .add_service(leases::service(d.clone()))
         .add_service(snapshots::service(d.clone()))
         .add_service(diff::service(d.clone()))
+        .add_service(containers::service(d.clone()))
+        .add_service(tasks::service(d.clone()))
         .add_service(events::service(d))
 }
 
@@ -89,7 +93,13 @@ pub fn lease<T>(req: &tonic::Request<T>) -> Option<String> {
 }
 
 /// Adds `kind`/`id` to the request's lease, if it named one.
-pub fn hold(d: &Daemon, ns: &str, lease: Option<&str>, kind: &str, id: &str) -> crate::error::Result<()> {
+pub fn hold(
+    d: &Daemon,
+    ns: &str,
+    lease: Option<&str>,
+    kind: &str,
+    id: &str,
+) -> crate::error::Result<()> {
     match lease {
         Some(l) => crate::leases::add_resource(
             &d.store,
