@@ -31,7 +31,14 @@ pub enum Error {
     /// The disk (or quota) is full: the message says where and what to do.
     #[error("{0}")]
     NoSpace(String),
+    /// The container's command could not be started: `code` is docker's exit status for it
+    /// (127 not found, 126 not executable), which `nook run` exits with.
+    #[error("{message}")]
+    Exec { code: i32, message: String },
 }
+
+/// The gRPC metadata key carrying [`Error::Exec`]'s exit status to the client.
+pub const EXIT_CODE_KEY: &str = "nook-exit-code";
 
 /// Result with nook's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -107,6 +114,13 @@ impl From<Error> for tonic::Status {
                 tonic::Status::not_found(msg)
             }
             Error::NoSpace(_) => tonic::Status::resource_exhausted(msg),
+            Error::Exec { code, .. } => {
+                let mut md = tonic::metadata::MetadataMap::new();
+                if let Ok(v) = code.to_string().parse() {
+                    md.insert(EXIT_CODE_KEY, v);
+                }
+                tonic::Status::with_metadata(tonic::Code::FailedPrecondition, msg, md)
+            }
             Error::Metadata(_) | Error::Io { .. } | Error::Internal(_) => {
                 tonic::Status::internal(msg)
             }

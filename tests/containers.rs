@@ -215,7 +215,7 @@ fn security_defaults_and_identity() {
     // docker's default capability set
     assert_eq!(status_field(&out, "CapEff:"), "00000000a80425fb", "{out}");
     assert_eq!(status_field(&out, "Seccomp:"), "2", "{out}");
-    assert_eq!(status_field(&out, "NoNewPrivs:"), "1", "{out}");
+    assert_eq!(status_field(&out, "NoNewPrivs:"), "0", "{out}");
     // seccomp switchable off, privileged gets every capability
     let out = d
         .nook(&[

@@ -237,6 +237,10 @@ impl pb::containers_server::Containers for Svc {
             publish: q.publish,
             restart: q.restart,
             port_driver: q.port_driver,
+            publish_all: q.publish_all,
+            init: q.init,
+            group_add: q.group_add,
+            ulimits: q.ulimits,
         };
         let rec = self.m()?.create(&self.0, &ns, o).await?;
         Ok(Response::new(self.get_pb(&ns, rec).await?))
@@ -263,7 +267,10 @@ impl pb::containers_server::Containers for Svc {
         let rec = self.find(&ns, &first.id)?;
         if first.start {
             m.user_started(&self.0, &ns, &rec)?;
-            m.create_task(&self.0, &ns, &rec, true, true).await?;
+            if let Err(e) = m.create_task(&self.0, &ns, &rec, true, true).await {
+                m.remove_after_failed_start(&self.0, &ns, &rec).await;
+                return Err(e.into());
+            }
         }
         let client = m.tasks.client(&ns, &rec.id);
         let stream = client.attach(first.stdin, first.start).await?;

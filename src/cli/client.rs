@@ -91,6 +91,38 @@ pub trait StatusExt<T> {
 impl<T> StatusExt<T> for Result<tonic::Response<T>, tonic::Status> {
     fn or_fail(self) -> anyhow::Result<T> {
         self.map(|r| r.into_inner())
-            .map_err(|s| anyhow::anyhow!(status_message(&s)))
+            .map_err(|s| match exit_code_of(&s) {
+                Some(code) => anyhow::Error::new(ExitWith {
+                    code,
+                    message: status_message(&s),
+                }),
+                None => anyhow::anyhow!(status_message(&s)),
+            })
     }
+}
+
+/// An error that ends `nook` with a given exit status instead of 1: a container command that
+/// could not be started (127 not found, 126 not executable), as docker exits.
+#[derive(Debug)]
+pub struct ExitWith {
+    pub code: u8,
+    pub message: String,
+}
+
+impl std::fmt::Display for ExitWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ExitWith {}
+
+/// The exit status nookd attached to an error ([`crate::error::EXIT_CODE_KEY`]).
+fn exit_code_of(s: &tonic::Status) -> Option<u8> {
+    s.metadata()
+        .get(crate::error::EXIT_CODE_KEY)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }

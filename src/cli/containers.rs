@@ -51,7 +51,8 @@ pub struct CreateArgs {
     /// Read environment variables from a file.
     #[arg(long = "env-file")]
     pub env_file: Vec<std::path::PathBuf>,
-    /// Bind mount: /host/path:/container/path[:ro].
+    /// Bind mount: /host/path:/container/path[:ro]; a host path starting with ./ or ../ is
+    /// relative to the current directory.
     #[arg(short = 'v', long = "volume")]
     pub volume: Vec<String>,
     /// Mount a tmpfs: /path[:options].
@@ -81,9 +82,22 @@ pub struct CreateArgs {
     /// All capabilities within the user namespace, no seccomp, no masked paths.
     #[arg(long)]
     pub privileged: bool,
-    /// seccomp=unconfined | seccomp=PROFILE.json | no-new-privileges[=false].
+    /// seccomp=unconfined | seccomp=PROFILE.json | no-new-privileges[=true|false] (off by
+    /// default, as in docker: setuid programs work).
     #[arg(long = "security-opt")]
     pub security_opt: Vec<String>,
+    /// Add a supplementary group (a group name of the image, or a gid).
+    #[arg(long = "group-add")]
+    pub group_add: Vec<String>,
+    /// A process limit NAME=SOFT[:HARD] (core, cpu, data, fsize, locks, memlock, msgqueue,
+    /// nice, nofile, nproc, rss, rtprio, rttime, sigpending, stack; -1 = unlimited). Default
+    /// open files: nookd's hard limit.
+    #[arg(long = "ulimit")]
+    pub ulimit: Vec<String>,
+    /// Run tini as pid 1 in front of the command: it reaps zombies and forwards signals
+    /// (needs the package tini).
+    #[arg(long)]
+    pub init: bool,
     /// OCI runtime (a name from [runtimes] in config.toml).
     #[arg(long)]
     pub runtime: Option<String>,
@@ -105,6 +119,9 @@ pub struct CreateArgs {
     /// free host port), or ranges like 8000-8005:80-85.
     #[arg(short = 'p', long = "publish")]
     pub publish: Vec<String>,
+    /// Publish every port the image EXPOSEs on a free host port (`nook port` shows which).
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
     /// How published ports reach the container: relay (nookd relays each connection; the
     /// port also answers at the container's address on its network) or direct (the
     /// container's listening socket is made on the host: no relay, loopback speed). Default:
@@ -360,6 +377,19 @@ fn env_list(a: &CreateArgs) -> anyhow::Result<Vec<String>> {
     Ok(env)
 }
 
+/// `-v` values with relative host paths (`./data`) made absolute against this directory.
+fn volumes(given: &[String]) -> anyhow::Result<Vec<String>> {
+    if !given.iter().any(|v| v.starts_with('.')) {
+        return Ok(given.to_vec());
+    }
+    let cwd = std::env::current_dir()
+        .map_err(|e| anyhow::anyhow!("finding the current directory for a relative -v: {e}"))?;
+    Ok(given
+        .iter()
+        .map(|v| crate::runtime::spec::absolute_volume(v, &cwd))
+        .collect())
+}
+
 fn create_request(a: &CreateArgs) -> anyhow::Result<pb::CreateRequest> {
     let mut profiles = HashMap::new();
     for o in &a.security_opt {
@@ -397,7 +427,7 @@ fn create_request(a: &CreateArgs) -> anyhow::Result<pb::CreateRequest> {
         read_only: a.read_only,
         tty: a.tty,
         stdin: a.interactive,
-        volumes: a.volume.clone(),
+        volumes: volumes(&a.volume)?,
         tmpfs: a.tmpfs.clone(),
         cap_add: a.cap_add.clone(),
         cap_drop: a.cap_drop.clone(),
@@ -412,6 +442,10 @@ fn create_request(a: &CreateArgs) -> anyhow::Result<pb::CreateRequest> {
         publish: a.publish.clone(),
         restart: a.restart.clone(),
         port_driver: a.port_driver.clone().unwrap_or_default(),
+        publish_all: a.publish_all,
+        init: a.init,
+        group_add: a.group_add.clone(),
+        ulimits: a.ulimit.clone(),
     })
 }
 

@@ -153,7 +153,10 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("nook: {e:#}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<client::ExitWith>() {
+                Some(x) => ExitCode::from(x.code),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -140,17 +140,32 @@ impl TestImage {
         cmd: &[&str],
         platform: &manifest::Platform,
     ) -> TestImage {
+        Self::build_with(layers, gzip_layers, cmd, platform, serde_json::json!({}))
+    }
+
+    /// The same with more keys of the image config's `config` (`ExposedPorts`, `User`...).
+    pub fn build_with(
+        layers: &[Vec<FileSpec>],
+        gzip_layers: bool,
+        cmd: &[&str],
+        platform: &manifest::Platform,
+        config_extra: serde_json::Value,
+    ) -> TestImage {
         let diffs: Vec<Vec<u8>> = layers.iter().map(|l| layer_tar(l)).collect();
         let diff_ids: Vec<String> = diffs
             .iter()
             .map(|d| Digest::sha256(d).to_string())
             .collect();
+        let mut inner = serde_json::json!({"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": cmd});
+        if let (Some(o), Some(extra)) = (inner.as_object_mut(), config_extra.as_object()) {
+            o.extend(extra.clone());
+        }
         let config = serde_json::json!({
             "architecture": platform.architecture,
             "os": platform.os,
             "variant": platform.variant,
             "created": "2024-01-01T00:00:00Z",
-            "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": cmd},
+            "config": inner,
             "rootfs": {"type": "layers", "diff_ids": diff_ids},
             "history": diffs.iter().map(|_| serde_json::json!({"created_by": "nook test fixture"})).collect::<Vec<_>>(),
         });

@@ -107,6 +107,14 @@ pub struct CreateOptions {
     pub restart: String,
     /// `--port-driver` (relay, direct; "" = the configured default).
     pub port_driver: String,
+    /// `-P`: publish every port the image exposes on a free host port.
+    pub publish_all: bool,
+    /// `--init`: tini as pid 1.
+    pub init: bool,
+    /// `--group-add` (group names of the image, or gids).
+    pub group_add: Vec<String>,
+    /// `--ulimit NAME=SOFT[:HARD]`.
+    pub ulimits: Vec<String>,
 }
 
 /// A container with its task's state.
@@ -288,7 +296,24 @@ impl Manager {
             .map(|t| TmpfsMount::parse(t))
             .collect::<Result<_>>()?;
         spec::capability_set(o.privileged, &o.cap_add, &o.cap_drop)?;
-        let ports = crate::network::ports::parse_all(&o.publish)?;
+        let ulimits: Vec<spec::Ulimit> = o
+            .ulimits
+            .iter()
+            .map(|u| spec::Ulimit::parse(u))
+            .collect::<Result<_>>()?;
+        for u in &ulimits {
+            u.check_allowed()?;
+        }
+        let init = if o.init {
+            Some(spec::find_init()?)
+        } else {
+            None
+        };
+        let mut publish = o.publish.clone();
+        if o.publish_all {
+            publish.extend(exposed_ports_to_publish(d, ns, &o.image, &o.publish)?);
+        }
+        let ports = crate::network::ports::parse_all(&publish)?;
         let port_driver = if o.port_driver.is_empty() {
             d.config.network.port_driver.as_str()
         } else {
@@ -379,6 +404,9 @@ impl Manager {
         so.tmpfs = tmpfs;
         so.cap_add = o.cap_add.clone();
         so.cap_drop = o.cap_drop.clone();
+        so.ulimits = ulimits;
+        so.group_add = o.group_add.clone();
+        so.init = init;
         so.privileged = o.privileged;
         so.labels = o.labels.clone();
         so.network = Network::Path(att.netns_path.clone());
@@ -642,9 +670,30 @@ impl Manager {
         }
         .await;
         self.op_unlock(&key, lock);
-        res?;
+        if let Err(e) = res {
+            self.remove_after_failed_start(d, ns, r).await;
+            return Err(e);
+        }
         self.watch_auto_remove(d, ns, r);
         Ok(())
+    }
+
+    /// `--rm`: a container whose start failed (a command not found, say) is removed as well,
+    /// as docker does, unless it runs after all (a second start of a running one).
+    pub async fn remove_after_failed_start(&self, d: &Arc<Daemon>, ns: &str, r: &ContainerRecord) {
+        if !r.auto_remove {
+            return;
+        }
+        let st = self.status(ns, r.clone()).await;
+        if matches!(
+            st.task.as_ref().map(|t| t.status.as_str()),
+            Some("running") | Some("paused")
+        ) {
+            return;
+        }
+        if let Err(e) = self.remove(d, ns, r, true).await {
+            tracing::warn!(container = %r.id, "--rm after a failed start: {e}");
+        }
     }
 
     /// Watches the task until it exits, then reports the exit (`/tasks/exit`). One watcher per
@@ -1393,15 +1442,92 @@ impl Manager {
 }
 
 /// The container's spec as its runtime gets it: crun also gets the seccomp profile compiled
-/// (see [`super::seccomp_bpf`]).
+/// (see [`super::seccomp_bpf`]), and a hook that removes the `/dev/core` link it makes.
 fn runtime_spec(d: &Daemon, r: &ContainerRecord) -> Result<oci_spec::runtime::Spec> {
     let mut v = r.spec.clone();
-    if d.config.runtime.precompile_seccomp
-        && plugin::resolve(&d.config, Some(&r.runtime)).is_ok_and(|rt| plugin::is_crun(&rt.path))
-    {
+    let crun =
+        plugin::resolve(&d.config, Some(&r.runtime)).is_ok_and(|rt| plugin::is_crun(&rt.path));
+    if crun && d.config.runtime.precompile_seccomp {
         super::seccomp_bpf::annotate(&mut v);
     }
+    if crun {
+        remove_dev_core(&mut v);
+        crun_cgroups_read_only(
+            &mut v,
+            &std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default(),
+        );
+    }
     Ok(serde_json::from_value(v)?)
+}
+
+/// crun's read-only bind of /sys/fs/cgroup (a readonlyPath) leaves the v1 hierarchies mounted
+/// under it writable: each hierarchy nookd is in (`/proc/self/cgroup`, which the container
+/// inherits) becomes a read-only path too. A path crun did not mount is left alone.
+fn crun_cgroups_read_only(spec: &mut serde_json::Value, proc_cgroup: &str) {
+    let Some(ro) = spec
+        .pointer_mut("/linux/readonlyPaths")
+        .and_then(|p| p.as_array_mut())
+    else {
+        return;
+    };
+    if !ro.iter().any(|p| p == "/sys/fs/cgroup") {
+        return;
+    }
+    for line in proc_cgroup.lines() {
+        let ctrls = line.split(':').nth(1).unwrap_or("");
+        if ctrls.is_empty() {
+            continue; // the cgroup2 line
+        }
+        let p = format!("/sys/fs/cgroup/{}", ctrls.replace("name=", ""));
+        if !ro.iter().any(|x| x == p.as_str()) {
+            ro.push(serde_json::json!(p));
+        }
+    }
+}
+
+/// The argument that makes `nook-shim` the hook of [`remove_dev_core`].
+pub const DEV_CORE_HOOK_ARG: &str = "--hook-remove-dev-core";
+
+/// crun links /dev/core to /proc/kcore in every container (docker's have none): a
+/// createContainer hook, which crun runs in the container's mount namespace once /dev is made
+/// and before pivot_root, removes the link under the rootfs path. The hook is `nook-shim`
+/// itself (one small exec; see [`dev_core_hook`]).
+fn remove_dev_core(spec: &mut serde_json::Value) {
+    let Ok(shim) = task::find_shim() else {
+        return;
+    };
+    let Some(root) = spec["root"]["path"].as_str().map(str::to_string) else {
+        return;
+    };
+    let hook = serde_json::json!({
+        "path": shim,
+        "args": ["nook-shim", DEV_CORE_HOOK_ARG, format!("{root}/dev/core")],
+    });
+    match spec["hooks"]["createContainer"].as_array_mut() {
+        Some(a) => a.push(hook),
+        None => spec["hooks"]["createContainer"] = serde_json::json!([hook]),
+    }
+}
+
+/// The hook of [`remove_dev_core`], run as `nook-shim --hook-remove-dev-core PATH`: reads the
+/// container state the runtime writes to its stdin (a hook that leaves it unread fails the
+/// runtime's write with EPIPE), then removes the link if it is one. Returns the exit status.
+pub fn dev_core_hook(path: &std::ffi::OsStr) -> i32 {
+    use std::io::Read;
+    let _ = std::io::copy(
+        &mut std::io::stdin().lock().take(1 << 24),
+        &mut std::io::sink(),
+    );
+    let p = Path::new(path);
+    if p.symlink_metadata()
+        .is_ok_and(|m| m.file_type().is_symlink())
+    {
+        if let Err(e) = std::fs::remove_file(p) {
+            eprintln!("nook-shim: removing {}: {e}", p.display());
+            return 1;
+        }
+    }
+    0
 }
 
 /// Removes the container's network (veth, namespace, address, ports); logs failures.
@@ -1421,6 +1547,51 @@ fn tx_list(tx: &crate::metadata::Tx, ns: &str) -> Result<Vec<(String, ContainerR
 /// slirp4netns's DNS forwarder, for containers whose host resolv.conf names only loopback
 /// servers.
 pub const SLIRP_DNS: &str = "10.0.2.3";
+
+/// `-P`: the image's EXPOSEd ports (`80/tcp`) not already published with `-p`, as `-p` values
+/// that take any free host port.
+fn exposed_ports_to_publish(
+    d: &Daemon,
+    ns: &str,
+    image: &str,
+    publish: &[String],
+) -> Result<Vec<String>> {
+    let rec = crate::image::get(&d.store, ns, image)?;
+    let Some(img) = crate::image::resolve(
+        &d.content,
+        &d.store,
+        ns,
+        &rec.target,
+        &crate::image::PlatformSelector::One(crate::image::Platform::host()),
+    )?
+    .into_iter()
+    .next() else {
+        return Ok(vec![]);
+    };
+    let exposed: Vec<String> =
+        serde_json::from_slice::<oci_spec::image::ImageConfiguration>(&img.config_bytes)
+            .ok()
+            .and_then(|c| c.config().as_ref().and_then(|c| c.exposed_ports().clone()))
+            .unwrap_or_default();
+    let taken = crate::network::ports::parse_all(publish)?;
+    let mut out = Vec::new();
+    for e in exposed {
+        let (port, proto) = e.split_once('/').unwrap_or((&e, "tcp"));
+        let spec = format!("{port}/{}", proto.to_ascii_lowercase());
+        let Ok(ms) = crate::network::ports::parse(&spec) else {
+            continue; // a malformed EXPOSE is skipped, as docker skips it
+        };
+        if ms.iter().all(|m| {
+            taken
+                .iter()
+                .any(|t| t.container_port == m.container_port && t.proto == m.proto)
+        }) {
+            continue;
+        }
+        out.push(spec);
+    }
+    Ok(out)
+}
 
 /// Unpacks the image into the snapshotter, prepares the container's snapshot and mounts it on
 /// `rootfs`. Returns (image name, digest, image config, snapshotter name).
@@ -1503,6 +1674,30 @@ pub fn is_mountpoint(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crun_gets_each_hierarchy_read_only() {
+        let mut v =
+            serde_json::json!({"linux": {"readonlyPaths": ["/proc/sys", "/sys/fs/cgroup"]}});
+        crun_cgroups_read_only(
+            &mut v,
+            "12:cpu,cpuacct:/user.slice\n9:name=systemd:/x\n3:memory:/\n0::/user.slice\n",
+        );
+        assert_eq!(
+            v["linux"]["readonlyPaths"],
+            serde_json::json!([
+                "/proc/sys",
+                "/sys/fs/cgroup",
+                "/sys/fs/cgroup/cpu,cpuacct",
+                "/sys/fs/cgroup/systemd",
+                "/sys/fs/cgroup/memory"
+            ])
+        );
+        // privileged (no read-only paths): left alone
+        let mut v = serde_json::json!({"linux": {}});
+        crun_cgroups_read_only(&mut v, "3:memory:/\n");
+        assert!(v["linux"].get("readonlyPaths").is_none());
+    }
 
     #[test]
     fn names() {

@@ -3,10 +3,12 @@
 //!
 //! The result is an [`oci_spec::runtime::Spec`]. The layout follows what runc needs when it runs
 //! *inside* nookd's user namespace (rootless-in-userns): there is no `user` namespace entry (the
-//! whole daemon already is in one, runc detects it), `/sys` is a read-only recursive bind of the
-//! host's (sysfs cannot be mounted there without owning the network namespace), device nodes are
-//! listed so the runtime bind-mounts them from the host (mknod is refused in a user namespace),
-//! and `cgroupsPath` is empty unless cgroups are delegated (runc then skips cgroups).
+//! whole daemon already is in one, runc detects it), `/sys` is a fresh read-only sysfs of the
+//! container's network namespace (which nookd's user namespace owns, so the runtime may mount
+//! it) with the container's own cgroups read-only under `/sys/fs/cgroup` (in a cgroup namespace),
+//! device nodes are listed so the runtime bind-mounts them from the host (mknod is refused in a
+//! user namespace), and `cgroupsPath` is empty unless cgroups are delegated (runc then skips
+//! cgroups).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,7 +17,7 @@ use oci_spec::runtime::Spec;
 use serde_json::{json, Value};
 
 use super::seccomp;
-use super::user::{resolve_user, ResolvedUser};
+use super::user::{resolve_group, resolve_user, ResolvedUser};
 use crate::error::{Error, Result};
 
 /// The parts of an image's config that shape the process (OCI image config `config`).
@@ -52,7 +54,8 @@ pub struct BindMount {
 
 impl BindMount {
     /// Parses docker's `-v` syntax: `/host/path:/container/path[:ro|rw|z|Z|shared|slave|private|...]`
-    /// (options comma-separated). Named volumes are not supported: the source must be absolute.
+    /// (options comma-separated). Named volumes are not supported: the source must be absolute
+    /// (the client makes `./dir` absolute first, see [`absolute_volume`]).
     pub fn parse(s: &str) -> Result<BindMount> {
         let parts: Vec<&str> = s.split(':').collect();
         let bad = |why: &str| {
@@ -67,7 +70,7 @@ impl BindMount {
         };
         if !src.starts_with('/') {
             return Err(bad(
-                "the host path must be absolute (named volumes are not supported)",
+                "the host path must be absolute or start with ./ or ../ (named volumes are not supported)",
             ));
         }
         if !dst.starts_with('/') {
@@ -94,6 +97,164 @@ impl BindMount {
             }
         }
         Ok(m)
+    }
+}
+
+/// Makes a relative `-v` host path absolute against `cwd`, as docker does since 23: a source
+/// that is `.` or `..` or starts with `./` or `../` is a directory relative to the client's
+/// working directory (cleaned lexically). Anything else is returned unchanged.
+pub fn absolute_volume(spec: &str, cwd: &Path) -> String {
+    let (src, rest) = match spec.split_once(':') {
+        Some((s, r)) => (s, Some(r)),
+        None => (spec, None),
+    };
+    let relative = src == "." || src == ".." || src.starts_with("./") || src.starts_with("../");
+    if !relative {
+        return spec.to_string();
+    }
+    let mut out = PathBuf::from("/");
+    for c in cwd.join(src).components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    match rest {
+        Some(r) => format!("{}:{r}", out.display()),
+        None => out.display().to_string(),
+    }
+}
+
+/// A `--ulimit NAME=SOFT[:HARD]` (docker's names; `-1` or `unlimited` is no limit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ulimit {
+    /// docker's name: `nofile`, `nproc`, ...
+    pub name: String,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// The names `--ulimit` takes, as docker: each is `RLIMIT_` + the name in capitals.
+pub const ULIMIT_NAMES: &[&str] = &[
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+];
+
+/// RLIM_INFINITY.
+pub const UNLIMITED: u64 = u64::MAX;
+
+impl Ulimit {
+    /// Parses `nofile=1024:4096`, `nofile=4096` (soft = hard), `core=-1`.
+    pub fn parse(s: &str) -> Result<Ulimit> {
+        let bad = |why: String| {
+            Error::InvalidArgument(format!(
+                "invalid --ulimit {s:?}: {why} (use --ulimit NAME=SOFT[:HARD], e.g. nofile=1024:4096)"
+            ))
+        };
+        let (name, val) = s
+            .split_once('=')
+            .ok_or_else(|| bad("expected NAME=SOFT[:HARD]".into()))?;
+        if !ULIMIT_NAMES.contains(&name) {
+            return Err(bad(format!(
+                "unknown limit {name:?}: use one of {}",
+                ULIMIT_NAMES.join(", ")
+            )));
+        }
+        let num = |v: &str| -> Result<u64> {
+            match v {
+                "-1" | "unlimited" => Ok(UNLIMITED),
+                _ => v
+                    .parse::<u64>()
+                    .map_err(|_| bad(format!("{v:?} is not a number"))),
+            }
+        };
+        let (soft, hard) = match val.split_once(':') {
+            Some((a, b)) => (num(a)?, num(b)?),
+            None => (num(val)?, num(val)?),
+        };
+        if soft > hard {
+            return Err(bad(format!(
+                "the soft limit {soft} is above the hard limit {hard}"
+            )));
+        }
+        Ok(Ulimit {
+            name: name.to_string(),
+            soft,
+            hard,
+        })
+    }
+
+    /// The OCI name: `RLIMIT_NOFILE`.
+    pub fn rlimit_type(&self) -> String {
+        format!("RLIMIT_{}", self.name.to_ascii_uppercase())
+    }
+
+    fn resource(&self) -> Option<nix::sys::resource::Resource> {
+        use nix::sys::resource::Resource as R;
+        Some(match self.name.as_str() {
+            "core" => R::RLIMIT_CORE,
+            "cpu" => R::RLIMIT_CPU,
+            "data" => R::RLIMIT_DATA,
+            "fsize" => R::RLIMIT_FSIZE,
+            "locks" => R::RLIMIT_LOCKS,
+            "memlock" => R::RLIMIT_MEMLOCK,
+            "msgqueue" => R::RLIMIT_MSGQUEUE,
+            "nice" => R::RLIMIT_NICE,
+            "nofile" => R::RLIMIT_NOFILE,
+            "nproc" => R::RLIMIT_NPROC,
+            "rss" => R::RLIMIT_RSS,
+            "rtprio" => R::RLIMIT_RTPRIO,
+            "rttime" => R::RLIMIT_RTTIME,
+            "sigpending" => R::RLIMIT_SIGPENDING,
+            "stack" => R::RLIMIT_STACK,
+            _ => return None,
+        })
+    }
+
+    /// A hard limit above nookd's own cannot be set (raising one needs privileges a user
+    /// namespace lacks): refused with one line naming the limit that applies.
+    pub fn check_allowed(&self) -> Result<()> {
+        let Some(res) = self.resource() else {
+            return Ok(());
+        };
+        let Ok((_, own_hard)) = nix::sys::resource::getrlimit(res) else {
+            return Ok(());
+        };
+        if self.hard > own_hard {
+            let show = |v: u64| {
+                if v == UNLIMITED {
+                    "unlimited".to_string()
+                } else {
+                    v.to_string()
+                }
+            };
+            return Err(Error::InvalidArgument(format!(
+                "--ulimit {}: the hard limit {} is over nookd's own hard limit of {} for {}, which a rootless container cannot exceed: ask for at most {} (or raise nookd's, e.g. Limit{}= in nook.service)",
+                self.name,
+                show(self.hard),
+                show(own_hard),
+                self.name,
+                show(own_hard),
+                self.name.to_ascii_uppercase()
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -211,8 +372,15 @@ pub struct SpecOptions {
     pub resolv_file: Option<PathBuf>,
     /// A cgroup path, only when cgroups are delegated to the user.
     pub cgroups_path: Option<String>,
-    /// RLIMIT_NOFILE (soft, hard).
+    /// RLIMIT_NOFILE (soft, hard) unless `ulimits` names nofile.
     pub nofile: (u64, u64),
+    /// `--ulimit`: process rlimits (nofile here replaces the default above).
+    pub ulimits: Vec<Ulimit>,
+    /// `--group-add`: more supplementary groups (names of the image's /etc/group, or gids).
+    pub group_add: Vec<String>,
+    /// `--init`: this static init (tini) is bound read-only at /sbin/docker-init and runs as
+    /// pid 1 in front of the command, reaping zombies and forwarding signals.
+    pub init: Option<PathBuf>,
 }
 
 impl SpecOptions {
@@ -235,7 +403,7 @@ impl SpecOptions {
             cap_drop: vec![],
             privileged: false,
             seccomp: SeccompChoice::Default,
-            no_new_privileges: true,
+            no_new_privileges: false,
             labels: BTreeMap::new(),
             network: Network::New,
             hostname_file: None,
@@ -243,6 +411,9 @@ impl SpecOptions {
             resolv_file: None,
             cgroups_path: None,
             nofile: default_nofile(),
+            ulimits: vec![],
+            group_add: vec![],
+            init: None,
         }
     }
 
@@ -276,13 +447,48 @@ impl SpecOptions {
     }
 }
 
-/// RLIMIT_NOFILE for containers: soft 1024 (as containerd), hard = nookd's own hard limit
-/// (a user namespace cannot raise it).
+/// RLIMIT_NOFILE for containers, as docker's: the daemon's limit (docker's unit sets soft and
+/// hard to 1048576, and so does nook.service), bounded by what the user may set — nookd's own
+/// hard limit, which a user namespace cannot raise, and the kernel's `fs.nr_open`.
 pub fn default_nofile() -> (u64, u64) {
     let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .map(|(_, h)| h)
         .unwrap_or(1024);
-    (hard.min(1024), hard)
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(1_048_576);
+    let n = hard.min(nr_open);
+    (n, n)
+}
+
+/// Where `--init` finds a static tini (Debian's package `tini` ships /usr/bin/tini-static;
+/// docker's packages install it as docker-init).
+pub const INIT_CANDIDATES: &[&str] = &[
+    "/usr/bin/tini-static",
+    "/usr/local/bin/tini-static",
+    "/usr/libexec/docker/docker-init",
+    "/usr/bin/docker-init",
+];
+
+/// Where the init is bound inside the container (docker's path).
+pub const INIT_PATH: &str = "/sbin/docker-init";
+
+/// The static tini for `--init`, or a one-line error naming the package.
+pub fn find_init() -> Result<PathBuf> {
+    find_init_in(INIT_CANDIDATES)
+}
+
+fn find_init_in(candidates: &[&str]) -> Result<PathBuf> {
+    candidates
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            Error::Precondition(
+                "--init needs a static tini and none is installed: install the package `tini` (it ships /usr/bin/tini-static)".into(),
+            )
+        })
 }
 
 /// docker's default capability set.
@@ -492,6 +698,20 @@ fn bind(dst: &str, src: &Path, extra: &[&str]) -> Value {
     json!({"destination": dst, "type": "bind", "source": src, "options": opts})
 }
 
+/// The process's rlimits: the default open-files limit, then `--ulimit`s (one per name, the
+/// last given wins).
+fn rlimits(o: &SpecOptions) -> Vec<Value> {
+    let mut out: Vec<(String, u64, u64)> = vec![("RLIMIT_NOFILE".into(), o.nofile.0, o.nofile.1)];
+    for u in &o.ulimits {
+        let t = u.rlimit_type();
+        out.retain(|(n, _, _)| *n != t);
+        out.push((t, u.soft, u.hard));
+    }
+    out.into_iter()
+        .map(|(t, soft, hard)| json!({"type": t, "soft": soft, "hard": hard}))
+        .collect()
+}
+
 /// Builds the spec. Reads the rootfs's /etc/passwd and /etc/group to resolve a user name.
 pub fn build_spec(img: &ImageConfig, o: &SpecOptions) -> Result<Spec> {
     if !o.rootfs.is_absolute() {
@@ -500,9 +720,18 @@ pub fn build_spec(img: &ImageConfig, o: &SpecOptions) -> Result<Spec> {
             o.rootfs.display()
         )));
     }
-    let args = process_args(img, o.entrypoint.as_deref(), &o.args)?;
+    let mut args = process_args(img, o.entrypoint.as_deref(), &o.args)?;
+    if o.init.is_some() {
+        args.splice(0..0, [INIT_PATH.to_string(), "--".to_string()]);
+    }
     let user_str = o.user.clone().unwrap_or_else(|| img.user.clone());
-    let user: ResolvedUser = resolve_user(&o.rootfs, &user_str)?;
+    let mut user: ResolvedUser = resolve_user(&o.rootfs, &user_str)?;
+    for g in &o.group_add {
+        let gid = resolve_group(&o.rootfs, g)?;
+        if !user.additional_gids.contains(&gid) {
+            user.additional_gids.push(gid);
+        }
+    }
     let cwd = match o.workdir.as_deref().filter(|w| !w.is_empty()) {
         Some(w) => w.to_string(),
         None if img.working_dir.is_empty() => "/".to_string(),
@@ -541,8 +770,21 @@ pub fn build_spec(img: &ImageConfig, o: &SpecOptions) -> Result<Spec> {
         json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]}),
         json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/sys", "type": "none", "source": "/sys", "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}),
     ];
+    // /sys: a fresh sysfs of the container's network namespace (its own interfaces under
+    // /sys/class/net) and its cgroups, read-only as docker has them. Mounting sysfs needs the
+    // network namespace's owner: nookd's user namespace owns every namespace a container gets;
+    // only a container sharing the runtime's (the host's) namespace falls back to a bind.
+    let rw = if o.privileged { "rw" } else { "ro" };
+    if o.network == Network::Inherit {
+        mounts.push(json!({"destination": "/sys", "type": "none", "source": "/sys", "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}));
+    } else {
+        mounts.push(json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", rw]}));
+        mounts.push(json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", rw]}));
+    }
+    if let Some(init) = &o.init {
+        mounts.push(bind(INIT_PATH, init, &["ro", "nosuid", "nodev"]));
+    }
     for (dst, f) in [
         ("/etc/hostname", &o.hostname_file),
         ("/etc/hosts", &o.hosts_file),
@@ -574,6 +816,10 @@ pub fn build_spec(img: &ImageConfig, o: &SpecOptions) -> Result<Spec> {
         Network::Path(p) => namespaces.push(json!({"type": "network", "path": p})),
         Network::Inherit => {}
     }
+    // its cgroups at the root of /sys/fs/cgroup, where the kernel has cgroup namespaces
+    if o.network != Network::Inherit && Path::new("/proc/self/ns/cgroup").exists() {
+        namespaces.push(json!({"type": "cgroup"}));
+    }
 
     let devices: Vec<Value> = [
         ("/dev/null", 1, 3),
@@ -595,7 +841,12 @@ pub fn build_spec(img: &ImageConfig, o: &SpecOptions) -> Result<Spec> {
     });
     if !o.privileged {
         linux["maskedPaths"] = json!(MASKED_PATHS);
-        linux["readonlyPaths"] = json!(READONLY_PATHS);
+        let mut ro: Vec<&str> = READONLY_PATHS.to_vec();
+        if o.network != Network::Inherit {
+            // the runtimes leave the tmpfs holding the cgroup hierarchies writable
+            ro.push("/sys/fs/cgroup");
+        }
+        linux["readonlyPaths"] = json!(ro);
     }
     if let Some(cg) = o.cgroups_path.as_ref().filter(|c| !c.is_empty()) {
         linux["cgroupsPath"] = json!(cg);
@@ -616,7 +867,7 @@ pub fn build_spec(img: &ImageConfig, o: &SpecOptions) -> Result<Spec> {
         "env": env,
         "cwd": cwd,
         "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-        "rlimits": [{"type": "RLIMIT_NOFILE", "soft": o.nofile.0, "hard": o.nofile.1}],
+        "rlimits": rlimits(o),
         "noNewPrivileges": o.no_new_privileges && !o.privileged,
     });
     if !user.additional_gids.is_empty() {
@@ -692,13 +943,13 @@ mod tests {
         assert_eq!(p["cwd"], "/srv");
         assert_eq!(p["user"]["uid"], 1001);
         assert_eq!(p["user"]["gid"], 1002);
-        assert_eq!(p["user"]["additionalGids"], json!([77]));
+        assert_eq!(p["user"]["additionalGids"], json!([1002, 77]));
         let env = strings(&p["env"]);
         assert!(env.contains(&"PATH=/bin".to_string()));
         assert!(env.contains(&"HOSTNAME=0123456789ab".to_string()));
         assert!(env.contains(&"HOME=/srv/app".to_string()));
         assert_eq!(v["hostname"], "0123456789ab");
-        assert_eq!(p["noNewPrivileges"], true);
+        assert_eq!(p["noNewPrivileges"], false);
         assert_eq!(p["terminal"], false);
         assert_eq!(v["root"]["readonly"], false);
         // namespaces: pid ipc uts mount network, never user
@@ -708,7 +959,11 @@ mod tests {
             .iter()
             .map(|n| n["type"].as_str().unwrap())
             .collect();
-        assert_eq!(ns, ["pid", "ipc", "uts", "mount", "network"]);
+        assert_eq!(ns[..5], ["pid", "ipc", "uts", "mount", "network"]);
+        assert_eq!(
+            ns.contains(&"cgroup"),
+            Path::new("/proc/self/ns/cgroup").exists()
+        );
         assert!(v["linux"].get("cgroupsPath").is_none());
         assert!(v["linux"].get("uidMappings").is_none());
         // docker's caps, seccomp on, masked paths
@@ -915,6 +1170,151 @@ mod tests {
             .unwrap()
             .clone();
         assert_eq!(net["path"], "/proc/1/ns/net");
+    }
+
+    #[test]
+    fn sysfs_and_cgroups_of_its_own() {
+        let r = rootfs();
+        let o = SpecOptions::new("c", r.path());
+        let v = spec_json(&img(), &o);
+        let m: Vec<&Value> = v["mounts"].as_array().unwrap().iter().collect();
+        let sys = m.iter().find(|m| m["destination"] == "/sys").unwrap();
+        assert_eq!(sys["type"], "sysfs");
+        assert!(strings(&sys["options"]).contains(&"ro".to_string()));
+        let cg = m
+            .iter()
+            .find(|m| m["destination"] == "/sys/fs/cgroup")
+            .unwrap();
+        assert_eq!(cg["type"], "cgroup");
+        assert!(strings(&cg["options"]).contains(&"ro".to_string()));
+        assert!(strings(&v["linux"]["readonlyPaths"]).contains(&"/sys/fs/cgroup".to_string()));
+        // sharing the runtime's network namespace: sysfs cannot be mounted, /sys is bound
+        let mut o = SpecOptions::new("c", r.path());
+        o.network = Network::Inherit;
+        let v = spec_json(&img(), &o);
+        let m: Vec<&Value> = v["mounts"].as_array().unwrap().iter().collect();
+        let sys = m.iter().find(|m| m["destination"] == "/sys").unwrap();
+        assert_eq!(sys["source"], "/sys");
+        assert!(!m.iter().any(|m| m["destination"] == "/sys/fs/cgroup"));
+    }
+
+    #[test]
+    fn ulimits_parse_and_land() {
+        let u = Ulimit::parse("nofile=1024:4096").unwrap();
+        assert_eq!(
+            (u.soft, u.hard, u.rlimit_type().as_str()),
+            (1024, 4096, "RLIMIT_NOFILE")
+        );
+        let u = Ulimit::parse("core=-1").unwrap();
+        assert_eq!((u.soft, u.hard), (UNLIMITED, UNLIMITED));
+        assert_eq!(Ulimit::parse("nproc=50").unwrap().hard, 50);
+        for bad in [
+            "nofile",
+            "files=1",
+            "nofile=x",
+            "nofile=10:5",
+            "nofile=1:2:3",
+        ] {
+            assert!(Ulimit::parse(bad).is_err(), "{bad}");
+        }
+        for n in ULIMIT_NAMES {
+            assert!(
+                Ulimit::parse(&format!("{n}=1"))
+                    .unwrap()
+                    .resource()
+                    .is_some(),
+                "{n}"
+            );
+        }
+        // over nookd's own hard limit: refused, naming it
+        let (_, hard) =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+        if hard != UNLIMITED {
+            let e = Ulimit::parse(&format!("nofile=1:{}", hard + 1))
+                .unwrap()
+                .check_allowed()
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&hard.to_string()) && !e.contains('\n'), "{e}");
+        }
+        assert!(Ulimit::parse("nofile=1:1").unwrap().check_allowed().is_ok());
+        let r = rootfs();
+        let mut o = SpecOptions::new("c", r.path());
+        o.nofile = (4096, 4096);
+        o.ulimits = vec![
+            Ulimit::parse("nproc=10:20").unwrap(),
+            Ulimit::parse("nofile=100:200").unwrap(),
+        ];
+        let v = spec_json(&img(), &o);
+        assert_eq!(
+            v["process"]["rlimits"],
+            json!([
+                {"type": "RLIMIT_NPROC", "soft": 10, "hard": 20},
+                {"type": "RLIMIT_NOFILE", "soft": 100, "hard": 200},
+            ])
+        );
+    }
+
+    #[test]
+    fn default_nofile_is_the_daemons_hard_limit() {
+        let (_, hard) =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+        let (s, h) = default_nofile();
+        assert_eq!(s, h);
+        assert!(
+            h <= hard && h >= hard.min(1_048_576).min(1024),
+            "{h} vs {hard}"
+        );
+    }
+
+    #[test]
+    fn init_group_add_and_relative_volumes() {
+        let r = rootfs();
+        let mut o = SpecOptions::new("c", r.path());
+        o.init = Some("/usr/bin/tini-static".into());
+        o.group_add = vec!["extra".into(), "4711".into(), "1002".into()];
+        let v = spec_json(&img(), &o);
+        assert_eq!(
+            strings(&v["process"]["args"]),
+            [INIT_PATH, "--", "/entry", "serve", "--port=80"]
+        );
+        let m: Vec<&Value> = v["mounts"].as_array().unwrap().iter().collect();
+        let init = m.iter().find(|m| m["destination"] == INIT_PATH).unwrap();
+        assert_eq!(init["source"], "/usr/bin/tini-static");
+        assert!(strings(&init["options"]).contains(&"ro".to_string()));
+        assert_eq!(
+            v["process"]["user"]["additionalGids"],
+            json!([1002, 77, 4711])
+        );
+        o.group_add = vec!["nosuch".into()];
+        assert!(build_spec(&img(), &o).is_err());
+
+        let cwd = Path::new("/home/u/proj");
+        assert_eq!(
+            absolute_volume("./data:/data", cwd),
+            "/home/u/proj/data:/data"
+        );
+        assert_eq!(absolute_volume("../x:/x:ro", cwd), "/home/u/x:/x:ro");
+        assert_eq!(absolute_volume(".:/src", cwd), "/home/u/proj:/src");
+        assert_eq!(
+            absolute_volume("./a/../b/./c:/c", cwd),
+            "/home/u/proj/b/c:/c"
+        );
+        assert_eq!(absolute_volume("/abs:/x", cwd), "/abs:/x");
+        assert_eq!(absolute_volume("named:/x", cwd), "named:/x");
+    }
+
+    #[test]
+    fn a_missing_tini_names_the_package() {
+        let e = find_init_in(&["/nonexistent/tini-static"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("package `tini`") && !e.contains('\n'), "{e}");
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path().join("tini-static");
+        std::fs::write(&t, b"").unwrap();
+        let found = find_init_in(&["/nonexistent/x", t.to_str().unwrap()]).unwrap();
+        assert_eq!(found, t);
     }
 
     #[test]

@@ -264,10 +264,7 @@ impl Tasks {
         let ready: Ready = serde_json::from_str(&line)
             .map_err(|e| Error::Internal(format!("shim readiness line {line:?}: {e}")))?;
         if !ready.ok {
-            return Err(Error::Precondition(format!(
-                "{} could not create the container: {}",
-                rt.name, ready.error
-            )));
+            return Err(create_failure(&rt.name, &ready.error));
         }
         Ok((ShimClient::new(bundle), ready.pid))
     }
@@ -372,6 +369,37 @@ pub fn read_log(bundle: &Path, tail: Option<usize>) -> Result<Vec<crate::shim::L
     Ok(lines)
 }
 
+/// The error for a runtime that could not create the container. A command that is not there
+/// or cannot be executed gets docker's exit status (127, 126) and a message saying which; the
+/// runtime's own words follow. runc says `exec: "x": executable file not found in $PATH`,
+/// `exec: "/x": stat /x: no such file or directory`, `exec: "/x": permission denied`; crun
+/// `executable file `x` not found in $PATH: No such file or directory`, `open executable:
+/// Permission denied`.
+pub fn create_failure(runtime: &str, error: &str) -> Error {
+    let e = error.to_ascii_lowercase();
+    let about_exec = e.contains("exec");
+    let code = if e.contains("executable file not found")
+        || (e.contains("executable file") && e.contains("not found"))
+        || (about_exec && e.contains("no such file or directory"))
+    {
+        Some((127, "the command was not found in the container"))
+    } else if about_exec && (e.contains("permission denied") || e.contains("is a directory")) {
+        Some((
+            126,
+            "the command cannot be executed (not an executable file)",
+        ))
+    } else {
+        None
+    };
+    match code {
+        Some((code, what)) => Error::Exec {
+            code,
+            message: format!("{what}: {runtime}: {error}"),
+        },
+        None => Error::Precondition(format!("{runtime} could not create the container: {error}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,6 +462,50 @@ mod tests {
         let s = t.state("default", "gone").await.unwrap();
         assert_eq!(s.status, "stopped");
         assert_eq!(s.exit.unwrap().exit_code, 3);
+    }
+
+    #[test]
+    fn exec_failures_get_dockers_exit_codes() {
+        let code = |rt: &str, e: &str| match create_failure(rt, e) {
+            Error::Exec { code, message } => {
+                assert!(message.contains(e) && message.contains(rt), "{message}");
+                code
+            }
+            other => {
+                assert!(other.to_string().contains(e));
+                1
+            }
+        };
+        assert_eq!(
+            code(
+                "runc",
+                r#"runc run failed: unable to start container process: exec: "nosuch": executable file not found in $PATH"#
+            ),
+            127
+        );
+        assert_eq!(
+            code(
+                "runc",
+                r#"unable to start container process: exec: "/nosuch": stat /nosuch: no such file or directory"#
+            ),
+            127
+        );
+        assert_eq!(
+            code(
+                "crun",
+                "executable file `nosuch` not found in $PATH: No such file or directory"
+            ),
+            127
+        );
+        assert_eq!(
+            code(
+                "runc",
+                r#"unable to start container process: exec: "/etc/x": permission denied"#
+            ),
+            126
+        );
+        assert_eq!(code("crun", "open executable: Permission denied"), 126);
+        assert_eq!(code("crun", "mount `/x` to `/y`: Permission denied"), 1);
     }
 
     #[test]

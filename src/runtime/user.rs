@@ -13,7 +13,8 @@ use crate::error::{Error, Result};
 pub struct ResolvedUser {
     pub uid: u32,
     pub gid: u32,
-    /// Supplementary groups: the groups of /etc/group that list the user by name.
+    /// Supplementary groups: the primary gid first (as docker sets them: `id` shows
+    /// `groups=0(root)`), then the groups of /etc/group that list the user by name.
     pub additional_gids: Vec<u32>,
     /// The home directory from /etc/passwd, if the user is listed there.
     pub home: Option<String>,
@@ -164,7 +165,7 @@ pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<ResolvedUser> {
         },
         _ => entry.map(|e| e.gid).unwrap_or(0),
     };
-    let mut additional_gids = Vec::new();
+    let mut additional_gids = vec![gid];
     if let Some(e) = entry {
         // docker: supplementary groups come from /etc/group only when no group was forced
         if group.is_none() {
@@ -182,6 +183,23 @@ pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<ResolvedUser> {
         additional_gids,
         home: entry.map(|e| e.home.clone()).filter(|h| !h.is_empty()),
     })
+}
+
+/// Resolves a `--group-add` value, a group name of the image's /etc/group or a numeric gid.
+pub fn resolve_group(rootfs: &Path, group: &str) -> Result<u32> {
+    let group = group.trim();
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    parse_group(&read_db(rootfs, "/etc/group"))
+        .iter()
+        .find(|e| e.name == group)
+        .map(|e| e.gid)
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "--group-add {group:?}: no such group in the image's /etc/group: use a numeric gid or a group the image defines"
+            ))
+        })
 }
 
 #[cfg(test)]
@@ -217,7 +235,7 @@ mod tests {
         let r = rootfs();
         let u = resolve_user(r.path(), "alice").unwrap();
         assert_eq!((u.uid, u.gid), (1000, 1000));
-        assert_eq!(u.additional_gids, vec![29]);
+        assert_eq!(u.additional_gids, vec![1000, 29]);
         assert_eq!(u.home.as_deref(), Some("/home/alice"));
     }
 
@@ -226,7 +244,12 @@ mod tests {
         let r = rootfs();
         let u = resolve_user(r.path(), "www-data:staff").unwrap();
         assert_eq!((u.uid, u.gid), (33, 50));
-        assert!(u.additional_gids.is_empty());
+        assert_eq!(u.additional_gids, vec![50]);
+        assert_eq!(resolve_user(r.path(), "").unwrap().additional_gids, vec![0]);
+        assert_eq!(
+            resolve_user(r.path(), "www-data").unwrap().additional_gids,
+            vec![33]
+        );
     }
 
     #[test]
@@ -250,6 +273,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("nogroup") && e.contains("/etc/group"), "{e}");
+    }
+
+    #[test]
+    fn group_add_names_and_numbers() {
+        let r = rootfs();
+        assert_eq!(resolve_group(r.path(), "audio").unwrap(), 29);
+        assert_eq!(resolve_group(r.path(), "4711").unwrap(), 4711);
+        let e = resolve_group(r.path(), "wheel").unwrap_err().to_string();
+        assert!(e.contains("wheel") && e.contains("/etc/group"), "{e}");
     }
 
     #[test]
