@@ -261,7 +261,7 @@ fn ctr_events_are_typed_and_filtered() {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
+    let child = c.spawn().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
     ctr(&d, &["namespaces", "create", "evt"]).ok();
     ctr(
