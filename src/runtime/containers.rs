@@ -59,6 +59,22 @@ pub struct ContainerRecord {
     /// It was started at least once (a container only created is not started at boot).
     #[serde(default)]
     pub has_been_started: bool,
+    /// What a containerd client gave when it made the container (containerd's API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<ClientRecord>,
+}
+
+/// What a containerd client gave at creation, kept as given: its runtime name and options,
+/// and its extensions (each a type URL and bytes). Such a container runs the client's spec
+/// (adapted to what rootless nook can do, see [`adapt_client_spec`]) and keeps its snapshot
+/// when removed (the client removes it, as with containerd).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ClientRecord {
+    pub runtime: String,
+    #[serde(default)]
+    pub runtime_options: Option<(String, Vec<u8>)>,
+    #[serde(default)]
+    pub extensions: BTreeMap<String, (String, Vec<u8>)>,
 }
 
 impl ContainerRecord {
@@ -473,6 +489,7 @@ impl Manager {
             restart_count: 0,
             stopped_by_user: false,
             has_been_started: false,
+            client: None,
         };
         let res = d.store.write(|tx| {
             // names are unique per namespace: check again inside the transaction
@@ -505,6 +522,85 @@ impl Manager {
                 ("runtime", rec.runtime.clone()),
             ],
         );
+        Ok(rec)
+    }
+
+    /// Records a container a containerd client made: its id, image, snapshot (which the
+    /// client prepared) and OCI spec, kept as given. The task is made later from that spec.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_from_client(
+        &self,
+        d: &Daemon,
+        ns: &str,
+        id: &str,
+        image: &str,
+        snapshotter: &str,
+        snapshot_key: &str,
+        spec: serde_json::Value,
+        labels: BTreeMap<String, String>,
+        client: ClientRecord,
+    ) -> Result<ContainerRecord> {
+        validate_name(id)?;
+        let rt = plugin::resolve(&d.config, None)?;
+        let sn = d.snapshotters.get(Some(snapshotter))?;
+        let snapshotter = crate::snapshot::Snapshotter::name(sn.as_ref()).to_string();
+        let image_digest = crate::image::get(&d.store, ns, image)
+            .map(|i| i.target.digest.to_string())
+            .unwrap_or_default();
+        let rec = ContainerRecord {
+            id: id.to_string(),
+            name: id.to_string(),
+            image: image.to_string(),
+            image_digest,
+            snapshotter,
+            snapshot_key: snapshot_key.to_string(),
+            runtime: rt.name.clone(),
+            tty: spec["process"]["terminal"].as_bool().unwrap_or(false),
+            stdin: false,
+            spec,
+            labels,
+            created_at: now(),
+            auto_remove: false,
+            restart_policy: RestartPolicy::default(),
+            restart_count: 0,
+            stopped_by_user: false,
+            has_been_started: false,
+            client: Some(client),
+        };
+        d.store.write(|tx| {
+            for (_, r) in tx_list(tx, ns)? {
+                if r.name == rec.id || r.id == rec.id {
+                    return Err(Error::AlreadyExists(format!(
+                        "container {:?} already exists",
+                        rec.id
+                    )));
+                }
+            }
+            tx.put(CONTAINERS, ns, &rec.id, &rec)
+        })?;
+        d.mutated(false);
+        self.events.publish(
+            ns,
+            "/containers/create",
+            &[
+                ("id", rec.id.clone()),
+                ("name", rec.name.clone()),
+                ("image", rec.image.clone()),
+                ("runtime", rec.runtime.clone()),
+            ],
+        );
+        // what of the client's spec rootless nook cannot do is said, not silently dropped
+        let notes = adapt_client_spec(&mut rec.spec.clone());
+        if !notes.is_empty() {
+            for n in &notes {
+                tracing::warn!(container = %rec.id, "the client's spec asks for {n}");
+            }
+            self.events.publish(
+                ns,
+                "/containers/adapted",
+                &[("id", rec.id.clone()), ("changes", notes.join("; "))],
+            );
+        }
         Ok(rec)
     }
 
@@ -1078,6 +1174,11 @@ impl Manager {
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
+            // the rootfs is mounted again when a task is made again
+            let rootfs = self.rootfs(ns, &r.id);
+            if is_mountpoint(&rootfs) {
+                crate::snapshot::mount::unmount(&rootfs)?;
+            }
             let exit_file = c.bundle().join(crate::shim::files::EXIT);
             match std::fs::remove_file(&exit_file) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -1290,7 +1391,13 @@ impl Manager {
             "/containers/delete",
             &[("id", r.id.clone()), ("name", r.name.clone())],
         );
-        if let Ok(sn) = d.snapshotters.get(Some(&r.snapshotter)) {
+        // a containerd client's snapshot is the client's to remove (containerd's semantics)
+        let sn = d
+            .snapshotters
+            .get(Some(&r.snapshotter))
+            .ok()
+            .filter(|_| r.client.is_none());
+        if let Some(sn) = sn {
             match crate::snapshot::Snapshotter::remove(sn.as_ref(), ns, &r.snapshot_key) {
                 Err(Error::NotFound(_)) | Ok(()) => {}
                 Err(e) => {
@@ -1445,6 +1552,10 @@ impl Manager {
 /// (see [`super::seccomp_bpf`]), and a hook that removes the `/dev/core` link it makes.
 fn runtime_spec(d: &Daemon, r: &ContainerRecord) -> Result<oci_spec::runtime::Spec> {
     let mut v = r.spec.clone();
+    if r.client.is_some() {
+        // said at creation (log and /containers/adapted)
+        adapt_client_spec(&mut v);
+    }
     let crun =
         plugin::resolve(&d.config, Some(&r.runtime)).is_ok_and(|rt| plugin::is_crun(&rt.path));
     if crun && d.config.runtime.precompile_seccomp {
@@ -1458,6 +1569,38 @@ fn runtime_spec(d: &Daemon, r: &ContainerRecord) -> Result<oci_spec::runtime::Sp
         );
     }
     Ok(serde_json::from_value(v)?)
+}
+
+/// Adapts a containerd client's spec to what rootless nook can do, returning what was
+/// changed (said in the log): a cgroupsPath (no delegated cgroups here: the runtime would fail
+/// to make it), device cgroup rules and resource limits (not enforceable without delegation).
+pub fn adapt_client_spec(spec: &mut serde_json::Value) -> Vec<String> {
+    let mut notes = Vec::new();
+    let Some(linux) = spec.get_mut("linux").and_then(|l| l.as_object_mut()) else {
+        return notes;
+    };
+    if let Some(p) = linux.remove("cgroupsPath") {
+        notes.push(format!(
+            "cgroupsPath {p}: nook has no delegated cgroup here, the container runs in nookd's"
+        ));
+    }
+    if let Some(res) = linux.remove("resources") {
+        let limits: Vec<&str> = res
+            .as_object()
+            .map(|o| {
+                o.keys()
+                    .map(String::as_str)
+                    .filter(|k| *k != "devices")
+                    .collect()
+            })
+            .unwrap_or_default();
+        notes.push(if limits.is_empty() {
+            "device cgroup rules: not enforceable rootless without delegation, dropped".to_string()
+        } else {
+            format!("resources {limits:?}: not enforceable without delegated cgroups, dropped")
+        });
+    }
+    notes
 }
 
 /// crun's read-only bind of /sys/fs/cgroup (a readonlyPath) leaves the v1 hierarchies mounted
@@ -1735,6 +1878,7 @@ mod tests {
             restart_count: 0,
             stopped_by_user: false,
             has_been_started: false,
+            client: None,
         };
         assert_eq!(rec.command(), ["sh", "-c", "true"]);
         let s = Status {

@@ -6,7 +6,9 @@
 //! * [`seccomp`] is the default seccomp profile (docker's allow-list).
 //! * [`plugin`] resolves runtime names from `[runtimes]` and probes them.
 //! * [`task`] creates bundles, starts `nook-shim` processes and talks to them.
+//! * [`client_task`] runs the tasks of containers a containerd client made, output to its FIFOs.
 
+pub mod client_task;
 pub mod containers;
 pub mod plugin;
 pub mod restart;

@@ -1,7 +1,7 @@
 //! containerd's Containers service, on nook's container records (the ones `nook ps -a`
 //! shows): Get, List, ListStream, label Update and Delete. The record's OCI spec is given as
 //! containerd's typed Any (JSON, `types.containerd.io/opencontainers/runtime-spec/1/Spec`).
-//! Create is not implemented yet: nook builds a container's spec itself (`nook run`/`create`).
+//! Create records the client's spec, runtime, snapshot and extensions as given.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use super::server::containers_server::{Containers, ContainersServer};
 use super::{namespace, ts};
 use crate::daemon::Daemon;
 use crate::error::Error;
-use crate::runtime::containers::{manager, ContainerRecord, Manager};
+use crate::runtime::containers::{manager, ClientRecord, ContainerRecord, Manager};
 
 /// The type URL containerd's Go client gives an OCI runtime spec (its value is JSON).
 pub const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
@@ -37,9 +37,18 @@ pub fn to_cd(r: ContainerRecord) -> cd::Container {
         id: r.id,
         labels,
         image: r.image,
-        runtime: Some(cd::container::Runtime {
-            name: r.runtime,
-            options: None,
+        runtime: Some(match &r.client {
+            Some(c) => cd::container::Runtime {
+                name: c.runtime.clone(),
+                options: c
+                    .runtime_options
+                    .clone()
+                    .map(|(type_url, value)| prost_types::Any { type_url, value }),
+            },
+            None => cd::container::Runtime {
+                name: r.runtime.clone(),
+                options: None,
+            },
         }),
         spec: Some(prost_types::Any {
             type_url: SPEC_TYPE_URL.into(),
@@ -49,7 +58,15 @@ pub fn to_cd(r: ContainerRecord) -> cd::Container {
         snapshot_key: r.snapshot_key,
         created_at: ts(r.created_at),
         updated_at: ts(r.created_at),
-        extensions: Default::default(),
+        extensions: r
+            .client
+            .map(|c| {
+                c.extensions
+                    .into_iter()
+                    .map(|(k, (type_url, value))| (k, prost_types::Any { type_url, value }))
+                    .collect()
+            })
+            .unwrap_or_default(),
         sandbox: String::new(),
     }
 }
@@ -131,11 +148,64 @@ impl Containers for Svc {
 
     async fn create(
         &self,
-        _r: Request<cd::CreateContainerRequest>,
+        r: Request<cd::CreateContainerRequest>,
     ) -> Result<Response<cd::CreateContainerResponse>, Status> {
-        Err(Status::unimplemented(
-            "nook does not create containers from a client's OCI spec yet: create them with `nook create`/`nook run` (they then show here, and their tasks in the Tasks service)",
-        ))
+        let ns = namespace(&r)?;
+        let c = r
+            .into_inner()
+            .container
+            .ok_or_else(|| Status::invalid_argument("container is required"))?;
+        let spec = c
+            .spec
+            .as_ref()
+            .ok_or_else(|| Status::invalid_argument("container spec is required"))?;
+        let spec: serde_json::Value = serde_json::from_slice(&spec.value).map_err(|e| {
+            Status::invalid_argument(format!(
+                "the spec ({}) is not an OCI runtime spec in JSON: {e}",
+                spec.type_url
+            ))
+        })?;
+        if c.snapshot_key.is_empty() {
+            return Err(Status::invalid_argument(
+                "nook needs the container's rootfs as a snapshot (snapshot_key)",
+            ));
+        }
+        let labels = super::labels(c.labels)?;
+        let client = ClientRecord {
+            runtime: c
+                .runtime
+                .as_ref()
+                .map(|r| r.name.clone())
+                .unwrap_or_default(),
+            runtime_options: c
+                .runtime
+                .and_then(|r| r.options)
+                .map(|o| (o.type_url, o.value)),
+            extensions: c
+                .extensions
+                .into_iter()
+                .map(|(k, v)| (k, (v.type_url, v.value)))
+                .collect(),
+        };
+        let d = self.0.clone();
+        let rec = crate::api::blocking(move || {
+            crate::metadata::namespaces::ensure(&d.store, &d.events, &ns)?;
+            manager(&d)?.create_from_client(
+                &d,
+                &ns,
+                &c.id,
+                &c.image,
+                &c.snapshotter,
+                &c.snapshot_key,
+                spec,
+                labels,
+                client,
+            )
+        })
+        .await?;
+        Ok(Response::new(cd::CreateContainerResponse {
+            container: Some(to_cd(rec)),
+        }))
     }
 
     async fn update(

@@ -14,6 +14,7 @@ use super::containers::{containers, find};
 use super::namespace;
 use super::server::tasks_server::{Tasks, TasksServer};
 use crate::daemon::Daemon;
+use crate::runtime::client_task::ClientStdio;
 use crate::runtime::containers::Status as CStatus;
 
 pub struct Svc(Arc<Daemon>);
@@ -87,11 +88,48 @@ impl Svc {
 impl Tasks for Svc {
     async fn create(
         &self,
-        _r: Request<cd::CreateTaskRequest>,
+        r: Request<cd::CreateTaskRequest>,
     ) -> Result<Response<cd::CreateTaskResponse>, Status> {
-        Err(Status::unimplemented(
-            "creating a task from the client's rootfs mounts and stdio FIFOs (ctr run) is not supported yet: use `nook run`, or `ctr task start` on a container nook created",
-        ))
+        let ns = namespace(&r)?;
+        let r = r.into_inner();
+        if r.checkpoint.is_some() {
+            return Err(Status::unimplemented(
+                "restoring from a checkpoint is not supported: rootless nook has no CRIU",
+            ));
+        }
+        let rec = find(&self.0, &ns, &r.container_id)?;
+        // the rootfs is the container's snapshot, which nook mounts itself; other mounts
+        // than the snapshot's own are refused rather than silently ignored
+        if !r.rootfs.is_empty() {
+            let sn = self.0.snapshotters.get(Some(&rec.snapshotter))?;
+            let (ns2, key) = (ns.clone(), rec.snapshot_key.clone());
+            let own = crate::api::blocking(move || {
+                crate::snapshot::Snapshotter::mounts(sn.as_ref(), &ns2, &key)
+            })
+            .await?;
+            let same = own.len() == r.rootfs.len()
+                && own.iter().zip(&r.rootfs).all(|(a, b)| {
+                    a.kind == b.r#type && a.source == b.source && a.options == b.options
+                });
+            if !same {
+                return Err(Status::invalid_argument(
+                    "nook runs a container on its own snapshot: rootfs mounts other than that snapshot's are not supported",
+                ));
+            }
+        }
+        let io = ClientStdio {
+            stdin: r.stdin,
+            stdout: r.stdout,
+            stderr: r.stderr,
+            terminal: r.terminal,
+        };
+        let pid = containers(&self.0)?
+            .create_client_task(&self.0, &ns, &rec, io)
+            .await?;
+        Ok(Response::new(cd::CreateTaskResponse {
+            container_id: rec.id,
+            pid: pid.max(0) as u32,
+        }))
     }
 
     async fn start(
