@@ -1,8 +1,9 @@
 //! containerd's Tasks service, on nook's tasks (the shim-owned processes of nook's
-//! containers): List, Get, Start, Kill, Wait, Pause/Resume, ListPids, ResizePty and Delete of
-//! a stopped task (the container stays). Creating a task from the client's rootfs mounts and stdio FIFOs (`ctr run`),
-//! Exec with FIFOs, CloseIO, Update and Metrics are not implemented yet; Checkpoint is not
-//! supported (no CRIU in rootless nook).
+//! containers): Create (nook's task on the client's spec, output into the client's FIFOs, see
+//! [`crate::runtime::client_task`]), List, Get, Start, Kill, Wait, Pause/Resume, ListPids,
+//! ResizePty and Delete of a stopped task (the container stays). Exec with FIFOs, CloseIO,
+//! Update and Metrics are not implemented yet; Checkpoint is not supported (no CRIU in
+//! rootless nook).
 
 use std::sync::Arc;
 
