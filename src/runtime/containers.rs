@@ -59,6 +59,12 @@ pub struct ContainerRecord {
     /// It was started at least once (a container only created is not started at boot).
     #[serde(default)]
     pub has_been_started: bool,
+    /// Resource limits (`--memory`, `--cpus`, …; changed by `nook update`).
+    #[serde(default)]
+    pub limits: super::limits::Limits,
+    /// The kernel's OOM killer killed in it during its last run.
+    #[serde(default)]
+    pub oom_killed: bool,
     /// What a containerd client gave when it made the container (containerd's API).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<ClientRecord>,
@@ -123,6 +129,8 @@ pub struct CreateOptions {
     pub restart: String,
     /// `--port-driver` (relay, direct; "" = the configured default).
     pub port_driver: String,
+    /// Resource limits, `--shm-size`, `--oom-score-adj`.
+    pub limits: super::limits::Limits,
     /// `-P`: publish every port the image exposes on a free host port.
     pub publish_all: bool,
     /// `--init`: tini as pid 1.
@@ -345,6 +353,8 @@ impl Manager {
             return Err(Error::Precondition(why));
         }
         let restart_policy = RestartPolicy::parse(&o.restart)?;
+        o.limits.check(&d.cgroups)?;
+        super::limits::check_runtime(&d.cgroups, &o.limits.resources, &rt)?;
         if o.auto_remove && restart_policy != RestartPolicy::No {
             return Err(Error::InvalidArgument(format!(
                 "--restart {restart_policy} and --rm do not go together: a container removed when it exits cannot be restarted; drop one of them"
@@ -440,6 +450,8 @@ impl Manager {
                 })?;
             }
             let mut spec = serde_json::to_value(spec::build_spec(&img_cfg, &so)?)?;
+            o.limits
+                .apply(&mut spec, d.cgroups.container_path(&id).as_deref());
             if direct
                 && !crate::runtime::seccomp::notify_bind(
                     &mut spec,
@@ -490,6 +502,8 @@ impl Manager {
             stopped_by_user: false,
             has_been_started: false,
             client: None,
+            limits: o.limits.clone(),
+            oom_killed: false,
         };
         let res = d.store.write(|tx| {
             // names are unique per namespace: check again inside the transaction
@@ -565,6 +579,8 @@ impl Manager {
             restart_count: 0,
             stopped_by_user: false,
             has_been_started: false,
+            limits: Default::default(),
+            oom_killed: false,
             client: Some(client),
         };
         d.store.write(|tx| {
@@ -625,6 +641,43 @@ impl Manager {
             }
         }
         Ok(format!("nook_{}", &new_id()[..8]))
+    }
+
+    /// Runs `f` on the container's root filesystem (mounted first if it is not: a stopped
+    /// container's after a nookd restart), off the async threads, holding the container's
+    /// lock so that a removal waits for it (`nook cp`).
+    pub async fn with_rootfs<T: Send + 'static>(
+        &self,
+        d: &Arc<Daemon>,
+        ns: &str,
+        r: &ContainerRecord,
+        f: impl FnOnce(&Path) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (key, lock) = self.op_lock(ns, &r.id);
+        let res = async {
+            let _held = lock.lock().await;
+            if d.store
+                .get::<ContainerRecord>(CONTAINERS, ns, &r.id)?
+                .is_none()
+            {
+                return Err(Error::NotFound(format!("container {} was removed", r.name)));
+            }
+            let rootfs = self.rootfs(ns, &r.id);
+            if !is_mountpoint(&rootfs) {
+                let sn = d.snapshotters.get(Some(&r.snapshotter))?;
+                let mounts =
+                    crate::snapshot::Snapshotter::mounts(sn.as_ref(), ns, &r.snapshot_key)?;
+                std::fs::create_dir_all(&rootfs)
+                    .map_err(|e| Error::io(format!("creating {}", rootfs.display()), e))?;
+                crate::snapshot::mount::mount_all(&mounts, &rootfs)?;
+            }
+            tokio::task::spawn_blocking(move || f(&rootfs))
+                .await
+                .map_err(|e| Error::Internal(format!("copy thread: {e}")))?
+        }
+        .await;
+        self.op_unlock(&key, lock);
+        res
     }
 
     /// Makes sure the bundle (config.json, /etc files) and the mounted rootfs are in place.
@@ -728,6 +781,10 @@ impl Manager {
                 ("pid", pid.to_string()),
             ],
         );
+        if r.oom_killed {
+            // a new run: OOMKilled tells of the last one only
+            let _ = self.update_record(d, ns, &r.id, |rec| rec.oom_killed = false);
+        }
         self.watch_ports(d, ns, &r.id);
         self.monitor(d, ns, r);
         Ok(true)
@@ -814,6 +871,7 @@ impl Manager {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&key);
             if let Some(e) = exit {
+                super::limits::after_exit(&d, m, &ns, &r, &e);
                 m.report_exit(&ns, &r, &e);
                 m.apply_restart_policy(&d, &ns, &r.id, e.exit_code, armed.elapsed())
                     .await;
@@ -1094,7 +1152,37 @@ impl Manager {
 
     /// Pauses (freezes) or resumes the container's processes, publishing `/tasks/paused` or
     /// `/tasks/resumed`; without the freezer controller delegated, says so.
-    pub async fn pause_resume(&self, ns: &str, r: &ContainerRecord, pause: bool) -> Result<()> {
+    pub async fn pause_resume(
+        &self,
+        d: &Daemon,
+        ns: &str,
+        r: &ContainerRecord,
+        pause: bool,
+    ) -> Result<()> {
+        d.cgroups
+            .require_freezer(if pause { "pause" } else { "unpause" })?;
+        let st = self.status(ns, r.clone()).await;
+        match (pause, st.status()) {
+            (true, "running") | (false, "paused") => {}
+            (true, "paused") => {
+                return Err(Error::Precondition(format!(
+                    "container {} is already paused",
+                    r.name
+                )))
+            }
+            (false, "running") => {
+                return Err(Error::Precondition(format!(
+                    "container {} is not paused",
+                    r.name
+                )))
+            }
+            _ => {
+                return Err(Error::Precondition(format!(
+                    "container {} is not running",
+                    r.name
+                )))
+            }
+        }
         let c = self.tasks.client(ns, &r.id);
         let res = if pause {
             c.pause().await
@@ -1344,6 +1432,10 @@ impl Manager {
             let _ = tokio::time::timeout(Duration::from_secs(10), self.wait_exit(ns, &r.id)).await;
         }
         let c = self.tasks.client(ns, &r.id);
+        // the OOM verdict needs the cgroup, which the runtime's delete removes
+        if let Some(e) = c.recorded_exit() {
+            super::limits::after_exit(d, self, ns, r, &e);
+        }
         if c.delete(true).await.is_err() {
             if let Ok(rt) = plugin::resolve(&d.config, Some(&r.runtime)) {
                 if st.task.is_some() {
@@ -1351,6 +1443,10 @@ impl Manager {
                 }
             }
         }
+        if let Some(p) = d.cgroups.container_path(&r.id) {
+            d.cgroups.remove(&p);
+        }
+        super::limits::forget(ns, &r.id);
         let rootfs = self.rootfs(ns, &r.id);
         if is_mountpoint(&rootfs) {
             crate::snapshot::mount::unmount(&rootfs)?;
@@ -1550,12 +1646,13 @@ impl Manager {
 
 /// The container's spec as its runtime gets it: crun also gets the seccomp profile compiled
 /// (see [`super::seccomp_bpf`]), and a hook that removes the `/dev/core` link it makes.
-fn runtime_spec(d: &Daemon, r: &ContainerRecord) -> Result<oci_spec::runtime::Spec> {
+pub(crate) fn runtime_spec(d: &Daemon, r: &ContainerRecord) -> Result<oci_spec::runtime::Spec> {
     let mut v = r.spec.clone();
     if r.client.is_some() {
         // said at creation (log and /containers/adapted)
         adapt_client_spec(&mut v);
     }
+    super::limits::runtime_spec(d, r, &mut v)?;
     let crun =
         plugin::resolve(&d.config, Some(&r.runtime)).is_ok_and(|rt| plugin::is_crun(&rt.path));
     if crun && d.config.runtime.precompile_seccomp {
@@ -1572,16 +1669,28 @@ fn runtime_spec(d: &Daemon, r: &ContainerRecord) -> Result<oci_spec::runtime::Sp
 }
 
 /// Adapts a containerd client's spec to what rootless nook can do, returning what was
-/// changed (said in the log): a cgroupsPath (no delegated cgroups here: the runtime would fail
-/// to make it), device cgroup rules and resource limits (not enforceable without delegation).
+/// changed (said in the log and a `/containers/adapted` event): its cgroupsPath (ctr asks for
+/// `/default/ID`, which a rootless runtime cannot make; nook places the container in its own
+/// delegated cgroup when there is one) and its device rules and resource limits (not applied:
+/// nook's limits come from its own `--memory`, `--cpus`, ... and `nook update`).
 pub fn adapt_client_spec(spec: &mut serde_json::Value) -> Vec<String> {
     let mut notes = Vec::new();
+    // Debian's crun knows only 1.0.x specs (containerd 2.x's ctr writes 1.2.x); the fields
+    // the later versions added are optional, so the spec is given as 1.0.2, as nook's own
+    if let Some(v) = spec.get("ociVersion").and_then(|v| v.as_str()) {
+        if !v.starts_with("1.0") {
+            notes.push(format!(
+                "ociVersion {v}: given to the runtime as 1.0.2 (the version nook's runtimes read)"
+            ));
+            spec["ociVersion"] = serde_json::json!("1.0.2");
+        }
+    }
     let Some(linux) = spec.get_mut("linux").and_then(|l| l.as_object_mut()) else {
         return notes;
     };
     if let Some(p) = linux.remove("cgroupsPath") {
         notes.push(format!(
-            "cgroupsPath {p}: nook has no delegated cgroup here, the container runs in nookd's"
+            "cgroupsPath {p}: not made rootless; the container goes where nook puts its own"
         ));
     }
     if let Some(res) = linux.remove("resources") {
@@ -1595,9 +1704,10 @@ pub fn adapt_client_spec(spec: &mut serde_json::Value) -> Vec<String> {
             })
             .unwrap_or_default();
         notes.push(if limits.is_empty() {
-            "device cgroup rules: not enforceable rootless without delegation, dropped".to_string()
+            "device cgroup rules: not applied rootless (devices come from the spec's list)"
+                .to_string()
         } else {
-            format!("resources {limits:?}: not enforceable without delegated cgroups, dropped")
+            format!("resources {limits:?}: not applied (set limits with `nook update`)")
         });
     }
     notes
@@ -1819,6 +1929,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_clients_spec_is_adapted_and_said() {
+        let mut spec = serde_json::json!({
+            "process": {"args": ["true"]},
+            "linux": {
+                "cgroupsPath": "/default/c1",
+                "resources": {"devices": [{"allow": false, "access": "rwm"}]},
+                "namespaces": [{"type": "pid"}],
+            },
+        });
+        let notes = adapt_client_spec(&mut spec);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[0].contains("/default/c1"));
+        assert!(notes[1].contains("device"));
+        assert!(spec["linux"].get("cgroupsPath").is_none());
+        assert!(spec["linux"].get("resources").is_none());
+        assert_eq!(spec["linux"]["namespaces"][0]["type"], "pid");
+        let mut newer = serde_json::json!({"ociVersion": "1.2.1"});
+        assert!(adapt_client_spec(&mut newer)[0].contains("1.2.1"));
+        assert_eq!(newer["ociVersion"], "1.0.2");
+        let mut limited = serde_json::json!({"linux": {"resources": {"memory": {"limit": 1}}}});
+        assert!(adapt_client_spec(&mut limited)[0].contains("memory"));
+        assert!(adapt_client_spec(&mut serde_json::json!({})).is_empty());
+    }
+
+    #[test]
     fn crun_gets_each_hierarchy_read_only() {
         let mut v =
             serde_json::json!({"linux": {"readonlyPaths": ["/proc/sys", "/sys/fs/cgroup"]}});
@@ -1879,6 +2014,8 @@ mod tests {
             stopped_by_user: false,
             has_been_started: false,
             client: None,
+            limits: Default::default(),
+            oom_killed: false,
         };
         assert_eq!(rec.command(), ["sh", "-c", "true"]);
         let s = Status {

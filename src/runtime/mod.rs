@@ -7,9 +7,12 @@
 //! * [`plugin`] resolves runtime names from `[runtimes]` and probes them.
 //! * [`task`] creates bundles, starts `nook-shim` processes and talks to them.
 //! * [`client_task`] runs the tasks of containers a containerd client made, output to its FIFOs.
+//! * [`copy`] moves files into and out of a container's root as tar streams (`nook cp`).
 
 pub mod client_task;
 pub mod containers;
+pub mod copy;
+pub mod limits;
 pub mod plugin;
 pub mod restart;
 pub mod seccomp;

@@ -80,11 +80,13 @@ fn parse_one(s: &str) -> std::result::Result<Vec<Selector>, String> {
     };
     let mut sels = Vec::new();
     loop {
+        p.skip_spaces();
         let mut path = vec![p.field()?];
         while p.peek() == Some('.') {
             p.i += 1;
             path.push(p.field()?);
         }
+        p.skip_spaces();
         let op = if p.eat("==") {
             Op::Eq(p.value()?)
         } else if p.eat("!=") {
@@ -112,6 +114,11 @@ struct Parser {
 impl Parser {
     fn peek(&self) -> Option<char> {
         self.c.get(self.i).copied()
+    }
+    fn skip_spaces(&mut self) {
+        while self.peek().is_some_and(char::is_whitespace) {
+            self.i += 1;
+        }
     }
     fn eat(&mut self, t: &str) -> bool {
         let t: Vec<char> = t.chars().collect();
@@ -161,6 +168,12 @@ impl Parser {
         }
     }
     fn value(&mut self) -> std::result::Result<String, String> {
+        self.skip_spaces();
+        let v = self.value_raw()?;
+        self.skip_spaces();
+        Ok(v)
+    }
+    fn value_raw(&mut self) -> std::result::Result<String, String> {
         match self.peek() {
             Some(q @ ('"' | '/' | '|')) => self.quoted(q),
             _ => {
@@ -171,7 +184,11 @@ impl Parser {
                     }
                     self.i += 1;
                 }
-                Ok(self.c[start..self.i].iter().collect())
+                Ok(self.c[start..self.i]
+                    .iter()
+                    .collect::<String>()
+                    .trim_end()
+                    .to_string())
             }
         }
     }
@@ -219,6 +236,9 @@ mod tests {
         // a comma is AND, separate filters are OR
         assert!(!m(&["labels.c,labels.d"], &o));
         assert!(m(&["labels.d", "labels.c"], &o));
+        // ctr 2.x writes `a==x, b==y`
+        assert!(m(&["labels.c, name~=busybox"], &o));
+        assert!(m(&["labels.\"a.b\" == 1 , labels.c"], &o));
         assert!(Filters::parse(&["name==\"x".into()]).is_err());
         assert!(Filters::parse(&["==x".into()]).is_err());
     }

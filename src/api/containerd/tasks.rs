@@ -251,14 +251,18 @@ impl Tasks for Svc {
     async fn pause(&self, r: Request<cd::PauseTaskRequest>) -> Result<Response<()>, Status> {
         let ns = namespace(&r)?;
         let rec = find(&self.0, &ns, &r.into_inner().container_id)?;
-        containers(&self.0)?.pause_resume(&ns, &rec, true).await?;
+        containers(&self.0)?
+            .pause_resume(&self.0, &ns, &rec, true)
+            .await?;
         Ok(Response::new(()))
     }
 
     async fn resume(&self, r: Request<cd::ResumeTaskRequest>) -> Result<Response<()>, Status> {
         let ns = namespace(&r)?;
         let rec = find(&self.0, &ns, &r.into_inner().container_id)?;
-        containers(&self.0)?.pause_resume(&ns, &rec, false).await?;
+        containers(&self.0)?
+            .pause_resume(&self.0, &ns, &rec, false)
+            .await?;
         Ok(Response::new(()))
     }
 
