@@ -80,11 +80,10 @@ fn bind(address: &Path) -> Result<UnixListener> {
     }
     let _ = std::fs::remove_file(address);
     // umask makes the socket 0600 from birth, so there is no window where others may connect
-    // SAFETY: umask only changes this process's file creation mask.
-    let old = unsafe { libc::umask(0o177) };
+    use nix::sys::stat::{umask, Mode};
+    let old = umask(Mode::from_bits_truncate(0o177));
     let l = UnixListener::bind(address);
-    // SAFETY: restoring the previous mask.
-    unsafe { libc::umask(old) };
+    umask(old);
     let l = l.map_err(|e| Error::io(format!("binding the API socket {}", address.display()), e))?;
     std::fs::set_permissions(address, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| Error::io("chmod socket", e))?;

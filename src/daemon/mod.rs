@@ -17,6 +17,8 @@ use crate::error::{Error, Result};
 use crate::events::{Bus, Publisher};
 use crate::metadata::Store;
 use crate::plugins::{self, Registry};
+use crate::runtime::containers::{Deps, Manager};
+use crate::services;
 
 /// How long nookd's shutdown waits for open API streams (attach, logs -f) before closing them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -29,10 +31,10 @@ pub struct Daemon {
     /// Blobs by digest, shared by all namespaces.
     pub content: Arc<crate::content::ContentStore>,
     /// The snapshotters that work here, with the default chosen.
-    pub snapshotters: crate::snapshot::Snapshotters,
+    pub snapshotters: Arc<crate::snapshot::Snapshotters>,
     pub plugins: Registry,
     /// Garbage collection: lock, scheduler policy, counters.
-    pub gc: gc::GcState,
+    pub gc: Arc<gc::GcState>,
     pub started: Instant,
     /// The pause process holding the user, mount and containers' network namespaces.
     pub pause_pid: i32,
@@ -47,9 +49,16 @@ pub struct Daemon {
     pub bus: Arc<Bus>,
     /// The daemon's own publisher (namespaces, the API's container events).
     pub events: Publisher,
+    /// Garbage collection now and by the scheduler; disk use.
+    pub collector: Arc<services::Gc>,
+    /// Images: in-use, prune.
+    pub images: Arc<services::Images>,
+    /// Containers and tasks, or why they cannot run here (nook-shim missing): see
+    /// [`Daemon::containers`].
+    containers: std::result::Result<Arc<services::Containers>, String>,
     /// The cgroups delegated to the user, with nookd in its own (resource limits, stats,
     /// pause).
-    pub cgroups: crate::cgroup::Cgroups,
+    pub cgroups: Arc<crate::cgroup::Cgroups>,
 }
 
 /// Facts from bootstrap handed to [`run`].
@@ -64,6 +73,18 @@ pub struct Boot {
 }
 
 impl Daemon {
+    /// The containers' manager, or why there is none.
+    pub fn containers(&self) -> Result<&Arc<Manager>> {
+        self.container_service().map(|s| s.manager())
+    }
+
+    /// The containers and tasks service, or why there is none.
+    pub fn container_service(&self) -> Result<&Arc<services::Containers>> {
+        self.containers
+            .as_ref()
+            .map_err(|e| Error::Precondition(e.clone()))
+    }
+
     /// The path of the containers' network namespace.
     pub fn netns_path(&self) -> String {
         format!("/proc/{}/ns/net", self.pause_pid)
@@ -275,9 +296,10 @@ pub async fn start(config: Config, paths: Paths, boot: Boot) -> Result<Arc<Daemo
             crate::snapshot::Snapshotters::new(&root, store, &configured, events)
         })
         .await
-        .map_err(|e| Error::Internal(e.to_string()))??
+        .map_err(|e| Error::Internal(e.to_string()))
+        .and_then(|r| r.map(Arc::new))?
     };
-    let gc_state = gc::GcState::new(&config.gc);
+    let gc_state = Arc::new(gc::GcState::new(&config.gc));
     let network = Arc::new(crate::network::Manager::new(
         store.clone(),
         crate::network::manager::settings_for(
@@ -291,9 +313,48 @@ pub async fn start(config: Config, paths: Paths, boot: Boot) -> Result<Arc<Daemo
         ),
         events.clone(),
     ));
-    let cgroups =
-        crate::cgroup::Cgroups::setup(boot.host_uid, &paths.state, std::process::id() as i32);
+    let cgroups = Arc::new(crate::cgroup::Cgroups::setup(
+        boot.host_uid,
+        &paths.state,
+        std::process::id() as i32,
+    ));
     tracing::info!("cgroups: {}", cgroups.describe());
+    let containers = Manager::new(Deps {
+        config: config.clone(),
+        paths: paths.clone(),
+        store: store.clone(),
+        content: content.clone(),
+        snapshotters: snapshotters.clone(),
+        network: network.clone(),
+        gc: gc_state.clone(),
+        events: events.clone(),
+        cgroups: cgroups.clone(),
+    })
+    .map_err(|e| e.to_string());
+    let collector = Arc::new(services::Gc::new(
+        store.clone(),
+        content.clone(),
+        snapshotters.clone(),
+        paths.clone(),
+        gc_state.clone(),
+        Box::new(|took| metrics::global().gc_run(took)),
+    ));
+    let images = Arc::new(services::Images::new(
+        store.clone(),
+        content.clone(),
+        events.clone(),
+        collector.clone(),
+    ));
+    let containers = containers.map(|m| {
+        Arc::new(services::Containers::new(
+            m,
+            collector.clone(),
+            events.clone(),
+        ))
+    });
+    if let Err(e) = &containers {
+        tracing::error!("containers: {e}");
+    }
     let d = Arc::new(Daemon {
         config,
         paths,
@@ -310,6 +371,9 @@ pub async fn start(config: Config, paths: Paths, boot: Boot) -> Result<Arc<Daemo
         network,
         bus,
         events,
+        collector,
+        images,
+        containers,
         cgroups,
     });
     d.plugins.set(plugins::METADATA, "redb", Ok(()));

@@ -3,14 +3,11 @@
 //! output into the stdio FIFOs the client created (ctr makes them under /run/containerd/fifo,
 //! inside nookd's mount namespace when run through `nook-rootless-setuptool.sh nsenter`).
 
-use std::io::Write;
-use std::path::Path;
-use std::sync::Arc;
-
 use super::containers::{ContainerRecord, Manager};
-use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use crate::shim::Event;
+use std::io::Write;
+use std::path::Path;
 
 /// The client's stdio: FIFO paths (empty: none).
 #[derive(Debug, Clone, Default)]
@@ -51,7 +48,6 @@ impl Manager {
     /// going to the client's FIFOs; returns the init's pid.
     pub async fn create_client_task(
         &self,
-        d: &Arc<Daemon>,
         ns: &str,
         r: &ContainerRecord,
         io: ClientStdio,
@@ -60,7 +56,7 @@ impl Manager {
             tracing::debug!(container = %r.id, "the client's stdin FIFO is not read: nook's tasks made through containerd's API get no stdin");
         }
         let (out, err) = (open_fifo(&io.stdout)?, open_fifo(&io.stderr)?);
-        if !self.create_task(d, ns, r, false, true).await? {
+        if !self.create_task(ns, r, false, true).await? {
             return Err(Error::AlreadyExists(format!(
                 "task {} already exists",
                 r.id
@@ -75,9 +71,9 @@ impl Manager {
             let (mut out, mut err) = (out, err);
             while let Ok(Some(ev)) = events.next().await {
                 match ev {
-                    Event::Out { stream, data } => {
-                        let bytes = crate::shim::client::decode(&data);
-                        let slot = if stream == "stderr" && err.is_some() {
+                    Event::Out { stderr, data } => {
+                        let bytes = data.to_vec();
+                        let slot = if stderr && err.is_some() {
                             &mut err
                         } else {
                             &mut out

@@ -14,7 +14,7 @@ use super::server::containers_server::{Containers, ContainersServer};
 use super::{namespace, ts};
 use crate::daemon::Daemon;
 use crate::error::Error;
-use crate::runtime::containers::{manager, ClientRecord, ContainerRecord, Manager};
+use crate::runtime::containers::{ClientRecord, ContainerRecord, Manager};
 
 /// The type URL containerd's Go client gives an OCI runtime spec (its value is JSON).
 pub const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
@@ -72,14 +72,14 @@ pub fn to_cd(r: ContainerRecord) -> cd::Container {
 }
 
 /// The manager of nook's containers.
-pub fn containers(d: &Daemon) -> Result<&'static Manager, Status> {
-    Ok(manager(d)?)
+pub fn containers(d: &Daemon) -> Result<&Arc<Manager>, Status> {
+    Ok(d.containers()?)
 }
 
 /// A container by exact id (containerd's clients name containers by id).
 pub fn find(d: &Daemon, ns: &str, id: &str) -> Result<ContainerRecord, Status> {
     let m = containers(d)?;
-    let r = m.find(d, ns, id)?;
+    let r = m.find(ns, id)?;
     if r.id != id && r.name != id {
         return Err(
             Error::NotFound(format!("container {id:?} not found in namespace {ns:?}")).into(),
@@ -91,7 +91,7 @@ pub fn find(d: &Daemon, ns: &str, id: &str) -> Result<ContainerRecord, Status> {
 impl Svc {
     fn list_filtered(&self, ns: &str, filters: &[String]) -> Result<Vec<cd::Container>, Status> {
         let f = super::filters::Filters::parse(filters)?;
-        let v = containers(&self.0)?.records(&self.0, ns)?;
+        let v = containers(&self.0)?.records(ns)?;
         Ok(v.into_iter()
             .filter(|c| {
                 f.matches(|p| match p {
@@ -190,8 +190,7 @@ impl Containers for Svc {
         let d = self.0.clone();
         let rec = crate::api::blocking(move || {
             crate::metadata::namespaces::ensure(&d.store, &d.events, &ns)?;
-            manager(&d)?.create_from_client(
-                &d,
+            d.containers()?.create_from_client(
                 &ns,
                 &c.id,
                 &c.image,
@@ -234,7 +233,7 @@ impl Containers for Svc {
         let rec = find(&self.0, &ns, &c.id)?;
         let changes = super::label_changes(&rec.labels, &c.labels, r.update_mask.as_ref())?;
         let m = containers(&self.0)?;
-        m.update_record(&self.0, &ns, &rec.id, |x| {
+        m.update_record(&ns, &rec.id, |x| {
             for (k, v) in &changes {
                 if v.is_empty() {
                     x.labels.remove(k);
@@ -252,9 +251,7 @@ impl Containers for Svc {
     async fn delete(&self, r: Request<cd::DeleteContainerRequest>) -> Result<Response<()>, Status> {
         let ns = namespace(&r)?;
         let rec = find(&self.0, &ns, &r.into_inner().id)?;
-        containers(&self.0)?
-            .remove(&self.0, &ns, &rec, false)
-            .await?;
+        containers(&self.0)?.remove(&ns, &rec, false).await?;
         Ok(Response::new(()))
     }
 }

@@ -125,7 +125,7 @@ impl Tasks for Svc {
             terminal: r.terminal,
         };
         let pid = containers(&self.0)?
-            .create_client_task(&self.0, &ns, &rec, io)
+            .create_client_task(&ns, &rec, io)
             .await?;
         Ok(Response::new(cd::CreateTaskResponse {
             container_id: rec.id,
@@ -142,8 +142,8 @@ impl Tasks for Svc {
         no_exec(&r.exec_id)?;
         let rec = find(&self.0, &ns, &r.container_id)?;
         let m = containers(&self.0)?;
-        m.user_started(&self.0, &ns, &rec)?;
-        m.start(&self.0, &ns, &rec).await?;
+        m.user_started(&ns, &rec)?;
+        m.start(&ns, &rec).await?;
         let pid = m
             .status(&ns, rec)
             .await
@@ -160,7 +160,7 @@ impl Tasks for Svc {
         let ns = namespace(&r)?;
         let id = r.into_inner().container_id;
         let rec = find(&self.0, &ns, &id)?;
-        let e = containers(&self.0)?.delete_task(&self.0, &ns, &rec).await?;
+        let e = containers(&self.0)?.delete_task(&ns, &rec).await?;
         Ok(Response::new(cd::DeleteResponse {
             id,
             pid: e.pid.max(0) as u32,
@@ -194,7 +194,7 @@ impl Tasks for Svc {
         let ns = namespace(&r)?;
         let m = containers(&self.0)?;
         let mut tasks = Vec::new();
-        for rec in m.records(&self.0, &ns)? {
+        for rec in m.records(&ns)? {
             if let Some(p) = process(&m.status(&ns, rec).await) {
                 tasks.push(p);
             }
@@ -208,7 +208,9 @@ impl Tasks for Svc {
         let rec = find(&self.0, &ns, &r.container_id)?;
         let m = containers(&self.0)?;
         if r.exec_id.is_empty() {
-            m.kill_by_user(&self.0, &ns, &rec, r.signal as i32, r.all)
+            self.0
+                .container_service()?
+                .kill(&ns, &rec, r.signal as i32, r.all)
                 .await?;
         } else {
             m.tasks
@@ -251,18 +253,14 @@ impl Tasks for Svc {
     async fn pause(&self, r: Request<cd::PauseTaskRequest>) -> Result<Response<()>, Status> {
         let ns = namespace(&r)?;
         let rec = find(&self.0, &ns, &r.into_inner().container_id)?;
-        containers(&self.0)?
-            .pause_resume(&self.0, &ns, &rec, true)
-            .await?;
+        self.0.container_service()?.pause(&ns, &rec, true).await?;
         Ok(Response::new(()))
     }
 
     async fn resume(&self, r: Request<cd::ResumeTaskRequest>) -> Result<Response<()>, Status> {
         let ns = namespace(&r)?;
         let rec = find(&self.0, &ns, &r.into_inner().container_id)?;
-        containers(&self.0)?
-            .pause_resume(&self.0, &ns, &rec, false)
-            .await?;
+        self.0.container_service()?.pause(&ns, &rec, false).await?;
         Ok(Response::new(()))
     }
 
