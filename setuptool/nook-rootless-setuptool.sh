@@ -6,6 +6,7 @@
 #   nook-rootless-setuptool.sh check                 one line per prerequisite, exit 1 on a must-have
 #   nook-rootless-setuptool.sh install               check, write and start nook.service
 #   nook-rootless-setuptool.sh uninstall [--purge]   stop and remove the unit (--purge: and all data)
+#   nook-rootless-setuptool.sh nsenter -- CMD...     run CMD in nookd's user and mount namespaces
 #   nook-rootless-setuptool.sh delegate USER         (as root) delegate cgroup controllers to USER
 set -euo pipefail
 
@@ -32,6 +33,9 @@ Commands:
   uninstall --purge  Also stop every process in nook's namespaces (containers, shims,
                      the pause process, the network link) and delete the root directory
                      (images, snapshots, containers), the state directory and the config.
+  nsenter -- CMD...  Run CMD inside the running nookd's user and mount namespaces, with
+                     CONTAINERD_ADDRESS set to nook's socket: containerd's clients that mount
+                     snapshots themselves work there (e.g. \`nsenter -- ctr images ls\`).
   delegate USER      As root, once: delegate cgroup controllers to USER so that container
                      resource limits (--memory, --cpus, --pids-limit, ...), stats and pause
                      work. cgroup v2 with systemd: a user@.service drop-in with
@@ -43,6 +47,8 @@ Commands:
 Options:
   --nookd PATH       The nookd binary (default: nookd in PATH or ~/.local/bin).
   --force            install: go on even if check fails.
+  --address PATH     nsenter: nookd's socket (default: \$NOOK_ADDRESS, else the configured
+                     or default socket).
   -h, --help         Show this help.
 
 Environment:
@@ -106,6 +112,7 @@ UNIT_DIR=$CONFIG_HOME/systemd/user
 UNIT_FILE=$UNIT_DIR/$UNIT_NAME
 LOG_FILE=$STATE_HOME/nook/nookd.log
 NOOKD_OPT=""
+ADDRESS_OPT=""
 FORCE=0
 
 # A top-level string key (root, state, address) of config.toml, or nothing.
@@ -861,6 +868,22 @@ cmd_delegate() {
 # ---------------------------------------------------------------------------------------------
 # main
 
+# nsenter: runs "$@" inside the running nookd's user and mount namespaces (those of its pause
+# process, found through `nook info`), with CONTAINERD_ADDRESS pointing at nook's socket.
+cmd_nsenter() {
+	[ $# -gt 0 ] || die "nsenter needs a command: $PROG nsenter -- CMD..."
+	local addr nook pid
+	addr=${ADDRESS_OPT:-${NOOK_ADDRESS:-$(nook_address)}}
+	nook=$(find_nook "$(find_nookd || printf '%s\n' /nonexistent/nookd)") ||
+		die "the nook CLI is not in PATH or ~/.local/bin"
+	pid=$("$nook" --address "$addr" info --format json 2>/dev/null |
+		sed -n 's/.*"pause_pid": *"\{0,1\}\([0-9][0-9]*\).*/\1/p' | head -n 1)
+	[ -n "$pid" ] || die "no nookd answers at $addr: start it (\`$PROG install\` or \`nookd\`), or give --address"
+	command -v nsenter >/dev/null 2>&1 || die "nsenter is missing: install util-linux"
+	export CONTAINERD_ADDRESS=$addr NOOK_ADDRESS=$addr
+	exec nsenter --preserve-credentials -U -m -t "$pid" -- "$@"
+}
+
 main() {
 	local cmd="" purge=0 target="" boot_unit=1
 	while [ $# -gt 0 ]; do
@@ -877,6 +900,18 @@ main() {
 		--nookd=*) NOOKD_OPT=${1#--nookd=} ;;
 		--force) FORCE=1 ;;
 		--purge) purge=1 ;;
+		--address)
+			[ $# -ge 2 ] || die "--address needs a path"
+			ADDRESS_OPT=$2
+			shift
+			;;
+		--address=*) ADDRESS_OPT=${1#--address=} ;;
+		nsenter)
+			[ -z "$cmd" ] || die "one command at a time (got $cmd and $1); see --help"
+			shift
+			[ "${1:-}" != -- ] || shift
+			cmd_nsenter "$@"
+			;;
 		--no-boot-unit) boot_unit=0 ;;
 		check | install | uninstall | delegate)
 			[ -z "$cmd" ] || die "one command at a time (got $cmd and $1); see --help"

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::metadata::{validate_name, Store, LEASES};
+use crate::metadata::{Store, LEASES};
 
 /// The containerd label that sets a lease's expiry (RFC 3339).
 pub const EXPIRE_LABEL: &str = "containerd.io/gc.expire";
@@ -56,6 +56,17 @@ fn check_kind(kind: &str) -> Result<()> {
     }
 }
 
+/// Checks a lease id: 1..256 printable ASCII characters without spaces or '/'. Wider than
+/// nook's names because containerd's Go client makes ids like `150454214-AbC_x-=`.
+fn validate_id(id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > 256 || !id.bytes().all(|b| b.is_ascii_graphic() && b != b'/') {
+        return Err(Error::InvalidArgument(format!(
+            "invalid lease id {id:?}: use 1 to 256 printable characters without spaces or '/'"
+        )));
+    }
+    Ok(())
+}
+
 /// Creates a lease. `id` empty → a generated one. `expire` in seconds, 0 = never.
 pub fn create(
     store: &Store,
@@ -67,7 +78,7 @@ pub fn create(
     let id = if id.is_empty() {
         format!("lease-{}", hex::encode(rand::random::<[u8; 8]>()))
     } else {
-        validate_name("lease", id, 128)?;
+        validate_id(id)?;
         id.to_string()
     };
     let now = chrono::Utc::now();
@@ -131,6 +142,24 @@ pub fn add_resource(store: &Store, ns: &str, id: &str, r: Resource) -> Result<()
         if !l.resources.contains(&r) {
             l.resources.push(r);
         }
+        tx.put(LEASES, ns, id, &l)
+    })
+}
+
+/// Reads one lease.
+pub fn get(store: &Store, ns: &str, id: &str) -> Result<Lease> {
+    store
+        .get::<Lease>(LEASES, ns, id)?
+        .ok_or_else(|| Error::NotFound(format!("lease {id:?} not found in namespace {ns:?}")))
+}
+
+/// Removes a resource from a lease (absent: nothing to do).
+pub fn delete_resource(store: &Store, ns: &str, id: &str, r: &Resource) -> Result<()> {
+    store.write(|tx| {
+        let mut l: Lease = tx.get(LEASES, ns, id)?.ok_or_else(|| {
+            Error::NotFound(format!("lease {id:?} not found in namespace {ns:?}"))
+        })?;
+        l.resources.retain(|x| x != r);
         tx.put(LEASES, ns, id, &l)
     })
 }

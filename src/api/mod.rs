@@ -1,6 +1,7 @@
 //! The gRPC façade: thin services that translate requests into calls on the subsystems.
 //! Each subsystem's service lives in its own file and is added to [`router`].
 
+pub mod containerd;
 pub mod containers;
 pub mod content;
 mod cri;
@@ -51,7 +52,7 @@ pub type ApiLayers =
 
 /// Builds the server with every service.
 pub fn router(d: Arc<Daemon>) -> Router<ApiLayers> {
-    tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .layer(crate::daemon::metrics::ApiLayer::global())
         .add_service(spine::version(d.clone()))
         .add_service(spine::namespaces(d.clone()))
@@ -66,7 +67,8 @@ pub fn router(d: Arc<Daemon>) -> Router<ApiLayers> {
         .add_service(containers::service(d.clone()))
         .add_service(events::service(d.clone()))
         .add_service(cri::runtime_service(d.clone()))
-        .add_service(cri::image_service(d.clone()))
+        .add_service(cri::image_service(d.clone()));
+    containerd::add(router, d)
 }
 
 /// A service that could not start is left out, with its error in the log.

@@ -163,10 +163,18 @@ fn create_pause(pre: &Preflight) -> Result<i32> {
             let _ = p2c_w.write_all(b"M");
             let mut rest = String::new();
             let _ = c2p_r.read_to_string(&mut rest);
-            if rest != "R" {
+            // warnings (lines starting with W) come before the final R or E<error>
+            let (notes, end) = match rest.rfind('\n') {
+                Some(i) => rest.split_at(i + 1),
+                None => ("", rest.as_str()),
+            };
+            for w in notes.lines().filter_map(|l| l.strip_prefix('W')) {
+                tracing::warn!("{w}");
+            }
+            if end != "R" {
                 return Err(fail(format!(
                     "setting up nook's namespaces failed: {}",
-                    rest.trim_start_matches('E').trim()
+                    end.trim_start_matches('E').trim()
                 )));
             }
             Ok(child.as_raw())
@@ -212,7 +220,7 @@ fn pause_child(mut to_parent: File, mut from_parent: File) -> i32 {
     if from_parent.read_exact(&mut b).is_err() || b[0] != b'M' {
         return 1;
     }
-    let setup = || -> std::result::Result<(), String> {
+    let mut setup = || -> std::result::Result<(), String> {
         nix::unistd::setgroups(&[]).ok();
         nix::unistd::setresgid(0.into(), 0.into(), 0.into())
             .map_err(|e| format!("setresgid: {e}"))?;
@@ -228,6 +236,11 @@ fn pause_child(mut to_parent: File, mut from_parent: File) -> i32 {
             None::<&str>,
         )
         .map_err(|e| format!("making / private: {e}"))?;
+        // a writable /run, as rootlesskit's copy-up gives: containerd's clients run here (see
+        // `nook-rootless-setuptool.sh nsenter`) make their FIFOs under /run/containerd
+        if let Err(e) = copy_up_run() {
+            let _ = writeln!(to_parent, "W/run stays read-only in nookd's namespace: {e}");
+        }
         crate::network::loopback_up().map_err(|e| format!("bringing up lo: {e}"))?;
         Ok(())
     };
@@ -252,6 +265,67 @@ fn pause_child(mut to_parent: File, mut from_parent: File) -> i32 {
     loop {
         nix::unistd::pause();
     }
+}
+
+/// Makes /run writable inside the new mount namespace without hiding anything: a tmpfs
+/// holding a bind of every directory and file of the old /run (symlinks copied) is moved onto
+/// /run. Runs in the single-threaded pause child, as root of the new user namespace.
+fn copy_up_run() -> std::result::Result<(), String> {
+    use nix::mount::{mount, MsFlags};
+    let stage = std::path::PathBuf::from(format!("/tmp/.nook-run-{}", std::process::id()));
+    std::fs::create_dir(&stage).map_err(|e| format!("mkdir {}: {e}", stage.display()))?;
+    let res = (|| {
+        mount(
+            Some("tmpfs"),
+            &stage,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=755"),
+        )
+        .map_err(|e| format!("tmpfs: {e}"))?;
+        for e in std::fs::read_dir("/run").map_err(|e| format!("reading /run: {e}"))? {
+            let e = e.map_err(|e| format!("reading /run: {e}"))?;
+            let (from, to) = (e.path(), stage.join(e.file_name()));
+            let ft = e
+                .file_type()
+                .map_err(|e| format!("{}: {e}", from.display()))?;
+            if ft.is_symlink() {
+                if let Ok(t) = std::fs::read_link(&from) {
+                    let _ = std::os::unix::fs::symlink(t, &to);
+                }
+                continue;
+            }
+            let made = if ft.is_dir() {
+                std::fs::create_dir(&to)
+            } else {
+                std::fs::File::create(&to).map(|_| ())
+            };
+            if made.is_err() {
+                continue;
+            }
+            // an entry that cannot be bound (gone meanwhile) is left out, not fatal
+            let _ = mount(
+                Some(&from),
+                &to,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            );
+        }
+        mount(
+            Some(&stage),
+            "/run",
+            None::<&str>,
+            MsFlags::MS_MOVE,
+            None::<&str>,
+        )
+        .map_err(|e| format!("moving the tmpfs onto /run: {e}"))
+    })();
+    if res.is_err() {
+        let _ = nix::mount::umount2(&stage, nix::mount::MntFlags::MNT_DETACH);
+    }
+    let _ = std::fs::remove_dir(&stage);
+    res
 }
 
 /// Closes every descriptor >= `from` (used after fork, before living on).

@@ -159,6 +159,46 @@ pub fn put(
     Ok(rec)
 }
 
+/// Changes an existing image: a new `target` if given, and label changes (an empty value
+/// removes a label). NotFound when there is no such image.
+pub fn update(
+    meta: &Store,
+    events: &Publisher,
+    ns: &str,
+    name: &str,
+    target: Option<Descriptor>,
+    label_changes: BTreeMap<String, String>,
+) -> Result<ImageRecord> {
+    let key = normalize_name(name)?;
+    let rec = meta.write(|tx| {
+        let mut r = tx.get::<ImageRecord>(IMAGES, ns, &key)?.ok_or_else(|| {
+            Error::NotFound(format!("image {name:?} not found in namespace {ns:?}"))
+        })?;
+        if let Some(t) = target {
+            r.target = t;
+        }
+        for (k, v) in label_changes {
+            if v.is_empty() {
+                r.labels.remove(&k);
+            } else {
+                r.labels.insert(k, v);
+            }
+        }
+        r.updated_at = chrono::Utc::now().timestamp();
+        tx.put(IMAGES, ns, &key, &r)?;
+        Ok(r)
+    })?;
+    events.publish(
+        ns,
+        "/images/update",
+        &[
+            ("name", rec.name.clone()),
+            ("digest", rec.target.digest.to_string()),
+        ],
+    );
+    Ok(rec)
+}
+
 /// Removes an image record (the blobs stay until garbage collection).
 pub fn delete(meta: &Store, events: &Publisher, ns: &str, name: &str) -> Result<ImageRecord> {
     let key = normalize_name(name)?;

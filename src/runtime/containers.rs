@@ -65,6 +65,22 @@ pub struct ContainerRecord {
     /// The kernel's OOM killer killed in it during its last run.
     #[serde(default)]
     pub oom_killed: bool,
+    /// What a containerd client gave when it made the container (containerd's API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<ClientRecord>,
+}
+
+/// What a containerd client gave at creation, kept as given: its runtime name and options,
+/// and its extensions (each a type URL and bytes). Such a container runs the client's spec
+/// (adapted to what rootless nook can do, see [`adapt_client_spec`]) and keeps its snapshot
+/// when removed (the client removes it, as with containerd).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ClientRecord {
+    pub runtime: String,
+    #[serde(default)]
+    pub runtime_options: Option<(String, Vec<u8>)>,
+    #[serde(default)]
+    pub extensions: BTreeMap<String, (String, Vec<u8>)>,
 }
 
 impl ContainerRecord {
@@ -520,6 +536,7 @@ impl Manager {
             restart_count: 0,
             stopped_by_user: false,
             has_been_started: false,
+            client: None,
             limits: o.limits.clone(),
             oom_killed: false,
         };
@@ -554,6 +571,87 @@ impl Manager {
                 ("runtime", rec.runtime.clone()),
             ],
         );
+        Ok(rec)
+    }
+
+    /// Records a container a containerd client made: its id, image, snapshot (which the
+    /// client prepared) and OCI spec, kept as given. The task is made later from that spec.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_from_client(
+        &self,
+        ns: &str,
+        id: &str,
+        image: &str,
+        snapshotter: &str,
+        snapshot_key: &str,
+        spec: serde_json::Value,
+        labels: BTreeMap<String, String>,
+        client: ClientRecord,
+    ) -> Result<ContainerRecord> {
+        let d = &self.deps;
+        validate_name(id)?;
+        let rt = plugin::resolve(&d.config, None)?;
+        let sn = d.snapshotters.get(Some(snapshotter))?;
+        let snapshotter = crate::snapshot::Snapshotter::name(sn.as_ref()).to_string();
+        let image_digest = crate::image::get(&d.store, ns, image)
+            .map(|i| i.target.digest.to_string())
+            .unwrap_or_default();
+        let rec = ContainerRecord {
+            id: id.to_string(),
+            name: id.to_string(),
+            image: image.to_string(),
+            image_digest,
+            snapshotter,
+            snapshot_key: snapshot_key.to_string(),
+            runtime: rt.name.clone(),
+            tty: spec["process"]["terminal"].as_bool().unwrap_or(false),
+            stdin: false,
+            spec,
+            labels,
+            created_at: now(),
+            auto_remove: false,
+            restart_policy: RestartPolicy::default(),
+            restart_count: 0,
+            stopped_by_user: false,
+            has_been_started: false,
+            limits: Default::default(),
+            oom_killed: false,
+            client: Some(client),
+        };
+        d.store.write(|tx| {
+            for (_, r) in tx_list(tx, ns)? {
+                if r.name == rec.id || r.id == rec.id {
+                    return Err(Error::AlreadyExists(format!(
+                        "container {:?} already exists",
+                        rec.id
+                    )));
+                }
+            }
+            tx.put(CONTAINERS, ns, &rec.id, &rec)
+        })?;
+        d.gc.mutated(false);
+        self.events.publish(
+            ns,
+            "/containers/create",
+            &[
+                ("id", rec.id.clone()),
+                ("name", rec.name.clone()),
+                ("image", rec.image.clone()),
+                ("runtime", rec.runtime.clone()),
+            ],
+        );
+        // what of the client's spec rootless nook cannot do is said, not silently dropped
+        let notes = adapt_client_spec(&mut rec.spec.clone());
+        if !notes.is_empty() {
+            for n in &notes {
+                tracing::warn!(container = %rec.id, "the client's spec asks for {n}");
+            }
+            self.events.publish(
+                ns,
+                "/containers/adapted",
+                &[("id", rec.id.clone()), ("changes", notes.join("; "))],
+            );
+        }
         Ok(rec)
     }
 
@@ -1066,6 +1164,81 @@ impl Manager {
         self.tasks.client(ns, &r.id).kill(signal, all, None).await
     }
 
+    /// Deletes a stopped task and keeps its container (containerd's task delete): the runtime's
+    /// state and the shim go, and with them the recorded exit, which is returned and published
+    /// as `/tasks/delete`. The container is `created` again; starting it makes a new task.
+    pub async fn delete_task(
+        &self,
+        ns: &str,
+        r: &ContainerRecord,
+    ) -> Result<crate::shim::ExitInfo> {
+        let d = &self.deps;
+        let (key, lock) = self.op_lock(ns, &r.id);
+        let res = async {
+            let _held = lock.lock().await;
+            let st = self.status(ns, r.clone()).await;
+            let t = st
+                .task
+                .clone()
+                .ok_or_else(|| Error::NotFound(format!("container {} has no task", r.name)))?;
+            if t.status != crate::shim::TaskStatus::Stopped {
+                return Err(Error::Precondition(format!(
+                    "the task of {} is {}: kill it before deleting it",
+                    r.name, t.status
+                )));
+            }
+            let c = self.tasks.client(ns, &r.id);
+            let exit =
+                t.exit
+                    .clone()
+                    .or_else(|| c.recorded_exit())
+                    .unwrap_or(crate::shim::ExitInfo {
+                        pid: t.pid,
+                        exit_code: 255,
+                        exited_at: crate::shim::now_rfc3339(),
+                    });
+            self.report_exit(ns, r, &exit);
+            if c.delete(true).await.is_err() {
+                let rt = plugin::resolve(&d.config, Some(&r.runtime))?;
+                self.tasks.runtime_delete(&rt, &r.id).await?;
+                let _ = c.shutdown().await;
+            }
+            // the shim answers until it has quit; then only the exit record tells of the task
+            for _ in 0..100 {
+                if c.state().await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // the rootfs is mounted again when a task is made again
+            let rootfs = self.rootfs(ns, &r.id);
+            if is_mountpoint(&rootfs) {
+                crate::snapshot::mount::unmount(&rootfs)?;
+            }
+            let exit_file = c.bundle().join(crate::shim::files::EXIT);
+            match std::fs::remove_file(&exit_file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(format!("removing {}", exit_file.display()), e))
+                }
+                _ => {}
+            }
+            self.events.publish(
+                ns,
+                "/tasks/delete",
+                &[
+                    ("id", r.id.clone()),
+                    ("name", r.name.clone()),
+                    ("pid", exit.pid.to_string()),
+                    ("exit_code", exit.exit_code.to_string()),
+                ],
+            );
+            Ok(exit)
+        }
+        .await;
+        self.op_unlock(&key, lock);
+        res
+    }
+
     /// SIGTERM (or `signal`), then SIGKILL after `timeout`.
     pub async fn stop(
         &self,
@@ -1256,7 +1429,13 @@ impl Manager {
             "/containers/delete",
             &[("id", r.id.clone()), ("name", r.name.clone())],
         );
-        if let Ok(sn) = d.snapshotters.get(Some(&r.snapshotter)) {
+        // a containerd client's snapshot is the client's to remove (containerd's semantics)
+        let sn = d
+            .snapshotters
+            .get(Some(&r.snapshotter))
+            .ok()
+            .filter(|_| r.client.is_none());
+        if let Some(sn) = sn {
             let (ns2, key) = (ns.to_string(), r.snapshot_key.clone());
             // a writable layer may hold many files: its remove_dir_all takes seconds
             match blocking(move || crate::snapshot::Snapshotter::remove(sn.as_ref(), &ns2, &key))
@@ -1421,6 +1600,10 @@ impl Manager {
 /// (see [`super::seccomp_bpf`]), and a hook that removes the `/dev/core` link it makes.
 pub(crate) fn runtime_spec(d: &Deps, r: &ContainerRecord) -> Result<oci_spec::runtime::Spec> {
     let mut v = r.spec.clone();
+    if r.client.is_some() {
+        // said at creation (log and /containers/adapted)
+        adapt_client_spec(&mut v);
+    }
     super::limits::runtime_spec(d, r, &mut v)?;
     let crun =
         plugin::resolve(&d.config, Some(&r.runtime)).is_ok_and(|rt| plugin::is_crun(&rt.path));
@@ -1435,6 +1618,51 @@ pub(crate) fn runtime_spec(d: &Deps, r: &ContainerRecord) -> Result<oci_spec::ru
         );
     }
     Ok(serde_json::from_value(v)?)
+}
+
+/// Adapts a containerd client's spec to what rootless nook can do, returning what was
+/// changed (said in the log and a `/containers/adapted` event): its cgroupsPath (ctr asks for
+/// `/default/ID`, which a rootless runtime cannot make; nook places the container in its own
+/// delegated cgroup when there is one) and its device rules and resource limits (not applied:
+/// nook's limits come from its own `--memory`, `--cpus`, ... and `nook update`).
+pub fn adapt_client_spec(spec: &mut serde_json::Value) -> Vec<String> {
+    let mut notes = Vec::new();
+    // Debian's crun knows only 1.0.x specs (containerd 2.x's ctr writes 1.2.x); the fields
+    // the later versions added are optional, so the spec is given as 1.0.2, as nook's own
+    if let Some(v) = spec.get("ociVersion").and_then(|v| v.as_str()) {
+        if !v.starts_with("1.0") {
+            notes.push(format!(
+                "ociVersion {v}: given to the runtime as 1.0.2 (the version nook's runtimes read)"
+            ));
+            spec["ociVersion"] = serde_json::json!("1.0.2");
+        }
+    }
+    let Some(linux) = spec.get_mut("linux").and_then(|l| l.as_object_mut()) else {
+        return notes;
+    };
+    if let Some(p) = linux.remove("cgroupsPath") {
+        notes.push(format!(
+            "cgroupsPath {p}: not made rootless; the container goes where nook puts its own"
+        ));
+    }
+    if let Some(res) = linux.remove("resources") {
+        let limits: Vec<&str> = res
+            .as_object()
+            .map(|o| {
+                o.keys()
+                    .map(String::as_str)
+                    .filter(|k| *k != "devices")
+                    .collect()
+            })
+            .unwrap_or_default();
+        notes.push(if limits.is_empty() {
+            "device cgroup rules: not applied rootless (devices come from the spec's list)"
+                .to_string()
+        } else {
+            format!("resources {limits:?}: not applied (set limits with `nook update`)")
+        });
+    }
+    notes
 }
 
 /// crun's read-only bind of /sys/fs/cgroup (a readonlyPath) leaves the v1 hierarchies mounted
@@ -1653,6 +1881,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_clients_spec_is_adapted_and_said() {
+        let mut spec = serde_json::json!({
+            "process": {"args": ["true"]},
+            "linux": {
+                "cgroupsPath": "/default/c1",
+                "resources": {"devices": [{"allow": false, "access": "rwm"}]},
+                "namespaces": [{"type": "pid"}],
+            },
+        });
+        let notes = adapt_client_spec(&mut spec);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[0].contains("/default/c1"));
+        assert!(notes[1].contains("device"));
+        assert!(spec["linux"].get("cgroupsPath").is_none());
+        assert!(spec["linux"].get("resources").is_none());
+        assert_eq!(spec["linux"]["namespaces"][0]["type"], "pid");
+        let mut newer = serde_json::json!({"ociVersion": "1.2.1"});
+        assert!(adapt_client_spec(&mut newer)[0].contains("1.2.1"));
+        assert_eq!(newer["ociVersion"], "1.0.2");
+        let mut limited = serde_json::json!({"linux": {"resources": {"memory": {"limit": 1}}}});
+        assert!(adapt_client_spec(&mut limited)[0].contains("memory"));
+        assert!(adapt_client_spec(&mut serde_json::json!({})).is_empty());
+    }
+
+    #[test]
     fn crun_gets_each_hierarchy_read_only() {
         let mut v =
             serde_json::json!({"linux": {"readonlyPaths": ["/proc/sys", "/sys/fs/cgroup"]}});
@@ -1712,6 +1965,7 @@ mod tests {
             restart_count: 0,
             stopped_by_user: false,
             has_been_started: false,
+            client: None,
             limits: Default::default(),
             oom_killed: false,
         };

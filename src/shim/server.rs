@@ -516,10 +516,20 @@ async fn handle(shim: Arc<Shim>, conn: UnixStream) {
     let err = |m: String| Response::Error { message: m };
     let resp = match req {
         Request::State => Response::State(shim.state()),
-        Request::Start => match shim.start().await {
-            Ok(()) => Response::Ok,
-            Err(e) => err(e),
-        },
+        Request::Start => {
+            // a process that exits at once (`true`) may be reaped and drained before start's
+            // answer is sent: the answer holds the shim up like a stream does, or the shim
+            // could quit with the caller still waiting for it
+            shim.active.fetch_add(1, Ordering::SeqCst);
+            let resp = match shim.start().await {
+                Ok(()) => Response::Ok,
+                Err(e) => err(e),
+            };
+            let _ = send(&mut w, &resp).await;
+            shim.active.fetch_sub(1, Ordering::SeqCst);
+            shim.maybe_quit();
+            return;
+        }
         Request::Kill {
             signal,
             all,
