@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::image::archive::{self, ImportOptions};
 use crate::image::auth::{self, AuthSources, Credentials};
 use crate::image::manifest::{self, Parsed, PlatformSelector};
-use crate::image::pull::{Progress, PullOptions, PullResult, Puller};
+use crate::image::pull::{Progress, PullOptions, PullResult};
 use crate::image::push::{PushResult, Pusher};
 use crate::image::registry::Registry;
 use crate::image::{self, ImageRecord, Reference};
@@ -165,46 +165,6 @@ impl Write for ChannelWriter {
     }
 }
 
-/// Unpacks freshly pulled or imported images into the default snapshotter (when
-/// `[images] unpack` is on), so `nook run` finds them ready.
-async fn unpack_new(
-    d: &Arc<Daemon>,
-    ns: &str,
-    names: Vec<String>,
-    platform: PlatformSelector,
-) -> Result<()> {
-    if !d.config.images.unpack {
-        return Ok(());
-    }
-    let (d, ns) = (d.clone(), ns.to_string());
-    tokio::task::spawn_blocking(move || {
-        for name in names {
-            let t0 = std::time::Instant::now();
-            let u = crate::image::unpack::unpack_image(
-                &d.content,
-                &d.store,
-                &d.snapshotters,
-                &ns,
-                &name,
-                None,
-                &platform,
-            )?;
-            tracing::info!(
-                image = %name,
-                snapshotter = %u.snapshotter,
-                applied = u.applied,
-                reused = u.reused,
-                bytes = u.bytes,
-                ms = t0.elapsed().as_millis() as u64,
-                "unpacked"
-            );
-        }
-        Ok(())
-    })
-    .await
-    .map_err(|e| Error::Internal(format!("unpack panicked: {e}")))?
-}
-
 impl Svc {
     async fn check_ns(&self, ns: &str) -> std::result::Result<(), Status> {
         let d = self.d.clone();
@@ -281,42 +241,7 @@ impl pb::images_server::Images for Svc {
             let progress = move |p: Progress| {
                 let _ = ptx.try_send(Ok(progress_pb(p)));
             };
-            let puller = Puller {
-                cs: &cs,
-                meta: &d.store,
-                events: &d.events,
-                ns: &ns,
-                registry: &reg,
-            };
-            let existed = Reference::parse(&req.reference)
-                .map(|r| crate::image::get(&d.store, &ns, &r.to_string()).is_ok())
-                .unwrap_or(true);
-            let mut res = puller.pull(&req.reference, &opts, &progress).await;
-            if let Ok(r) = &res {
-                d.mutated(false);
-                // the platform pulled (all platforms: this machine's)
-                let platform = match &opts.platforms {
-                    PlatformSelector::All => PlatformSelector::default(),
-                    one => one.clone(),
-                };
-                let _gc = d.gc.lock.read().await;
-                if let Err(e) = unpack_new(&d, &ns, vec![r.image.name.clone()], platform).await {
-                    // An image this pull added but could not unpack goes again, so a failed
-                    // pull leaves no image behind (its blobs stay for a retry, or for `nook gc`).
-                    if !existed {
-                        let _ = crate::image::delete(&d.store, &d.events, &ns, &r.image.name);
-                    }
-                    res = Err(if e.is_no_space() {
-                        Error::NoSpace(format!("unpacking {}: {e}", r.image.name))
-                    } else {
-                        Error::Internal(format!(
-                            "pulled {}, but unpacking it failed: {e}",
-                            r.image.name
-                        ))
-                    });
-                }
-            }
-            crate::daemon::metrics::global().pull(res.is_ok());
+            let res = crate::daemon::pull::pull(&d, &cs, &reg, &ns, &req.reference, &opts, &progress).await;
             let msg = match res {
                 Ok(r) => {
                     tracing::info!(image = %r.image.name, digest = %r.image.target.digest, bytes = r.downloaded, "pulled");
@@ -537,7 +462,7 @@ impl pb::images_server::Images for Svc {
             recs.iter().find(|r| &r.name == a).map(|r| &r.target)
                 == recs.iter().find(|r| &r.name == b).map(|r| &r.target)
         });
-        match unpack_new(&self.d, &ns, names, PlatformSelector::default()).await {
+        match crate::daemon::pull::unpack_new(&self.d, &ns, names, PlatformSelector::default()).await {
             // an image for another platform imports fine; it just is not unpacked here
             Err(Error::NotFound(m)) => tracing::warn!("import: not unpacked: {m}"),
             r => r?,

@@ -4,6 +4,7 @@
 pub mod gc;
 pub mod init;
 pub mod metrics;
+pub mod pull;
 pub mod recover;
 pub mod sysinfo;
 
@@ -358,4 +359,27 @@ pub async fn stop(d: &Arc<Daemon>) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Binds an API socket (nook's, the Docker API's): `<dir>` 0700, socket 0600. A stale socket is removed (we hold the lock).
+pub fn bind_socket(address: &Path) -> Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if let Some(dir) = address.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    }
+    let _ = std::fs::remove_file(address);
+    // umask makes the socket 0600 from birth, so there is no window where others may connect
+    // SAFETY: umask only changes this process's file creation mask.
+    let old = unsafe { libc::umask(0o177) };
+    let l = tokio::net::UnixListener::bind(address);
+    // SAFETY: restoring the previous mask.
+    unsafe { libc::umask(old) };
+    let l = l.map_err(|e| Error::io(format!("binding the API socket {}", address.display()), e))?;
+    std::fs::set_permissions(address, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::io("chmod socket", e))?;
+    Ok(l)
 }
