@@ -241,7 +241,9 @@ impl pb::images_server::Images for Svc {
             let progress = move |p: Progress| {
                 let _ = ptx.try_send(Ok(progress_pb(p)));
             };
-            let res = crate::daemon::pull::pull(&d, &cs, &reg, &ns, &req.reference, &opts, &progress).await;
+            let res =
+                crate::daemon::pull::pull(&d, &cs, &reg, &ns, &req.reference, &opts, &progress)
+                    .await;
             let msg = match res {
                 Ok(r) => {
                     tracing::info!(image = %r.image.name, digest = %r.image.target.digest, bytes = r.downloaded, "pulled");
@@ -462,7 +464,9 @@ impl pb::images_server::Images for Svc {
             recs.iter().find(|r| &r.name == a).map(|r| &r.target)
                 == recs.iter().find(|r| &r.name == b).map(|r| &r.target)
         });
-        match crate::daemon::pull::unpack_new(&self.d, &ns, names, PlatformSelector::default()).await {
+        match crate::daemon::pull::unpack_new(&self.d, &ns, names, PlatformSelector::default())
+            .await
+        {
             // an image for another platform imports fine; it just is not unpacked here
             Err(Error::NotFound(m)) => tracing::warn!("import: not unpacked: {m}"),
             r => r?,

@@ -103,4 +103,3 @@ pub async fn unpack_new(
     .await
     .map_err(|e| Error::Internal(format!("unpack panicked: {e}")))?
 }
-
