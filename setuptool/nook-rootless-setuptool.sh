@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # nook-rootless-setuptool.sh: check the prerequisites of rootless nook, and install or remove
-# the `systemd --user` unit that runs nookd. Run it as the user who will use nook, never as root.
+# the `systemd --user` unit that runs nookd. Run it as the user who will use nook, never as root
+# (except `delegate`, the one step that needs root).
 #
 #   nook-rootless-setuptool.sh check                 one line per prerequisite, exit 1 on a must-have
 #   nook-rootless-setuptool.sh install               check, write and start nook.service
 #   nook-rootless-setuptool.sh uninstall [--purge]   stop and remove the unit (--purge: and all data)
+#   nook-rootless-setuptool.sh delegate USER         (as root) delegate cgroup controllers to USER
 set -euo pipefail
 
 PROG=$(basename "$0")
@@ -30,6 +32,13 @@ Commands:
   uninstall --purge  Also stop every process in nook's namespaces (containers, shims,
                      the pause process, the network link) and delete the root directory
                      (images, snapshots, containers), the state directory and the config.
+  delegate USER      As root, once: delegate cgroup controllers to USER so that container
+                     resource limits (--memory, --cpus, --pids-limit, ...), stats and pause
+                     work. cgroup v2 with systemd: a user@.service drop-in with
+                     Delegate=cpu cpuset io memory pids, then a daemon-reload. cgroup v1 or
+                     hybrid: a subtree nook/user-UID owned by USER in every v1 hierarchy,
+                     made again at boot by nook-cgroup-delegate@USER.service where systemd
+                     runs. Running it again is harmless.
 
 Options:
   --nookd PATH       The nookd binary (default: nookd in PATH or ~/.local/bin).
@@ -376,8 +385,22 @@ check_linger() {
 	fi
 }
 
+# The v1 hierarchies mounted (mount points), one per line, with the v2 one of a hybrid host
+# (crun makes its cgroups there too).
+v1_hierarchies() {
+	awk '$3 == "cgroup" || $3 == "cgroup2" { print $2 }' /proc/self/mounts
+}
+
+# The controllers of a v1 hierarchy's mount point (cpu,cpuacct; name=systemd; unified).
+v1_controllers() {
+	awk -v m="$1" '$2 == m { n = split($4, o, ","); s = "";
+		for (i = 1; i <= n; i++) if (o[i] !~ /^(rw|ro|relatime|noatime|nosuid|nodev|noexec|clone_children|xattr|nsdelegate|memory_recursiveprot|release_agent=.*)$/) s = s (s ? "," : "") o[i];
+		if ($3 == "cgroup2") s = "unified";
+		print s }' /proc/self/mounts
+}
+
 check_cgroups() {
-	local f controllers
+	local f controllers h sub have="" missing=""
 	if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
 		f=/sys/fs/cgroup/user.slice/user-$USER_ID.slice/user@$USER_ID.service/cgroup.controllers
 		controllers=$(cat "$f" 2>/dev/null || true)
@@ -386,11 +409,26 @@ check_cgroups() {
 			ok "cgroup v2 controllers delegated to you: $controllers"
 			;;
 		*)
-			warn "cgroup v2 controllers not delegated to $USER_NAME (${controllers:-none}): container memory/cpu/pids limits are not applied -> printf '[Service]\\nDelegate=cpu cpuset io memory pids\\n' | sudo tee /etc/systemd/system/user@.service.d/delegate.conf && sudo systemctl daemon-reload (then log in again)"
+			warn "cgroup v2 controllers not delegated to $USER_NAME (${controllers:-none}): nook refuses --memory, --cpus, --pids-limit, pause and stats -> sudo $PROG delegate $USER_NAME (then log in again)"
 			;;
 		esac
+		return 0
+	fi
+	sub=nook/user-$USER_ID
+	while read -r h; do
+		[ -n "$h" ] || continue
+		if [ -w "$h/$sub" ] && [ -w "$h/$sub/cgroup.procs" ]; then
+			have="$have $(v1_controllers "$h")"
+		else
+			missing="$missing $(v1_controllers "$h")"
+		fi
+	done < <(v1_hierarchies)
+	if [ -z "$have$missing" ]; then
+		warn "no cgroup hierarchy is mounted: container resource limits are not available"
+	elif [ -z "$missing" ]; then
+		ok "cgroup v1 controllers delegated to you (/sys/fs/cgroup/*/$sub):$have"
 	else
-		warn "no unified cgroup v2 hierarchy (cgroup v1 or hybrid): resource limits on containers need v1 hierarchies delegated by root -> boot with systemd.unified_cgroup_hierarchy=1"
+		warn "cgroup v1 controllers not delegated to $USER_NAME:$missing${have:+ (delegated:$have)}: nook refuses --memory, --cpus, --pids-limit, pause and stats -> sudo $PROG delegate $USER_NAME"
 	fi
 }
 
@@ -638,8 +676,22 @@ remove_tree() {
 	warn "could not delete all of $dir (files owned by subordinate ids) -> sudo rm -rf $dir"
 }
 
+# Removes crun's state directory when it is empty (crun makes $XDG_RUNTIME_DIR/crun when
+# nookd probes or runs it), and says how to remove the binaries, which uninstall keeps.
+uninstall_leftovers() {
+	local nookd
+	rmdir "$(manager_runtime_dir)/crun" 2>/dev/null || true
+	if nookd=$(find_nookd); then
+		if [ "$(dirname "$nookd")" = "$HOME/.local/bin" ]; then
+			info "The binaries stay in $HOME/.local/bin: remove them with \`cargo uninstall --root ~/.local nook\`."
+		else
+			info "The binaries stay in $(dirname "$nookd"): remove nook, nookd and nook-shim there (installed with cargo: \`cargo uninstall --root <that directory's parent> nook\`)."
+		fi
+	fi
+}
+
 cmd_uninstall() {
-	local purge=$1 state root pause link
+	local purge=$1 state root pause link kept=""
 	state=$(nook_state)
 	root=$(nook_root)
 	pause=$(live_pid "$state/pause.pid" nook-pause || true)
@@ -674,7 +726,13 @@ cmd_uninstall() {
 		systemctl --user reset-failed "$UNIT_NAME" >/dev/null 2>&1 || true
 	fi
 	if [ "$purge" = 0 ]; then
-		info "Kept images, containers and snapshots in $root, and the configuration in $CONFIG_DIR."
+		# name only what is there
+		[ -d "$root" ] && kept="images, containers and snapshots in $root"
+		if [ -d "$CONFIG_DIR" ]; then
+			kept="${kept:+$kept, and }the configuration in $CONFIG_DIR"
+		fi
+		[ -n "$kept" ] && info "Kept $kept."
+		uninstall_leftovers
 		pause=$(live_pid "$state/pause.pid" nook-pause || true)
 		if [ -n "$pause" ]; then
 			info "Containers still run in nook's namespaces (pause process $pause); \`$PROG uninstall --purge\` stops them and deletes all data."
@@ -705,13 +763,111 @@ cmd_uninstall() {
 	remove_tree "$state" ""
 	rm -rf "$CONFIG_DIR" "$(dirname "$LOG_FILE")"
 	info "Purged."
+	uninstall_leftovers
+}
+
+# ---------------------------------------------------------------------------------------------
+# delegate (root)
+
+DELEGATE_UNIT="nook-cgroup-delegate@.service"
+DELEGATE_COPY=/usr/local/lib/nook/nook-rootless-setuptool.sh
+
+# Makes a v1 cgroup directory; a new cpuset cgroup gets its parent's CPUs and memory nodes
+# (it has none, and takes no process, until then).
+v1_mkdir() {
+	local dir=$1 f
+	[ -d "$dir" ] || mkdir "$dir"
+	if [ -f "$dir/cpuset.cpus" ]; then
+		for f in cpuset.cpus cpuset.mems; do
+			if [ -z "$(tr -d '[:space:]' <"$dir/$f")" ]; then
+				cat "$(dirname "$dir")/$f" >"$dir/$f"
+			fi
+		done
+	fi
+}
+
+delegate_v1() {
+	local user=$1 uid=$2 gid=$3 h sub=nook/user-$2 done_list="" f
+	while read -r h; do
+		[ -n "$h" ] || continue
+		v1_mkdir "$h/nook"
+		v1_mkdir "$h/$sub"
+		chown "$uid:$gid" "$h/$sub"
+		for f in cgroup.procs tasks cgroup.clone_children cgroup.subtree_control cgroup.threads; do
+			if [ -e "$h/$sub/$f" ]; then chown "$uid:$gid" "$h/$sub/$f"; fi
+		done
+		done_list="$done_list $(v1_controllers "$h")"
+	done < <(v1_hierarchies)
+	[ -n "$done_list" ] || die "no cgroup v1 hierarchy is mounted under /sys/fs/cgroup: nothing to delegate"
+	info "[OK] delegated to $user in /sys/fs/cgroup/*/$sub:$done_list"
+}
+
+# Makes the v1 subtrees again at boot (cgroupfs is empty after a reboot), where systemd runs.
+delegate_v1_at_boot() {
+	local user=$1 unit_dir=/etc/systemd/system
+	if ! command -v systemctl >/dev/null 2>&1 || [ ! -d "$unit_dir" ]; then
+		info "[WARN] no systemd here: run '$PROG delegate $user' again after each boot (e.g. from /etc/rc.local)"
+		return 0
+	fi
+	mkdir -p "$(dirname "$DELEGATE_COPY")"
+	if [ "$(readlink -f "$SCRIPT_DIR/$PROG")" != "$(readlink -f "$DELEGATE_COPY")" ]; then
+		install -m 0755 "$SCRIPT_DIR/$PROG" "$DELEGATE_COPY"
+	fi
+	cat >"$unit_dir/$DELEGATE_UNIT" <<UNIT
+# Written by $PROG delegate: gives user %i a cgroup v1 subtree in every hierarchy for nook.
+[Unit]
+Description=Delegate cgroup v1 controllers to %i for nook
+After=local-fs.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=$DELEGATE_COPY delegate --no-boot-unit %i
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+	if systemctl enable "nook-cgroup-delegate@$user.service" >/dev/null 2>&1; then
+		info "[OK] made again at boot: $unit_dir/$DELEGATE_UNIT, enabled for $user"
+	else
+		info "[WARN] wrote $unit_dir/$DELEGATE_UNIT but could not enable it -> systemctl enable nook-cgroup-delegate@$user.service"
+	fi
+}
+
+delegate_v2() {
+	local user=$1 uid=$2 dir=/etc/systemd/system/user@.service.d
+	if [ ! -d /run/systemd/system ] || ! command -v systemctl >/dev/null 2>&1; then
+		die "cgroup v2 without systemd: delegate a cgroup to $user by hand (mkdir one under /sys/fs/cgroup, write +cpu +cpuset +io +memory +pids to its parent's cgroup.subtree_control, chown -R $user it) and run nookd in it"
+	fi
+	mkdir -p "$dir"
+	printf '# Written by %s delegate: cgroup controllers for rootless containers (nook).\n[Service]\nDelegate=cpu cpuset io memory pids\n' "$PROG" >"$dir/delegate.conf"
+	if systemctl daemon-reload; then
+		info "[OK] delegated cpu cpuset io memory pids to every user's systemd ($dir/delegate.conf); $user: log in again (or sudo systemctl restart user@$uid.service) for it to apply"
+	else
+		die "wrote $dir/delegate.conf, but systemctl daemon-reload failed"
+	fi
+}
+
+cmd_delegate() {
+	local user=$1 boot_unit=$2 uid gid
+	[ "$USER_ID" = 0 ] || die "delegate changes cgroups that root owns: run it as root (sudo $PROG delegate ${user:-$USER_NAME})"
+	[ -n "$user" ] || die "delegate needs the user: $PROG delegate USER"
+	uid=$(id -u "$user" 2>/dev/null) || die "no such user: $user"
+	gid=$(id -g "$user")
+	[ "$uid" != 0 ] || die "delegate is for an unprivileged user, not root"
+	if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+		delegate_v2 "$user" "$uid"
+	else
+		delegate_v1 "$user" "$uid" "$gid"
+		if [ "$boot_unit" = 1 ]; then delegate_v1_at_boot "$user"; fi
+	fi
 }
 
 # ---------------------------------------------------------------------------------------------
 # main
 
 main() {
-	local cmd="" purge=0
+	local cmd="" purge=0 target="" boot_unit=1
 	while [ $# -gt 0 ]; do
 		case "$1" in
 		-h | --help | help)
@@ -726,11 +882,18 @@ main() {
 		--nookd=*) NOOKD_OPT=${1#--nookd=} ;;
 		--force) FORCE=1 ;;
 		--purge) purge=1 ;;
-		check | install | uninstall)
+		--no-boot-unit) boot_unit=0 ;;
+		check | install | uninstall | delegate)
 			[ -z "$cmd" ] || die "one command at a time (got $cmd and $1); see --help"
 			cmd=$1
 			;;
-		*) die "unknown argument '$1'; see --help" ;;
+		*)
+			if [ "$cmd" = delegate ] && [ -z "$target" ] && [ "${1#-}" = "$1" ]; then
+				target=$1
+			else
+				die "unknown argument '$1'; see --help"
+			fi
+			;;
 		esac
 		shift
 	done
@@ -738,6 +901,10 @@ main() {
 		usage >&2
 		exit 2
 	}
+	if [ "$cmd" = delegate ]; then
+		cmd_delegate "$target" "$boot_unit"
+		return
+	fi
 	if [ "$USER_ID" = 0 ]; then
 		die "do not run this as root: nook is rootless; run it as the user who will use nook (for that user's systemd --user)"
 	fi

@@ -14,6 +14,7 @@
 
 pub mod api;
 pub mod bootstrap;
+pub mod cgroup;
 pub mod cli;
 pub mod config;
 pub mod content;

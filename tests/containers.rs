@@ -462,8 +462,16 @@ fn detached_lifecycle() {
     assert!(ls.contains("t1") && ls.contains("RUNNING"), "{ls}");
     let ls = d.nook(&["containers", "ls"]).ok();
     assert!(ls.contains("t1"), "{ls}");
-    let e = d.nook(&["tasks", "pause", "t1"]).fails();
-    assert!(e.contains("cgroup"), "{e}");
+    // pause works where the freezer is delegated to the test user (tests/limits.rs runs the
+    // `delegate` step), and is refused naming the cgroup controller where it is not
+    let r = d.nook(&["tasks", "pause", "t1"]);
+    if r.code() == 0 {
+        assert!(d.nook(&["tasks", "ls"]).ok().contains("PAUSED"));
+        d.nook(&["tasks", "resume", "t1"]).ok();
+    } else {
+        let e = r.fails();
+        assert!(e.contains("freezer cgroup controller"), "{e}");
+    }
     d.nook(&["containers", "rm", "-f", "t1"]).ok();
 }
 

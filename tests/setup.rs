@@ -126,7 +126,7 @@ fn setuptool_help_and_bad_arguments() {
     let o = run(Command::new("bash").arg(tool()).arg("--help"));
     assert!(o.status.success(), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
-    for w in ["check", "install", "uninstall", "--purge"] {
+    for w in ["check", "install", "uninstall", "--purge", "delegate"] {
         assert!(out.contains(w), "--help does not mention {w}: {out}");
     }
     let o = run(Command::new("bash").arg(tool()).arg("frobnicate"));
@@ -152,6 +152,115 @@ fn setuptool_refuses_root() {
             text(&o)
         );
     }
+}
+
+/// `delegate USER`, the one root step: refused for an ordinary user and without a user; as root it
+/// gives the user a cgroup subtree in every v1 hierarchy of this hybrid host (owned by the user,
+/// cpusets copied) or, on cgroup v2, the `user@.service` drop-in; running it again changes
+/// nothing; the boot unit makes it again at boot. `check` then reports the controllers, and tells
+/// a user without them the command.
+#[test]
+fn delegate_gives_cgroups_and_check_reports_them() {
+    need_root();
+    let user = "nooktest";
+    let uid = ensure_user(user, &[]);
+    let dir = copy_tool_for(user);
+    let script = dir.join("setuptool/nook-rootless-setuptool.sh");
+    let o = run(as_user(user, uid, "", "bash")
+        .arg(&script)
+        .args(["delegate", user]));
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("run it as root"),
+        "{}",
+        text(&o)
+    );
+    let o = run(Command::new("bash").arg(tool()).arg("delegate"));
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("needs the user"));
+    let o = run(Command::new("bash")
+        .arg(tool())
+        .args(["delegate", "no-such-user-x"]));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no such user"),
+        "{}",
+        text(&o)
+    );
+    for _ in 0..2 {
+        let o = run(Command::new("bash").arg(tool()).args(["delegate", user]));
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        let conf =
+            std::fs::read_to_string("/etc/systemd/system/user@.service.d/delegate.conf").unwrap();
+        assert!(
+            conf.contains("Delegate=cpu cpuset io memory pids"),
+            "{conf}"
+        );
+    } else {
+        use std::os::unix::fs::MetadataExt;
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+        let mut n = 0;
+        for l in mounts.lines() {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() > 2 && (f[2] == "cgroup" || f[2] == "cgroup2") {
+                let sub = PathBuf::from(f[1]).join(format!("nook/user-{uid}"));
+                let m =
+                    std::fs::metadata(&sub).unwrap_or_else(|e| panic!("{}: {e}", sub.display()));
+                assert_eq!(m.uid(), uid, "{} not the user's", sub.display());
+                assert_eq!(
+                    std::fs::metadata(sub.join("cgroup.procs")).unwrap().uid(),
+                    uid
+                );
+                if sub.join("cpuset.cpus").exists() {
+                    let cpus = std::fs::read_to_string(sub.join("cpuset.cpus")).unwrap();
+                    assert!(!cpus.trim().is_empty(), "cpuset.cpus not copied");
+                }
+                n += 1;
+            }
+        }
+        assert!(n >= 5, "only {n} hierarchies delegated");
+        let unit =
+            std::fs::read_to_string("/etc/systemd/system/nook-cgroup-delegate@.service").unwrap();
+        assert!(unit.contains("delegate --no-boot-unit %i"), "{unit}");
+        // the boot unit's command (as systemd would run it) works
+        let exec = unit
+            .lines()
+            .find_map(|l| l.strip_prefix("ExecStart="))
+            .unwrap()
+            .replace("%i", user);
+        let o = run(Command::new("sh").arg("-c").arg(&exec));
+        assert!(o.status.success(), "{exec}: {}", text(&o));
+    }
+    let o = run(as_user(user, uid, "", "bash").arg(&script).arg("check"));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let line = out
+        .lines()
+        .find(|l| l.contains("controllers delegated to you"))
+        .unwrap_or_else(|| panic!("no delegated line:\n{out}"));
+    assert!(
+        line.starts_with("[OK]") && line.contains("memory") && line.contains("pids"),
+        "{line}"
+    );
+    // a user without delegation is told the command
+    let other = "nookother";
+    let ouid = ensure_user(other, &[]);
+    let odir = copy_tool_for(other);
+    let o = run(as_user(other, ouid, "", "bash")
+        .arg(odir.join("setuptool/nook-rootless-setuptool.sh"))
+        .arg("check"));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    if !out.contains("controllers delegated to you") {
+        let line = out
+            .lines()
+            .find(|l| l.contains("not delegated to nookother"))
+            .unwrap_or_else(|| panic!("no cgroup line:\n{out}"));
+        assert!(
+            line.starts_with("[WARN]") && line.contains("delegate nookother"),
+            "{line}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(odir);
 }
 
 /// `check` for a user without subordinate ids names the file, the user and the usermod command,
@@ -543,6 +652,17 @@ fn setuptool_install_restart_uninstall_with_real_systemd_user() {
     let t0 = Instant::now();
     let o = run(user_cmd("bash").arg(&setuptool).arg("uninstall"));
     assert!(o.status.success(), "uninstall: {}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    // it names what it keeps only when it is there, and how to remove the binaries
+    assert_eq!(
+        out.contains("the configuration in"),
+        home.join(".config/nook").exists(),
+        "{out}"
+    );
+    assert!(
+        out.contains("cargo uninstall --root ~/.local nook"),
+        "{out}"
+    );
     eprintln!(
         "setuptool uninstall took {:.2}s",
         t0.elapsed().as_secs_f64()
@@ -576,6 +696,13 @@ fn setuptool_install_restart_uninstall_with_real_systemd_user() {
         "{out}"
     );
     assert!(!home.join(".local/share/nook").exists());
+    // crun's state directory goes when nothing is left in it
+    let crun = PathBuf::from(format!("/run/user/{uid}/crun"));
+    assert!(
+        !crun.exists() || std::fs::read_dir(&crun).unwrap().next().is_some(),
+        "an empty {} is left behind",
+        crun.display()
+    );
     assert!(
         pids_of(uid, "nook-pause").is_empty(),
         "the pause process survived --purge"

@@ -197,6 +197,125 @@ impl pb::containers_server::Containers for Svc {
     type AttachStream = OutStream;
     type ExecStream = OutStream;
     type LogsStream = Pin<Box<dyn Stream<Item = Result<pb::LogLine, Status>> + Send>>;
+    type CopyFromStream = Pin<Box<dyn Stream<Item = Result<pb::CopyChunk, Status>> + Send>>;
+
+    async fn stat_path(
+        &self,
+        r: Request<pb::PathRequest>,
+    ) -> Result<Response<pb::PathStat>, Status> {
+        let ns = namespace(&r)?;
+        let q = r.into_inner();
+        let rec = self.find(&ns, &q.id)?;
+        let path = q.path;
+        let i = self
+            .m()?
+            .with_rootfs(&self.0, &ns, &rec, move |root| {
+                crate::runtime::copy::stat(root, &path)
+            })
+            .await?;
+        Ok(Response::new(pb::PathStat {
+            exists: i.exists,
+            dir: i.dir,
+            name: i.name,
+            mode: i.mode,
+            size: i.size,
+            link_target: i.link_target,
+        }))
+    }
+
+    async fn copy_from(
+        &self,
+        r: Request<pb::PathRequest>,
+    ) -> Result<Response<Self::CopyFromStream>, Status> {
+        let ns = namespace(&r)?;
+        let q = r.into_inner();
+        let rec = self.find(&ns, &q.id)?;
+        let (tx, rx) = mpsc::channel::<Result<pb::CopyChunk, Status>>(8);
+        let top = if q.name.is_empty() {
+            std::path::Path::new(&q.path)
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_else(|| "root".into())
+        } else {
+            q.name
+        };
+        let d = self.0.clone();
+        let m = self.m()?;
+        tokio::spawn(async move {
+            let tx2 = tx.clone();
+            let res = m
+                .with_rootfs(&d, &ns, &rec, move |root| {
+                    let w = ChunkWriter {
+                        tx: tx2,
+                        buf: Vec::new(),
+                    };
+                    crate::runtime::copy::tar_out(root, &q.path, &top, w)
+                })
+                .await;
+            if let Err(e) = res {
+                let _ = tx.send(Err(e.into())).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn copy_to(
+        &self,
+        r: Request<Streaming<pb::CopyToInput>>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let ns = namespace(&r)?;
+        let mut inbound = r.into_inner();
+        let first = inbound
+            .next()
+            .await
+            .ok_or_else(|| Status::invalid_argument("copy: no request"))??;
+        let rec = self.find(&ns, &first.id)?;
+        // the stream's bytes, handed to the blocking extractor through a channel
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+        let dir = first.path.clone();
+        let m = self.m()?;
+        let d = self.0.clone();
+        let job = tokio::spawn(async move {
+            m.with_rootfs(&d, &ns, &rec, move |root| {
+                crate::runtime::copy::tar_in(
+                    root,
+                    &dir,
+                    ChannelReader {
+                        rx,
+                        buf: Vec::new(),
+                        pos: 0,
+                    },
+                )
+            })
+            .await
+        });
+        let mut next = Some(first.data);
+        loop {
+            let data = match next.take() {
+                Some(d) => d,
+                None => match inbound.next().await {
+                    Some(Ok(m)) => m.data,
+                    Some(Err(e)) => return Err(e),
+                    None => break,
+                },
+            };
+            if data.is_empty() {
+                continue;
+            }
+            let tx = tx.clone();
+            // a full channel blocks: send off the async threads
+            let gone = tokio::task::spawn_blocking(move || tx.send(data).is_err())
+                .await
+                .unwrap_or(true);
+            if gone {
+                break; // the extractor stopped: its error is the answer
+            }
+        }
+        drop(tx);
+        job.await
+            .map_err(|e| Status::internal(format!("copy: {e}")))??;
+        Ok(Response::new(pb::Empty {}))
+    }
 
     async fn create(
         &self,
@@ -210,6 +329,7 @@ impl pb::containers_server::Containers for Svc {
             ));
         }
         super::check_labels(&q.labels)?;
+        let limits = super::limits::from_create(&q);
         let o = CreateOptions {
             image: q.image,
             name: q.name,
@@ -237,6 +357,7 @@ impl pb::containers_server::Containers for Svc {
             publish: q.publish,
             restart: q.restart,
             port_driver: q.port_driver,
+            limits,
             publish_all: q.publish_all,
             init: q.init,
             group_add: q.group_add,
@@ -305,6 +426,12 @@ impl pb::containers_server::Containers for Svc {
         })??;
         let m = self.m()?;
         let rec = self.find(&ns, &first.id)?;
+        if m.status(&ns, rec.clone()).await.status() == "paused" {
+            return Err(Status::failed_precondition(format!(
+                "container {} is paused: unpause it first (`nook unpause {}`)",
+                rec.name, rec.name
+            )));
+        }
         let process = m.exec_process(
             &ns,
             &rec,
@@ -384,6 +511,7 @@ impl pb::containers_server::Containers for Svc {
             "AutoRemove": rec.auto_remove,
             "RestartCount": rec.restart_count,
             "HostConfig": {
+                "Resources": super::limits::host_config(&rec.limits),
                 "RestartPolicy": {
                     "Name": rec.restart_policy.name(),
                     "MaximumRetryCount": rec.restart_policy.max_retries(),
@@ -397,6 +525,7 @@ impl pb::containers_server::Containers for Svc {
                 "Running": st.running(),
                 "Pid": st.task.as_ref().map(|t| t.pid).filter(|_| st.running()).unwrap_or(0),
                 "ExitCode": st.exit_code(),
+                "OOMKilled": rec.oom_killed,
                 "StartedAt": st.task.as_ref().and_then(|t| t.started_at.clone()),
                 "FinishedAt": st.task.as_ref().and_then(|t| t.exit.as_ref().map(|e| e.exited_at.clone())),
                 "ShimPid": st.task.as_ref().map(|t| t.shim_pid).unwrap_or(0),
@@ -579,6 +708,39 @@ impl pb::containers_server::Containers for Svc {
         Ok(Response::new(pb::Empty {}))
     }
 
+    async fn update(
+        &self,
+        r: Request<pb::UpdateRequest>,
+    ) -> Result<Response<pb::Container>, Status> {
+        let ns = namespace(&r)?;
+        let q = r.into_inner();
+        let rec = self.find(&ns, &q.id)?;
+        let res = q
+            .resources
+            .as_ref()
+            .map(super::limits::resources)
+            .unwrap_or_default();
+        if res.is_empty() {
+            return Err(Status::invalid_argument(
+                "nothing to update: give a limit (--memory, --cpus, --pids-limit, ...)",
+            ));
+        }
+        crate::runtime::limits::update(&self.0, self.m()?, &ns, &rec, &res).await?;
+        let rec = self.find(&ns, &q.id)?;
+        Ok(Response::new(self.get_pb(&ns, rec).await?))
+    }
+
+    async fn stats(
+        &self,
+        r: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::StatsResponse>, Status> {
+        let ns = namespace(&r)?;
+        let q = r.into_inner();
+        Ok(Response::new(
+            super::limits::stats(&self.0, self.m()?, &ns, &q.ids).await?,
+        ))
+    }
+
     async fn prune(
         &self,
         r: Request<pb::PruneContainersRequest>,
@@ -603,6 +765,31 @@ impl Svc {
     ) -> Result<Response<pb::Empty>, Status> {
         let ns = namespace(&r)?;
         let rec = self.find(&ns, &r.get_ref().id)?;
+        self.0
+            .cgroups
+            .require_freezer(if pause { "pause" } else { "unpause" })?;
+        let st = self.m()?.status(&ns, rec.clone()).await;
+        match (pause, st.status()) {
+            (true, "running") | (false, "paused") => {}
+            (true, "paused") => {
+                return Err(Status::failed_precondition(format!(
+                    "container {} is already paused",
+                    rec.name
+                )))
+            }
+            (false, "running") => {
+                return Err(Status::failed_precondition(format!(
+                    "container {} is not paused",
+                    rec.name
+                )))
+            }
+            _ => {
+                return Err(Status::failed_precondition(format!(
+                    "container {} is not running",
+                    rec.name
+                )))
+            }
+        }
         let c = self.m()?.tasks.client(&ns, &rec.id);
         let res = if pause {
             c.pause().await
@@ -639,4 +826,60 @@ fn manager_static() -> Result<&'static Manager, Error> {
     // the manager exists once any request reached this service
     crate::runtime::containers::manager_if_made()
         .ok_or_else(|| Error::Internal("containers manager not initialised".into()))
+}
+
+/// Sends what a blocking tar writer writes as `CopyChunk`s of up to 1 MiB.
+struct ChunkWriter {
+    tx: mpsc::Sender<Result<pb::CopyChunk, Status>>,
+    buf: Vec<u8>,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::take(&mut self.buf);
+        self.tx
+            .blocking_send(Ok(pb::CopyChunk { data }))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client left"))
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= 1 << 20 {
+            self.send()?;
+        }
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+/// Reads the chunks a request stream delivered, for a blocking tar reader.
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.buf.len() {
+            match self.rx.recv() {
+                Ok(b) => {
+                    self.buf = b;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }

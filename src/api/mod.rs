@@ -7,6 +7,7 @@ pub mod events;
 mod gc;
 pub mod images;
 mod leases;
+pub mod limits;
 pub mod networks;
 mod serve;
 mod snapshots;

@@ -204,17 +204,26 @@ impl pb::introspection_server::Introspection for Svc {
             .find(|p| p.kind == crate::plugins::SNAPSHOTTER && p.exports.contains_key("default"))
             .map(|p| p.id.clone())
             .unwrap_or_else(|| d.config.snapshotter.default.clone());
-        let net_status = plugins
-            .iter()
-            .find(|p| p.kind == crate::plugins::NETWORK && p.id == "link")
-            .map(|p| {
+        // the link (slirp4netns/pasta) and the bridges on it: ok only when both are; else
+        // the first that is not, with its reason
+        let net = |id: &str| {
+            plugins
+                .iter()
+                .find(|p| p.kind == crate::plugins::NETWORK && p.id == id)
+        };
+        let net_status = match (net("link"), net("bridge")) {
+            (Some(l), Some(b)) if l.status.as_str() == "ok" && b.status.as_str() != "ok" => {
+                format!("{}: bridge: {}", b.status.as_str(), b.reason)
+            }
+            (Some(p), _) | (None, Some(p)) => {
                 if p.reason.is_empty() {
                     p.status.as_str().to_string()
                 } else {
                     format!("{}: {}", p.status.as_str(), p.reason)
                 }
-            })
-            .unwrap_or_default();
+            }
+            (None, None) => String::new(),
+        };
         let mut extra = BTreeMap::new();
         extra.insert("pause_pid".to_string(), d.pause_pid.to_string());
         extra.insert("netns".to_string(), d.netns_path());

@@ -42,7 +42,24 @@ fn fail(e: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// Adds the sbin directories to PATH when they are missing: an ordinary user's shell on
+/// Debian has none, and nft, ip and the like live there (Debian and Fedora alike).
+fn path_with_sbin() {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    for d in ["/usr/local/sbin", "/usr/sbin", "/sbin"] {
+        if !dirs.iter().any(|x| x == std::path::Path::new(d)) {
+            dirs.push(d.into());
+        }
+    }
+    if let Ok(p) = std::env::join_paths(dirs) {
+        std::env::set_var("PATH", p);
+    }
+}
+
 fn main() -> ExitCode {
+    // before any thread exists (set_var is only sound then)
+    path_with_sbin();
     // before any thread exists: keep NOTIFY_SOCKET for nookd only, not for shims and runc
     nook::daemon::take_notify_socket();
     // the host's limits, as `nook system info` reports them: inside nook's user namespace the

@@ -9,7 +9,7 @@ use serde::Serialize;
 use tokio_stream::StreamExt;
 
 use super::client::{status_message, StatusExt};
-use super::output::{self, Format};
+use super::output;
 use super::Ctx;
 use crate::proto::content as pb;
 
@@ -17,12 +17,7 @@ use crate::proto::content as pb;
 pub enum ContentCmd {
     /// List the blobs this namespace references.
     #[command(visible_alias = "list")]
-    Ls {
-        #[arg(short, long)]
-        quiet: bool,
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
-    },
+    Ls(output::ListFlags),
     /// Show a blob's size and labels (JSON).
     Info { digest: String },
     /// Write a blob's raw bytes to stdout.
@@ -40,7 +35,7 @@ pub enum ContentCmd {
         labels: Vec<String>,
     },
     /// List ingests in progress or interrupted.
-    Ingests,
+    Ingests(output::ListFlags),
 }
 
 #[derive(Serialize)]
@@ -66,33 +61,27 @@ pub async fn run(ctx: &Ctx, cmd: ContentCmd) -> anyhow::Result<ExitCode> {
     let c = ctx.connect().await?;
     let mut cl = pb::content_client::ContentClient::new(c.channel.clone());
     match cmd {
-        ContentCmd::Ls { quiet, format } => {
+        ContentCmd::Ls(flags) => {
             let v = cl
                 .list(c.req(pb::ListContentRequest {}))
                 .await
                 .or_fail()?
                 .items;
-            if quiet {
-                v.iter().for_each(|i| println!("{}", i.digest));
-            } else if format == Format::Json {
-                output::json(&v.iter().map(item).collect::<Vec<_>>())?;
-            } else {
-                let rows: Vec<Vec<String>> = v
-                    .iter()
-                    .map(|i| {
-                        let mut labels: Vec<String> =
-                            i.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                        labels.sort();
-                        vec![
-                            i.digest.clone(),
-                            output::size(i.size),
-                            output::age(i.created_at),
-                            labels.join(","),
-                        ]
-                    })
-                    .collect();
-                output::table(&["DIGEST", "SIZE", "CREATED", "LABELS"], &rows);
-            }
+            let rows: Vec<output::Row> = v
+                .iter()
+                .map(|i| output::Row {
+                    key: i.digest.clone(),
+                    cells: vec![
+                        i.digest.clone(),
+                        output::size(i.size),
+                        output::age(i.created_at),
+                        output::labels_text(&i.labels),
+                    ],
+                    json: serde_json::to_value(item(i)).unwrap_or_default(),
+                    fields: vec![],
+                })
+                .collect();
+            flags.print(&["DIGEST", "SIZE", "CREATED", "LABELS"], &rows)?;
         }
         ContentCmd::Info { digest } => {
             let i = cl.info(c.req(pb::InfoRequest { digest })).await.or_fail()?;
@@ -130,13 +119,7 @@ pub async fn run(ctx: &Ctx, cmd: ContentCmd) -> anyhow::Result<ExitCode> {
             return Ok(code);
         }
         ContentCmd::Label { digest, labels } => {
-            let mut map = std::collections::HashMap::new();
-            for l in labels {
-                let (k, v) = l
-                    .split_once('=')
-                    .ok_or_else(|| anyhow!("label {l:?} is not KEY=VALUE"))?;
-                map.insert(k.to_string(), v.to_string());
-            }
+            let map = output::parse_labels(&labels)?;
             let i = cl
                 .update(c.req(pb::UpdateContentRequest {
                     digest,
@@ -146,24 +129,30 @@ pub async fn run(ctx: &Ctx, cmd: ContentCmd) -> anyhow::Result<ExitCode> {
                 .or_fail()?;
             output::json(&item(&i))?;
         }
-        ContentCmd::Ingests => {
+        ContentCmd::Ingests(flags) => {
             let v = cl
                 .list_ingests(c.req(pb::ListIngestsRequest {}))
                 .await
                 .or_fail()?
                 .ingests;
-            let rows: Vec<Vec<String>> = v
+            let rows: Vec<output::Row> = v
                 .iter()
-                .map(|i| {
-                    vec![
+                .map(|i| output::Row {
+                    key: i.r#ref.clone(),
+                    cells: vec![
                         i.r#ref.clone(),
                         output::size(i.offset),
                         output::size(i.total),
                         i.expected.clone(),
-                    ]
+                    ],
+                    json: serde_json::json!({
+                        "ref": i.r#ref, "offset": i.offset, "total": i.total,
+                        "expected": i.expected,
+                    }),
+                    fields: vec![],
                 })
                 .collect();
-            output::table(&["REF", "WRITTEN", "TOTAL", "EXPECTED"], &rows);
+            flags.print(&["REF", "WRITTEN", "TOTAL", "EXPECTED"], &rows)?;
         }
     }
     Ok(ExitCode::SUCCESS)

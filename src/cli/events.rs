@@ -13,7 +13,7 @@ use crate::proto::events as pb;
 /// Stream events from nookd (containers, tasks, images, snapshots, content, namespaces,
 /// networks) until Ctrl-C, one line per event.
 ///
-/// Topics follow containerd: /containers/create|update|delete, /tasks/create|start|exit|delete|paused|resumed,
+/// Topics follow containerd: /containers/create|update|delete, /tasks/create|start|exit|delete|paused|resumed|oom,
 /// /images/create|update|delete, /snapshot/prepare|view|commit|remove, /content/delete,
 /// /namespaces/create|update|delete; as docker, /networks/create|delete and
 /// /networks/connect|disconnect (container=ID); /events/dropped says how many events a too slow

@@ -15,9 +15,19 @@ use serde::Serialize;
 use tokio_stream::StreamExt;
 
 use super::client::{status_message, Client, StatusExt};
-use super::output::{self, Format};
+use super::output;
 use super::Ctx;
 use crate::proto::images as pb;
+
+/// `nook images [COMMAND]`: with no command, lists images (as `docker images`).
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ImagesArgs {
+    #[command(subcommand)]
+    pub cmd: Option<ImagesCmd>,
+    #[command(flatten)]
+    pub ls: LsArgs,
+}
 
 #[derive(Subcommand, Debug)]
 pub enum ImagesCmd {
@@ -58,13 +68,10 @@ pub struct PullArgs {
     pub quiet: bool,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Default)]
 pub struct LsArgs {
-    /// Print only image names.
-    #[arg(short, long)]
-    pub quiet: bool,
-    #[arg(long, value_enum, default_value_t)]
-    pub format: Format,
+    #[command(flatten)]
+    pub list: output::ListFlags,
 }
 
 #[derive(Args, Debug)]
@@ -172,7 +179,10 @@ fn client(c: &Client) -> pb::images_client::ImagesClient<tonic::transport::Chann
         .max_encoding_message_size(crate::api::MAX_MESSAGE)
 }
 
-pub async fn run(ctx: &Ctx, cmd: ImagesCmd) -> anyhow::Result<ExitCode> {
+pub async fn run(ctx: &Ctx, a: ImagesArgs) -> anyhow::Result<ExitCode> {
+    let Some(cmd) = a.cmd else {
+        return ls(ctx, a.ls).await;
+    };
     match cmd {
         ImagesCmd::Pull(a) => pull(ctx, a).await,
         ImagesCmd::Ls(a) => ls(ctx, a).await,
@@ -378,9 +388,7 @@ pub async fn ls(ctx: &Ctx, a: LsArgs) -> anyhow::Result<ExitCode> {
         .await
         .or_fail()?
         .images;
-    if a.quiet {
-        v.iter().for_each(|i| println!("{}", i.name));
-    } else if a.format == Format::Json {
+    {
         #[derive(Serialize)]
         struct I<'a> {
             name: &'a str,
@@ -391,11 +399,12 @@ pub async fn ls(ctx: &Ctx, a: LsArgs) -> anyhow::Result<ExitCode> {
             created_at: i64,
             labels: std::collections::BTreeMap<&'a String, &'a String>,
         }
-        let out: Vec<I> = v
+        let rows: Vec<output::Row> = v
             .iter()
             .map(|i| {
                 let t = i.target.as_ref();
-                I {
+                let d = t.map(|t| t.digest.as_str()).unwrap_or("");
+                let json = serde_json::to_value(I {
                     name: &i.name,
                     digest: t.map(|t| t.digest.as_str()).unwrap_or(""),
                     media_type: t.map(|t| t.media_type.as_str()).unwrap_or(""),
@@ -403,25 +412,42 @@ pub async fn ls(ctx: &Ctx, a: LsArgs) -> anyhow::Result<ExitCode> {
                     platforms: &i.platforms,
                     created_at: i.created_at,
                     labels: i.labels.iter().collect(),
+                })
+                .unwrap_or_default();
+                let digest = if a.list.no_trunc {
+                    d.to_string()
+                } else {
+                    format!("sha256:{}", short(d))
+                };
+                let name = familiar(&i.name);
+                let (repo, tag) = match name.rsplit_once(':') {
+                    Some((r, t)) if !t.contains('/') => (r.to_string(), t.to_string()),
+                    _ => (name.clone(), "<none>".to_string()),
+                };
+                output::Row {
+                    key: i.name.clone(),
+                    cells: vec![
+                        name,
+                        digest.clone(),
+                        i.platforms.join(","),
+                        output::size(i.size),
+                        output::age(i.created_at),
+                    ],
+                    json,
+                    fields: vec![
+                        ("Repository", repo),
+                        ("Tag", tag),
+                        ("ID", digest),
+                        ("CreatedSince", output::age(i.created_at)),
+                    ],
                 }
             })
             .collect();
-        output::json(&out)?;
-    } else {
-        let rows: Vec<Vec<String>> = v
-            .iter()
-            .map(|i| {
-                let d = i.target.as_ref().map(|t| t.digest.as_str()).unwrap_or("");
-                vec![
-                    familiar(&i.name),
-                    format!("sha256:{}", short(d)),
-                    i.platforms.join(","),
-                    output::size(i.size),
-                    output::age(i.created_at),
-                ]
-            })
-            .collect();
-        output::table(&["REF", "DIGEST", "PLATFORM", "SIZE", "CREATED"], &rows);
+        a.list.print_titled(
+            &["REF", "DIGEST", "PLATFORM", "SIZE", "CREATED"],
+            &[("ID", "IMAGE ID"), ("CreatedSince", "CREATED")],
+            &rows,
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

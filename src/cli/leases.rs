@@ -6,7 +6,7 @@ use clap::Subcommand;
 use serde::Serialize;
 
 use super::client::StatusExt;
-use super::output::{self, Format};
+use super::output;
 use super::Ctx;
 use crate::proto::leases as pb;
 
@@ -14,12 +14,7 @@ use crate::proto::leases as pb;
 pub enum LeasesCmd {
     /// List leases.
     #[command(visible_alias = "list")]
-    Ls {
-        #[arg(short, long)]
-        quiet: bool,
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
-    },
+    Ls(output::ListFlags),
     /// Create a lease; prints its id.
     Create {
         /// Lease id (default: generated).
@@ -44,15 +39,13 @@ pub async fn run(ctx: &Ctx, cmd: LeasesCmd) -> anyhow::Result<ExitCode> {
     let c = ctx.connect().await?;
     let mut cl = pb::leases_client::LeasesClient::new(c.channel.clone());
     match cmd {
-        LeasesCmd::Ls { quiet, format } => {
+        LeasesCmd::Ls(flags) => {
             let v = cl
                 .list(c.req(pb::ListLeasesRequest {}))
                 .await
                 .or_fail()?
                 .leases;
-            if quiet {
-                v.iter().for_each(|l| println!("{}", l.id));
-            } else if format == Format::Json {
+            {
                 #[derive(Serialize)]
                 struct L<'a> {
                     id: &'a str,
@@ -61,26 +54,11 @@ pub async fn run(ctx: &Ctx, cmd: LeasesCmd) -> anyhow::Result<ExitCode> {
                     labels: std::collections::BTreeMap<&'a String, &'a String>,
                     resources: Vec<[&'a str; 2]>,
                 }
-                let out: Vec<L> = v
+                let rows: Vec<output::Row> = v
                     .iter()
-                    .map(|l| L {
-                        id: &l.id,
-                        created_at: l.created_at,
-                        expires_at: l.expires_at,
-                        labels: l.labels.iter().collect(),
-                        resources: l
-                            .resources
-                            .iter()
-                            .map(|r| [r.kind.as_str(), r.id.as_str()])
-                            .collect(),
-                    })
-                    .collect();
-                output::json(&out)?;
-            } else {
-                let rows: Vec<Vec<String>> = v
-                    .iter()
-                    .map(|l| {
-                        vec![
+                    .map(|l| output::Row {
+                        key: l.id.clone(),
+                        cells: vec![
                             l.id.clone(),
                             output::age(l.created_at),
                             if l.expires_at == 0 {
@@ -91,10 +69,23 @@ pub async fn run(ctx: &Ctx, cmd: LeasesCmd) -> anyhow::Result<ExitCode> {
                                     .unwrap_or_default()
                             },
                             l.resources.len().to_string(),
-                        ]
+                        ],
+                        json: serde_json::to_value(L {
+                            id: &l.id,
+                            created_at: l.created_at,
+                            expires_at: l.expires_at,
+                            labels: l.labels.iter().collect(),
+                            resources: l
+                                .resources
+                                .iter()
+                                .map(|r| [r.kind.as_str(), r.id.as_str()])
+                                .collect(),
+                        })
+                        .unwrap_or_default(),
+                        fields: vec![],
                     })
                     .collect();
-                output::table(&["ID", "CREATED", "EXPIRES", "RESOURCES"], &rows);
+                flags.print(&["ID", "CREATED", "EXPIRES", "RESOURCES"], &rows)?;
             }
         }
         LeasesCmd::Create {
@@ -105,7 +96,7 @@ pub async fn run(ctx: &Ctx, cmd: LeasesCmd) -> anyhow::Result<ExitCode> {
             let l = cl
                 .create(c.req(pb::CreateLeaseRequest {
                     id: id.unwrap_or_default(),
-                    labels: super::spine::parse_labels(&labels)?,
+                    labels: output::parse_labels(&labels)?,
                     expire_seconds: expires_in,
                 }))
                 .await

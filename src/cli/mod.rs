@@ -5,9 +5,11 @@
 pub mod client;
 mod containers;
 mod content;
+mod cp;
 mod events;
 mod images;
 mod leases;
+mod limits;
 mod networks;
 pub mod output;
 mod prune;
@@ -23,20 +25,17 @@ use clap::{Parser, Subcommand};
 pub use client::Client;
 
 /// nook: rootless containers for one user.
+///
+/// The options below go before the command (`nook -n prod ps`): after it, a docker-style verb
+/// keeps docker's own short flags (`nook logs -n 5 web` is the last 5 lines).
 #[derive(Parser, Debug)]
 #[command(name = "nook", version = crate::VERSION, propagate_version = true)]
 pub struct Cli {
     /// nookd's socket (default: $XDG_RUNTIME_DIR/nook/nook.sock).
-    #[arg(long, global = true, env = "NOOK_ADDRESS")]
+    #[arg(long, env = "NOOK_ADDRESS")]
     pub address: Option<PathBuf>,
     /// Namespace to work in.
-    #[arg(
-        short = 'n',
-        long,
-        global = true,
-        env = "NOOK_NAMESPACE",
-        default_value = "default"
-    )]
+    #[arg(short = 'n', long, env = "NOOK_NAMESPACE", default_value = "default")]
     pub namespace: String,
     #[command(subcommand)]
     pub command: Command,
@@ -74,9 +73,9 @@ pub enum Command {
     Network(networks::NetworkCmd),
     /// List a container's published ports.
     Port(networks::PortArgs),
-    /// Manage images: pull, push, ls, rm, inspect, import, export, tag.
-    #[command(subcommand, visible_alias = "image")]
-    Images(images::ImagesCmd),
+    /// Manage images: pull, push, ls, rm, inspect, import, export, tag (no command: ls).
+    #[command(visible_alias = "image")]
+    Images(images::ImagesArgs),
     /// Pull an image from a registry.
     Pull(images::PullArgs),
     /// Push an image to a registry.
@@ -95,8 +94,10 @@ pub enum Command {
     /// Forget the credentials for a registry.
     Logout(images::LogoutArgs),
     /// Run a command in a new container.
+    #[command(disable_help_flag = true)]
     Run(containers::RunArgs),
     /// Create a container without starting it.
+    #[command(disable_help_flag = true)]
     Create(containers::CreateArgs),
     /// List containers.
     Ps(containers::PsArgs),
@@ -116,10 +117,22 @@ pub enum Command {
     Wait(containers::ManyArgs),
     /// Remove containers.
     Rm(containers::RmArgs),
-    /// Show containers' records, specs and states (JSON).
+    /// Show containers' records, specs and states (JSON); a name no container has is looked
+    /// up as an image.
     Inspect(containers::ManyArgs),
     /// Show a container's processes.
     Top(containers::OneArgs),
+    /// Change running containers' resource limits (kept for their later runs).
+    Update(limits::UpdateArgs),
+    /// Show containers' resource usage: CPU, memory, network and block I/O, processes.
+    Stats(limits::StatsArgs),
+    /// Freeze every process of containers (the cgroup freezer).
+    Pause(limits::PauseArgs),
+    /// Thaw paused containers.
+    Unpause(limits::PauseArgs),
+    /// Copy files between a container and the host (CONTAINER:PATH; - for a tar stream),
+    /// running or stopped.
+    Cp(cp::CpArgs),
     /// Manage containers (ctr-style): ls, info, rm, create.
     #[command(subcommand, visible_alias = "container", visible_alias = "c")]
     Containers(containers::ContainersCmd),
@@ -136,9 +149,110 @@ pub enum Command {
     Events(events::EventsArgs),
 }
 
+/// Whether an error (or a panic message) is a write to a closed pipe: `nook ... | head -1`.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Ends every command quietly when its reader goes away (`nook content ls -q | head -1`), as
+/// a filter killed by SIGPIPE does, without letting SIGPIPE kill nook on its own sockets:
+/// `println!` panics on EPIPE (Rust ignores SIGPIPE), and this hook turns that panic into a
+/// quiet exit; errors that carry EPIPE end the same way in [`main`].
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to std") && msg.contains("Broken pipe") {
+            std::process::exit(EXIT_CLOSED_PIPE);
+        }
+        default(info)
+    }));
+}
+
+/// The exit code after a closed pipe: 128 + SIGPIPE, what a shell shows for a program that
+/// SIGPIPE ended.
+const EXIT_CLOSED_PIPE: i32 = 141;
+
+/// Parses the command line; on an unknown subcommand clap did not place (`nook rnu`), adds
+/// the nearest one by edit distance with transpositions to clap's error (`tip: a similar
+/// subcommand exists: 'run'`).
+fn parse() -> Cli {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    use clap::CommandFactory;
+    let mut e = match Cli::try_parse() {
+        Ok(c) => return c,
+        Err(e) => e,
+    };
+    if e.kind() == ErrorKind::InvalidSubcommand && e.get(ContextKind::SuggestedSubcommand).is_none()
+    {
+        if let Some(ContextValue::String(bad)) = e.get(ContextKind::InvalidSubcommand).cloned() {
+            let args: Vec<String> = std::env::args().skip(1).collect();
+            if let Some(s) = nearest_subcommand(&Cli::command(), &args, &bad) {
+                e.insert(ContextKind::SuggestedSubcommand, ContextValue::String(s));
+            }
+        }
+    }
+    e.exit()
+}
+
+/// The subcommand (or alias) nearest to `bad` at the level of the command line where `bad`
+/// stands, if one is close enough to be what was meant.
+fn nearest_subcommand(root: &clap::Command, args: &[String], bad: &str) -> Option<String> {
+    let mut cmd = root;
+    for a in args {
+        if a == bad {
+            break;
+        }
+        if let Some(sub) = cmd.find_subcommand(a) {
+            cmd = sub;
+        }
+    }
+    let limit = if bad.chars().count() > 3 { 2 } else { 1 };
+    cmd.get_subcommands()
+        .flat_map(|c| std::iter::once(c.get_name()).chain(c.get_all_aliases()))
+        .map(|n| (edit_distance(bad, n), n))
+        .filter(|(d, _)| *d <= limit)
+        .min()
+        .map(|(_, n)| n.to_string())
+}
+
+/// Optimal-string-alignment distance: insertions, deletions, substitutions and swaps of two
+/// neighbours (`rnu` → `run` is 1) each cost 1.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
+}
+
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    quiet_on_closed_pipe();
+    let cli = parse();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -151,6 +265,7 @@ pub fn main() -> ExitCode {
     };
     match rt.block_on(dispatch(cli)) {
         Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => ExitCode::from(EXIT_CLOSED_PIPE as u8),
         Err(e) => {
             eprintln!("nook: {e:#}");
             match e.downcast_ref::<client::ExitWith>() {
@@ -201,6 +316,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rm(a) => containers::rm(&ctx, a).await,
         Command::Inspect(a) => containers::inspect(&ctx, a).await,
         Command::Top(a) => containers::top(&ctx, a).await,
+        Command::Update(a) => limits::update(&ctx, a).await,
+        Command::Stats(a) => limits::stats(&ctx, a).await,
+        Command::Pause(a) => limits::pause(&ctx, a, true).await,
+        Command::Unpause(a) => limits::pause(&ctx, a, false).await,
+        Command::Cp(a) => cp::cp(&ctx, a).await,
         Command::Containers(c) => containers::containers(&ctx, c).await,
         Command::Tasks(c) => containers::tasks(&ctx, c).await,
         Command::Snapshots(a) => snapshots::run(&ctx, a).await,
@@ -219,5 +339,28 @@ impl Ctx {
     /// Connects to nookd.
     pub async fn connect(&self) -> anyhow::Result<Client> {
         Client::connect(self.address.clone(), &self.namespace).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn nearest_subcommands() {
+        let root = Cli::command();
+        let at = |args: &[&str], bad| {
+            let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            nearest_subcommand(&root, &args, bad)
+        };
+        assert_eq!(at(&["rnu"], "rnu").as_deref(), Some("run"));
+        assert_eq!(
+            at(&["-n", "x", "imgaes"], "imgaes").as_deref(),
+            Some("images")
+        );
+        assert_eq!(at(&["images", "lss"], "lss").as_deref(), Some("ls"));
+        assert_eq!(at(&["zzzzzz"], "zzzzzz"), None);
+        assert_eq!(edit_distance("rnu", "run"), 1);
     }
 }

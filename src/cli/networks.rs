@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use super::client::StatusExt;
-use super::output::{self, Format};
+use super::output;
 use super::Ctx;
 use crate::proto::networks as pb;
 
@@ -14,13 +14,7 @@ use crate::proto::networks as pb;
 pub enum NetworkCmd {
     /// List networks.
     #[command(visible_alias = "list")]
-    Ls {
-        /// Print names only.
-        #[arg(short, long)]
-        quiet: bool,
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
-    },
+    Ls(output::ListFlags),
     /// Create a bridge network (containers on it resolve each other by name).
     Create {
         name: String,
@@ -101,38 +95,35 @@ pub async fn run(ctx: &Ctx, cmd: NetworkCmd) -> anyhow::Result<ExitCode> {
     let c = ctx.connect().await?;
     let mut cl = pb::networks_client::NetworksClient::new(c.channel.clone());
     match cmd {
-        NetworkCmd::Ls { quiet, format } => {
+        NetworkCmd::Ls(flags) => {
             let v = cl
                 .list(c.req(pb::ListNetworksRequest {}))
                 .await
                 .or_fail()?
                 .networks;
-            if quiet {
-                v.iter().for_each(|n| println!("{}", n.name));
-            } else if format == Format::Json {
-                output::json(&v.iter().map(view).collect::<Vec<_>>())?;
-            } else {
-                let rows: Vec<Vec<String>> = v
-                    .iter()
-                    .map(|n| {
-                        vec![
-                            if n.default {
-                                format!("{} (default)", n.name)
-                            } else {
-                                n.name.clone()
-                            },
-                            n.bridge.clone(),
-                            n.subnet.clone(),
-                            n.gateway.clone(),
-                            n.members.len().to_string(),
-                        ]
-                    })
-                    .collect();
-                output::table(
-                    &["NAME", "BRIDGE", "SUBNET", "GATEWAY", "CONTAINERS"],
-                    &rows,
-                );
-            }
+            let rows: Vec<output::Row> = v
+                .iter()
+                .map(|n| output::Row {
+                    key: n.name.clone(),
+                    cells: vec![
+                        if n.default {
+                            format!("{} (default)", n.name)
+                        } else {
+                            n.name.clone()
+                        },
+                        n.bridge.clone(),
+                        n.subnet.clone(),
+                        n.gateway.clone(),
+                        n.members.len().to_string(),
+                    ],
+                    json: serde_json::to_value(view(n)).unwrap_or_default(),
+                    fields: vec![("Name", n.name.clone())],
+                })
+                .collect();
+            flags.print(
+                &["NAME", "BRIDGE", "SUBNET", "GATEWAY", "CONTAINERS"],
+                &rows,
+            )?;
         }
         NetworkCmd::Create {
             name,
@@ -143,7 +134,7 @@ pub async fn run(ctx: &Ctx, cmd: NetworkCmd) -> anyhow::Result<ExitCode> {
                 .create(c.req(pb::CreateNetworkRequest {
                     name,
                     subnet: subnet.unwrap_or_default(),
-                    labels: super::spine::parse_labels(&labels)?,
+                    labels: output::parse_labels(&labels)?,
                 }))
                 .await
                 .or_fail()?;

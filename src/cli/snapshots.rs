@@ -6,8 +6,8 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use super::client::StatusExt;
+use super::output::parse_labels;
 use super::output::{self, Format};
-use super::spine::parse_labels;
 use super::Ctx;
 use crate::proto::snapshots as pb;
 
@@ -25,13 +25,7 @@ pub struct SnapshotsArgs {
 pub enum SnapshotsCmd {
     /// List snapshots.
     #[command(visible_alias = "list")]
-    Ls {
-        /// Print only keys.
-        #[arg(short, long)]
-        quiet: bool,
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
-    },
+    Ls(output::ListFlags),
     /// Create an active (writable) snapshot, on top of the committed PARENT if given.
     Prepare {
         key: String,
@@ -214,26 +208,23 @@ pub async fn run(ctx: &Ctx, a: SnapshotsArgs) -> anyhow::Result<ExitCode> {
         .max_decoding_message_size(crate::api::MAX_MESSAGE);
     let sn = a.snapshotter.clone();
     match a.cmd {
-        SnapshotsCmd::Ls { quiet, format } => {
+        SnapshotsCmd::Ls(flags) => {
             let r = cl
                 .list(c.req(pb::ListRequest { snapshotter: sn }))
                 .await
                 .or_fail()?;
             let mut v: Vec<InfoOut> = r.snapshots.into_iter().map(info_out).collect();
             v.sort_by(|a, b| a.name.cmp(&b.name));
-            if quiet {
-                for i in v {
-                    println!("{}", i.name);
-                }
-            } else if format == Format::Json {
-                output::json(&v)?;
-            } else {
-                let rows: Vec<Vec<String>> = v
-                    .into_iter()
-                    .map(|i| vec![i.name, i.parent, i.kind])
-                    .collect();
-                output::table(&["KEY", "PARENT", "KIND"], &rows);
-            }
+            let rows: Vec<output::Row> = v
+                .iter()
+                .map(|i| output::Row {
+                    key: i.name.clone(),
+                    cells: vec![i.name.clone(), i.parent.clone(), i.kind.clone()],
+                    json: serde_json::to_value(i).unwrap_or_default(),
+                    fields: vec![],
+                })
+                .collect();
+            flags.print(&["KEY", "PARENT", "KIND"], &rows)?;
         }
         SnapshotsCmd::Prepare {
             key,

@@ -29,13 +29,7 @@ pub struct InfoArgs {
 pub enum NamespacesCmd {
     /// List namespaces.
     #[command(visible_alias = "list")]
-    Ls {
-        /// Print only names.
-        #[arg(short, long)]
-        quiet: bool,
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
-    },
+    Ls(output::ListFlags),
     /// Create a namespace.
     Create {
         name: String,
@@ -61,12 +55,7 @@ pub enum NamespacesCmd {
 pub enum PluginsCmd {
     /// List plugins with their status and the reason a skipped one does not work here.
     #[command(visible_alias = "list")]
-    Ls {
-        #[arg(short, long)]
-        quiet: bool,
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
-    },
+    Ls(output::ListFlags),
 }
 
 #[derive(Subcommand, Debug)]
@@ -75,16 +64,6 @@ pub enum ConfigCmd {
     Default,
     /// Check a config file (default: $XDG_CONFIG_HOME/nook/config.toml) and print it resolved.
     Check { file: Option<std::path::PathBuf> },
-}
-
-/// Parses KEY=VALUE pairs.
-pub fn parse_labels(v: &[String]) -> anyhow::Result<std::collections::HashMap<String, String>> {
-    v.iter()
-        .map(|kv| match kv.split_once('=') {
-            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-            _ => Err(anyhow::anyhow!("invalid label {kv:?}: expected KEY=VALUE")),
-        })
-        .collect()
 }
 
 pub async fn version(ctx: &Ctx, a: VersionArgs) -> anyhow::Result<ExitCode> {
@@ -293,50 +272,39 @@ pub async fn namespaces(ctx: &Ctx, cmd: NamespacesCmd) -> anyhow::Result<ExitCod
     let c = ctx.connect().await?;
     let mut cl = pb::namespaces_client::NamespacesClient::new(c.channel.clone());
     match cmd {
-        NamespacesCmd::Ls { quiet, format } => {
+        NamespacesCmd::Ls(flags) => {
             let mut v = cl
                 .list(c.req(pb::ListNamespacesRequest {}))
                 .await
                 .or_fail()?
                 .namespaces;
             v.sort_by(|a, b| a.name.cmp(&b.name));
-            if quiet {
-                for n in &v {
-                    println!("{}", n.name);
-                }
-            } else if format == Format::Json {
-                #[derive(Serialize)]
-                struct N<'a> {
-                    name: &'a str,
-                    labels: BTreeMap<&'a String, &'a String>,
-                    created_at: i64,
-                }
-                let out: Vec<N> = v
-                    .iter()
-                    .map(|n| N {
+            #[derive(Serialize)]
+            struct N<'a> {
+                name: &'a str,
+                labels: BTreeMap<&'a String, &'a String>,
+                created_at: i64,
+            }
+            let rows: Vec<output::Row> = v
+                .iter()
+                .map(|n| output::Row {
+                    key: n.name.clone(),
+                    cells: vec![n.name.clone(), output::labels_text(&n.labels)],
+                    json: serde_json::to_value(N {
                         name: &n.name,
                         labels: n.labels.iter().collect(),
                         created_at: n.created_at,
                     })
-                    .collect();
-                output::json(&out)?;
-            } else {
-                let rows: Vec<Vec<String>> = v
-                    .iter()
-                    .map(|n| {
-                        let mut l: Vec<String> =
-                            n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                        l.sort();
-                        vec![n.name.clone(), l.join(",")]
-                    })
-                    .collect();
-                output::table(&["NAME", "LABELS"], &rows);
-            }
+                    .unwrap_or_default(),
+                    fields: vec![],
+                })
+                .collect();
+            flags.print(&["NAME", "LABELS"], &rows)?;
         }
         NamespacesCmd::Create { name, labels } => {
             cl.create(c.req(pb::CreateNamespaceRequest {
                 name: name.clone(),
-                labels: parse_labels(&labels)?,
+                labels: output::parse_labels(&labels)?,
             }))
             .await
             .or_fail()?;
@@ -357,7 +325,7 @@ pub async fn namespaces(ctx: &Ctx, cmd: NamespacesCmd) -> anyhow::Result<ExitCod
         NamespacesCmd::Label { name, labels } => {
             cl.update(c.req(pb::UpdateNamespaceRequest {
                 name,
-                labels: parse_labels(&labels)?,
+                labels: output::parse_labels(&labels)?,
             }))
             .await
             .or_fail()?;
@@ -367,7 +335,7 @@ pub async fn namespaces(ctx: &Ctx, cmd: NamespacesCmd) -> anyhow::Result<ExitCod
 }
 
 pub async fn plugins(ctx: &Ctx, cmd: PluginsCmd) -> anyhow::Result<ExitCode> {
-    let PluginsCmd::Ls { quiet, format } = cmd;
+    let PluginsCmd::Ls(flags) = cmd;
     let c = ctx.connect().await?;
     let mut cl = pb::introspection_client::IntrospectionClient::new(c.channel.clone());
     let v = cl
@@ -375,11 +343,7 @@ pub async fn plugins(ctx: &Ctx, cmd: PluginsCmd) -> anyhow::Result<ExitCode> {
         .await
         .or_fail()?
         .plugins;
-    if quiet {
-        for p in &v {
-            println!("{}.{}", p.r#type, p.id);
-        }
-    } else if format == Format::Json {
+    {
         #[derive(Serialize)]
         struct P<'a> {
             r#type: &'a str,
@@ -388,30 +352,28 @@ pub async fn plugins(ctx: &Ctx, cmd: PluginsCmd) -> anyhow::Result<ExitCode> {
             reason: &'a str,
             exports: BTreeMap<&'a String, &'a String>,
         }
-        let out: Vec<P> = v
+        let rows: Vec<output::Row> = v
             .iter()
-            .map(|p| P {
-                r#type: &p.r#type,
-                id: &p.id,
-                status: &p.status,
-                reason: &p.reason,
-                exports: p.exports.iter().collect(),
-            })
-            .collect();
-        output::json(&out)?;
-    } else {
-        let rows: Vec<Vec<String>> = v
-            .iter()
-            .map(|p| {
-                vec![
+            .map(|p| output::Row {
+                key: format!("{}.{}", p.r#type, p.id),
+                cells: vec![
                     p.r#type.clone(),
                     p.id.clone(),
                     p.status.clone(),
                     p.reason.clone(),
-                ]
+                ],
+                json: serde_json::to_value(P {
+                    r#type: &p.r#type,
+                    id: &p.id,
+                    status: &p.status,
+                    reason: &p.reason,
+                    exports: p.exports.iter().collect(),
+                })
+                .unwrap_or_default(),
+                fields: vec![],
             })
             .collect();
-        output::table(&["TYPE", "ID", "STATUS", "REASON"], &rows);
+        flags.print(&["TYPE", "ID", "STATUS", "REASON"], &rows)?;
     }
     Ok(ExitCode::SUCCESS)
 }

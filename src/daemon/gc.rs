@@ -133,8 +133,14 @@ pub fn disk_usage(d: &Daemon) -> Result<Vec<(String, u64, u64)>> {
         let dir = d.paths.root.join("snapshots").join(&st.name);
         let (n, bytes) = match crate::snapshot::copy::disk_usage(&dir) {
             Ok(u) => {
+                // a snapshot is a directory named by its numeric id: not the overlay probe's
+                // stamp (.probe-ok) nor a probe in progress
                 let n = std::fs::read_dir(&dir)
-                    .map(|r| r.count() as u64)
+                    .map(|r| {
+                        r.flatten()
+                            .filter(|e| e.file_name().to_string_lossy().parse::<u64>().is_ok())
+                            .count() as u64
+                    })
                     .unwrap_or(0);
                 (n, u.size)
             }

@@ -87,6 +87,20 @@ pub struct ContainerSample {
     pub cpu_seconds: Option<f64>,
     /// Memory in use, when its cgroup can be read.
     pub memory_bytes: Option<u64>,
+    /// The rest of what `nook stats` shows, when nookd placed it in a delegated cgroup.
+    pub usage: Option<ContainerUsage>,
+}
+
+/// A container's usage beyond CPU and memory (as `nook stats` shows it).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ContainerUsage {
+    /// None: unlimited.
+    pub memory_limit: Option<u64>,
+    pub net_rx: u64,
+    pub net_tx: u64,
+    pub block_read: u64,
+    pub block_write: u64,
+    pub pids: u64,
 }
 
 type Refresher = Box<dyn Fn(&Metrics) + Send + Sync>;
@@ -114,6 +128,9 @@ pub struct Metrics {
     pub container_cpu: Family<ContainerLabels, Gauge<f64, AtomicU64>>,
     /// Memory bytes per container, where cgroups allow (refreshed at scrape).
     pub container_memory: Family<ContainerLabels, Gauge>,
+    /// Memory limit, network and block I/O, processes per container, where delegated
+    /// cgroups allow (refreshed at scrape), in this order.
+    pub container_usage: [Family<ContainerLabels, Gauge>; 6],
     /// Disk use of the content store and the snapshots (refreshed at scrape).
     pub disk_bytes: Family<StoreLabels, Gauge>,
     refreshers: Mutex<Vec<Refresher>>,
@@ -203,6 +220,40 @@ impl Metrics {
             Unit::Bytes,
             container_memory.clone(),
         );
+        let container_usage: [Family<ContainerLabels, Gauge>; 6] = Default::default();
+        for (f, (name, help, unit)) in container_usage.iter().zip([
+            (
+                "container_memory_limit",
+                "Memory limit of a container (--memory)",
+                Some(Unit::Bytes),
+            ),
+            (
+                "container_network_receive",
+                "Bytes received on a container's own interfaces",
+                Some(Unit::Bytes),
+            ),
+            (
+                "container_network_transmit",
+                "Bytes sent on a container's own interfaces",
+                Some(Unit::Bytes),
+            ),
+            (
+                "container_block_read",
+                "Bytes a container read from block devices",
+                Some(Unit::Bytes),
+            ),
+            (
+                "container_block_write",
+                "Bytes a container wrote to block devices",
+                Some(Unit::Bytes),
+            ),
+            ("container_pids", "Processes in a container", None),
+        ]) {
+            match unit {
+                Some(u) => r.register_with_unit(name, help, u, f.clone()),
+                None => r.register(name, help, f.clone()),
+            }
+        }
         let disk_bytes = Family::<StoreLabels, Gauge>::default();
         r.register_with_unit(
             "disk",
@@ -223,6 +274,7 @@ impl Metrics {
             container_restarts,
             container_cpu,
             container_memory,
+            container_usage,
             disk_bytes,
             refreshers: Mutex::new(Vec::new()),
         }
@@ -267,6 +319,9 @@ impl Metrics {
         self.container_restarts.clear();
         self.container_cpu.clear();
         self.container_memory.clear();
+        for f in &self.container_usage {
+            f.clear();
+        }
         for c in samples {
             let state = if STATES.contains(&c.state.as_str()) {
                 c.state.as_str()
@@ -290,6 +345,21 @@ impl Metrics {
                 self.container_memory
                     .get_or_create(&l)
                     .set(mem.min(i64::MAX as u64) as i64);
+            }
+            if let Some(u) = &c.usage {
+                let values = [
+                    u.memory_limit,
+                    Some(u.net_rx),
+                    Some(u.net_tx),
+                    Some(u.block_read),
+                    Some(u.block_write),
+                    Some(u.pids),
+                ];
+                for (f, v) in self.container_usage.iter().zip(values) {
+                    if let Some(v) = v {
+                        f.get_or_create(&l).set(v.min(i64::MAX as u64) as i64);
+                    }
+                }
             }
         }
         for (state, n) in by_state {
@@ -463,9 +533,30 @@ pub fn add_container_refresher(metrics: &Metrics, d: &Arc<crate::daemon::Daemon>
                     .filter(|c| !c.is_empty())
                     .map(str::to_string);
                 let st = handle.block_on(mgr.status(&ns.name, r));
-                let (cpu_seconds, memory_bytes) = match (&cgroup, st.running()) {
-                    (Some(cg), true) => cgroup_usage(cg),
-                    _ => (None, None),
+                let pid = st.task.as_ref().map(|t| t.pid).unwrap_or(0);
+                // a delegated cgroup of this nookd: what `nook stats` reads
+                let delegated = st
+                    .running()
+                    .then(|| crate::runtime::limits::stats(&d, &st.record, pid))
+                    .flatten();
+                let (cpu_seconds, memory_bytes, usage) = match (&cgroup, st.running(), delegated) {
+                    (_, true, Some((s, rx, tx))) => (
+                        Some(s.cpu_ns as f64 / 1e9),
+                        Some(s.memory_usage),
+                        Some(ContainerUsage {
+                            memory_limit: s.memory_limit,
+                            net_rx: rx,
+                            net_tx: tx,
+                            block_read: s.block_read,
+                            block_write: s.block_write,
+                            pids: s.pids,
+                        }),
+                    ),
+                    (Some(cg), true, None) => {
+                        let (c, m) = cgroup_usage(cg);
+                        (c, m, None)
+                    }
+                    _ => (None, None, None),
                 };
                 samples.push(ContainerSample {
                     namespace: ns.name.clone(),
@@ -474,6 +565,7 @@ pub fn add_container_refresher(metrics: &Metrics, d: &Arc<crate::daemon::Daemon>
                     restarts: Some(st.record.restart_count.into()),
                     cpu_seconds,
                     memory_bytes,
+                    usage,
                 });
             }
         }
@@ -762,6 +854,11 @@ mod tests {
             restarts: Some(2),
             cpu_seconds: Some(1.5),
             memory_bytes: None,
+            usage: (id == "a").then(|| ContainerUsage {
+                memory_limit: Some(64 << 20),
+                pids: 3,
+                ..Default::default()
+            }),
         };
         m.set_containers(&[c("a", "running"), c("b", "running"), c("c", "weird")]);
         let t = m.encode().unwrap();
@@ -782,6 +879,22 @@ mod tests {
             Some(1.5)
         );
         assert!(!t.contains("nook_container_memory_bytes{"));
+        assert_eq!(
+            sample(
+                &t,
+                "nook_container_memory_limit_bytes",
+                &[("container", "a")]
+            ),
+            Some((64u64 << 20) as f64)
+        );
+        assert_eq!(
+            sample(&t, "nook_container_pids", &[("container", "a")]),
+            Some(3.0)
+        );
+        assert_eq!(
+            sample(&t, "nook_container_pids", &[("container", "b")]),
+            None
+        );
         m.set_containers(&[c("a", "exited")]);
         let t = m.encode().unwrap();
         assert_eq!(

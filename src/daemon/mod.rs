@@ -48,6 +48,9 @@ pub struct Daemon {
     pub bus: Arc<Bus>,
     /// The daemon's own publisher (namespaces, the API's container events).
     pub events: Publisher,
+    /// The cgroups delegated to the user, with nookd in its own (resource limits, stats,
+    /// pause).
+    pub cgroups: crate::cgroup::Cgroups,
 }
 
 /// Facts from bootstrap handed to [`run`].
@@ -289,6 +292,9 @@ pub async fn start(config: Config, paths: Paths, boot: Boot) -> Result<Arc<Daemo
         ),
         events.clone(),
     ));
+    let cgroups =
+        crate::cgroup::Cgroups::setup(boot.host_uid, &paths.state, std::process::id() as i32);
+    tracing::info!("cgroups: {}", cgroups.describe());
     let d = Arc::new(Daemon {
         config,
         paths,
@@ -305,6 +311,7 @@ pub async fn start(config: Config, paths: Paths, boot: Boot) -> Result<Arc<Daemo
         network,
         bus,
         events,
+        cgroups,
     });
     d.plugins.set(plugins::METADATA, "redb", Ok(()));
     d.plugins.set(plugins::CONTENT, "content", Ok(()));

@@ -105,6 +105,16 @@ impl Reference {
         if s.trim() != s || s.contains(char::is_whitespace) {
             return Err(bad(s, "it contains white space"));
         }
+        if let Some((_, rest)) = s.split_once("://") {
+            return Err(bad(
+                s,
+                &format!(
+                    "references take no scheme: write {rest:?} (for a registry served over plain \
+                     HTTP, set insecure = true under [registry.\"HOST\"] in config.toml; \
+                     localhost needs nothing)"
+                ),
+            ));
+        }
         let (rest, digest) = match s.split_once('@') {
             Some((r, d)) => {
                 let d = Digest::parse(d).map_err(|e| bad(s, &e.to_string()))?;
@@ -292,6 +302,17 @@ mod tests {
     use super::*;
 
     const D: &str = "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+
+    #[test]
+    fn scheme_is_explained() {
+        let e = Reference::parse("http://localhost:5000/img")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("take no scheme") && e.contains("\"localhost:5000/img\""),
+            "{e}"
+        );
+    }
 
     #[test]
     fn normalizes() {

@@ -170,6 +170,8 @@ pub struct Manager {
     s: Settings,
     ops: Mutex<()>,
     factory: Mutex<Option<Arc<SocketFactory>>>,
+    /// Why the last [`Manager::init`] failed (None: it has not failed).
+    init_error: Mutex<Option<String>>,
     listeners: Mutex<HashMap<String, Vec<tokio::task::JoinHandle<()>>>>,
     /// Host sockets bound for direct ports, until the container's shim takes them.
     direct: Mutex<HashMap<String, Vec<(PortMapping, OwnedFd)>>>,
@@ -220,6 +222,7 @@ impl Manager {
             s,
             ops: Mutex::new(()),
             factory: Mutex::new(None),
+            init_error: Mutex::new(None),
             listeners: Mutex::new(HashMap::new()),
             direct: Mutex::new(HashMap::new()),
             handle: tokio::runtime::Handle::try_current().ok(),
@@ -237,8 +240,32 @@ impl Manager {
     }
 
     /// Sets up the containers' namespace (forwarding, NAT out of tap0, transparent-proxy
-    /// routing), the default network and every bridge. Blocking.
+    /// routing), the default network and every bridge. Blocking. A failure is kept: what
+    /// needs the subsystem later says why it is not there ([`Manager::not_initialized`]).
     pub fn init(&self) -> Result<()> {
+        let res = self.init_inner();
+        *self.init_error.lock().unwrap_or_else(|e| e.into_inner()) =
+            res.as_ref().err().map(|e| e.to_string());
+        res
+    }
+
+    /// The error of a request that needs the network subsystem when its set-up failed: the
+    /// reason, and how to fix it.
+    fn not_initialized(&self) -> Error {
+        let why = self
+            .init_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_else(|| "its set-up has not finished".into());
+        Error::Unavailable(format!(
+            "the network subsystem is not initialized: {why}; fix that, then restart nookd \
+             (systemctl --user restart nook); `nook plugins ls` shows the error, \
+             docs/troubleshooting.md explains it; --network none works meanwhile"
+        ))
+    }
+
+    fn init_inner(&self) -> Result<()> {
         let _g = self.lock();
         let subnet = Subnet::parse(&self.s.subnet)?;
         let subnet6 = match self.s.subnet6.trim() {
@@ -877,7 +904,7 @@ impl Manager {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-            .ok_or_else(|| Error::Unavailable("the network subsystem is not initialized".into()))?;
+            .ok_or_else(|| self.not_initialized())?;
         let mut published = Vec::new();
         if a.direct {
             // the shim takes the bound sockets and hands them to the container's binds

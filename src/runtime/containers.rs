@@ -59,6 +59,12 @@ pub struct ContainerRecord {
     /// It was started at least once (a container only created is not started at boot).
     #[serde(default)]
     pub has_been_started: bool,
+    /// Resource limits (`--memory`, `--cpus`, …; changed by `nook update`).
+    #[serde(default)]
+    pub limits: super::limits::Limits,
+    /// The kernel's OOM killer killed in it during its last run.
+    #[serde(default)]
+    pub oom_killed: bool,
 }
 
 impl ContainerRecord {
@@ -107,6 +113,8 @@ pub struct CreateOptions {
     pub restart: String,
     /// `--port-driver` (relay, direct; "" = the configured default).
     pub port_driver: String,
+    /// Resource limits, `--shm-size`, `--oom-score-adj`.
+    pub limits: super::limits::Limits,
     /// `-P`: publish every port the image exposes on a free host port.
     pub publish_all: bool,
     /// `--init`: tini as pid 1.
@@ -329,6 +337,8 @@ impl Manager {
             return Err(Error::Precondition(why));
         }
         let restart_policy = RestartPolicy::parse(&o.restart)?;
+        o.limits.check(&d.cgroups)?;
+        super::limits::check_runtime(&d.cgroups, &o.limits.resources, &rt)?;
         if o.auto_remove && restart_policy != RestartPolicy::No {
             return Err(Error::InvalidArgument(format!(
                 "--restart {restart_policy} and --rm do not go together: a container removed when it exits cannot be restarted; drop one of them"
@@ -424,6 +434,8 @@ impl Manager {
                 })?;
             }
             let mut spec = serde_json::to_value(spec::build_spec(&img_cfg, &so)?)?;
+            o.limits
+                .apply(&mut spec, d.cgroups.container_path(&id).as_deref());
             if direct
                 && !crate::runtime::seccomp::notify_bind(
                     &mut spec,
@@ -473,6 +485,8 @@ impl Manager {
             restart_count: 0,
             stopped_by_user: false,
             has_been_started: false,
+            limits: o.limits.clone(),
+            oom_killed: false,
         };
         let res = d.store.write(|tx| {
             // names are unique per namespace: check again inside the transaction
@@ -529,6 +543,43 @@ impl Manager {
             }
         }
         Ok(format!("nook_{}", &new_id()[..8]))
+    }
+
+    /// Runs `f` on the container's root filesystem (mounted first if it is not: a stopped
+    /// container's after a nookd restart), off the async threads, holding the container's
+    /// lock so that a removal waits for it (`nook cp`).
+    pub async fn with_rootfs<T: Send + 'static>(
+        &self,
+        d: &Arc<Daemon>,
+        ns: &str,
+        r: &ContainerRecord,
+        f: impl FnOnce(&Path) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (key, lock) = self.op_lock(ns, &r.id);
+        let res = async {
+            let _held = lock.lock().await;
+            if d.store
+                .get::<ContainerRecord>(CONTAINERS, ns, &r.id)?
+                .is_none()
+            {
+                return Err(Error::NotFound(format!("container {} was removed", r.name)));
+            }
+            let rootfs = self.rootfs(ns, &r.id);
+            if !is_mountpoint(&rootfs) {
+                let sn = d.snapshotters.get(Some(&r.snapshotter))?;
+                let mounts =
+                    crate::snapshot::Snapshotter::mounts(sn.as_ref(), ns, &r.snapshot_key)?;
+                std::fs::create_dir_all(&rootfs)
+                    .map_err(|e| Error::io(format!("creating {}", rootfs.display()), e))?;
+                crate::snapshot::mount::mount_all(&mounts, &rootfs)?;
+            }
+            tokio::task::spawn_blocking(move || f(&rootfs))
+                .await
+                .map_err(|e| Error::Internal(format!("copy thread: {e}")))?
+        }
+        .await;
+        self.op_unlock(&key, lock);
+        res
     }
 
     /// Makes sure the bundle (config.json, /etc files) and the mounted rootfs are in place.
@@ -632,6 +683,10 @@ impl Manager {
                 ("pid", pid.to_string()),
             ],
         );
+        if r.oom_killed {
+            // a new run: OOMKilled tells of the last one only
+            let _ = self.update_record(d, ns, &r.id, |rec| rec.oom_killed = false);
+        }
         self.watch_ports(d, ns, &r.id);
         self.monitor(d, ns, r);
         Ok(true)
@@ -718,6 +773,7 @@ impl Manager {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&key);
             if let Some(e) = exit {
+                super::limits::after_exit(&d, m, &ns, &r, &e);
                 m.report_exit(&ns, &r, &e);
                 m.apply_restart_policy(&d, &ns, &r.id, e.exit_code, armed.elapsed())
                     .await;
@@ -1117,6 +1173,10 @@ impl Manager {
             let _ = tokio::time::timeout(Duration::from_secs(10), self.wait_exit(ns, &r.id)).await;
         }
         let c = self.tasks.client(ns, &r.id);
+        // the OOM verdict needs the cgroup, which the runtime's delete removes
+        if let Some(e) = c.recorded_exit() {
+            super::limits::after_exit(d, self, ns, r, &e);
+        }
         if c.delete(true).await.is_err() {
             if let Ok(rt) = plugin::resolve(&d.config, Some(&r.runtime)) {
                 if st.task.is_some() {
@@ -1124,6 +1184,10 @@ impl Manager {
                 }
             }
         }
+        if let Some(p) = d.cgroups.container_path(&r.id) {
+            d.cgroups.remove(&p);
+        }
+        super::limits::forget(ns, &r.id);
         let rootfs = self.rootfs(ns, &r.id);
         if is_mountpoint(&rootfs) {
             crate::snapshot::mount::unmount(&rootfs)?;
@@ -1317,8 +1381,9 @@ impl Manager {
 
 /// The container's spec as its runtime gets it: crun also gets the seccomp profile compiled
 /// (see [`super::seccomp_bpf`]), and a hook that removes the `/dev/core` link it makes.
-fn runtime_spec(d: &Daemon, r: &ContainerRecord) -> Result<oci_spec::runtime::Spec> {
+pub(crate) fn runtime_spec(d: &Daemon, r: &ContainerRecord) -> Result<oci_spec::runtime::Spec> {
     let mut v = r.spec.clone();
+    super::limits::runtime_spec(d, r, &mut v)?;
     let crun =
         plugin::resolve(&d.config, Some(&r.runtime)).is_ok_and(|rt| plugin::is_crun(&rt.path));
     if crun && d.config.runtime.precompile_seccomp {
@@ -1609,6 +1674,8 @@ mod tests {
             restart_count: 0,
             stopped_by_user: false,
             has_been_started: false,
+            limits: Default::default(),
+            oom_killed: false,
         };
         assert_eq!(rec.command(), ["sh", "-c", "true"]);
         let s = Status {

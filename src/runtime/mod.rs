@@ -6,8 +6,11 @@
 //! * [`seccomp`] is the default seccomp profile (docker's allow-list).
 //! * [`plugin`] resolves runtime names from `[runtimes]` and probes them.
 //! * [`task`] creates bundles, starts `nook-shim` processes and talks to them.
+//! * [`copy`] moves files into and out of a container's root as tar streams (`nook cp`).
 
 pub mod containers;
+pub mod copy;
+pub mod limits;
 pub mod plugin;
 pub mod restart;
 pub mod seccomp;

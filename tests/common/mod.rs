@@ -284,6 +284,12 @@ impl Nookd {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Adopts a nookd started by the test itself (with an environment of its own), to be
+    /// stopped and cleaned up as [`Nookd::spawn`]'s is.
+    pub fn set_child(&mut self, child: Child) {
+        self.child = Some(child);
+    }
+
     /// nookd's pid (on the host).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("daemon not started").id()
