@@ -53,36 +53,26 @@ const REFUSED_HOST: &[&str] = &[
     "DnsSearch",
     "ExtraHosts",
     "Links",
-    "OomScoreAdj",
-    "ShmSize",
     "Sysctls",
     "StorageOpt",
     "UsernsMode",
     "Annotations",
     "CgroupParent",
-    "BlkioWeight",
     "BlkioWeightDevice",
     "BlkioDeviceReadBps",
     "BlkioDeviceWriteBps",
     "BlkioDeviceReadIOps",
     "BlkioDeviceWriteIOps",
-    "CpuShares",
-    "CpuPeriod",
-    "CpuQuota",
     "CpuRealtimePeriod",
     "CpuRealtimeRuntime",
-    "CpusetCpus",
     "CpusetMems",
     "CpuCount",
     "CpuPercent",
-    "NanoCpus",
     "Devices",
     "DeviceCgroupRules",
     "DeviceRequests",
     "KernelMemory",
     "KernelMemoryTCP",
-    "Memory",
-    "MemoryReservation",
     "IOMaximumIOps",
     "IOMaximumBandwidth",
     "MaskedPaths",
@@ -104,12 +94,6 @@ pub fn options(body: &Value, name: &str, image: String) -> Result<CreateOptions,
     }
     for k in REFUSED_HOST {
         if !unset(&hc[*k]) {
-            return Err(ApiError::unsupported(&format!("HostConfig.{k}")));
-        }
-    }
-    // -1 and 0 are both "no limit" for these
-    for k in ["MemorySwap", "PidsLimit"] {
-        if hc[k].as_i64().is_some_and(|v| v > 0) {
             return Err(ApiError::unsupported(&format!("HostConfig.{k}")));
         }
     }
@@ -292,6 +276,7 @@ pub fn options(body: &Value, name: &str, image: String) -> Result<CreateOptions,
         "io.containerd.runc.v2" => "runc".to_string(),
         other => other.to_string(),
     };
+    let limits = limits(hc)?;
     Ok(CreateOptions {
         image,
         name: name.trim_start_matches('/').to_string(),
@@ -323,6 +308,46 @@ pub fn options(body: &Value, name: &str, image: String) -> Result<CreateOptions,
         init: hc["Init"].as_bool().unwrap_or(false),
         group_add: strings(&hc["GroupAdd"]),
         ulimits,
+        limits,
+    })
+}
+
+/// HostConfig's resource fields as nook's limits (applied through the delegated cgroups; nook
+/// refuses them in one line where the controllers are not delegated).
+fn limits(hc: &Value) -> Result<crate::runtime::limits::Limits, ApiError> {
+    let pos = |k: &str| hc[k].as_i64().filter(|v| *v > 0);
+    let mut r = crate::cgroup::Resources {
+        memory: pos("Memory"),
+        memory_reservation: pos("MemoryReservation"),
+        // 0 is unset; -1 is unlimited swap
+        memory_swap: hc["MemorySwap"].as_i64().filter(|v| *v != 0),
+        cpus: pos("NanoCpus").map(|n| n as f64 / 1e9),
+        cpu_shares: pos("CpuShares").map(|v| v as u64),
+        cpuset_cpus: Some(s(&hc["CpusetCpus"])).filter(|c| !c.is_empty()),
+        // 0 and -1 are both "no limit"
+        pids_limit: pos("PidsLimit"),
+        blkio_weight: pos("BlkioWeight").map(|v| v.min(u16::MAX as i64) as u16),
+    };
+    if let Some(q) = pos("CpuQuota") {
+        let period = pos("CpuPeriod").unwrap_or(crate::cgroup::CPU_PERIOD as i64);
+        if r.cpus.is_some() {
+            return Err(ApiError::bad(
+                "conflicting options: NanoCpus and CpuQuota cannot both be set",
+            ));
+        }
+        r.cpus = Some(q as f64 / period as f64);
+    } else if pos("CpuPeriod").is_some() {
+        return Err(ApiError::unsupported(
+            "HostConfig.CpuPeriod without CpuQuota",
+        ));
+    }
+    Ok(crate::runtime::limits::Limits {
+        resources: r,
+        shm_size: pos("ShmSize").unwrap_or(0),
+        oom_score_adj: hc["OomScoreAdj"]
+            .as_i64()
+            .filter(|v| *v != 0)
+            .map(|v| v.clamp(i32::MIN as i64, i32::MAX as i64) as i32),
     })
 }
 
@@ -356,6 +381,13 @@ mod tests {
         assert_eq!(o.restart, "on-failure:3");
         assert_eq!(o.ulimits, ["nofile=10:20"]);
         assert!(o.auto_remove && o.tty && o.stdin);
+        assert!(o.limits.resources.is_empty());
+        let body = serde_json::json!({"HostConfig": {"Memory": 64 << 20, "NanoCpus": 500_000_000_i64, "PidsLimit": -1, "MemorySwap": -1}});
+        let l = options(&body, "", "x".into()).unwrap().limits;
+        assert_eq!(l.resources.memory, Some(64 << 20));
+        assert_eq!(l.resources.cpus, Some(0.5));
+        assert_eq!(l.resources.pids_limit, None);
+        assert_eq!(l.resources.memory_swap, Some(-1));
     }
 
     #[test]
@@ -366,8 +398,8 @@ mod tests {
                 "HostConfig.ExtraHosts",
             ),
             (
-                serde_json::json!({"HostConfig": {"Memory": 1000000}}),
-                "HostConfig.Memory",
+                serde_json::json!({"HostConfig": {"KernelMemory": 1000000}}),
+                "HostConfig.KernelMemory",
             ),
             (
                 serde_json::json!({"Healthcheck": {"Test": ["CMD", "true"]}}),
