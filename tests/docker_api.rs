@@ -485,3 +485,43 @@ fn run_tty_volumes_ports_and_logs_follow() {
     assert_eq!(out, "3\n");
     dk.run(&["rm", "counter"]).ok();
 }
+
+/// `docker run --rm IMG` through nook's Docker API against `nook run --rm IMG`, interleaved in
+/// one run: the door must not cost much over nook's own CLI.
+#[test]
+fn docker_run_rm_against_nook_run_rm() {
+    let Some(_) = docker_cli() else { return };
+    let d = Nookd::start();
+    let dk = Docker::new(&d);
+    load_busybox(&dk);
+    let time = |f: &dyn Fn()| {
+        let t0 = Instant::now();
+        f();
+        t0.elapsed().as_secs_f64()
+    };
+    // warm both paths once
+    dk.run(&["run", "--rm", "busybox", "sh", "-c", "true"]).ok();
+    d.nook(&["run", "--rm", "busybox", "sh", "-c", "true"]).ok();
+    let (mut dt, mut nt) = (Vec::new(), Vec::new());
+    for _ in 0..7 {
+        dt.push(time(&|| {
+            dk.run(&["run", "--rm", "busybox", "sh", "-c", "true"]).ok();
+        }));
+        nt.push(time(&|| {
+            d.nook(&["run", "--rm", "busybox", "sh", "-c", "true"]).ok();
+        }));
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[v.len() / 2]
+    };
+    let (dm, nm) = (median(&mut dt), median(&mut nt));
+    eprintln!(
+        "docker run --rm: median {:.3} s; nook run --rm: median {:.3} s; ratio {:.2}",
+        dm,
+        nm,
+        dm / nm
+    );
+    assert!(dk.run(&["ps", "-aq"]).ok().trim().is_empty());
+    assert!(dm / nm < 4.0, "the Docker door costs too much: {dm:.3} s against {nm:.3} s");
+}
