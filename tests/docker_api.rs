@@ -483,6 +483,29 @@ fn run_tty_volumes_ports_and_logs_follow() {
     assert_eq!(out, "1\n2\n3\n");
     let out = dk.run(&["logs", "--tail", "1", "counter"]).ok();
     assert_eq!(out, "3\n");
+    // docker cp both ways (a stopped container)
+    let src = d.base.join("cp-in.txt");
+    std::fs::write(&src, "to the container\n").unwrap();
+    std::os::unix::fs::chown(&src, Some(uid), Some(gid)).unwrap();
+    dk.run(&["cp", src.to_str().unwrap(), "counter:/tmp/in.txt"])
+        .ok();
+    let back = d.base.join("cp-out");
+    std::fs::create_dir_all(&back).unwrap();
+    std::os::unix::fs::chown(&back, Some(uid), Some(gid)).unwrap();
+    dk.run(&[
+        "cp",
+        "counter:/tmp/in.txt",
+        back.join("out.txt").to_str().unwrap(),
+    ])
+    .ok();
+    assert_eq!(
+        std::fs::read_to_string(back.join("out.txt")).unwrap(),
+        "to the container\n"
+    );
+    let e = dk
+        .run(&["cp", "counter:/nonexistent", back.to_str().unwrap()])
+        .fails();
+    assert!(e.contains("Could not find the file"), "{e}");
     dk.run(&["rm", "counter"]).ok();
 }
 
@@ -523,5 +546,8 @@ fn docker_run_rm_against_nook_run_rm() {
         dm / nm
     );
     assert!(dk.run(&["ps", "-aq"]).ok().trim().is_empty());
-    assert!(dm / nm < 4.0, "the Docker door costs too much: {dm:.3} s against {nm:.3} s");
+    assert!(
+        dm / nm < 4.0,
+        "the Docker door costs too much: {dm:.3} s against {nm:.3} s"
+    );
 }
