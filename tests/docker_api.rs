@@ -551,3 +551,54 @@ fn docker_run_rm_against_nook_run_rm() {
         "the Docker door costs too much: {dm:.3} s against {nm:.3} s"
     );
 }
+
+#[test]
+fn events_stream_with_filters() {
+    let Some(_) = docker_cli() else { return };
+    let d = Nookd::start();
+    let dk = Docker::new(&d);
+    load_busybox(&dk);
+    let until = (chrono::Utc::now() + chrono::Duration::seconds(4)).timestamp();
+    let child = dk
+        .cmd(&[
+            "events",
+            "--until",
+            &until.to_string(),
+            "--filter",
+            "type=container",
+            "--filter",
+            "container=ev",
+            "--format",
+            "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    dk.run(&["run", "--name", "other", "busybox", "sh", "-c", "true"])
+        .ok();
+    dk.run(&["run", "--name", "ev", "busybox", "sh", "-c", "exit 2"]);
+    dk.run(&["rm", "ev", "other"]).ok();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut lines: Vec<&str> = text.lines().collect();
+    // only ev's events; create first, destroy last. (start and die of a container that exits at
+    // once may come in either order: the manager publishes /tasks/start after the runtime's
+    // start returned, and the exit watcher can be first)
+    assert_eq!(lines.first(), Some(&"container create ev"), "{text}");
+    assert_eq!(lines.last(), Some(&"container destroy ev"), "{text}");
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "container create ev",
+            "container destroy ev",
+            "container die ev",
+            "container start ev",
+        ],
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
