@@ -12,6 +12,9 @@
 //! * [`api`] — the thin gRPC façade over them; [`daemon`] wires it to a unix socket.
 //! * [`cli`] — the `nook` client.
 
+// Every unsafe block says why it is sound (firecracker's rule).
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod api;
 pub mod bootstrap;
 pub mod cgroup;
@@ -32,6 +35,7 @@ pub mod metadata;
 pub mod network;
 pub mod plugins;
 pub mod runtime;
+pub mod services;
 pub mod shim;
 pub mod snapshot;
 

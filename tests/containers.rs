@@ -631,3 +631,60 @@ fn precompiled_seccomp_is_what_crun_compiles() {
         ours.nook(&["rm", "-f", &b]).ok();
     }
 }
+
+#[test]
+fn logs_follow_goes_on_across_nookd_restarts() {
+    let mut d = daemon();
+    let id = d
+        .nook(&[
+            "run",
+            "-d",
+            IMG,
+            "sh",
+            "-c",
+            "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.05; done",
+        ])
+        .ok();
+    let id = id.trim().to_string();
+    let mut f = common::as_user(&d.user, &d.env(), "nook")
+        .args(["logs", "-f", &id])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    d.signal_and_wait(nix::sys::signal::Signal::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    d.spawn();
+    d.wait_ready();
+    std::thread::sleep(Duration::from_millis(500));
+    d.kill9();
+    std::thread::sleep(Duration::from_millis(300));
+    d.spawn();
+    d.wait_ready();
+    std::thread::sleep(Duration::from_millis(500));
+    d.nook(&["stop", "-t", "1", &id]).ok();
+    // the follower ends with the container, having printed every line once, in order
+    let t0 = Instant::now();
+    while f.try_wait().unwrap().is_none() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "logs -f did not end"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = f.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "logs -f: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all = d.nook(&["logs", &id]).ok();
+    assert_eq!(text, all, "logs -f against the whole log");
+    let n = text.lines().count();
+    assert!(n > 20, "{n} lines");
+    for (i, l) in text.lines().enumerate() {
+        assert_eq!(l, format!("line {i}"));
+    }
+}

@@ -594,9 +594,17 @@ fn ipv6_between_containers_and_on_published_ports() {
     d.nook(&["rm", "-f", web.trim()]).ok();
 }
 
-/// Threads of nookd named `nook-relay` (two per connection relayed by threads).
-fn relay_threads(d: &Nookd) -> usize {
-    std::fs::read_dir(format!("/proc/{}/task", d.pid()))
+/// The pid of container `id`'s shim (in namespace default).
+fn shim_pid(d: &Nookd, id: &str) -> u32 {
+    std::fs::read_to_string(d.state.join("tasks/default").join(id).join("shim.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+        .expect("the container's shim.pid")
+}
+
+/// Threads named `nook-relay` (two per connection relayed by threads) in process `pid`.
+fn relay_threads_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
         .map(|dir| {
             dir.flatten()
                 .filter(|t| {
@@ -606,6 +614,17 @@ fn relay_threads(d: &Nookd) -> usize {
                 .count()
         })
         .unwrap_or(0)
+}
+
+/// Relay threads of container `id`'s shim, which relays its published ports (and asserts
+/// that nookd relays none).
+fn relay_threads(d: &Nookd, shim: u32) -> usize {
+    assert_eq!(
+        relay_threads_of(d.pid()),
+        0,
+        "nookd relays connections itself"
+    );
+    relay_threads_of(shim)
 }
 
 #[test]
@@ -651,7 +670,8 @@ fn relayed_connections_carry_bulk_data_both_ways_and_leave_no_threads() {
         s.is_some()
     });
     let s = s.unwrap();
-    assert_eq!(relay_threads(&d), 2);
+    let shim = shim_pid(&d, &id);
+    assert_eq!(relay_threads(&d, shim), 2);
     // 16 MiB through the container and back, written while it is read
     let data: Vec<u8> = (0..16u32 << 20).map(|i| (i % 251) as u8).collect();
     let mut w = s.try_clone().unwrap();
@@ -671,15 +691,17 @@ fn relayed_connections_carry_bulk_data_both_ways_and_leave_no_threads() {
     );
     drop(s);
     wait_until("the relay threads end with the connection", || {
-        relay_threads(&d) == 0
+        relay_threads(&d, shim) == 0
     });
     // a connection open while the container is removed is closed, its threads end
     let s = connect().expect("a second connection");
-    assert_eq!(relay_threads(&d), 2);
+    assert_eq!(relay_threads(&d, shim), 2);
     d.nook(&["rm", "-f", &id]).ok();
     let mut rest = Vec::new();
     let _ = (&s).read_to_end(&mut rest);
-    wait_until("the relay threads end after rm", || relay_threads(&d) == 0);
+    wait_until("the relay threads end after rm", || {
+        relay_threads(&d, shim) == 0
+    });
 }
 
 #[test]
@@ -913,4 +935,203 @@ fn direct_ports_with_crun_and_from_an_exec() {
     wait_until("ports free after rm", || {
         port_free(18092) && port_free(18093)
     });
+}
+
+/// Reads an HTTP/1.0 response's headers from `s`; the rest is the body.
+fn read_headers(s: &mut std::net::TcpStream) -> String {
+    let mut h = Vec::new();
+    let mut b = [0u8; 1];
+    while !h.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut b).unwrap(), 1, "the headers: {h:?}");
+        h.push(b[0]);
+    }
+    String::from_utf8_lossy(&h).into_owned()
+}
+
+/// Reads `n` bytes of `s` into `sum` (a slow client: nothing is read in between).
+fn read_into(s: &mut std::net::TcpStream, n: usize, sum: &mut impl sha2::Digest) -> usize {
+    let mut buf = vec![0u8; 64 << 10];
+    let mut got = 0;
+    while got < n {
+        let k = s.read(&mut buf[..(n - got).min(64 << 10)]).unwrap();
+        if k == 0 {
+            break;
+        }
+        sum.update(&buf[..k]);
+        got += k;
+    }
+    got
+}
+
+#[test]
+fn relayed_download_survives_nookd_restarts_and_ports_stay_open() {
+    use sha2::Digest;
+    let mut d = daemon();
+    // 24 MiB of random data served by httpd through a relayed port
+    let id = d
+        .nook(&[
+            "run",
+            "-d",
+            "--port-driver",
+            "relay",
+            "-p",
+            "127.0.0.1::80",
+            IMG,
+            "sh",
+            "-c",
+            "busybox dd if=/dev/urandom of=/www/big bs=1M count=24 2>/dev/null && \
+             busybox sha256sum /www/big > /www/big.sha256 && httpd -f -p 80 -h /www",
+        ])
+        .ok();
+    let id = id.trim().to_string();
+    let port: u16 = d
+        .nook(&["port", &id])
+        .ok()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim().parse().ok())
+        .expect("a host port");
+    let mut want = String::new();
+    wait_until("httpd serves the file's checksum", || {
+        want = http_get_path(port, "/big.sha256")
+            .map(|(b, _)| b)
+            .unwrap_or_default();
+        want.len() >= 64
+    });
+    let want = want[..64].to_string();
+    let shim = shim_pid(&d, &id);
+
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(b"GET /big HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let h = read_headers(&mut s);
+    assert!(h.contains("200 OK"), "{h}");
+    let mut sum = sha2::Sha256::new();
+    let mut got = read_into(&mut s, 4 << 20, &mut sum);
+    assert_eq!(relay_threads(&d, shim), 2);
+
+    // SIGTERM and start again: the transfer goes on, and the port never closed
+    d.signal_and_wait(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(
+        http_get(port).as_deref(),
+        Some("hello from nook\n"),
+        "a new connection while nookd is down"
+    );
+    d.spawn();
+    d.wait_ready();
+    assert_eq!(
+        http_get(port).as_deref(),
+        Some("hello from nook\n"),
+        "a new connection right after the restart"
+    );
+    got += read_into(&mut s, 8 << 20, &mut sum);
+
+    // SIGKILL and start again: the same
+    d.kill9();
+    assert_eq!(http_get(port).as_deref(), Some("hello from nook\n"));
+    d.spawn();
+    d.wait_ready();
+    assert_eq!(http_get(port).as_deref(), Some("hello from nook\n"));
+    // the new nookd adopted the ports: the same shim serves them, nookd none
+    let ports = d.nook(&["port", &id]).ok();
+    assert_eq!(ports.trim(), format!("80/tcp -> 127.0.0.1:{port}"));
+    assert_eq!(relay_threads(&d, shim), 2);
+    got += read_into(&mut s, usize::MAX, &mut sum);
+    assert_eq!(got, 24 << 20, "bytes of the download");
+    assert_eq!(hex(&sum.finalize()), want, "the download's sha256");
+
+    // removing the container releases the port at once
+    d.nook(&["rm", "-f", &id]).ok();
+    wait_until("the port is released after rm", || {
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+    });
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[test]
+fn relayed_port_across_stop_start_restart_and_a_restart_policy() {
+    let d = daemon();
+    let id = d
+        .nook(&[
+            "run",
+            "-d",
+            "--port-driver",
+            "relay",
+            "-p",
+            "127.0.0.1::80",
+            IMG,
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/www",
+        ])
+        .ok();
+    let id = id.trim().to_string();
+    let port = |d: &Nookd| -> u16 {
+        d.nook(&["port", &id])
+            .ok()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim().parse().ok())
+            .expect("a host port")
+    };
+    let p = port(&d);
+    wait_until("httpd answers", || http_get(p).is_some());
+    // the old shim holds the port until it exits: start and restart must not trip over it
+    d.nook(&["stop", "-t", "1", &id]).ok();
+    d.nook(&["start", &id]).ok();
+    let p = port(&d);
+    wait_until("httpd answers after stop and start", || {
+        http_get(p).is_some()
+    });
+    d.nook(&["restart", "-t", "1", &id]).ok();
+    let p = port(&d);
+    wait_until("httpd answers after restart", || http_get(p).is_some());
+    d.nook(&["rm", "-f", &id]).ok();
+    // a restart policy: the new task gets the same fixed port again
+    let fixed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let spec = format!("127.0.0.1:{fixed}:80");
+    let id = d
+        .nook(&[
+            "run",
+            "-d",
+            "--restart",
+            "always",
+            "-p",
+            &spec,
+            IMG,
+            "sh",
+            "-c",
+            "httpd -p 80 -h /www; sleep 2; exit 3",
+        ])
+        .ok();
+    let id = id.trim().to_string();
+    wait_until("restarted at least once", || {
+        let j = d.nook(&["inspect", &id]).ok();
+        let n = j
+            .split("\"RestartCount\":")
+            .nth(1)
+            .map(|r| {
+                r.trim_start()
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit())
+                    .collect::<String>()
+            })
+            .unwrap_or_default();
+        !n.is_empty() && n != "0"
+    });
+    wait_until("httpd answers after the policy restarted it", || {
+        http_get(fixed).is_some()
+    });
+    d.nook(&["rm", "-f", &id]).ok();
 }

@@ -14,10 +14,8 @@ use super::namespace;
 use crate::daemon::Daemon;
 use crate::error::Error;
 use crate::proto::containers as pb;
-use crate::runtime::containers::{
-    manager, ContainerRecord, CreateOptions, Manager, Status as CStatus,
-};
-use crate::shim::client::{decode, ShimEvents, ShimInput};
+use crate::runtime::containers::{ContainerRecord, CreateOptions, Manager, Status as CStatus};
+use crate::shim::client::{ShimEvents, ShimInput};
 use crate::shim::{Event, Input};
 
 pub struct Svc(Arc<Daemon>);
@@ -47,6 +45,7 @@ fn to_pb(s: &CStatus) -> pb::Container {
         snapshotter: r.snapshotter.clone(),
         labels: r.labels.clone().into_iter().collect(),
         tty: r.tty,
+        stdin: r.stdin,
         auto_remove: r.auto_remove,
         ports: Vec::new(),
         ip: String::new(),
@@ -81,12 +80,16 @@ fn to_pb_net(d: &Daemon, ns: &str, s: &CStatus) -> pb::Container {
 type OutStream = Pin<Box<dyn Stream<Item = Result<pb::Output, Status>> + Send>>;
 
 impl Svc {
-    fn m(&self) -> Result<&'static Manager, Status> {
-        manager(&self.0).map_err(Status::from)
+    fn m(&self) -> Result<&Arc<Manager>, Status> {
+        self.0.containers().map_err(Status::from)
+    }
+
+    fn svc(&self) -> Result<&Arc<crate::services::Containers>, Status> {
+        self.0.container_service().map_err(Status::from)
     }
 
     fn find(&self, ns: &str, id: &str) -> Result<ContainerRecord, Status> {
-        self.m()?.find(&self.0, ns, id).map_err(Status::from)
+        self.m()?.find(ns, id).map_err(Status::from)
     }
 
     async fn get_pb(&self, ns: &str, r: ContainerRecord) -> Result<pb::Container, Status> {
@@ -94,7 +97,10 @@ impl Svc {
     }
 }
 
-/// Pumps shim events to the gRPC stream and gRPC input to the shim.
+/// Pumps shim events to the gRPC stream and gRPC input to the shim, each direction waiting
+/// for the other side (backpressure, never loss). When the client's input stream ends, the
+/// shim is told the client is gone (it closes the process's stdin); when the client is gone
+/// altogether, the shim connection is dropped.
 fn bridge<I, F>(
     mut events: ShimEvents,
     mut input: ShimInput,
@@ -106,7 +112,7 @@ where
     I: Send + 'static,
     F: Fn(I) -> Vec<Input> + Send + 'static,
 {
-    let (tx, rx) = mpsc::channel::<Result<pb::Output, Status>>(256);
+    let (tx, rx) = mpsc::channel::<Result<pb::Output, Status>>(16);
     let feeder = tokio::spawn(async move {
         while let Some(Ok(msg)) = inbound.next().await {
             for i in conv(msg) {
@@ -115,20 +121,27 @@ where
                 }
             }
         }
+        // a client keeps its input stream open until the exit: it is gone
+        input.client_gone().await;
+        std::future::pending::<()>().await
     });
     tokio::spawn(async move {
         loop {
-            match events.next().await {
-                Ok(Some(Event::Out { stream, data })) => {
-                    let bytes = decode(&data);
-                    let out = if stream == "stderr" {
+            let ev = tokio::select! {
+                ev = events.next() => ev,
+                // the client is gone: so is this connection to the shim
+                _ = tx.closed() => break,
+            };
+            match ev {
+                Ok(Some(Event::Out { stderr, data })) => {
+                    let out = if stderr {
                         pb::Output {
-                            stderr: bytes,
+                            stderr: data.into(),
                             ..Default::default()
                         }
                     } else {
                         pb::Output {
-                            stdout: bytes,
+                            stdout: data.into(),
                             ..Default::default()
                         }
                     };
@@ -138,8 +151,8 @@ where
                 }
                 Ok(Some(Event::Exit(e))) => {
                     if let Some((d, ns, rec)) = &remove_after {
-                        if let Ok(m) = manager(d) {
-                            if let Err(e) = m.remove(d, ns, rec, true).await {
+                        if let Ok(m) = d.containers() {
+                            if let Err(e) = m.remove(ns, rec, true).await {
                                 tracing::warn!(container = %rec.id, "auto-remove: {e}");
                             }
                         }
@@ -181,10 +194,7 @@ fn inputs(data: Vec<u8>, close: bool, width: u32, height: u32) -> Vec<Input> {
         });
     }
     if !data.is_empty() {
-        use base64::Engine;
-        v.push(Input::Stdin {
-            data: base64::engine::general_purpose::STANDARD.encode(data),
-        });
+        v.push(Input::Stdin(data.into()));
     }
     if close {
         v.push(Input::CloseStdin);
@@ -209,7 +219,7 @@ impl pb::containers_server::Containers for Svc {
         let path = q.path;
         let i = self
             .m()?
-            .with_rootfs(&self.0, &ns, &rec, move |root| {
+            .with_rootfs(&ns, &rec, move |root| {
                 crate::runtime::copy::stat(root, &path)
             })
             .await?;
@@ -239,12 +249,11 @@ impl pb::containers_server::Containers for Svc {
         } else {
             q.name
         };
-        let d = self.0.clone();
-        let m = self.m()?;
+        let m = self.m()?.clone();
         tokio::spawn(async move {
             let tx2 = tx.clone();
             let res = m
-                .with_rootfs(&d, &ns, &rec, move |root| {
+                .with_rootfs(&ns, &rec, move |root| {
                     let w = ChunkWriter {
                         tx: tx2,
                         buf: Vec::new(),
@@ -273,10 +282,9 @@ impl pb::containers_server::Containers for Svc {
         // the stream's bytes, handed to the blocking extractor through a channel
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
         let dir = first.path.clone();
-        let m = self.m()?;
-        let d = self.0.clone();
+        let m = self.m()?.clone();
         let job = tokio::spawn(async move {
-            m.with_rootfs(&d, &ns, &rec, move |root| {
+            m.with_rootfs(&ns, &rec, move |root| {
                 crate::runtime::copy::tar_in(
                     root,
                     &dir,
@@ -363,15 +371,15 @@ impl pb::containers_server::Containers for Svc {
             group_add: q.group_add,
             ulimits: q.ulimits,
         };
-        let rec = self.m()?.create(&self.0, &ns, o).await?;
+        let rec = self.m()?.create(&ns, o).await?;
         Ok(Response::new(self.get_pb(&ns, rec).await?))
     }
 
     async fn start(&self, r: Request<pb::ContainerRef>) -> Result<Response<pb::Container>, Status> {
         let ns = namespace(&r)?;
         let rec = self.find(&ns, &r.get_ref().id)?;
-        self.m()?.user_started(&self.0, &ns, &rec)?;
-        self.m()?.start(&self.0, &ns, &rec).await?;
+        self.m()?.user_started(&ns, &rec)?;
+        self.m()?.start(&ns, &rec).await?;
         Ok(Response::new(self.get_pb(&ns, rec).await?))
     }
 
@@ -387,16 +395,16 @@ impl pb::containers_server::Containers for Svc {
         let m = self.m()?;
         let rec = self.find(&ns, &first.id)?;
         if first.start {
-            m.user_started(&self.0, &ns, &rec)?;
-            if let Err(e) = m.create_task(&self.0, &ns, &rec, true, true).await {
-                m.remove_after_failed_start(&self.0, &ns, &rec).await;
+            m.user_started(&ns, &rec)?;
+            if let Err(e) = m.create_task(&ns, &rec, true, true).await {
+                m.remove_after_failed_start(&ns, &rec).await;
                 return Err(e.into());
             }
         }
         let client = m.tasks.client(&ns, &rec.id);
         let stream = client.attach(first.stdin, first.start).await?;
         if first.start {
-            m.watch_auto_remove(&self.0, &ns, &rec);
+            m.watch_auto_remove(&ns, &rec);
         }
         let (events, mut input) = stream.split();
         for i in inputs(first.data, first.close_stdin, first.width, first.height) {
@@ -426,7 +434,9 @@ impl pb::containers_server::Containers for Svc {
         })??;
         let m = self.m()?;
         let rec = self.find(&ns, &first.id)?;
-        if m.status(&ns, rec.clone()).await.status() == "paused" {
+        if m.status(&ns, rec.clone()).await.status()
+            == crate::runtime::containers::ContainerState::Paused
+        {
             return Err(Status::failed_precondition(format!(
                 "container {} is paused: unpause it first (`nook unpause {}`)",
                 rec.name, rec.name
@@ -472,7 +482,7 @@ impl pb::containers_server::Containers for Svc {
     ) -> Result<Response<pb::ListResponse>, Status> {
         let ns = namespace(&r)?;
         let m = self.m()?;
-        let mut recs = m.records(&self.0, &ns)?;
+        let mut recs = m.records(&ns)?;
         recs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.name.cmp(&b.name)));
         let states =
             futures::future::join_all(recs.into_iter().map(|rec| m.status(&ns, rec))).await;
@@ -521,7 +531,7 @@ impl pb::containers_server::Containers for Svc {
             "Bundle": bundle,
             "LogPath": bundle.join(crate::shim::files::LOG),
             "State": {
-                "Status": st.status(),
+                "Status": st.status().as_str(),
                 "Running": st.running(),
                 "Pid": st.task.as_ref().map(|t| t.pid).filter(|_| st.running()).unwrap_or(0),
                 "ExitCode": st.exit_code(),
@@ -541,19 +551,7 @@ impl pb::containers_server::Containers for Svc {
         let ns = namespace(&r)?;
         let q = r.into_inner();
         let rec = self.find(&ns, &q.id)?;
-        let sig = if q.signal == 0 {
-            libc::SIGKILL
-        } else {
-            q.signal
-        };
-        // a signal that ends the container: the restart policy must not bring it back
-        if matches!(
-            sig,
-            libc::SIGKILL | libc::SIGTERM | libc::SIGINT | libc::SIGQUIT
-        ) {
-            self.m()?.user_stopped(&self.0, &ns, &rec)?;
-        }
-        self.m()?.kill(&ns, &rec, sig, q.all).await?;
+        self.svc()?.kill(&ns, &rec, q.signal, q.all).await?;
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -561,7 +559,7 @@ impl pb::containers_server::Containers for Svc {
         let ns = namespace(&r)?;
         let q = r.into_inner();
         let rec = self.find(&ns, &q.id)?;
-        self.m()?.user_stopped(&self.0, &ns, &rec)?;
+        self.m()?.user_stopped(&ns, &rec)?;
         self.m()?
             .stop(&ns, &rec, Duration::from_secs(q.timeout as u64), q.signal)
             .await?;
@@ -582,7 +580,7 @@ impl pb::containers_server::Containers for Svc {
         let ns = namespace(&r)?;
         let q = r.into_inner();
         let rec = self.find(&ns, &q.id)?;
-        self.m()?.remove(&self.0, &ns, &rec, q.force).await?;
+        self.m()?.remove(&ns, &rec, q.force).await?;
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -593,79 +591,22 @@ impl pb::containers_server::Containers for Svc {
         let ns = namespace(&r)?;
         let q = r.into_inner();
         let rec = self.find(&ns, &q.id)?;
-        let m = self.m()?;
-        let bundle = m.tasks.bundle_dir(&ns, &rec.id);
-        let log = bundle.join(crate::shim::files::LOG);
         let tail = (q.tail >= 0).then_some(q.tail as usize);
-        let (tx, rx) = mpsc::channel(256);
-        let id = rec.id.clone();
-        tokio::spawn(async move {
-            use std::io::{BufRead, Seek};
-            let send_line = |l: &str| -> Option<pb::LogLine> {
-                let l: crate::shim::LogLine = serde_json::from_str(l).ok()?;
-                Some(pb::LogLine {
-                    time: l.time,
-                    stream: l.stream,
-                    data: l.log.into_bytes(),
+        let lines = self
+            .svc()?
+            .logs(&ns, &rec, tail, q.follow, q.resume_at, q.merge);
+        Ok(Response::new(Box::pin(ReceiverStream::new(lines).map(
+            |e| {
+                e.map(|e| pb::LogLine {
+                    time: e.time,
+                    stream: e.stream,
+                    data: e.data,
+                    offset: e.offset,
+                    end: e.end,
                 })
-            };
-            // the first part: the tail of what is there
-            let lines = match crate::runtime::task::read_log(&bundle, tail) {
-                Ok(l) => l,
-                Err(e) => {
-                    let _ = tx.send(Err(e.into())).await;
-                    return;
-                }
-            };
-            let mut pos = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
-            for l in lines {
-                let msg = pb::LogLine {
-                    time: l.time,
-                    stream: l.stream,
-                    data: l.log.into_bytes(),
-                };
-                if tx.send(Ok(msg)).await.is_err() {
-                    return;
-                }
-            }
-            if !q.follow {
-                return;
-            }
-            let Ok(m) = manager_static() else { return };
-            loop {
-                let running = m
-                    .tasks
-                    .state(&ns, &id)
-                    .await
-                    .is_some_and(|s| s.status != "stopped");
-                if let Ok(mut f) = std::fs::File::open(&log) {
-                    if f.seek(std::io::SeekFrom::Start(pos)).is_ok() {
-                        let mut rd = std::io::BufReader::new(f);
-                        let mut line = String::new();
-                        while rd.read_line(&mut line).unwrap_or(0) > 0 {
-                            if !line.ends_with('\n') {
-                                break; // a partial line: read it whole next time
-                            }
-                            pos += line.len() as u64;
-                            if let Some(msg) = send_line(line.trim_end()) {
-                                if tx.send(Ok(msg)).await.is_err() {
-                                    return;
-                                }
-                            }
-                            line.clear();
-                        }
-                    }
-                }
-                if !running {
-                    return;
-                }
-                if tx.is_closed() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+                .map_err(Status::from)
+            },
+        ))))
     }
 
     async fn top(&self, r: Request<pb::ContainerRef>) -> Result<Response<pb::TopResponse>, Status> {
@@ -725,7 +666,7 @@ impl pb::containers_server::Containers for Svc {
                 "nothing to update: give a limit (--memory, --cpus, --pids-limit, ...)",
             ));
         }
-        crate::runtime::limits::update(&self.0, self.m()?, &ns, &rec, &res).await?;
+        crate::runtime::limits::update(self.m()?, &ns, &rec, &res).await?;
         let rec = self.find(&ns, &q.id)?;
         Ok(Response::new(self.get_pb(&ns, rec).await?))
     }
@@ -746,13 +687,14 @@ impl pb::containers_server::Containers for Svc {
         r: Request<pb::PruneContainersRequest>,
     ) -> Result<Response<pb::PruneContainersResponse>, Status> {
         let ns = namespace(&r)?;
-        let before = crate::daemon::gc::disk_total(&self.0).await;
-        let removed = self.m()?.prune(&self.0, &ns).await?;
-        crate::daemon::gc::collect_now(&self.0).await?;
-        let after = crate::daemon::gc::disk_total(&self.0).await;
+        let p = self.svc()?.prune(&ns).await?;
         Ok(Response::new(pb::PruneContainersResponse {
-            containers: removed.iter().map(|s| to_pb_net(&self.0, &ns, s)).collect(),
-            reclaimed_bytes: before.saturating_sub(after),
+            containers: p
+                .removed
+                .iter()
+                .map(|s| to_pb_net(&self.0, &ns, s))
+                .collect(),
+            reclaimed_bytes: p.reclaimed_bytes,
         }))
     }
 }
@@ -765,67 +707,9 @@ impl Svc {
     ) -> Result<Response<pb::Empty>, Status> {
         let ns = namespace(&r)?;
         let rec = self.find(&ns, &r.get_ref().id)?;
-        self.0
-            .cgroups
-            .require_freezer(if pause { "pause" } else { "unpause" })?;
-        let st = self.m()?.status(&ns, rec.clone()).await;
-        match (pause, st.status()) {
-            (true, "running") | (false, "paused") => {}
-            (true, "paused") => {
-                return Err(Status::failed_precondition(format!(
-                    "container {} is already paused",
-                    rec.name
-                )))
-            }
-            (false, "running") => {
-                return Err(Status::failed_precondition(format!(
-                    "container {} is not paused",
-                    rec.name
-                )))
-            }
-            _ => {
-                return Err(Status::failed_precondition(format!(
-                    "container {} is not running",
-                    rec.name
-                )))
-            }
-        }
-        let c = self.m()?.tasks.client(&ns, &rec.id);
-        let res = if pause {
-            c.pause().await
-        } else {
-            c.resume().await
-        };
-        if res.is_ok() {
-            self.0.events.publish(
-                &ns,
-                if pause {
-                    "/tasks/paused"
-                } else {
-                    "/tasks/resumed"
-                },
-                &[("id", rec.id.clone()), ("name", rec.name.clone())],
-            );
-        }
-        res.map_err(|e| {
-            let msg = e.to_string();
-            if msg.contains("cgroup") || msg.contains("freezer") {
-                Status::failed_precondition(format!(
-                    "{} needs cgroup delegation (the freezer controller), which this user does not have: {msg}",
-                    if pause { "pause" } else { "resume" }
-                ))
-            } else {
-                e.into()
-            }
-        })?;
+        self.svc()?.pause(&ns, &rec, pause).await?;
         Ok(Response::new(pb::Empty {}))
     }
-}
-
-fn manager_static() -> Result<&'static Manager, Error> {
-    // the manager exists once any request reached this service
-    crate::runtime::containers::manager_if_made()
-        .ok_or_else(|| Error::Internal("containers manager not initialised".into()))
 }
 
 /// Sends what a blocking tar writer writes as `CopyChunk`s of up to 1 MiB.

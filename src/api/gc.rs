@@ -20,7 +20,7 @@ impl pb::gc_server::Gc for Svc {
         &self,
         _r: Request<pb::CollectRequest>,
     ) -> Result<Response<pb::CollectResponse>, Status> {
-        let r = crate::daemon::gc::collect_now(&self.0).await?;
+        let r = self.0.collector.collect_now().await?;
         Ok(Response::new(pb::CollectResponse {
             content_records: r.content_records,
             blobs: r.blobs,
@@ -36,14 +36,14 @@ impl pb::gc_server::Gc for Svc {
         _r: Request<pb::DiskUsageRequest>,
     ) -> Result<Response<pb::DiskUsageResponse>, Status> {
         let d = self.0.clone();
-        let usage = blocking(move || crate::daemon::gc::disk_usage(&d)).await?;
+        let usage = blocking(move || d.collector.disk_usage()).await?;
         Ok(Response::new(pb::DiskUsageResponse {
             usage: usage
                 .into_iter()
-                .map(|(kind, count, bytes)| pb::Usage {
-                    kind,
-                    count,
-                    bytes,
+                .map(|u| pb::Usage {
+                    kind: u.kind,
+                    count: u.count,
+                    bytes: u.bytes,
                     reclaimable: 0,
                 })
                 .collect(),

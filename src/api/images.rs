@@ -21,6 +21,7 @@ use crate::image::push::{PushResult, Pusher};
 use crate::image::registry::Registry;
 use crate::image::{self, ImageRecord, Reference};
 use crate::proto::images as pb;
+use crate::services::images::ImageInfo;
 
 /// The service state: the daemon, its content store and one registry client (token cache).
 pub struct Svc {
@@ -53,19 +54,21 @@ fn desc_pb(d: &manifest::Descriptor) -> pb::Descriptor {
 }
 
 /// An image record with its size and platforms, for listings.
-pub fn image_pb(cs: &ContentStore, d: &Daemon, ns: &str, r: &ImageRecord) -> pb::Image {
-    let size = image::size(cs, &d.store, ns, &r.target).unwrap_or(0);
-    let platforms = image::resolve(cs, &d.store, ns, &r.target, &PlatformSelector::All)
-        .map(|v| v.iter().map(|p| p.config.platform().to_string()).collect())
-        .unwrap_or_default();
+pub fn image_pb(_cs: &ContentStore, d: &Daemon, ns: &str, r: &ImageRecord) -> pb::Image {
+    info_pb(d.images.info(ns, r))
+}
+
+/// An image with its size and platforms, as the API shows it.
+fn info_pb(i: ImageInfo) -> pb::Image {
+    let r = i.record;
     pb::Image {
-        name: r.name.clone(),
+        name: r.name,
         target: Some(desc_pb(&r.target)),
-        labels: r.labels.clone().into_iter().collect(),
+        labels: r.labels.into_iter().collect(),
         created_at: r.created_at,
         updated_at: r.updated_at,
-        size,
-        platforms,
+        size: i.size,
+        platforms: i.platforms,
     }
 }
 
@@ -587,50 +590,10 @@ impl pb::images_server::Images for Svc {
     ) -> std::result::Result<Response<pb::PruneImagesResponse>, Status> {
         let ns = namespace(&r)?;
         let all = r.into_inner().all;
-        let before = crate::daemon::gc::disk_total(&self.d).await;
-        let (d, cs) = (self.d.clone(), self.cs.clone());
-        // Container creations hold the GC lock for reading until their record is written:
-        // holding it for writing, no container is half made from an image removed here.
-        let held = self.d.gc.lock.write().await;
-        let images = blocking(move || {
-            let used: std::collections::HashSet<String> = d
-                .store
-                .list::<crate::runtime::containers::ContainerRecord>(
-                    crate::metadata::CONTAINERS,
-                    &ns,
-                )?
-                .into_iter()
-                .flat_map(|(_, c)| [c.image, c.image_digest])
-                .collect();
-            let mut removed = Vec::new();
-            for img in image::list(&d.store, &ns)? {
-                let tagged = Reference::parse(&img.name)
-                    .map(|r| r.digest().is_none() || r.tag().is_some())
-                    .unwrap_or(true);
-                if used.contains(&img.name)
-                    || used.contains(&img.target.digest.to_string())
-                    || (tagged && !all)
-                {
-                    continue;
-                }
-                let pb = image_pb(&cs, &d, &ns, &img);
-                match image::delete(&d.store, &d.events, &ns, &img.name) {
-                    Ok(_) | Err(Error::NotFound(_)) => removed.push(pb),
-                    Err(e) => return Err(e),
-                }
-            }
-            if !removed.is_empty() {
-                d.mutated(true);
-            }
-            Ok(removed)
-        })
-        .await?;
-        drop(held);
-        crate::daemon::gc::collect_now(&self.d).await?;
-        let after = crate::daemon::gc::disk_total(&self.d).await;
+        let p = self.d.images.prune(&ns, all).await?;
         Ok(Response::new(pb::PruneImagesResponse {
-            images,
-            reclaimed_bytes: before.saturating_sub(after),
+            images: p.removed.into_iter().map(info_pb).collect(),
+            reclaimed_bytes: p.reclaimed_bytes,
         }))
     }
 }

@@ -58,17 +58,17 @@ pub async fn stats(
     ns: &str,
     ids: &[String],
 ) -> Result<pb::StatsResponse, Status> {
-    if matches!(d.cgroups, crate::cgroup::Cgroups::None { .. }) {
+    if matches!(*d.cgroups, crate::cgroup::Cgroups::None { .. }) {
         return Err(Status::failed_precondition(format!(
             "stats need cgroups, which nookd has none of: {}",
             d.cgroups.describe()
         )));
     }
     let recs = if ids.is_empty() {
-        m.records(d, ns)?
+        m.records(ns)?
     } else {
         ids.iter()
-            .map(|i| m.find(d, ns, i))
+            .map(|i| m.find(ns, i))
             .collect::<Result<Vec<_>, _>>()?
     };
     let named = !ids.is_empty();
@@ -90,7 +90,7 @@ pub async fn stats(
             continue;
         }
         let pid = st.task.as_ref().map(|t| t.pid).unwrap_or(0);
-        let Some((s, rx, tx)) = crate::runtime::limits::stats(d, &r, pid) else {
+        let Some((s, rx, tx)) = crate::runtime::limits::stats(m.deps(), &r, pid) else {
             continue;
         };
         out.push(pb::ContainerStats {

@@ -1,6 +1,8 @@
 //! `nook-shim`: one per task, started by nookd (see `nook::shim`). Also the small OCI hook that
 //! removes crun's /dev/core link (see `nook::runtime::containers::dev_core_hook`).
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 fn main() {
     let mut args = std::env::args_os().skip(1);
     if args

@@ -1,3 +1,4 @@
+#![deny(clippy::undocumented_unsafe_blocks)]
 fn main() -> std::process::ExitCode {
     nook::cli::main()
 }

@@ -1,5 +1,7 @@
 //! nookd: the per-user nook daemon. See `nook::bootstrap` for how it gets its namespaces.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -105,6 +105,8 @@ pub enum Command {
     Exec(containers::ExecArgs),
     /// Show a container's output.
     Logs(containers::LogsArgs),
+    /// Attach to a running container's output (and its stdin, if it keeps one open).
+    Attach(containers::AttachArgs),
     /// Stop containers (SIGTERM, then SIGKILL after -t seconds).
     Stop(containers::StopArgs),
     /// Send a signal to containers.
@@ -308,6 +310,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ps(a) => containers::ps(&ctx, a).await,
         Command::Exec(a) => containers::exec(&ctx, a).await,
         Command::Logs(a) => containers::logs(&ctx, a).await,
+        Command::Attach(a) => containers::attach_cmd(&ctx, a).await,
         Command::Stop(a) => containers::stop(&ctx, a).await,
         Command::Kill(a) => containers::kill(&ctx, a).await,
         Command::Start(a) => containers::start(&ctx, a).await,

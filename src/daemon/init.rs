@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use super::Daemon;
 use crate::plugins;
-use crate::runtime::containers::manager;
 
 /// Starts each subsystem (probes, recovery) before the socket opens.
 pub async fn init_subsystems(d: &Arc<Daemon>) {
@@ -114,8 +113,8 @@ pub fn shim_alive(state: &std::path::Path, ns: &str, id: &str) -> bool {
 
 /// Starts the subsystem: `--rm` bookkeeping of containers that ran while nookd was away.
 pub async fn init_containers(d: &Arc<Daemon>) {
-    match manager(d) {
-        Ok(m) => m.recover(d).await,
+    match d.containers() {
+        Ok(m) => m.recover().await,
         Err(e) => tracing::error!("containers: {e}"),
     }
 }

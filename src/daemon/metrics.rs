@@ -515,7 +515,7 @@ pub fn add_container_refresher(metrics: &Metrics, d: &Arc<crate::daemon::Daemon>
         let (Some(d), Ok(handle)) = (weak.upgrade(), tokio::runtime::Handle::try_current()) else {
             return;
         };
-        let Some(mgr) = crate::runtime::containers::manager_if_made() else {
+        let Ok(mgr) = d.containers() else {
             m.set_containers(&[]);
             return;
         };
@@ -524,7 +524,7 @@ pub fn add_container_refresher(metrics: &Metrics, d: &Arc<crate::daemon::Daemon>
         };
         let mut samples = vec![];
         for ns in namespaces {
-            let Ok(records) = mgr.records(&d, &ns.name) else {
+            let Ok(records) = mgr.records(&ns.name) else {
                 continue;
             };
             for r in records {
@@ -537,7 +537,7 @@ pub fn add_container_refresher(metrics: &Metrics, d: &Arc<crate::daemon::Daemon>
                 // a delegated cgroup of this nookd: what `nook stats` reads
                 let delegated = st
                     .running()
-                    .then(|| crate::runtime::limits::stats(&d, &st.record, pid))
+                    .then(|| crate::runtime::limits::stats(mgr.deps(), &st.record, pid))
                     .flatten();
                 let (cpu_seconds, memory_bytes, usage) = match (&cgroup, st.running(), delegated) {
                     (_, true, Some((s, rx, tx))) => (

@@ -18,6 +18,8 @@ use crate::error::{Error, Result};
 use crate::events::{Bus, Publisher};
 use crate::metadata::Store;
 use crate::plugins::{self, Registry};
+use crate::runtime::containers::{Deps, Manager};
+use crate::services;
 
 /// How long nookd's shutdown waits for open API streams (attach, logs -f) before closing them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -30,10 +32,10 @@ pub struct Daemon {
     /// Blobs by digest, shared by all namespaces.
     pub content: Arc<crate::content::ContentStore>,
     /// The snapshotters that work here, with the default chosen.
-    pub snapshotters: crate::snapshot::Snapshotters,
+    pub snapshotters: Arc<crate::snapshot::Snapshotters>,
     pub plugins: Registry,
     /// Garbage collection: lock, scheduler policy, counters.
-    pub gc: gc::GcState,
+    pub gc: Arc<gc::GcState>,
     pub started: Instant,
     /// The pause process holding the user, mount and containers' network namespaces.
     pub pause_pid: i32,
@@ -48,9 +50,16 @@ pub struct Daemon {
     pub bus: Arc<Bus>,
     /// The daemon's own publisher (namespaces, the API's container events).
     pub events: Publisher,
+    /// Garbage collection now and by the scheduler; disk use.
+    pub collector: Arc<services::Gc>,
+    /// Images: in-use, prune.
+    pub images: Arc<services::Images>,
+    /// Containers and tasks, or why they cannot run here (nook-shim missing): see
+    /// [`Daemon::containers`].
+    containers: std::result::Result<Arc<services::Containers>, String>,
     /// The cgroups delegated to the user, with nookd in its own (resource limits, stats,
     /// pause).
-    pub cgroups: crate::cgroup::Cgroups,
+    pub cgroups: Arc<crate::cgroup::Cgroups>,
 }
 
 /// Facts from bootstrap handed to [`run`].
@@ -65,6 +74,18 @@ pub struct Boot {
 }
 
 impl Daemon {
+    /// The containers' manager, or why there is none.
+    pub fn containers(&self) -> Result<&Arc<Manager>> {
+        self.container_service().map(|s| s.manager())
+    }
+
+    /// The containers and tasks service, or why there is none.
+    pub fn container_service(&self) -> Result<&Arc<services::Containers>> {
+        self.containers
+            .as_ref()
+            .map_err(|e| Error::Precondition(e.clone()))
+    }
+
     /// The path of the containers' network namespace.
     pub fn netns_path(&self) -> String {
         format!("/proc/{}/ns/net", self.pause_pid)
@@ -276,9 +297,10 @@ pub async fn start(config: Config, paths: Paths, boot: Boot) -> Result<Arc<Daemo
             crate::snapshot::Snapshotters::new(&root, store, &configured, events)
         })
         .await
-        .map_err(|e| Error::Internal(e.to_string()))??
+        .map_err(|e| Error::Internal(e.to_string()))
+        .and_then(|r| r.map(Arc::new))?
     };
-    let gc_state = gc::GcState::new(&config.gc);
+    let gc_state = Arc::new(gc::GcState::new(&config.gc));
     let network = Arc::new(crate::network::Manager::new(
         store.clone(),
         crate::network::manager::settings_for(
@@ -292,9 +314,48 @@ pub async fn start(config: Config, paths: Paths, boot: Boot) -> Result<Arc<Daemo
         ),
         events.clone(),
     ));
-    let cgroups =
-        crate::cgroup::Cgroups::setup(boot.host_uid, &paths.state, std::process::id() as i32);
+    let cgroups = Arc::new(crate::cgroup::Cgroups::setup(
+        boot.host_uid,
+        &paths.state,
+        std::process::id() as i32,
+    ));
     tracing::info!("cgroups: {}", cgroups.describe());
+    let containers = Manager::new(Deps {
+        config: config.clone(),
+        paths: paths.clone(),
+        store: store.clone(),
+        content: content.clone(),
+        snapshotters: snapshotters.clone(),
+        network: network.clone(),
+        gc: gc_state.clone(),
+        events: events.clone(),
+        cgroups: cgroups.clone(),
+    })
+    .map_err(|e| e.to_string());
+    let collector = Arc::new(services::Gc::new(
+        store.clone(),
+        content.clone(),
+        snapshotters.clone(),
+        paths.clone(),
+        gc_state.clone(),
+        Box::new(|took| metrics::global().gc_run(took)),
+    ));
+    let images = Arc::new(services::Images::new(
+        store.clone(),
+        content.clone(),
+        events.clone(),
+        collector.clone(),
+    ));
+    let containers = containers.map(|m| {
+        Arc::new(services::Containers::new(
+            m,
+            collector.clone(),
+            events.clone(),
+        ))
+    });
+    if let Err(e) = &containers {
+        tracing::error!("containers: {e}");
+    }
     let d = Arc::new(Daemon {
         config,
         paths,
@@ -311,6 +372,9 @@ pub async fn start(config: Config, paths: Paths, boot: Boot) -> Result<Arc<Daemo
         network,
         bus,
         events,
+        collector,
+        images,
+        containers,
         cgroups,
     });
     d.plugins.set(plugins::METADATA, "redb", Ok(()));
@@ -380,11 +444,10 @@ pub fn bind_socket(address: &Path) -> Result<tokio::net::UnixListener> {
     }
     let _ = std::fs::remove_file(address);
     // umask makes the socket 0600 from birth, so there is no window where others may connect
-    // SAFETY: umask only changes this process's file creation mask.
-    let old = unsafe { libc::umask(0o177) };
+    use nix::sys::stat::{umask, Mode};
+    let old = umask(Mode::from_bits_truncate(0o177));
     let l = tokio::net::UnixListener::bind(address);
-    // SAFETY: restoring the previous mask.
-    unsafe { libc::umask(old) };
+    umask(old);
     let l = l.map_err(|e| Error::io(format!("binding the API socket {}", address.display()), e))?;
     std::fs::set_permissions(address, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| Error::io("chmod socket", e))?;

@@ -14,18 +14,23 @@ use crate::daemon::Daemon;
 use crate::error::Error;
 use crate::events::Filter;
 use crate::runtime::containers::{ContainerRecord, Manager, Status as CStatus};
-use crate::shim::client::{decode, ShimEvents, ShimInput};
+use crate::shim::client::{ShimEvents, ShimInput};
 use crate::shim::{Event, Input};
 
 /// The containers' manager, or Docker's 500 saying why there is none.
-pub fn manager(d: &Daemon) -> Result<&'static Manager, ApiError> {
-    crate::runtime::containers::manager(d).map_err(ApiError::from)
+pub fn manager(d: &Daemon) -> Result<Arc<Manager>, ApiError> {
+    d.containers().cloned().map_err(ApiError::from)
+}
+
+/// The containers service (kill, pause, logs, prune).
+fn service(d: &Daemon) -> Result<Arc<crate::services::Containers>, ApiError> {
+    d.container_service().cloned().map_err(ApiError::from)
 }
 
 /// Finds a container by id, id prefix or name (with or without Docker's leading `/`).
 pub fn find(d: &Daemon, what: &str) -> Result<ContainerRecord, ApiError> {
     let what = what.trim_start_matches('/');
-    manager(d)?.find(d, NS, what).map_err(|e| match e {
+    manager(d)?.find(NS, what).map_err(|e| match e {
         Error::NotFound(_) => ApiError::not_found(format!("No such container: {what}")),
         other => other.into(),
     })
@@ -109,7 +114,7 @@ fn ago(t: chrono::DateTime<chrono::Utc>) -> String {
 
 /// Docker's state word for a container.
 fn state(st: &CStatus) -> &'static str {
-    match st.status() {
+    match st.status().as_str() {
         "created" => "created",
         "running" => "running",
         "paused" => "paused",
@@ -121,14 +126,14 @@ fn state(st: &CStatus) -> &'static str {
 /// Docker's human status ("Up 3 seconds", "Exited (0) 2 minutes ago").
 fn human(st: &CStatus) -> String {
     let t = st.task.as_ref();
-    match st.status() {
+    match st.status().as_str() {
         "running" | "paused" => {
             let up = t
                 .and_then(|t| t.started_at.as_deref())
                 .and_then(parse_time)
                 .map(ago)
                 .unwrap_or_default();
-            if st.status() == "paused" {
+            if st.status().as_str() == "paused" {
                 format!("Up {up} (Paused)")
             } else {
                 format!("Up {up}")
@@ -298,7 +303,7 @@ pub async fn summaries(
     _size: bool,
 ) -> Result<Vec<serde_json::Value>, ApiError> {
     let m = manager(d)?;
-    let mut recs = m.records(d, NS)?;
+    let mut recs = m.records(NS)?;
     recs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.name.cmp(&b.name)));
     let states = futures::future::join_all(recs.into_iter().map(|rec| m.status(NS, rec))).await;
     let mut out = Vec::new();
@@ -338,9 +343,9 @@ fn passes(
             "status" => want
                 .iter()
                 .any(|w| w == v["State"].as_str().unwrap_or_default()),
-            "exited" => want
-                .iter()
-                .any(|w| st.status() == "exited" && w.parse::<i32>().ok() == Some(st.exit_code())),
+            "exited" => want.iter().any(|w| {
+                st.status().as_str() == "exited" && w.parse::<i32>().ok() == Some(st.exit_code())
+            }),
             "ancestor" => want.iter().any(|w| {
                 super::images::find(d, w).is_ok_and(|i| i.name == rec.image)
                     || v["ImageID"].as_str().is_some_and(|id| {
@@ -405,10 +410,10 @@ async fn create(r: &mut Req) -> Res {
     };
     let opts = super::create::options(&body, &name, rec.name)?;
     let m = manager(&d)?;
-    let c = m.create(&d, NS, opts).await.map_err(|e| match e {
+    let c = m.create(NS, opts).await.map_err(|e| match e {
         Error::AlreadyExists(_) => {
             let holder = m
-                .find(&d, NS, &name)
+                .find(NS, &name)
                 .map(|c| c.id)
                 .unwrap_or_default();
             ApiError::conflict(format!(
@@ -458,7 +463,7 @@ async fn inspect(r: &Req, id: &str) -> Res {
         "State": {
             "Status": state(&st),
             "Running": st.running(),
-            "Paused": st.status() == "paused",
+            "Paused": st.status().as_str() == "paused",
             "Restarting": false,
             "OOMKilled": false,
             "Dead": false,
@@ -535,8 +540,8 @@ async fn start(r: &Req, id: &str) -> Res {
     if st.running() {
         return empty(StatusCode::NOT_MODIFIED);
     }
-    m.user_started(d, NS, &rec)?;
-    m.start(d, NS, &rec).await?;
+    m.user_started(NS, &rec)?;
+    m.start(NS, &rec).await?;
     empty(StatusCode::NO_CONTENT)
 }
 
@@ -576,7 +581,7 @@ async fn stop_inner(r: &Req, rec: &ContainerRecord) -> Result<bool, ApiError> {
     }
     let t = r.int("t")?.or(r.int("timeout")?).unwrap_or(10).max(0) as u64;
     let sig = signal_number(r.q("signal").unwrap_or_default())?;
-    m.user_stopped(d, NS, rec)?;
+    m.user_stopped(NS, rec)?;
     m.stop(NS, rec, Duration::from_secs(t), sig).await?;
     Ok(true)
 }
@@ -595,8 +600,8 @@ async fn restart(r: &Req, id: &str) -> Res {
     let rec = find(d, id)?;
     stop_inner(r, &rec).await?;
     let m = manager(d)?;
-    m.user_started(d, NS, &rec)?;
-    m.start(d, NS, &rec).await?;
+    m.user_started(NS, &rec)?;
+    m.start(NS, &rec).await?;
     empty(StatusCode::NO_CONTENT)
 }
 
@@ -615,13 +620,7 @@ async fn kill(r: &Req, id: &str) -> Res {
         0 => libc::SIGKILL,
         n => n,
     };
-    if matches!(
-        sig,
-        libc::SIGKILL | libc::SIGTERM | libc::SIGINT | libc::SIGQUIT
-    ) {
-        m.user_stopped(d, NS, &rec)?;
-    }
-    m.kill(NS, &rec, sig, false).await?;
+    service(d)?.kill(NS, &rec, sig, false).await?;
     empty(StatusCode::NO_CONTENT)
 }
 
@@ -636,37 +635,8 @@ async fn pause(r: &Req, id: &str, pause: bool) -> Res {
             rec.id
         )));
     }
-    let c = m.tasks.client(NS, &rec.id);
-    let res = if pause {
-        c.pause().await
-    } else {
-        c.resume().await
-    };
-    match res {
-        Ok(()) => {
-            d.events.publish(
-                NS,
-                if pause {
-                    "/tasks/paused"
-                } else {
-                    "/tasks/resumed"
-                },
-                &[("id", rec.id.clone()), ("name", rec.name.clone())],
-            );
-            empty(StatusCode::NO_CONTENT)
-        }
-        Err(e) => {
-            let msg = e.to_string();
-            if msg.contains("cgroup") || msg.contains("freezer") {
-                Err(ApiError::conflict(format!(
-                    "{} needs cgroup delegation (the freezer controller), which this user does not have: {msg}",
-                    if pause { "pause" } else { "unpause" }
-                )))
-            } else {
-                Err(e.into())
-            }
-        }
-    }
+    service(d)?.pause(NS, &rec, pause).await?;
+    empty(StatusCode::NO_CONTENT)
 }
 
 /// Waits for `condition` (not-running, next-exit, removed); the headers go at once, the
@@ -716,7 +686,7 @@ async fn wait(r: &Req, id: &str) -> Res {
                     } else if cond == "removed" {
                         // the record goes last: wait for it, so the name is free on return
                         for _ in 0..400 {
-                            if m.find(&d, NS, &rec.id).is_err() {
+                            if m.find(NS, &rec.id).is_err() {
                                 break;
                             }
                             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -730,11 +700,14 @@ async fn wait(r: &Req, id: &str) -> Res {
                 Ok(None) => return,
                 Err(_) => {
                     // no event for a while: look (an exit seen before we subscribed)
-                    match m.find(&d, NS, &rec.id) {
+                    match m.find(NS, &rec.id) {
                         Err(_) => break,
                         Ok(now) => {
                             let s = m.status(NS, now).await;
-                            if cond != "removed" && s.status() == "exited" && cond != "next-exit" {
+                            if cond != "removed"
+                                && s.status().as_str() == "exited"
+                                && cond != "next-exit"
+                            {
                                 code = s.exit_code();
                                 break;
                             }
@@ -766,7 +739,7 @@ async fn remove(r: &Req, id: &str) -> Res {
             )));
         }
     }
-    m.remove(d, NS, &rec, force).await?;
+    m.remove(NS, &rec, force).await?;
     empty(StatusCode::NO_CONTENT)
 }
 
@@ -775,13 +748,10 @@ async fn prune(r: &Req) -> Res {
     if !f.is_empty() {
         return Err(ApiError::unsupported("container prune filters"));
     }
-    let before = crate::daemon::gc::disk_total(&r.d).await;
-    let removed = manager(&r.d)?.prune(&r.d, NS).await?;
-    crate::daemon::gc::collect_now(&r.d).await?;
-    let after = crate::daemon::gc::disk_total(&r.d).await;
+    let p = service(&r.d)?.prune(NS).await?;
     ok_json(&serde_json::json!({
-        "ContainersDeleted": removed.iter().map(|s| s.record.id.clone()).collect::<Vec<_>>(),
-        "SpaceReclaimed": before.saturating_sub(after),
+        "ContainersDeleted": p.removed.iter().map(|s| s.record.id.clone()).collect::<Vec<_>>(),
+        "SpaceReclaimed": p.reclaimed_bytes,
     }))
 }
 
@@ -812,83 +782,37 @@ async fn logs(r: &Req, id: &str) -> Res {
     };
     let since = r.int("since")?.unwrap_or(0);
     let until = r.int("until")?.unwrap_or(0);
-    let m = manager(&d)?;
-    let bundle = m.tasks.bundle_dir(NS, &rec.id);
-    let log = bundle.join(crate::shim::files::LOG);
     let tty = rec.tty;
+    let mut entries = service(&d)?.logs(NS, &rec, tail, follow, 0, false);
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
     let id = rec.id.clone();
     tokio::spawn(async move {
-        let emit = |l: &crate::shim::LogLine| -> Option<Bytes> {
-            let t = parse_time(&l.time);
-            let secs = t.map(|t| t.timestamp()).unwrap_or(0);
-            if since > 0 && secs < since {
-                return None;
+        while let Some(e) = entries.recv().await {
+            let e = match e {
+                Ok(e) => e,
+                Err(err) => {
+                    tracing::warn!("docker logs {id}: {err}");
+                    return;
+                }
+            };
+            let secs = parse_time(&e.time).map(|t| t.timestamp()).unwrap_or(0);
+            if (since > 0 && secs < since) || (until > 0 && secs >= until) {
+                continue;
             }
-            if until > 0 && secs >= until {
-                return None;
-            }
-            let stream = if l.stream == "stderr" { 2 } else { 1 };
+            let stream = if e.stream == "stderr" { 2 } else { 1 };
             if (stream == 1 && !out) || (stream == 2 && !err) {
-                return None;
+                continue;
             }
             let mut data = Vec::new();
             if ts {
-                data.extend_from_slice(l.time.as_bytes());
+                data.extend_from_slice(e.time.as_bytes());
                 data.push(b' ');
             }
-            data.extend_from_slice(l.log.as_bytes());
-            Some(Bytes::from(if tty { data } else { frame(stream, &data) }))
-        };
-        let lines = match crate::runtime::task::read_log(&bundle, tail) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!("docker logs {id}: {e}");
+            data.extend_from_slice(&e.data);
+            let b = Bytes::from(if tty { data } else { frame(stream, &data) });
+            if tx.send(b).await.is_err() {
                 return;
             }
-        };
-        let mut pos = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
-        for l in &lines {
-            if let Some(b) = emit(l) {
-                if tx.send(b).await.is_err() {
-                    return;
-                }
-            }
-        }
-        if !follow {
-            return;
-        }
-        // TODO(arch): follow through services::Containers::logs once it is on main
-        loop {
-            let running = m
-                .tasks
-                .state(NS, &id)
-                .await
-                .is_some_and(|s| s.status != "stopped");
-            if let Ok(text) = std::fs::read(&log) {
-                if (text.len() as u64) > pos {
-                    let new = &text[pos as usize..];
-                    let end = new
-                        .iter()
-                        .rposition(|c| *c == b'\n')
-                        .map(|i| i + 1)
-                        .unwrap_or(0);
-                    for l in new[..end].split(|c| *c == b'\n').filter(|l| !l.is_empty()) {
-                        if let Ok(l) = serde_json::from_slice::<crate::shim::LogLine>(l) {
-                            if let Some(b) = emit(&l) {
-                                if tx.send(b).await.is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                    }
-                    pos += end as u64;
-                }
-            }
-            if !running || tx.is_closed() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
     let ct = if tty {
@@ -960,9 +884,8 @@ where
                         std::future::pending::<()>().await;
                     }
                     Ok(n) => {
-                        use base64::Engine;
-                        let data = base64::engine::general_purpose::STANDARD.encode(&buf[..n]);
-                        if input.send(&Input::Stdin { data }).await.is_err() {
+                        let data = Bytes::copy_from_slice(&buf[..n]);
+                        if input.send(&Input::Stdin(data)).await.is_err() {
                             return;
                         }
                     }
@@ -973,9 +896,9 @@ where
     let mut code = None;
     loop {
         match events.next().await {
-            Ok(Some(Event::Out { stream, data })) => {
-                let bytes = decode(&data);
-                let s = if stream == "stderr" { 2 } else { 1 };
+            Ok(Some(Event::Out { stderr, data })) => {
+                let bytes = data.to_vec();
+                let s = if stderr { 2 } else { 1 };
                 if (s == 1 && !want_out) || (s == 2 && !want_err) {
                     continue;
                 }
@@ -1014,7 +937,7 @@ async fn attach(r: &mut Req, id: &str) -> Res {
     // attached before the start (docker run): make the task now, started later, its first
     // output held for this client
     if !st.running() && st.task.as_ref().map(|t| t.status.as_str()) != Some("created") {
-        if let Err(e) = m.create_task(&d, NS, &rec, false, true).await {
+        if let Err(e) = m.create_task(NS, &rec, false, true).await {
             // as dockerd: the attach succeeds, and the start that follows reports the error
             // (and, with --rm, removes the container)
             tracing::debug!(container = %rec.id, "attach before start: {e}");
@@ -1097,9 +1020,7 @@ async fn stat_path(
     }
     let p2 = path.clone();
     let i = manager(&r.d)?
-        .with_rootfs(&r.d, NS, &rec, move |root| {
-            crate::runtime::copy::stat(root, &p2)
-        })
+        .with_rootfs(NS, &rec, move |root| crate::runtime::copy::stat(root, &p2))
         .await?;
     if !i.exists {
         return Err(ApiError::not_found(format!(
@@ -1127,7 +1048,7 @@ async fn archive_get(r: &Req, id: &str) -> Res {
         i.name.clone()
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(8);
-    let (d, m) = (r.d.clone(), manager(&r.d)?);
+    let m = manager(&r.d)?;
     tokio::spawn(async move {
         struct W(tokio::sync::mpsc::Sender<Bytes>, Vec<u8>);
         impl std::io::Write for W {
@@ -1149,7 +1070,7 @@ async fn archive_get(r: &Req, id: &str) -> Res {
             }
         }
         let res = m
-            .with_rootfs(&d, NS, &rec, move |root| {
+            .with_rootfs(NS, &rec, move |root| {
                 let mut w = W(tx, Vec::new());
                 crate::runtime::copy::tar_out(root, &path, &top, &mut w)?;
                 std::io::Write::flush(&mut w).map_err(|e| Error::io("sending the archive", e))
@@ -1200,9 +1121,9 @@ async fn archive_put(r: &mut Req, id: &str) -> Res {
             Ok(n)
         }
     }
-    let (d, m) = (r.d.clone(), manager(&r.d)?);
+    let m = manager(&r.d)?;
     let job = tokio::spawn(async move {
-        m.with_rootfs(&d, NS, &rec, move |root| {
+        m.with_rootfs(NS, &rec, move |root| {
             crate::runtime::copy::tar_in(
                 root,
                 &dir,

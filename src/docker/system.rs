@@ -82,10 +82,10 @@ fn version(_r: &Req) -> Res {
 async fn info(r: &Req) -> Res {
     let d = r.d.clone();
     let m = super::containers::manager(&d)?;
-    let recs = m.records(&d, NS)?;
+    let recs = m.records(NS)?;
     let (mut running, mut paused, mut stopped) = (0, 0, 0);
     for rec in &recs {
-        match m.status(NS, rec.clone()).await.status() {
+        match m.status(NS, rec.clone()).await.status().as_str() {
             "running" => running += 1,
             "paused" => paused += 1,
             _ => stopped += 1,

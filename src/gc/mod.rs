@@ -5,3 +5,6 @@
 pub mod check;
 pub mod collect;
 pub mod scheduler;
+mod state;
+
+pub use state::GcState;

@@ -1,5 +1,7 @@
-//! Published ports: listeners in the host's network namespace (nookd's own) whose connections
-//! are relayed into the containers' namespace.
+//! Published ports: listeners in the host's network namespace whose connections are relayed
+//! into the containers' namespace. nookd binds them ([`bind`]) and hands them to the
+//! container's shim, which serves them ([`serve_all`]) for as long as the container runs:
+//! the shim outlives nookd, so a daemon restart cuts no connection and refuses none.
 //!
 //! TCP connections are relayed with splice(2), so the bytes never enter user space: by two
 //! threads per connection doing blocking splice (the fastest way measured), or, beyond
@@ -22,11 +24,12 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::task::JoinHandle;
 
@@ -204,6 +207,16 @@ pub enum Bound {
     Udp(std::net::UdpSocket),
 }
 
+impl Bound {
+    /// A bound host socket of protocol `proto` from its descriptor (passed from nookd).
+    pub fn from_fd(proto: Proto, fd: OwnedFd) -> Bound {
+        match proto {
+            Proto::Tcp => Bound::Tcp(fd.into()),
+            Proto::Udp => Bound::Udp(fd.into()),
+        }
+    }
+}
+
 impl From<Bound> for OwnedFd {
     fn from(b: Bound) -> OwnedFd {
         match b {
@@ -211,6 +224,44 @@ impl From<Bound> for OwnedFd {
             Bound::Udp(u) => u.into(),
         }
     }
+}
+
+/// Where a container's relayed ports go: handed to its shim with the bound host sockets, so
+/// the relay lives as long as the container, not as long as nookd.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayTarget {
+    /// The containers' network namespace (a bind mount of the pause process's).
+    pub netns: PathBuf,
+    /// The container's address there (127.0.0.1 for `--network host`).
+    pub ip: IpAddr,
+    /// Whether the transparent-proxy routing is in place (the container sees the client).
+    pub transparent: bool,
+}
+
+/// Serves bound host sockets (`ports`, as published) by relaying them to `ip` through `f`.
+/// All or nothing: on error the tasks started are aborted.
+pub fn serve_all(
+    handle: &tokio::runtime::Handle,
+    ports: Vec<(PortMapping, OwnedFd)>,
+    ip: IpAddr,
+    f: &Arc<SocketFactory>,
+) -> Result<Vec<JoinHandle<()>>> {
+    let mut tasks = Vec::new();
+    for (m, fd) in ports {
+        match serve(
+            handle,
+            Bound::from_fd(m.proto, fd),
+            target(ip, m.container_port),
+            f.clone(),
+        ) {
+            Ok(t) => tasks.push(t),
+            Err(e) => {
+                tasks.iter().for_each(|t| t.abort());
+                return Err(e);
+            }
+        }
+    }
+    Ok(tasks)
 }
 
 /// Binds the host side of `m` (in the calling thread's namespace: the host's), resolving a

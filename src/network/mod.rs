@@ -12,11 +12,10 @@ pub fn loopback_up() -> std::io::Result<()> {
 
 /// Sets IFF_UP on an interface of the current network namespace (ioctl, no netlink needed).
 pub fn set_up(name: &str) -> std::io::Result<()> {
-    // SAFETY: a plain datagram socket used only for interface ioctls; closed below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    use std::os::fd::AsRawFd;
+    // a plain datagram socket used only for interface ioctls; closed when dropped
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
+    let fd = sock.as_raw_fd();
     // SAFETY: ifreq is plain old data; zeroed is a valid value.
     let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
     for (d, s) in ifr
@@ -27,7 +26,7 @@ pub fn set_up(name: &str) -> std::io::Result<()> {
         *d = s as libc::c_char;
     }
     // SAFETY: fd is a valid socket and ifr a valid, named ifreq for both ioctls.
-    let res = unsafe {
+    unsafe {
         if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr) < 0 {
             Err(std::io::Error::last_os_error())
         } else {
@@ -38,10 +37,7 @@ pub fn set_up(name: &str) -> std::io::Result<()> {
                 Ok(())
             }
         }
-    };
-    // SAFETY: closing the socket we opened.
-    unsafe { libc::close(fd) };
-    res
+    }
 }
 
 /// Whether the network namespace of process `pid` has an interface named `name`
@@ -55,12 +51,18 @@ pub fn link_exists_in(pid: i32, name: &str) -> bool {
         .unwrap_or(false)
 }
 
+mod attach;
 pub mod dns;
+mod firewall;
 pub mod forward;
+mod hosts;
 pub mod ipam;
 pub mod manager;
 pub mod netlink;
 pub mod netns;
+mod networks;
 pub mod ports;
+mod publish;
+mod reconcile;
 
 pub use manager::{AttachRequest, Attachment, Manager};

@@ -491,8 +491,7 @@ mod tests {
     #[test]
     fn bridge_veth_route_connect() {
         use crate::network::netns::{create_netns, remove_netns, with_netns};
-        // SAFETY: geteuid has no side effects.
-        if unsafe { libc::geteuid() } != 0 {
+        if !nix::unistd::geteuid().is_root() {
             eprintln!("skipped: needs root");
             return;
         }

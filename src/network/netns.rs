@@ -123,8 +123,7 @@ mod tests {
     use super::*;
 
     fn root() -> bool {
-        // SAFETY: geteuid has no side effects.
-        unsafe { libc::geteuid() == 0 }
+        nix::unistd::geteuid().is_root()
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Port publishing: `-p` parsing, and the forwarders that listen in the host's network namespace
-//! (where nookd lives) and connect into the containers' namespace.
+//! Port publishing: `-p` parsing and the mappings (the relay that serves them is in
+//! [`super::forward`]).
 
 use std::net::{IpAddr, Ipv4Addr};
 

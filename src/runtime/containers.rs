@@ -14,14 +14,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::deps::{blocking, Deps};
 use super::plugin;
 use super::restart::{self, RestartPolicy};
 use super::spec::{self, BindMount, ImageConfig, Network, SpecOptions, TmpfsMount};
 use super::task::{self, EtcFiles, Tasks};
-use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use crate::metadata::CONTAINERS;
-use crate::shim::TaskState;
+use crate::shim::{TaskState, TaskStatus};
 
 /// A container's record.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -132,13 +132,45 @@ pub struct Status {
     pub task: Option<TaskState>,
 }
 
-impl Status {
+/// A container's state as `nook ps` shows it: its task's, with `exited` for a stopped task
+/// and `created` when there is none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ContainerState {
+    Created,
+    Running,
+    Paused,
+    Exited,
+    Unknown,
+}
+
+impl ContainerState {
     /// `created`, `running`, `paused`, `exited` or `unknown`.
-    pub fn status(&self) -> &str {
-        match &self.task {
-            None => "created",
-            Some(t) if t.status == "stopped" => "exited",
-            Some(t) => t.status.as_str(),
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerState::Created => "created",
+            ContainerState::Running => "running",
+            ContainerState::Paused => "paused",
+            ContainerState::Exited => "exited",
+            ContainerState::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for ContainerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Status {
+    /// The container's state.
+    pub fn status(&self) -> ContainerState {
+        match self.task.as_ref().map(|t| t.status) {
+            None | Some(TaskStatus::Created) => ContainerState::Created,
+            Some(TaskStatus::Stopped) => ContainerState::Exited,
+            Some(TaskStatus::Running) => ContainerState::Running,
+            Some(TaskStatus::Paused) => ContainerState::Paused,
+            Some(TaskStatus::Unknown) => ContainerState::Unknown,
         }
     }
 
@@ -151,7 +183,10 @@ impl Status {
     }
 
     pub fn running(&self) -> bool {
-        matches!(self.status(), "running" | "paused")
+        matches!(
+            self.status(),
+            ContainerState::Running | ContainerState::Paused
+        )
     }
 }
 
@@ -171,29 +206,32 @@ pub struct Manager {
     backoff: std::sync::Mutex<std::collections::HashMap<String, Duration>>,
     /// Where `/containers/*` and `/tasks/*` events go.
     events: crate::events::Publisher,
+    /// The stores, snapshotters, network and configuration it works with.
+    deps: Arc<Deps>,
+    /// Itself, for the tasks it spawns (exit watchers, restarts, auto-removal).
+    me: std::sync::Weak<Manager>,
 }
 
-static M: std::sync::OnceLock<Manager> = std::sync::OnceLock::new();
-
-/// The manager, if [`manager`] made it already.
-pub fn manager_if_made() -> Option<&'static Manager> {
-    M.get()
-}
-
-/// The daemon's container manager (made on first use).
-pub fn manager(d: &Daemon) -> Result<&'static Manager> {
-    if let Some(m) = M.get() {
-        return Ok(m);
+impl Manager {
+    /// The manager over `deps`; fails when nook-shim cannot be found.
+    /// What it works with.
+    pub fn deps(&self) -> &Arc<Deps> {
+        &self.deps
     }
-    let shim = task::find_shim()?;
-    Ok(M.get_or_init(|| Manager {
-        tasks: Tasks::new(&d.paths.state, shim),
-        removing: Default::default(),
-        monitored: Default::default(),
-        exits_reported: Default::default(),
-        backoff: Default::default(),
-        events: d.events.clone(),
-    }))
+
+    pub fn new(deps: Deps) -> Result<Arc<Manager>> {
+        let shim = task::find_shim()?;
+        Ok(Arc::new_cyclic(|me| Manager {
+            tasks: Tasks::new(&deps.paths.state, shim),
+            removing: Default::default(),
+            monitored: Default::default(),
+            exits_reported: Default::default(),
+            backoff: Default::default(),
+            events: deps.events.clone(),
+            deps: Arc::new(deps),
+            me: me.clone(),
+        }))
+    }
 }
 
 fn now() -> i64 {
@@ -231,7 +269,8 @@ pub fn validate_name(name: &str) -> Result<()> {
 
 impl Manager {
     /// Every container of `ns`.
-    pub fn records(&self, d: &Daemon, ns: &str) -> Result<Vec<ContainerRecord>> {
+    pub fn records(&self, ns: &str) -> Result<Vec<ContainerRecord>> {
+        let d = &self.deps;
         Ok(d.store
             .list::<ContainerRecord>(CONTAINERS, ns)?
             .into_iter()
@@ -240,11 +279,11 @@ impl Manager {
     }
 
     /// Finds a container by id, name or unique id prefix.
-    pub fn find(&self, d: &Daemon, ns: &str, what: &str) -> Result<ContainerRecord> {
+    pub fn find(&self, ns: &str, what: &str) -> Result<ContainerRecord> {
         if what.is_empty() {
             return Err(Error::InvalidArgument("no container given".into()));
         }
-        let all = self.records(d, ns)?;
+        let all = self.records(ns)?;
         if let Some(r) = all.iter().find(|r| r.id == what || r.name == what) {
             return Ok(r.clone());
         }
@@ -273,21 +312,17 @@ impl Manager {
 
     /// Creates a container: unpacks the image if needed, prepares and mounts its snapshot,
     /// builds its OCI spec, and records it.
-    pub async fn create(
-        &self,
-        d: &Arc<Daemon>,
-        ns: &str,
-        o: CreateOptions,
-    ) -> Result<ContainerRecord> {
+    pub async fn create(&self, ns: &str, o: CreateOptions) -> Result<ContainerRecord> {
+        let d = &self.deps;
         d.store.require_namespace(ns)?;
         let rt = plugin::resolve(&d.config, Some(&o.runtime))?;
         let name = if o.name.is_empty() {
-            self.generate_name(d, ns)?
+            self.generate_name(ns)?
         } else {
             validate_name(&o.name)?;
             o.name.clone()
         };
-        if self.records(d, ns)?.iter().any(|r| r.name == name) {
+        if self.records(ns)?.iter().any(|r| r.name == name) {
             return Err(Error::AlreadyExists(format!(
                 "the container name {name:?} is in use: remove that container (`nook rm {name}`) or choose another --name"
             )));
@@ -451,7 +486,7 @@ impl Manager {
         let spec = match built {
             Ok(s) => s,
             Err(e) => {
-                self.abort_create(d, ns, &id, &snapshotter).await;
+                self.abort_create(ns, &id, &snapshotter).await;
                 return Err(e);
             }
         };
@@ -459,7 +494,7 @@ impl Manager {
         for b in &so.binds {
             if !b.source.exists() {
                 if let Err(e) = std::fs::create_dir_all(&b.source) {
-                    self.abort_create(d, ns, &id, &snapshotter).await;
+                    self.abort_create(ns, &id, &snapshotter).await;
                     return Err(Error::io(
                         format!("creating the volume source {}", b.source.display()),
                         e,
@@ -500,15 +535,15 @@ impl Manager {
             tx.put(CONTAINERS, ns, &id, &rec)
         });
         if let Err(e) = res {
-            self.abort_create(d, ns, &id, &snapshotter).await;
+            self.abort_create(ns, &id, &snapshotter).await;
             return Err(e);
         }
         let written = runtime_spec(d, &rec).and_then(|s| self.tasks.write_spec(&bundle, &s));
         if let Err(e) = written {
-            let _ = self.remove(d, ns, &rec, true).await;
+            let _ = self.remove(ns, &rec, true).await;
             return Err(e);
         }
-        d.mutated(false);
+        d.gc.mutated(false);
         self.events.publish(
             ns,
             "/containers/create",
@@ -522,7 +557,8 @@ impl Manager {
         Ok(rec)
     }
 
-    async fn abort_create(&self, d: &Arc<Daemon>, ns: &str, id: &str, snapshotter: &str) {
+    async fn abort_create(&self, ns: &str, id: &str, snapshotter: &str) {
+        let d = &self.deps;
         let rootfs = self.rootfs(ns, id);
         let _ = crate::snapshot::mount::unmount(&rootfs);
         if let Ok(sn) = d.snapshotters.get(Some(snapshotter)) {
@@ -532,8 +568,8 @@ impl Manager {
         detach_network(d, ns, id).await;
     }
 
-    fn generate_name(&self, d: &Daemon, ns: &str) -> Result<String> {
-        let taken: Vec<String> = self.records(d, ns)?.into_iter().map(|r| r.name).collect();
+    fn generate_name(&self, ns: &str) -> Result<String> {
+        let taken: Vec<String> = self.records(ns)?.into_iter().map(|r| r.name).collect();
         for _ in 0..100 {
             let a = ADJECTIVES[rand::random_range(0..ADJECTIVES.len())];
             let n = NOUNS[rand::random_range(0..NOUNS.len())];
@@ -550,11 +586,11 @@ impl Manager {
     /// lock so that a removal waits for it (`nook cp`).
     pub async fn with_rootfs<T: Send + 'static>(
         &self,
-        d: &Arc<Daemon>,
         ns: &str,
         r: &ContainerRecord,
         f: impl FnOnce(&Path) -> Result<T> + Send + 'static,
     ) -> Result<T> {
+        let d = &self.deps;
         let (key, lock) = self.op_lock(ns, &r.id);
         let res = async {
             let _held = lock.lock().await;
@@ -583,7 +619,8 @@ impl Manager {
     }
 
     /// Makes sure the bundle (config.json, /etc files) and the mounted rootfs are in place.
-    async fn ensure_bundle(&self, d: &Arc<Daemon>, ns: &str, r: &ContainerRecord) -> Result<()> {
+    async fn ensure_bundle(&self, ns: &str, r: &ContainerRecord) -> Result<()> {
+        let d = &self.deps;
         let bundle = self.tasks.bundle_dir(ns, &r.id);
         if !bundle.join("config.json").exists() {
             let hostname = r.spec["hostname"].as_str().unwrap_or("nook").to_string();
@@ -617,16 +654,16 @@ impl Manager {
     /// its first output for the client about to attach.
     pub async fn create_task(
         &self,
-        d: &Arc<Daemon>,
         ns: &str,
         r: &ContainerRecord,
         start_now: bool,
         hold_output: bool,
     ) -> Result<bool> {
+        let d = &self.deps;
         let st = self.status(ns, r.clone()).await;
-        match st.task.as_ref().map(|t| t.status.as_str()) {
-            Some("created") => return Ok(false),
-            Some("running") | Some("paused") => {
+        match st.task.as_ref().map(|t| t.status) {
+            Some(TaskStatus::Created) => return Ok(false),
+            Some(TaskStatus::Running) | Some(TaskStatus::Paused) => {
                 return Err(Error::Precondition(format!(
                     "container {} is already running",
                     r.name
@@ -636,10 +673,16 @@ impl Manager {
         }
         let rt = plugin::resolve(&d.config, Some(&r.runtime))?;
         if st.task.is_some() {
-            // a previous run: clear the runtime's state of it
+            // a previous run: clear the runtime's state of it, and let its shim release the
+            // published ports (it exits just after the exit was collected)
             self.tasks.runtime_delete(&rt, &r.id).await?;
+            if d.network.ports(ns, &r.id).is_ok_and(|p| !p.is_empty()) {
+                self.tasks
+                    .wait_shim_gone(ns, &r.id, Duration::from_secs(5))
+                    .await;
+            }
         }
-        self.ensure_bundle(d, ns, r).await?;
+        self.ensure_bundle(ns, r).await?;
         // the network (made again if a reboot took its namespace) and the published ports:
         // a host port in use fails here, before anything runs
         let (d2, ns2, id2) = (d.clone(), ns.to_string(), r.id.clone());
@@ -649,19 +692,10 @@ impl Manager {
         })
         .await
         .map_err(|e| Error::Internal(format!("publishing ports: {e}")))??;
-        let direct = d.network.take_direct(ns, &r.id);
+        let held = d.network.take_held(ns, &r.id);
         let pid = match self
             .tasks
-            .spawn(
-                ns,
-                &r.id,
-                &rt,
-                r.tty,
-                r.stdin,
-                start_now,
-                hold_output,
-                direct,
-            )
+            .spawn(ns, &r.id, &rt, r.tty, r.stdin, start_now, hold_output, held)
             .await
         {
             Ok((_, pid)) => pid,
@@ -685,15 +719,16 @@ impl Manager {
         );
         if r.oom_killed {
             // a new run: OOMKilled tells of the last one only
-            let _ = self.update_record(d, ns, &r.id, |rec| rec.oom_killed = false);
+            let _ = self.update_record(ns, &r.id, |rec| rec.oom_killed = false);
         }
-        self.watch_ports(d, ns, &r.id);
-        self.monitor(d, ns, r);
+        self.watch_ports(ns, &r.id);
+        self.monitor(ns, r);
         Ok(true)
     }
 
     /// Starts a container detached; with `--rm`, nookd removes it when it exits.
-    pub async fn start(&self, d: &Arc<Daemon>, ns: &str, r: &ContainerRecord) -> Result<()> {
+    pub async fn start(&self, ns: &str, r: &ContainerRecord) -> Result<()> {
+        let d = &self.deps;
         let (key, lock) = self.op_lock(ns, &r.id);
         let res = async {
             let _held = lock.lock().await;
@@ -706,7 +741,7 @@ impl Manager {
                     r.name
                 )));
             }
-            if !self.create_task(d, ns, r, true, false).await? {
+            if !self.create_task(ns, r, true, false).await? {
                 // a task created earlier and not started: start it
                 let c = self.tasks.client(ns, &r.id);
                 c.start().await?;
@@ -726,34 +761,34 @@ impl Manager {
         .await;
         self.op_unlock(&key, lock);
         if let Err(e) = res {
-            self.remove_after_failed_start(d, ns, r).await;
+            self.remove_after_failed_start(ns, r).await;
             return Err(e);
         }
-        self.watch_auto_remove(d, ns, r);
+        self.watch_auto_remove(ns, r);
         Ok(())
     }
 
     /// `--rm`: a container whose start failed (a command not found, say) is removed as well,
     /// as docker does, unless it runs after all (a second start of a running one).
-    pub async fn remove_after_failed_start(&self, d: &Arc<Daemon>, ns: &str, r: &ContainerRecord) {
+    pub async fn remove_after_failed_start(&self, ns: &str, r: &ContainerRecord) {
         if !r.auto_remove {
             return;
         }
         let st = self.status(ns, r.clone()).await;
         if matches!(
-            st.task.as_ref().map(|t| t.status.as_str()),
-            Some("running") | Some("paused")
+            st.task.as_ref().map(|t| t.status),
+            Some(TaskStatus::Running) | Some(TaskStatus::Paused)
         ) {
             return;
         }
-        if let Err(e) = self.remove(d, ns, r, true).await {
+        if let Err(e) = self.remove(ns, r, true).await {
             tracing::warn!(container = %r.id, "--rm after a failed start: {e}");
         }
     }
 
     /// Watches the task until it exits, then reports the exit (`/tasks/exit`). One watcher per
     /// task: the shim is the only one who knows of the exit, and tells whoever waits.
-    pub fn monitor(&self, d: &Arc<Daemon>, ns: &str, r: &ContainerRecord) {
+    pub fn monitor(&self, ns: &str, r: &ContainerRecord) {
         let key = format!("{ns}/{}", r.id);
         if !self
             .monitored
@@ -763,9 +798,10 @@ impl Manager {
         {
             return;
         }
-        let (d, ns, r) = (d.clone(), ns.to_string(), r.clone());
+        let (ns, r) = (ns.to_string(), r.clone());
+        let me = self.me.clone();
         tokio::spawn(async move {
-            let Ok(m) = manager(&d) else { return };
+            let Some(m) = me.upgrade() else { return };
             let armed = std::time::Instant::now();
             let exit = m.wait_for_exit(&ns, &r.id).await;
             m.monitored
@@ -773,23 +809,17 @@ impl Manager {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&key);
             if let Some(e) = exit {
-                super::limits::after_exit(&d, m, &ns, &r, &e);
+                super::limits::after_exit(&m.deps, &m, &ns, &r, &e);
                 m.report_exit(&ns, &r, &e);
-                m.apply_restart_policy(&d, &ns, &r.id, e.exit_code, armed.elapsed())
+                m.apply_restart_policy(&ns, &r.id, e.exit_code, armed.elapsed())
                     .await;
             }
         });
     }
 
     /// After an exit: restarts the container if its policy says so, after the backoff delay.
-    async fn apply_restart_policy(
-        &self,
-        d: &Arc<Daemon>,
-        ns: &str,
-        id: &str,
-        exit_code: i32,
-        ran: Duration,
-    ) {
+    async fn apply_restart_policy(&self, ns: &str, id: &str, exit_code: i32, ran: Duration) {
+        let d = &self.deps;
         let key = format!("{ns}/{id}");
         let eligible = || -> Option<ContainerRecord> {
             d.store
@@ -827,14 +857,13 @@ impl Manager {
         let (lkey, lock) = self.op_lock(ns, id);
         {
             let _held = lock.lock().await;
-            self.restart_locked(d, ns, id, exit_code, eligible).await;
+            self.restart_locked(ns, id, exit_code, eligible).await;
         }
         self.op_unlock(&lkey, lock);
     }
 
     async fn restart_locked(
         &self,
-        d: &Arc<Daemon>,
         ns: &str,
         id: &str,
         exit_code: i32,
@@ -849,7 +878,7 @@ impl Manager {
         }
         rec.restart_count += 1;
         let count = rec.restart_count;
-        if let Err(e) = self.update_record(d, ns, id, |r| r.restart_count = count) {
+        if let Err(e) = self.update_record(ns, id, |r| r.restart_count = count) {
             tracing::warn!(container = %id, "restart: recording the count: {e}");
             return;
         }
@@ -863,7 +892,7 @@ impl Manager {
                 ("restart_count", count.to_string()),
             ],
         );
-        if let Err(e) = self.create_task(d, ns, &rec, true, false).await {
+        if let Err(e) = self.create_task(ns, &rec, true, false).await {
             tracing::warn!(container = %id, "restart under policy {}: {e}", rec.restart_policy);
         }
     }
@@ -871,11 +900,11 @@ impl Manager {
     /// Changes a container's record in one transaction (no-op when it is gone).
     pub fn update_record(
         &self,
-        d: &Daemon,
         ns: &str,
         id: &str,
         f: impl Fn(&mut ContainerRecord),
     ) -> Result<()> {
+        let d = &self.deps;
         d.store.write(|tx| {
             if let Some(mut r) = tx.get::<ContainerRecord>(CONTAINERS, ns, id)? {
                 f(&mut r);
@@ -887,7 +916,7 @@ impl Manager {
 
     /// The user starts the container (`nook start`, `nook run`): the restart policy applies
     /// again, with the count from zero (docker does the same).
-    pub fn user_started(&self, d: &Daemon, ns: &str, r: &ContainerRecord) -> Result<()> {
+    pub fn user_started(&self, ns: &str, r: &ContainerRecord) -> Result<()> {
         self.backoff
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -897,7 +926,7 @@ impl Manager {
         {
             return Ok(());
         }
-        self.update_record(d, ns, &r.id, |r| {
+        self.update_record(ns, &r.id, |r| {
             r.stopped_by_user = false;
             r.restart_count = 0;
             r.has_been_started = true;
@@ -905,11 +934,11 @@ impl Manager {
     }
 
     /// The user stops or kills the container: its restart policy does not bring it back.
-    pub fn user_stopped(&self, d: &Daemon, ns: &str, r: &ContainerRecord) -> Result<()> {
+    pub fn user_stopped(&self, ns: &str, r: &ContainerRecord) -> Result<()> {
         if r.restart_policy == RestartPolicy::No || r.stopped_by_user {
             return Ok(());
         }
-        self.update_record(d, ns, &r.id, |r| r.stopped_by_user = true)
+        self.update_record(ns, &r.id, |r| r.stopped_by_user = true)
     }
 
     /// Waits until the task's init exits; `None` when the task went away without a word.
@@ -962,7 +991,8 @@ impl Manager {
     }
 
     /// Closes the container's published ports when it exits.
-    pub fn watch_ports(&self, d: &Arc<Daemon>, ns: &str, id: &str) {
+    pub fn watch_ports(&self, ns: &str, id: &str) {
+        let d = &self.deps;
         if d.network
             .ports(ns, id)
             .map(|p| p.is_empty())
@@ -971,24 +1001,28 @@ impl Manager {
             return;
         }
         let (d, ns, id) = (d.clone(), ns.to_string(), id.to_string());
+        let me = self.me.clone();
         tokio::spawn(async move {
-            let Ok(m) = manager(&d) else { return };
+            let Some(m) = me.upgrade() else { return };
             let _ = m.wait_exit(&ns, &id).await;
             d.network.unpublish(&ns, &id);
         });
     }
 
     /// For `--rm` containers: waits for the exit, then removes the container.
-    pub fn watch_auto_remove(&self, d: &Arc<Daemon>, ns: &str, r: &ContainerRecord) {
+    pub fn watch_auto_remove(&self, ns: &str, r: &ContainerRecord) {
+        let d = &self.deps;
         if !r.auto_remove {
             return;
         }
         let (d, ns, r) = (d.clone(), ns.to_string(), r.clone());
+        let me = self.me.clone();
         tokio::spawn(async move {
-            let Ok(m) = manager(&d) else { return };
+            let Some(m) = me.upgrade() else { return };
             let c = m.tasks.client(&ns, &r.id);
             loop {
-                match c.wait(None).await {
+                // after the last byte reached the attached clients: the removal ends the shim
+                match c.wait_for(None, true).await {
                     Ok(_) => break,
                     Err(_) => {
                         // the shim may not be listening yet, or is gone: check the record
@@ -1014,7 +1048,7 @@ impl Manager {
             {
                 return;
             }
-            if let Err(e) = m.remove(&d, &ns, &r, true).await {
+            if let Err(e) = m.remove(&ns, &r, true).await {
                 tracing::warn!(container = %r.id, "auto-remove: {e}");
             }
         });
@@ -1023,7 +1057,7 @@ impl Manager {
     /// Sends a signal to the container's init (or all its processes).
     pub async fn kill(&self, ns: &str, r: &ContainerRecord, signal: i32, all: bool) -> Result<()> {
         let st = self.status(ns, r.clone()).await;
-        if !st.running() && st.status() != "created" {
+        if !st.running() && st.status() != ContainerState::Created {
             return Err(Error::Precondition(format!(
                 "container {} is not running",
                 r.name
@@ -1041,12 +1075,12 @@ impl Manager {
         signal: i32,
     ) -> Result<()> {
         let st = self.status(ns, r.clone()).await;
-        if !st.running() && st.status() != "created" {
+        if !st.running() && st.status() != ContainerState::Created {
             return Ok(());
         }
         let c = self.tasks.client(ns, &r.id);
         let sig = if signal == 0 { libc::SIGTERM } else { signal };
-        if st.status() == "paused" {
+        if st.status() == ContainerState::Paused {
             let _ = c.resume().await;
         }
         let _ = c.kill(sig, false, None).await;
@@ -1076,7 +1110,7 @@ impl Manager {
                                 "container {id} has no task: start it first"
                             )))
                         }
-                        Some(s) if s.status == "stopped" => {
+                        Some(s) if s.status == TaskStatus::Stopped => {
                             return Ok(s.exit.map(|e| e.exit_code).unwrap_or(255))
                         }
                         _ => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -1088,19 +1122,13 @@ impl Manager {
 
     /// Removes a container (with `force`, kills it first): task, runtime state, rootfs mount,
     /// snapshot, bundle and record.
-    pub async fn remove(
-        &self,
-        d: &Arc<Daemon>,
-        ns: &str,
-        r: &ContainerRecord,
-        force: bool,
-    ) -> Result<()> {
+    pub async fn remove(&self, ns: &str, r: &ContainerRecord, force: bool) -> Result<()> {
         // one removal at a time per container (`--rm` watcher, attach and `rm -f` may race),
         // and never while it is being started (a prune racing `nook start`)
         let (key, lock) = self.op_lock(ns, &r.id);
         let res = {
             let _held = lock.lock().await;
-            self.remove_locked(d, ns, r, force).await
+            self.remove_locked(ns, r, force).await
         };
         self.op_unlock(&key, lock);
         res
@@ -1129,15 +1157,15 @@ impl Manager {
     /// Removes every container that is not running (`nook container prune`), returning them.
     /// A container whose start raced the prune is kept, as is one created in the last
     /// [`PRUNE_GRACE_SECS`] and never started (a `nook run` may be about to start it).
-    pub async fn prune(&self, d: &Arc<Daemon>, ns: &str) -> Result<Vec<Status>> {
+    pub async fn prune(&self, ns: &str) -> Result<Vec<Status>> {
         let t = now();
         let mut removed = Vec::new();
-        for rec in self.records(d, ns)? {
+        for rec in self.records(ns)? {
             let st = self.status(ns, rec.clone()).await;
             if st.running() || (st.task.is_none() && t - rec.created_at < PRUNE_GRACE_SECS) {
                 continue;
             }
-            match self.remove(d, ns, &rec, false).await {
+            match self.remove(ns, &rec, false).await {
                 Ok(()) => removed.push(st),
                 // started meanwhile
                 Err(Error::Precondition(_)) => {}
@@ -1147,13 +1175,8 @@ impl Manager {
         Ok(removed)
     }
 
-    async fn remove_locked(
-        &self,
-        d: &Arc<Daemon>,
-        ns: &str,
-        r: &ContainerRecord,
-        force: bool,
-    ) -> Result<()> {
+    async fn remove_locked(&self, ns: &str, r: &ContainerRecord, force: bool) -> Result<()> {
+        let d = &self.deps;
         if d.store
             .get::<ContainerRecord>(CONTAINERS, ns, &r.id)?
             .is_none()
@@ -1188,17 +1211,22 @@ impl Manager {
             d.cgroups.remove(&p);
         }
         super::limits::forget(ns, &r.id);
+        // unmounting, the redb commit and the removals below block: off the async threads
         let rootfs = self.rootfs(ns, &r.id);
-        if is_mountpoint(&rootfs) {
-            crate::snapshot::mount::unmount(&rootfs)?;
-        }
+        blocking(move || {
+            if is_mountpoint(&rootfs) {
+                crate::snapshot::mount::unmount(&rootfs)?;
+            }
+            Ok(())
+        })
+        .await?;
         let _gc = d.gc.lock.read().await;
         // The record goes first, in one transaction: a crash after it leaves only an
         // unreferenced snapshot (labelled nook.container, so GC collects it) and a bundle
         // directory, never a container whose snapshot is gone.
-        d.store
-            .write(|tx| tx.delete(CONTAINERS, ns, &r.id).map(|_| ()))?;
-        d.mutated(true);
+        let (store, ns2, id2) = (d.store.clone(), ns.to_string(), r.id.clone());
+        blocking(move || store.write(|tx| tx.delete(CONTAINERS, &ns2, &id2).map(|_| ()))).await?;
+        d.gc.mutated(true);
         if st.task.is_some() {
             let exit = self.tasks.client(ns, &r.id).recorded_exit();
             if let Some(e) = &exit {
@@ -1229,7 +1257,11 @@ impl Manager {
             &[("id", r.id.clone()), ("name", r.name.clone())],
         );
         if let Ok(sn) = d.snapshotters.get(Some(&r.snapshotter)) {
-            match crate::snapshot::Snapshotter::remove(sn.as_ref(), ns, &r.snapshot_key) {
+            let (ns2, key) = (ns.to_string(), r.snapshot_key.clone());
+            // a writable layer may hold many files: its remove_dir_all takes seconds
+            match blocking(move || crate::snapshot::Snapshotter::remove(sn.as_ref(), &ns2, &key))
+                .await
+            {
                 Err(Error::NotFound(_)) | Ok(()) => {}
                 Err(e) => {
                     tracing::warn!(container = %r.id, "removing its snapshot: {e} (GC will retry)")
@@ -1237,7 +1269,8 @@ impl Manager {
             }
         }
         detach_network(d, ns, &r.id).await;
-        self.tasks.remove_bundle(ns, &r.id)?;
+        let (tasks, ns2, id2) = (self.tasks.clone(), ns.to_string(), r.id.clone());
+        blocking(move || tasks.remove_bundle(&ns2, &id2)).await?;
         Ok(())
     }
 
@@ -1324,23 +1357,25 @@ impl Manager {
 
     /// At nookd start: re-arm `--rm` watchers and remove `--rm` containers that exited while
     /// nookd was away. Running containers need nothing: their shims answer.
-    pub async fn recover(&self, d: &Arc<Daemon>) {
+    pub async fn recover(&self) {
+        let d = &self.deps;
         let Ok(nss) = d.store.namespaces() else {
             return;
         };
         for ns in nss {
-            let Ok(recs) = self.records(d, &ns.name) else {
+            let Ok(recs) = self.records(&ns.name) else {
                 continue;
             };
             for r in recs {
                 let st = self.status(&ns.name, r.clone()).await;
-                if st.running() || st.status() == "created" && st.task.is_some() {
+                if st.running() || st.status() == ContainerState::Created && st.task.is_some() {
                     // their ports were published again by the network's start-up
-                    self.watch_ports(d, &ns.name, &r.id);
-                    self.monitor(d, &ns.name, &r);
+                    self.watch_ports(&ns.name, &r.id);
+                    self.monitor(&ns.name, &r);
                 }
                 // a task gone while nookd was away (exited, or lost in a reboot)
-                let gone = st.status() == "exited" || st.task.is_none() && r.has_been_started;
+                let gone = st.status() == ContainerState::Exited
+                    || st.task.is_none() && r.has_been_started;
                 if gone
                     && !r.auto_remove
                     && r.restart_policy.restart_at_boot(
@@ -1349,14 +1384,15 @@ impl Manager {
                         r.stopped_by_user,
                     )
                 {
-                    let (d, ns, r) = (d.clone(), ns.name.clone(), r.clone());
+                    let (ns, r) = (ns.name.clone(), r.clone());
+                    let me = self.me.clone();
                     tokio::spawn(async move {
-                        let Ok(m) = manager(&d) else { return };
+                        let Some(m) = me.upgrade() else { return };
                         tracing::info!(container = %r.id, policy = %r.restart_policy, "starting again at nookd start");
                         if r.stopped_by_user {
-                            let _ = m.update_record(&d, &ns, &r.id, |r| r.stopped_by_user = false);
+                            let _ = m.update_record(&ns, &r.id, |r| r.stopped_by_user = false);
                         }
-                        if let Err(e) = m.create_task(&d, &ns, &r, true, false).await {
+                        if let Err(e) = m.create_task(&ns, &r, true, false).await {
                             tracing::warn!(container = %r.id, "starting again at nookd start: {e}");
                         }
                     });
@@ -1366,12 +1402,14 @@ impl Manager {
                     continue;
                 }
                 match st.status() {
-                    "exited" => {
-                        if let Err(e) = self.remove(d, &ns.name, &r, true).await {
+                    ContainerState::Exited => {
+                        if let Err(e) = self.remove(&ns.name, &r, true).await {
                             tracing::warn!(container = %r.id, "auto-remove at start: {e}");
                         }
                     }
-                    "running" | "paused" => self.watch_auto_remove(d, &ns.name, &r),
+                    ContainerState::Running | ContainerState::Paused => {
+                        self.watch_auto_remove(&ns.name, &r)
+                    }
                     _ => {}
                 }
             }
@@ -1381,7 +1419,7 @@ impl Manager {
 
 /// The container's spec as its runtime gets it: crun also gets the seccomp profile compiled
 /// (see [`super::seccomp_bpf`]), and a hook that removes the `/dev/core` link it makes.
-pub(crate) fn runtime_spec(d: &Daemon, r: &ContainerRecord) -> Result<oci_spec::runtime::Spec> {
+pub(crate) fn runtime_spec(d: &Deps, r: &ContainerRecord) -> Result<oci_spec::runtime::Spec> {
     let mut v = r.spec.clone();
     super::limits::runtime_spec(d, r, &mut v)?;
     let crun =
@@ -1470,7 +1508,7 @@ pub fn dev_core_hook(path: &std::ffi::OsStr) -> i32 {
 }
 
 /// Removes the container's network (veth, namespace, address, ports); logs failures.
-async fn detach_network(d: &Arc<Daemon>, ns: &str, id: &str) {
+async fn detach_network(d: &Arc<Deps>, ns: &str, id: &str) {
     let (d2, ns2, id2) = (d.clone(), ns.to_string(), id.to_string());
     match tokio::task::spawn_blocking(move || d2.network.detach(&ns2, &id2)).await {
         Ok(Ok(())) => {}
@@ -1490,7 +1528,7 @@ pub const SLIRP_DNS: &str = "10.0.2.3";
 /// `-P`: the image's EXPOSEd ports (`80/tcp`) not already published with `-p`, as `-p` values
 /// that take any free host port.
 fn exposed_ports_to_publish(
-    d: &Daemon,
+    d: &Deps,
     ns: &str,
     image: &str,
     publish: &[String],
@@ -1535,7 +1573,7 @@ fn exposed_ports_to_publish(
 /// Unpacks the image into the snapshotter, prepares the container's snapshot and mounts it on
 /// `rootfs`. Returns (image name, digest, image config, snapshotter name).
 fn prepare_rootfs(
-    d: &Daemon,
+    d: &Deps,
     ns: &str,
     image: &str,
     snapshotter: &str,
@@ -1682,13 +1720,13 @@ mod tests {
             record: rec.clone(),
             task: None,
         };
-        assert_eq!(s.status(), "created");
+        assert_eq!(s.status(), ContainerState::Created);
         let s = Status {
             record: rec,
             task: Some(TaskState {
                 id: "x".into(),
                 pid: 1,
-                status: "stopped".into(),
+                status: TaskStatus::Stopped,
                 started_at: None,
                 exit: Some(crate::shim::ExitInfo {
                     pid: 1,
@@ -1696,11 +1734,12 @@ mod tests {
                     exited_at: String::new(),
                 }),
                 shim_pid: 0,
+                drained: true,
             }),
         };
         assert_eq!(
             (s.status(), s.exit_code(), s.running()),
-            ("exited", 3, false)
+            (ContainerState::Exited, 3, false)
         );
     }
 }

@@ -4,14 +4,14 @@
 //! (`OOMKilled`, `/tasks/oom`).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
+use super::containers::Deps;
 use super::containers::{ContainerRecord, Manager};
 use super::plugin;
 use crate::cgroup::{Cgroups, Resources, Stats};
-use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 
 /// What `nook run`/`create` asks for beyond cgroup limits.
@@ -114,7 +114,7 @@ pub fn check_runtime(cg: &Cgroups, r: &Resources, rt: &plugin::RuntimeBinary) ->
 /// The spec handed to the runtime: the record's limits with the cgroup of this nookd (which
 /// may differ from when the container was made: delegation done or undone since). Limits
 /// without the controllers are refused here too.
-pub fn runtime_spec(d: &Daemon, r: &ContainerRecord, spec: &mut serde_json::Value) -> Result<()> {
+pub fn runtime_spec(d: &Deps, r: &ContainerRecord, spec: &mut serde_json::Value) -> Result<()> {
     d.cgroups.require(&r.limits.resources)?;
     r.limits
         .apply(spec, d.cgroups.container_path(&r.id).as_deref());
@@ -135,13 +135,7 @@ fn judged() -> &'static Mutex<HashMap<String, String>> {
 /// After the container's init exited (and before the runtime's `delete` removes its cgroup):
 /// whether the kernel's OOM killer killed in it. Records `OOMKilled` and publishes
 /// `/tasks/oom` once per exit.
-pub fn after_exit(
-    d: &Daemon,
-    m: &Manager,
-    ns: &str,
-    r: &ContainerRecord,
-    e: &crate::shim::ExitInfo,
-) {
+pub fn after_exit(d: &Deps, m: &Manager, ns: &str, r: &ContainerRecord, e: &crate::shim::ExitInfo) {
     let Some(path) = d.cgroups.container_path(&r.id) else {
         return;
     };
@@ -155,7 +149,7 @@ pub fn after_exit(
     }
     let killed = d.cgroups.oom_kills(&path).unwrap_or(0) > 0;
     if killed != r.oom_killed {
-        if let Err(err) = m.update_record(d, ns, &r.id, |rec| rec.oom_killed = killed) {
+        if let Err(err) = m.update_record(ns, &r.id, |rec| rec.oom_killed = killed) {
             tracing::warn!(container = %r.id, "recording OOMKilled: {err}");
         }
     }
@@ -182,13 +176,8 @@ pub fn forget(ns: &str, id: &str) {
 
 /// `nook update`: new limits on a container, applied at once to a running one (`runtime
 /// update --resources FILE`) and kept for its later runs.
-pub async fn update(
-    d: &Arc<Daemon>,
-    m: &Manager,
-    ns: &str,
-    r: &ContainerRecord,
-    u: &Resources,
-) -> Result<()> {
+pub async fn update(m: &Manager, ns: &str, r: &ContainerRecord, u: &Resources) -> Result<()> {
+    let d = m.deps();
     let mut res = r.limits.resources.clone();
     res.merge(u);
     res.validate(crate::cgroup::online_cpus())?;
@@ -199,7 +188,7 @@ pub async fn update(
         &plugin::resolve(&d.config, Some(&r.runtime))?,
     )?;
     let st = m.status(ns, r.clone()).await;
-    if st.running() || st.status() == "created" {
+    if st.running() || st.status() == super::containers::ContainerState::Created {
         let rt = plugin::resolve(&d.config, Some(&r.runtime))?;
         let bundle = m.tasks.bundle_dir(ns, &r.id);
         let file = bundle.join("update.json");
@@ -228,7 +217,7 @@ pub async fn update(
         }
     }
     let path = d.cgroups.container_path(&r.id);
-    m.update_record(d, ns, &r.id, |rec| {
+    m.update_record(ns, &r.id, |rec| {
         rec.limits.resources = res.clone();
         let l = rec.limits.clone();
         l.apply(&mut rec.spec, path.as_deref());
@@ -254,7 +243,7 @@ pub async fn update(
 
 /// One container's usage now: its cgroup, and its network namespace (through its init's
 /// `/proc/PID/net/dev`). `None` when it is not running or has no cgroup.
-pub fn stats(d: &Daemon, r: &ContainerRecord, pid: i32) -> Option<(Stats, u64, u64)> {
+pub fn stats(d: &Deps, r: &ContainerRecord, pid: i32) -> Option<(Stats, u64, u64)> {
     let s = d.cgroups.stats(&d.cgroups.container_path(&r.id)?)?;
     let (rx, tx) = std::fs::read_to_string(format!("/proc/{pid}/net/dev"))
         .map(|t| crate::cgroup::net_dev(&t))

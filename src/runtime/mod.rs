@@ -7,9 +7,11 @@
 //! * [`plugin`] resolves runtime names from `[runtimes]` and probes them.
 //! * [`task`] creates bundles, starts `nook-shim` processes and talks to them.
 //! * [`copy`] moves files into and out of a container's root as tar streams (`nook cp`).
+//! * [`containers`] is the manager over them, built from [`containers::Deps`] by the daemon.
 
 pub mod containers;
 pub mod copy;
+mod deps;
 pub mod limits;
 pub mod plugin;
 pub mod restart;

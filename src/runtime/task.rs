@@ -7,7 +7,7 @@
 //! Everything is under the runtime state directory (`$XDG_RUNTIME_DIR`), which outlives nookd
 //! but not a reboot — like the processes it describes.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use tokio::io::AsyncBufReadExt;
 
 use super::plugin::RuntimeBinary;
 use crate::error::{Error, IoContext, Result};
-use crate::network::ports::PortMapping;
+use crate::network::manager::HeldPorts;
 use crate::shim::client::ShimClient;
 use crate::shim::server::Ready;
 use crate::shim::{files, ExitInfo, ShimConfig, TaskState};
@@ -122,6 +122,25 @@ impl Tasks {
         self.state.join("tasks").join(ns).join(id)
     }
 
+    /// Waits (up to `limit`) until the shim of the container's previous run has exited: it
+    /// holds that run's published ports until then, and the next run binds them again.
+    pub async fn wait_shim_gone(&self, ns: &str, id: &str, limit: Duration) {
+        let Some(pid) = std::fs::read_to_string(self.bundle_dir(ns, id).join(files::PID))
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        else {
+            return;
+        };
+        let alive = || {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "nook-shim")
+        };
+        let t0 = std::time::Instant::now();
+        while alive() && t0.elapsed() < limit {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// The runtime's `--root`: `<state>/runtime/<name>`.
     pub fn runtime_root(&self, runtime: &str) -> PathBuf {
         self.state.join("runtime").join(runtime)
@@ -176,7 +195,7 @@ impl Tasks {
         stdin: bool,
         start: bool,
         hold_output: bool,
-        direct: Vec<(PortMapping, OwnedFd)>,
+        held: HeldPorts,
     ) -> Result<(ShimClient, i32)> {
         let bundle = self.bundle_dir(ns, id);
         let root = self.runtime_root(&rt.name);
@@ -192,9 +211,10 @@ impl Tasks {
             stdin,
             start,
             hold_output,
-            direct_ports: direct.iter().map(|(m, _)| m.clone()).collect(),
+            ports: held.ports.iter().map(|(m, _)| m.clone()).collect(),
             // the shim finds them at 3, 4, ...
-            direct_fds: (0..direct.len() as i32).map(|i| 3 + i).collect(),
+            port_fds: (0..held.ports.len() as i32).map(|i| 3 + i).collect(),
+            relay: held.relay.clone(),
         };
         let p = bundle.join(files::CONFIG);
         std::fs::write(&p, serde_json::to_vec(&cfg)?).ctx(|| format!("writing {}", p.display()))?;
@@ -204,8 +224,8 @@ impl Tasks {
             .open(bundle.join(files::SHIM_LOG))
             .ctx(|| "opening the shim log".into())?;
         let mut cmd = tokio::process::Command::new(&self.shim);
-        if !direct.is_empty() {
-            let fds: Vec<i32> = direct.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
+        if !held.ports.is_empty() {
+            let fds: Vec<i32> = held.ports.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
             // SAFETY: only async-signal-safe calls (fcntl, dup2) between fork and exec.
             unsafe {
                 cmd.pre_exec(move || {
@@ -237,7 +257,7 @@ impl Tasks {
             .spawn()
             .ctx(|| format!("starting {}", self.shim.display()))?;
         // the shim has its copies: ours must not keep the ports bound when it hands them on
-        drop(direct);
+        drop(held);
         let out = child
             .stdout
             .take()
@@ -283,10 +303,11 @@ impl Tasks {
                 exit.map(|e| TaskState {
                     id: id.to_string(),
                     pid: e.pid,
-                    status: "stopped".into(),
+                    status: crate::shim::TaskStatus::Stopped,
                     started_at: None,
                     exit: Some(e),
                     shim_pid: 0,
+                    drained: true,
                 })
             }
         }
@@ -350,23 +371,39 @@ impl Tasks {
     }
 }
 
-/// Reads a container's json-file log: lines after the last `tail` ones (all when None).
-pub fn read_log(bundle: &Path, tail: Option<usize>) -> Result<Vec<crate::shim::LogLine>> {
+/// Reads a container's json-file log: the last `tail` entries (all when None), each with the
+/// byte offset just after it, and the offset just after the last complete line (where following
+/// the log goes on: a line still being written is left for the next read).
+#[allow(clippy::type_complexity)]
+pub fn read_log_at(
+    bundle: &Path,
+    tail: Option<usize>,
+) -> Result<(Vec<(crate::shim::LogLine, u64)>, u64)> {
     let p = bundle.join(files::LOG);
-    let text = match std::fs::read_to_string(&p) {
+    let mut text = match std::fs::read(&p) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(Error::io(format!("reading {}", p.display()), e)),
     };
-    let mut lines: Vec<crate::shim::LogLine> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let end = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    text.truncate(end);
+    let mut lines: Vec<(&[u8], u64)> = Vec::new();
+    let mut off = 0u64;
+    for l in text.split_inclusive(|b| *b == b'\n') {
+        off += l.len() as u64;
+        if l.len() > 1 {
+            lines.push((&l[..l.len() - 1], off));
+        }
+    }
     if let Some(n) = tail {
         let skip = lines.len().saturating_sub(n);
         lines.drain(..skip);
     }
-    Ok(lines)
+    let entries = lines
+        .into_iter()
+        .filter_map(|(l, off)| Some((crate::shim::LogLine::parse(l)?, off)))
+        .collect();
+    Ok((entries, end as u64))
 }
 
 /// The error for a runtime that could not create the container. A command that is not there
@@ -460,7 +497,7 @@ mod tests {
         )
         .unwrap();
         let s = t.state("default", "gone").await.unwrap();
-        assert_eq!(s.status, "stopped");
+        assert_eq!(s.status, crate::shim::TaskStatus::Stopped);
         assert_eq!(s.exit.unwrap().exit_code, 3);
     }
 
@@ -517,13 +554,22 @@ mod tests {
                 "{{\"log\":\"l{i}\\n\",\"stream\":\"stdout\",\"time\":\"t\"}}\n"
             ));
         }
-        std::fs::write(d.path().join(files::LOG), text).unwrap();
-        assert_eq!(read_log(d.path(), None).unwrap().len(), 5);
-        let t = read_log(d.path(), Some(2)).unwrap();
+        // a line being written is left for later
+        text.push_str("{\"log\":\"l5");
+        std::fs::write(d.path().join(files::LOG), &text).unwrap();
+        let (all, end) = read_log_at(d.path(), None).unwrap();
+        assert_eq!(all.len(), 5);
+        assert_eq!(end as usize, text.len() - "{\"log\":\"l5".len());
+        // each line carries the offset just after it: the last complete line's is the end
+        assert_eq!(all[4].1, end);
+        assert_eq!(all[0].1 as usize, text.find('\n').unwrap() + 1);
+        let (t, end2) = read_log_at(d.path(), Some(2)).unwrap();
         assert_eq!(t.len(), 2);
-        assert_eq!(t[0].log, "l3\n");
-        assert!(read_log(&d.path().join("nope"), Some(1))
+        assert_eq!(end2, end);
+        assert_eq!(t[0].0.log, "l3\n");
+        assert!(read_log_at(&d.path().join("nope"), Some(1))
             .unwrap()
+            .0
             .is_empty());
     }
 }

@@ -6,12 +6,11 @@
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use base64::Engine;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 
-use super::{files, Event, ExitInfo, Input, Request, Response, TaskState};
+use super::{files, frame, lines, Event, ExitInfo, Input, Request, Response, TaskState};
 use crate::error::{Error, Result};
 
 /// A handle on one task's shim.
@@ -22,84 +21,86 @@ pub struct ShimClient {
 
 /// A streaming connection (attach or exec).
 pub struct ShimStream {
-    lines: tokio::io::Lines<BufReader<OwnedReadHalf>>,
+    r: BufReader<OwnedReadHalf>,
     w: OwnedWriteHalf,
+    /// The shim streams [`frame`]s (else it is an older one, streaming [`lines`]).
+    framed: bool,
 }
 
 impl ShimStream {
-    /// The next output or exit event; None when the shim closed the stream.
-    pub async fn next(&mut self) -> Result<Option<Event>> {
-        match self.lines.next_line().await {
-            Ok(Some(l)) => serde_json::from_str(&l)
-                .map(Some)
-                .map_err(|e| Error::Internal(format!("shim sent a bad line: {e}"))),
-            Ok(None) => Ok(None),
-            Err(e) => Err(Error::io("reading from the shim", e)),
-        }
-    }
-
-    /// Sends input to the process.
-    pub async fn send(&mut self, input: &Input) -> Result<()> {
-        let mut line = serde_json::to_vec(input)?;
-        line.push(b'\n');
-        self.w
-            .write_all(&line)
-            .await
-            .map_err(|e| Error::io("writing to the shim", e))
-    }
-
-    /// Sends stdin bytes.
-    pub async fn stdin(&mut self, data: &[u8]) -> Result<()> {
-        let data = base64::engine::general_purpose::STANDARD.encode(data);
-        self.send(&Input::Stdin { data }).await
-    }
-
     /// Splits into the event reader and the input writer, to drive both at once.
     pub fn split(self) -> (ShimEvents, ShimInput) {
-        (ShimEvents { lines: self.lines }, ShimInput { w: self.w })
+        (
+            ShimEvents {
+                r: self.r,
+                framed: self.framed,
+                line: String::new(),
+            },
+            ShimInput {
+                w: self.w,
+                framed: self.framed,
+            },
+        )
     }
 }
 
 /// The reading half of a [`ShimStream`].
 pub struct ShimEvents {
-    lines: tokio::io::Lines<BufReader<OwnedReadHalf>>,
+    r: BufReader<OwnedReadHalf>,
+    framed: bool,
+    line: String,
 }
 
 impl ShimEvents {
-    /// The next event; None at the end.
+    /// The next output or exit event; None when the shim closed the stream (an error when it
+    /// closed it in the middle of an event).
     pub async fn next(&mut self) -> Result<Option<Event>> {
-        match self.lines.next_line().await {
-            Ok(Some(l)) => serde_json::from_str(&l)
+        if self.framed {
+            return frame::read_event(&mut self.r)
+                .await
+                .map_err(|e| Error::io("reading from the shim", e));
+        }
+        self.line.clear();
+        match self.r.read_line(&mut self.line).await {
+            Ok(0) => Ok(None),
+            Ok(_) if !self.line.ends_with('\n') => Err(Error::Unavailable(
+                "the shim closed the stream in the middle of a line".into(),
+            )),
+            Ok(_) => lines::event(self.line.trim_end())
                 .map(Some)
                 .map_err(|e| Error::Internal(format!("shim sent a bad line: {e}"))),
-            Ok(None) => Ok(None),
             Err(e) => Err(Error::io("reading from the shim", e)),
         }
     }
 }
 
-/// The writing half of a [`ShimStream`].
+/// The writing half of a [`ShimStream`]. Dropping it tells the shim that the client is gone
+/// (it then closes the process's stdin): keep it until the exit event.
 pub struct ShimInput {
     w: OwnedWriteHalf,
+    framed: bool,
 }
 
 impl ShimInput {
-    /// Sends input to the process.
+    /// Sends input to the process (waits while the shim cannot take more: the process is not
+    /// reading its stdin).
     pub async fn send(&mut self, input: &Input) -> Result<()> {
-        let mut line = serde_json::to_vec(input)?;
-        line.push(b'\n');
+        let bytes = if self.framed {
+            frame::input(input)
+        } else {
+            lines::input(input)
+        };
         self.w
-            .write_all(&line)
+            .write_all(&bytes)
             .await
             .map_err(|e| Error::io("writing to the shim", e))
     }
-}
 
-/// Decodes an [`Event::Out`] payload.
-pub fn decode(data: &str) -> Vec<u8> {
-    base64::engine::general_purpose::STANDARD
-        .decode(data)
-        .unwrap_or_default()
+    /// Tells the shim that the client is gone: it closes the process's stdin (an exec'd
+    /// process on a terminal is hung up). The output still comes.
+    pub async fn client_gone(&mut self) {
+        let _ = self.w.shutdown().await;
+    }
 }
 
 impl ShimClient {
@@ -136,21 +137,23 @@ impl ShimClient {
         w.write_all(&line)
             .await
             .map_err(|e| Error::io("writing to the shim", e))?;
-        let mut lines = BufReader::new(r).lines();
-        let resp = match lines.next_line().await {
-            Ok(Some(l)) => serde_json::from_str::<Response>(&l)
-                .map_err(|e| Error::Internal(format!("shim sent a bad answer: {e}")))?,
-            Ok(None) => {
+        let mut r = BufReader::with_capacity(256 << 10, r);
+        let mut l = String::new();
+        let resp = match r.read_line(&mut l).await {
+            Ok(0) => {
                 return Err(Error::Unavailable(
                     "the shim closed the connection without answering".into(),
                 ))
             }
+            Ok(_) => serde_json::from_str::<Response>(&l)
+                .map_err(|e| Error::Internal(format!("shim sent a bad answer: {e}")))?,
             Err(e) => return Err(Error::io("reading from the shim", e)),
         };
         if let Response::Error { message } = resp {
             return Err(Error::Precondition(message));
         }
-        Ok((ShimStream { lines, w }, resp))
+        let framed = matches!(resp, Response::Stream { .. });
+        Ok((ShimStream { r, w, framed }, resp))
     }
 
     /// One request, one answer.
@@ -181,7 +184,12 @@ impl ShimClient {
 
     /// Waits for the exit (of the init, or of an exec).
     pub async fn wait(&self, exec_id: Option<String>) -> Result<ExitInfo> {
-        match self.call(&Request::Wait { exec_id }).await? {
+        self.wait_for(exec_id, false).await
+    }
+
+    /// Waits for the exit (with `drained`: and for its output to reach every client).
+    pub async fn wait_for(&self, exec_id: Option<String>, drained: bool) -> Result<ExitInfo> {
+        match self.call(&Request::Wait { exec_id, drained }).await? {
             Response::Exit(e) => Ok(e),
             other => Err(unexpected(other)),
         }
@@ -223,9 +231,13 @@ impl ShimClient {
 
     /// Attaches to the container's output (and stdin); with `start`, starts it once attached.
     pub async fn attach(&self, stdin: bool, start: bool) -> Result<ShimStream> {
-        self.open(&Request::Attach { stdin, start })
-            .await
-            .map(|(s, _)| s)
+        self.open(&Request::Attach {
+            stdin,
+            start,
+            frames: true,
+        })
+        .await
+        .map(|(s, _)| s)
     }
 
     /// Runs a process in the container; returns its pid and its stream.
@@ -242,10 +254,11 @@ impl ShimClient {
                 process,
                 tty,
                 stdin,
+                frames: true,
             })
             .await?;
         match r {
-            Response::Started { pid } => Ok((pid, s)),
+            Response::Started { pid } | Response::Stream { pid } => Ok((pid, s)),
             other => Err(unexpected(other)),
         }
     }

@@ -4,268 +4,31 @@
 //! survives nookd), becomes a child subreaper (so the container's init, orphaned when the
 //! runtime's `create` exits, becomes its child and it can reap it), creates the container with
 //! the runtime, tells nookd on its inherited stdout that it is ready (one JSON line), and serves
-//! requests on `<bundle>/shim.sock` with a single-threaded tokio runtime.
-//!
-//! It never calls `waitpid` on a specific child: one SIGCHLD-driven reaper collects every exit
-//! and hands it to whoever registered the pid (runtime invocations, the init, exec'd
-//! processes); exits nobody registered yet are kept until someone does.
+//! requests on `<bundle>/shim.sock` with a single-threaded tokio runtime. This file drives the
+//! OCI runtime and answers requests; the streams are in `io`, exits in `reaper`, detaching in
+//! `detach`.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine;
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::Notify;
 
-use super::{
-    exit_code, files, now_rfc3339, Event, ExitInfo, Input, LogLine, Request, Response, ShimConfig,
-    TaskState,
+use super::detach::daemonize;
+use super::io::{
+    async_fd, install_master, lock, pipe, read_fd, set_winsize, stream, Proc, Subscription,
+    HOLD_FOR,
 };
-
-/// Locks a mutex, ignoring poisoning (the shim is single-threaded; a poisoned lock only means a
-/// task panicked, and the data is still consistent enough to keep serving).
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn b64() -> base64::engine::general_purpose::GeneralPurpose {
-    base64::engine::general_purpose::STANDARD
-}
-
-/// Collects exits of every child (and adopted orphan).
-#[derive(Default)]
-struct Reaper {
-    waiters: Mutex<HashMap<i32, oneshot::Sender<WaitStatus>>>,
-    unclaimed: Mutex<HashMap<i32, WaitStatus>>,
-}
-
-impl Reaper {
-    /// A receiver that resolves when `pid` has exited (at once if it already has).
-    fn wait_for(&self, pid: i32) -> oneshot::Receiver<WaitStatus> {
-        let (tx, rx) = oneshot::channel();
-        if let Some(st) = lock(&self.unclaimed).remove(&pid) {
-            let _ = tx.send(st);
-        } else {
-            lock(&self.waiters).insert(pid, tx);
-        }
-        rx
-    }
-
-    fn reap(&self) {
-        loop {
-            match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) | Err(_) => return,
-                Ok(st) => {
-                    let Some(pid) = st.pid() else { continue };
-                    if !matches!(st, WaitStatus::Exited(..) | WaitStatus::Signaled(..)) {
-                        continue;
-                    }
-                    let pid = pid.as_raw();
-                    match lock(&self.waiters).remove(&pid) {
-                        Some(tx) => {
-                            let _ = tx.send(st);
-                        }
-                        None => {
-                            lock(&self.unclaimed).insert(pid, st);
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// An async, non-blocking file descriptor (pipe end or pty master).
-type Fd = Arc<AsyncFd<OwnedFd>>;
-
-fn async_fd(fd: OwnedFd) -> std::io::Result<Fd> {
-    let flags = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL)?;
-    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
-    nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(flags))?;
-    // SAFETY: the OwnedFd is a valid descriptor, owned by the AsyncFd from here on, and never
-    // closed or replaced while registered.
-    Ok(Arc::new(unsafe { AsyncFd::register(fd)? }))
-}
-
-async fn read_fd(fd: &Fd, buf: &mut [u8]) -> std::io::Result<usize> {
-    loop {
-        let mut guard = fd.readable().await?;
-        match guard
-            .try_io(|inner| nix::unistd::read(inner.get_ref(), buf).map_err(std::io::Error::from))
-        {
-            Ok(r) => return r,
-            Err(_would_block) => continue,
-        }
-    }
-}
-
-async fn write_fd(fd: &Fd, mut data: &[u8]) -> std::io::Result<()> {
-    while !data.is_empty() {
-        let mut guard = fd.writable().await?;
-        match guard
-            .try_io(|inner| nix::unistd::write(inner.get_ref(), data).map_err(std::io::Error::from))
-        {
-            Ok(Ok(n)) => data = &data[n..],
-            Ok(Err(e)) => return Err(e),
-            Err(_would_block) => continue,
-        }
-    }
-    Ok(())
-}
-
-fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
-}
-
-/// A process of the container: its init or an exec'd one.
-struct Proc {
-    pid: Mutex<i32>,
-    /// Where stdin goes (pipe write end, or the pty master).
-    stdin: Mutex<Option<Fd>>,
-    /// The pty master (for resize).
-    master: Mutex<Option<Fd>>,
-    subs: Mutex<Vec<mpsc::UnboundedSender<Event>>>,
-    /// Output kept for the first subscriber (see [`ShimConfig::hold_output`]), with its size.
-    held: Mutex<Option<(Vec<Event>, usize)>>,
-    /// Set when reaped.
-    exit: watch::Sender<Option<ExitInfo>>,
-    /// Set when reaped and the output is drained: the moment to send [`Event::Exit`].
-    done: watch::Sender<Option<ExitInfo>>,
-    /// Output pumps still running.
-    pumps: watch::Sender<usize>,
-    /// The json-file log (the init only).
-    log: Option<Mutex<File>>,
-}
-
-impl Proc {
-    fn new(log: Option<File>, hold: bool) -> Arc<Proc> {
-        Arc::new(Proc {
-            held: Mutex::new(hold.then(|| (Vec::new(), 0))),
-            pid: Mutex::new(0),
-            stdin: Mutex::new(None),
-            master: Mutex::new(None),
-            subs: Mutex::new(Vec::new()),
-            exit: watch::channel(None).0,
-            done: watch::channel(None).0,
-            pumps: watch::channel(0).0,
-            log: log.map(Mutex::new),
-        })
-    }
-
-    fn pid(&self) -> i32 {
-        *lock(&self.pid)
-    }
-
-    /// Subscribes to output and the final exit event.
-    fn subscribe(&self) -> mpsc::UnboundedReceiver<Event> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        if let Some((held, _)) = lock(&self.held).take() {
-            for ev in held {
-                let _ = tx.send(ev);
-            }
-        }
-        if let Some(info) = self.done.borrow().clone() {
-            let _ = tx.send(Event::Exit(info));
-        } else {
-            lock(&self.subs).push(tx);
-        }
-        rx
-    }
-
-    fn broadcast(&self, ev: Event) {
-        {
-            let mut held = lock(&self.held);
-            if let Some((buf, size)) = held.as_mut() {
-                if let Event::Out { data, .. } = &ev {
-                    *size += data.len();
-                }
-                buf.push(ev.clone());
-                if *size > 4 << 20 {
-                    // nobody came for it: stop holding (the log has everything)
-                    *held = None;
-                }
-            }
-        }
-        lock(&self.subs).retain(|s| s.send(ev.clone()).is_ok());
-    }
-
-    fn write_log(&self, stream: &str, line: &[u8]) {
-        if let Some(log) = &self.log {
-            let entry = LogLine {
-                log: String::from_utf8_lossy(line).into_owned(),
-                stream: stream.to_string(),
-                time: now_rfc3339(),
-            };
-            if let Ok(mut s) = serde_json::to_string(&entry) {
-                s.push('\n');
-                let _ = lock(log).write_all(s.as_bytes());
-            }
-        }
-    }
-
-    /// Reads `fd` until EOF (or EIO: the pty's other side closed), logging complete lines and
-    /// forwarding raw chunks to subscribers.
-    fn pump(self: &Arc<Self>, fd: Fd, stream: &'static str) {
-        self.pumps.send_modify(|n| *n += 1);
-        let me = self.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 32 * 1024];
-            let mut pending: Vec<u8> = Vec::new();
-            loop {
-                let n = match read_fd(&fd, &mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                let chunk = &buf[..n];
-                me.broadcast(Event::Out {
-                    stream: stream.to_string(),
-                    data: b64().encode(chunk),
-                });
-                if me.log.is_some() {
-                    pending.extend_from_slice(chunk);
-                    while let Some(i) = pending.iter().position(|b| *b == b'\n') {
-                        let line: Vec<u8> = pending.drain(..=i).collect();
-                        me.write_log(stream, &line);
-                    }
-                    if pending.len() >= 16 * 1024 {
-                        me.write_log(stream, &pending);
-                        pending.clear();
-                    }
-                }
-            }
-            if !pending.is_empty() {
-                me.write_log(stream, &pending);
-            }
-            me.pumps.send_modify(|n| *n -= 1);
-        });
-    }
-
-    /// Records the exit, waits (briefly) for the output to drain, then tells subscribers.
-    async fn finish(self: &Arc<Self>, info: ExitInfo) {
-        self.exit.send_replace(Some(info.clone()));
-        let mut pumps = self.pumps.subscribe();
-        let _ = tokio::time::timeout(Duration::from_secs(3), pumps.wait_for(|n| *n == 0)).await;
-        // no more input can go anywhere
-        *lock(&self.stdin) = None;
-        *lock(&self.master) = None;
-        self.done.send_replace(Some(info.clone()));
-        let subs: Vec<_> = std::mem::take(&mut *lock(&self.subs));
-        for s in subs {
-            let _ = s.send(Event::Exit(info.clone()));
-        }
-    }
-}
+use super::reaper::Reaper;
+use super::{exit_code, files, now_rfc3339, ExitInfo, Request, Response, ShimConfig, TaskState};
 
 /// The shim's whole state.
 struct Shim {
@@ -278,6 +41,8 @@ struct Shim {
     started_at: Mutex<Option<String>>,
     /// Connections that stream or wait: the shim stays until they are answered.
     active: AtomicUsize,
+    /// The runtime deleted the container: the shim exits once its clients are answered.
+    deleted: AtomicBool,
     quit: Notify,
     /// Counter for console socket names.
     seq: AtomicUsize,
@@ -373,8 +138,8 @@ impl Shim {
         };
         let (or, ow) = pipe()?;
         let (er, ew) = pipe()?;
-        proc.pump(async_fd(or)?, "stdout");
-        proc.pump(async_fd(er)?, "stderr");
+        proc.pump(async_fd(or)?, false);
+        proc.pump(async_fd(er)?, true);
         Ok(Stdio3 {
             stdin: stdin_io,
             stdout: Stdio::from(ow),
@@ -479,13 +244,16 @@ impl Shim {
             *lock(&me.status) = "stopped";
             me.init.finish(info).await;
             me.maybe_quit();
-            // output held for a client that never came: give up on it after a while
-            if lock(&me.init.held).is_some() {
-                tokio::time::sleep(Duration::from_secs(30)).await;
-                *lock(&me.init.held) = None;
-                me.maybe_quit();
-            }
         });
+        if lock(&self.init.held).is_some() {
+            // output held for a client that never came: give up on it after a while
+            let me = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(HOLD_FOR).await;
+                me.init.release_held();
+                me.maybe_quit();
+            });
+        }
         Ok(pid)
     }
 
@@ -510,10 +278,11 @@ impl Shim {
         TaskState {
             id: self.cfg.id.clone(),
             pid: self.init.pid(),
-            status: lock(&self.status).to_string(),
+            status: super::TaskStatus::from_name(&lock(&self.status)),
             started_at: lock(&self.started_at).clone(),
             exit: self.init.exit.borrow().clone(),
             shim_pid: std::process::id() as i32,
+            drained: self.init.exit.borrow().is_none() || self.init.done.borrow().is_some(),
         }
     }
 
@@ -563,7 +332,7 @@ impl Shim {
         mut process: serde_json::Value,
         tty: bool,
         stdin: bool,
-    ) -> Result<(Arc<Proc>, mpsc::UnboundedReceiver<Event>), String> {
+    ) -> Result<(Arc<Proc>, Subscription), String> {
         if *lock(&self.status) != "running" {
             return Err("the container is not running".into());
         }
@@ -580,7 +349,7 @@ impl Shim {
         if let Some(obj) = process.as_object_mut() {
             obj.insert("terminal".into(), serde_json::Value::Bool(tty));
         }
-        let proc = Proc::new(None, false);
+        let proc = Proc::new(None, false, true);
         lock(&self.execs).insert(exec_id.to_string(), proc.clone());
         let rx = proc.subscribe();
         let res = self.exec_inner(exec_id, &process, tty, stdin, &proc).await;
@@ -660,11 +429,14 @@ impl Shim {
     }
 
     fn maybe_quit(&self) {
-        if *lock(&self.status) == "stopped"
-            && self.init.done.borrow().is_some()
-            && self.active.load(Ordering::SeqCst) == 0
-            // output held for a client that has not attached yet
-            && lock(&self.init.held).is_none()
+        if self.active.load(Ordering::SeqCst) > 0 {
+            return;
+        }
+        if self.deleted.load(Ordering::SeqCst)
+            || (*lock(&self.status) == "stopped"
+                && self.init.done.borrow().is_some()
+                // output held for a client that has not attached yet
+                && lock(&self.init.held).is_none())
         {
             self.quit.notify_one();
         }
@@ -685,23 +457,6 @@ fn pids_in_namespace_of(pid: i32) -> Option<Vec<i32>> {
         .collect();
     pids.sort_unstable();
     Some(pids)
-}
-
-/// Closes every inherited descriptor above stderr but those in `keep`.
-fn close_inherited(keep: &[i32]) {
-    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                .filter(|fd| *fd > 2 && !keep.contains(fd))
-                .collect()
-        })
-        .unwrap_or_default();
-    for fd in fds {
-        // SAFETY: runs before anything else opened a descriptor we own (the directory handle
-        // of the listing above is already closed); closing an inherited fd no one uses.
-        unsafe { libc::close(fd) };
-    }
 }
 
 fn read_pid(path: &Path) -> Result<i32, String> {
@@ -728,40 +483,6 @@ fn write_exit(bundle: &Path, info: &ExitInfo) -> std::io::Result<()> {
     std::fs::rename(&tmp, bundle.join(files::EXIT))
 }
 
-fn set_winsize(fd: RawFd, width: u16, height: u16) -> Result<(), String> {
-    let ws = libc::winsize {
-        ws_row: height,
-        ws_col: width,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ reads a `winsize` from the pointer, which is valid for the call.
-    let r = unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) };
-    if r < 0 {
-        return Err(format!("resize: {}", std::io::Error::last_os_error()));
-    }
-    Ok(())
-}
-
-/// Receives the pty master the runtime sends (SCM_RIGHTS) and installs it on `proc`.
-fn install_master(s: UnixStream, proc: &Arc<Proc>) -> Result<(), String> {
-    let s = s.into_std().map_err(|e| e.to_string())?;
-    s.set_nonblocking(false).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    // never empty: recv_fds fails on a message without descriptors
-    let master = super::recv_fds(s.as_fd())
-        .map_err(|e| format!("receiving the pty: {e}"))?
-        .swap_remove(0);
-    let dup = master.try_clone().map_err(|e| e.to_string())?;
-    let reader = async_fd(master).map_err(|e| e.to_string())?;
-    let writer = async_fd(dup).map_err(|e| e.to_string())?;
-    *lock(&proc.master) = Some(reader.clone());
-    *lock(&proc.stdin) = Some(writer);
-    proc.pump(reader, "stdout");
-    Ok(())
-}
-
 async fn send<T: serde::Serialize>(
     w: &mut tokio::net::unix::OwnedWriteHalf,
     v: &T,
@@ -771,62 +492,14 @@ async fn send<T: serde::Serialize>(
     w.write_all(&line).await
 }
 
-/// Streams `rx` to the client and feeds its input lines to `proc` until the exit event.
-async fn stream(
-    proc: Arc<Proc>,
-    mut rx: mpsc::UnboundedReceiver<Event>,
-    mut lines: tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
-    mut w: tokio::net::unix::OwnedWriteHalf,
-    take_stdin: bool,
-) {
-    let input = async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            let Ok(inp) = serde_json::from_str::<Input>(&line) else {
-                continue;
-            };
-            match inp {
-                Input::Stdin { data } if take_stdin => {
-                    let fd = lock(&proc.stdin).clone();
-                    if let (Some(fd), Ok(bytes)) = (fd, b64().decode(data)) {
-                        let _ = write_fd(&fd, &bytes).await;
-                    }
-                }
-                // a pty has no half-close: leave it; a pipe is closed for EOF
-                Input::CloseStdin if take_stdin && lock(&proc.master).is_none() => {
-                    *lock(&proc.stdin) = None;
-                }
-                Input::Resize { width, height } => {
-                    if let Some(m) = lock(&proc.master).clone() {
-                        let _ = set_winsize(m.get_ref().as_raw_fd(), width, height);
-                    }
-                }
-                _ => {}
-            }
-        }
-        // the client went away: keep streaming nothing more
-        std::future::pending::<()>().await
-    };
-    let output = async {
-        while let Some(ev) = rx.recv().await {
-            let last = matches!(ev, Event::Exit(_));
-            if send(&mut w, &ev).await.is_err() || last {
-                break;
-            }
-        }
-        let _ = w.shutdown().await;
-    };
-    tokio::select! {
-        _ = input => {}
-        _ = output => {}
-    }
-}
-
 async fn handle(shim: Arc<Shim>, conn: UnixStream) {
     let (r, mut w) = conn.into_split();
-    let mut lines = BufReader::new(r).lines();
-    let Ok(Some(first)) = lines.next_line().await else {
+    // the reader keeps what follows the request line: the client's first input frames
+    let mut r = BufReader::with_capacity(256 << 10, r);
+    let mut first = String::new();
+    if r.read_line(&mut first).await.unwrap_or(0) == 0 {
         return;
-    };
+    }
     let req: Request = match serde_json::from_str(&first) {
         Ok(r) => r,
         Err(e) => {
@@ -910,7 +583,15 @@ async fn handle(shim: Arc<Shim>, conn: UnixStream) {
             let ok = r.is_ok();
             let _ = send(&mut w, &r.map(|_| Response::Ok).unwrap_or_else(err)).await;
             if ok {
-                shim.quit.notify_one();
+                // clients still streaming get what is queued for them (a --rm attach gets its
+                // exit after the last byte), a stuck one is not waited for long
+                shim.deleted.store(true, Ordering::SeqCst);
+                shim.maybe_quit();
+                let me = shim.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    me.quit.notify_one();
+                });
             }
             return;
         }
@@ -919,7 +600,7 @@ async fn handle(shim: Arc<Shim>, conn: UnixStream) {
             shim.quit.notify_one();
             return;
         }
-        Request::Wait { exec_id } => {
+        Request::Wait { exec_id, drained } => {
             let p = match shim.proc(&exec_id) {
                 Ok(p) => p,
                 Err(e) => {
@@ -928,12 +609,19 @@ async fn handle(shim: Arc<Shim>, conn: UnixStream) {
                 }
             };
             shim.active.fetch_add(1, Ordering::SeqCst);
-            let mut rx = p.exit.subscribe();
+            let mut rx = if drained {
+                p.done.subscribe()
+            } else {
+                p.exit.subscribe()
+            };
             let info = rx
                 .wait_for(|e| e.is_some())
                 .await
                 .ok()
                 .and_then(|e| e.clone());
+            if drained {
+                let _ = p.streams.subscribe().wait_for(|n| *n == 0).await;
+            }
             let resp = match info {
                 Some(i) => Response::Exit(i),
                 None => err("wait lost".into()),
@@ -943,9 +631,12 @@ async fn handle(shim: Arc<Shim>, conn: UnixStream) {
             shim.maybe_quit();
             return;
         }
-        Request::Attach { stdin, start } => {
+        Request::Attach { frames: false, .. } | Request::Exec { frames: false, .. } => err(
+            "this shim streams in frames only (nookd is older than the shim): restart nookd".into(),
+        ),
+        Request::Attach { stdin, start, .. } => {
             shim.active.fetch_add(1, Ordering::SeqCst);
-            let rx = shim.init.subscribe();
+            let sub = shim.init.subscribe();
             let resp = if start && *lock(&shim.status) == "created" {
                 match shim.start().await {
                     Ok(()) => Response::Ok,
@@ -955,8 +646,15 @@ async fn handle(shim: Arc<Shim>, conn: UnixStream) {
                 Response::Ok
             };
             let ok = resp == Response::Ok;
+            let resp = if ok {
+                Response::Stream {
+                    pid: shim.init.pid(),
+                }
+            } else {
+                resp
+            };
             if send(&mut w, &resp).await.is_ok() && ok {
-                stream(shim.init.clone(), rx, lines, w, stdin).await;
+                stream(shim.init.clone(), sub, r, w, stdin).await;
             }
             shim.active.fetch_sub(1, Ordering::SeqCst);
             shim.maybe_quit();
@@ -967,13 +665,14 @@ async fn handle(shim: Arc<Shim>, conn: UnixStream) {
             process,
             tty,
             stdin,
+            ..
         } => {
             shim.active.fetch_add(1, Ordering::SeqCst);
             match shim.exec(&exec_id, process, tty, stdin).await {
-                Ok((proc, rx)) => {
+                Ok((proc, sub)) => {
                     let pid = proc.pid();
-                    if send(&mut w, &Response::Started { pid }).await.is_ok() {
-                        stream(proc, rx, lines, w, stdin).await;
+                    if send(&mut w, &Response::Stream { pid }).await.is_ok() {
+                        stream(proc, sub, r, w, stdin).await;
                     }
                 }
                 Err(e) => {
@@ -988,37 +687,31 @@ async fn handle(shim: Arc<Shim>, conn: UnixStream) {
     let _ = send(&mut w, &resp).await;
 }
 
-/// Detaches: stdin from /dev/null, stderr to `<bundle>/shim.log`, double fork with setsid in
-/// between. Stdout (nookd's readiness pipe) stays open until [`ready`]. Must run before any
-/// thread exists.
-fn daemonize(bundle: &Path, keep: &[i32]) -> std::io::Result<()> {
-    use nix::unistd::{dup2_stderr, dup2_stdin, fork, setsid, ForkResult};
-    close_inherited(keep);
-    let null = File::open("/dev/null")?;
-    dup2_stdin(null.as_fd())?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(bundle.join(files::SHIM_LOG))?;
-    dup2_stderr(log.as_fd())?;
-    // SAFETY: single-threaded here (no runtime yet); the parent only calls _exit.
-    match unsafe { fork() }? {
-        ForkResult::Parent { .. } => {
-            // SAFETY: _exit is async-signal-safe and skips atexit handlers meant for the child.
-            unsafe { libc::_exit(0) }
-        }
-        ForkResult::Child => {}
-    }
-    setsid()?;
-    // SAFETY: as above, still single-threaded.
-    match unsafe { fork() }? {
-        ForkResult::Parent { .. } => {
-            // SAFETY: as above.
-            unsafe { libc::_exit(0) }
-        }
-        ForkResult::Child => {}
-    }
-    Ok(())
+/// Relays the published ports (`cfg.relay`), on tasks of this process's runtime, from a
+/// socket thread in the containers' network namespace ([`forward::SocketFactory`]).
+fn relay_ports(cfg: &ShimConfig) -> std::io::Result<Vec<tokio::task::JoinHandle<()>>> {
+    use crate::network::forward;
+    let Some(relay) = &cfg.relay else {
+        return Ok(Vec::new());
+    };
+    let f = forward::SocketFactory::start(&relay.netns)?;
+    f.transparent.store(relay.transparent, Ordering::Relaxed);
+    let ports = cfg
+        .ports
+        .iter()
+        .zip(&cfg.port_fds)
+        .map(|(m, fd)| {
+            // SAFETY: nookd passed these descriptors to this process for it to own.
+            (m.clone(), unsafe { OwnedFd::from_raw_fd(*fd) })
+        })
+        .collect();
+    forward::serve_all(
+        &tokio::runtime::Handle::current(),
+        ports,
+        relay.ip,
+        &Arc::new(f),
+    )
+    .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 /// The readiness line nookd reads from the shim's stdout.
@@ -1076,8 +769,13 @@ pub fn main() -> i32 {
             ))
         }
     };
-    if let Err(e) = daemonize(&bundle, &cfg.direct_fds) {
+    if let Err(e) = daemonize(&bundle, &cfg.port_fds) {
         return fail(format!("detaching: {e}"));
+    }
+    for fd in &cfg.port_fds {
+        // close-on-exec: the runtime, started next, must not hold a port (nor give it on)
+        // SAFETY: fcntl on a descriptor nookd passed to this process.
+        unsafe { libc::fcntl(*fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
     if let Err(e) = std::env::set_current_dir(&bundle) {
         return fail(format!("entering {}: {e}", bundle.display()));
@@ -1128,11 +826,12 @@ async fn run(cfg: ShimConfig, bundle: PathBuf) -> i32 {
         cfg,
         bundle,
         reaper: Reaper::default(),
-        init: Proc::new(Some(log), hold),
+        init: Proc::new(Some(log), hold, false),
         execs: Mutex::new(HashMap::new()),
         status: Mutex::new("created"),
         started_at: Mutex::new(None),
         active: AtomicUsize::new(0),
+        deleted: AtomicBool::new(false),
         quit: Notify::new(),
         seq: AtomicUsize::new(0),
     });
@@ -1154,8 +853,8 @@ async fn run(cfg: ShimConfig, bundle: PathBuf) -> i32 {
             return 1;
         }
     };
-    if !shim.cfg.direct_ports.is_empty() {
-        let ports = super::direct::Ports::new(shim.cfg.direct_ports.clone(), &shim.cfg.direct_fds);
+    if !shim.cfg.ports.is_empty() && shim.cfg.relay.is_none() {
+        let ports = super::direct::Ports::new(shim.cfg.ports.clone(), &shim.cfg.port_fds);
         if let Err(e) = super::direct::serve(Arc::new(ports)) {
             ready(&Ready {
                 ok: false,
@@ -1185,6 +884,16 @@ async fn run(cfg: ShimConfig, bundle: PathBuf) -> i32 {
         pid,
         error: String::new(),
     });
+    // after the readiness line, to keep it off the start's path: until then, connections
+    // wait in the listeners' backlog
+    let _relays = match relay_ports(&shim.cfg) {
+        Ok(tasks) => tasks,
+        Err(e) => {
+            // the container runs, but its ports would hang: say so where nookd looks
+            eprintln!("nook-shim: relaying the published ports: {e}");
+            Vec::new()
+        }
+    };
     loop {
         tokio::select! {
             conn = listener.accept() => {

@@ -11,7 +11,7 @@ mod run;
 use ps::list;
 pub use ps::ps;
 use run::attach;
-pub use run::{create, exec, logs, run};
+pub use run::{attach_cmd, create, exec, logs, run};
 
 use std::process::ExitCode;
 
@@ -131,8 +131,8 @@ pub struct CreateArgs {
     /// Publish every port the image EXPOSEs on a free host port (`nook port` shows which).
     #[arg(short = 'P', long = "publish-all")]
     pub publish_all: bool,
-    /// How published ports reach the container: relay (nookd relays each connection; the
-    /// port also answers at the container's address on its network) or direct (the
+    /// How published ports reach the container: relay (the container's shim relays each
+    /// connection; the port also answers at the container's address on its network) or direct (the
     /// container's listening socket is made on the host: no relay, loopback speed). Default:
     /// the daemon's [network] port_driver.
     #[arg(long, value_parser = ["relay", "direct"])]
@@ -203,6 +203,14 @@ pub struct ExecArgs {
     pub container: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     pub args: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct AttachArgs {
+    /// Do not attach stdin.
+    #[arg(long)]
+    pub no_stdin: bool,
+    pub container: String,
 }
 
 #[derive(Args, Debug)]

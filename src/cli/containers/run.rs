@@ -243,7 +243,7 @@ async fn interact(
         std::thread::spawn(move || {
             use std::io::Read;
             let mut inp = std::io::stdin().lock();
-            let mut buf = vec![0u8; 16 * 1024];
+            let mut buf = vec![0u8; 64 * 1024];
             loop {
                 match inp.read(&mut buf) {
                     Ok(0) | Err(_) => {
@@ -367,7 +367,44 @@ pub(super) async fn attach(
     interact(c, out, tx, stdin, tty, Some(id.to_string())).await
 }
 
+/// Refuses `-it` when this client's stdin is not a terminal, as docker does: the container
+/// would wait on a terminal nobody types into (and `echo hi | nook run -it ...` never ended).
+fn check_tty(interactive: bool, tty: bool) -> anyhow::Result<()> {
+    if interactive && tty && !std::io::stdin().is_terminal() {
+        anyhow::bail!("the input device is not a TTY (drop -t to pipe input into the container)");
+    }
+    Ok(())
+}
+
+/// `nook attach`: the output of a running container from now on, and its exit code; stdin
+/// too when the container keeps it open (`-i`) unless `--no-stdin`. Several clients may attach
+/// at once: each gets every byte, and the slowest sets the pace.
+pub async fn attach_cmd(ctx: &Ctx, a: super::AttachArgs) -> anyhow::Result<ExitCode> {
+    let c = ctx.connect().await?;
+    let got = client(&c)
+        .get(c.req(pb::ContainerRef {
+            id: a.container.clone(),
+        }))
+        .await
+        .or_fail()?;
+    if got.status != "running" && got.status != "paused" {
+        anyhow::bail!(
+            "container {} is not running (it is {}): `nook start -a {}` starts it attached",
+            got.name,
+            got.status,
+            got.name
+        );
+    }
+    let stdin = got.stdin && !a.no_stdin;
+    check_tty(stdin, got.tty)?;
+    let n = attach(&c, &got.id, stdin, got.tty, false).await?;
+    Ok(code(n))
+}
+
 pub async fn run(ctx: &Ctx, a: RunArgs) -> anyhow::Result<ExitCode> {
+    if !a.detach {
+        check_tty(a.create.interactive, a.create.tty)?;
+    }
     let c = ctx.connect().await?;
     ensure_image(&c, &a.create.image, a.create.pull).await?;
     let req = create_request(&a.create)?;
@@ -399,6 +436,7 @@ pub async fn create(ctx: &Ctx, a: CreateArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn exec(ctx: &Ctx, a: ExecArgs) -> anyhow::Result<ExitCode> {
+    check_tty(a.interactive, a.tty)?;
     let c = ctx.connect().await?;
     let (tx, rx) = mpsc::channel::<In>(64);
     let (otx, orx) = mpsc::channel::<pb::ExecInput>(64);
@@ -450,7 +488,7 @@ pub async fn exec(ctx: &Ctx, a: ExecArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn logs(ctx: &Ctx, a: LogsArgs) -> anyhow::Result<ExitCode> {
-    let c = ctx.connect().await?;
+    let mut c = ctx.connect().await?;
     let tail: i64 = if a.tail == "all" {
         -1
     } else {
@@ -458,33 +496,100 @@ pub async fn logs(ctx: &Ctx, a: LogsArgs) -> anyhow::Result<ExitCode> {
             .parse()
             .map_err(|_| anyhow::anyhow!("--tail takes a number or \"all\""))?
     };
-    let mut s = client(&c)
-        .logs(c.req(pb::LogsRequest {
-            id: a.container.clone(),
-            follow: a.follow,
-            tail,
-        }))
-        .await
-        .or_fail()?;
     let mut so = std::io::stdout();
     let mut se = std::io::stderr();
+    // the log's offset after the last line printed: where a cut stream goes on
+    let mut resume_at = 0u64;
     loop {
-        match s.message().await {
-            Ok(Some(l)) => {
-                let w: &mut dyn Write = if l.stream == "stderr" {
-                    &mut se
-                } else {
-                    &mut so
-                };
-                if a.timestamps {
-                    let _ = write!(w, "{} ", l.time);
-                }
-                let _ = w.write_all(&l.data);
-                let _ = w.flush();
+        let res = client(&c)
+            .logs(c.req(pb::LogsRequest {
+                id: a.container.clone(),
+                follow: a.follow,
+                tail,
+                resume_at,
+                merge: !a.timestamps,
+            }))
+            .await;
+        let mut s = match res {
+            Ok(s) => s.into_inner(),
+            Err(e) if a.follow && connection_lost(&e) => {
+                c = reconnect(ctx).await?;
+                continue;
             }
-            Ok(None) => break,
             Err(e) => anyhow::bail!("{}", status_message(&e)),
+        };
+        loop {
+            match s.message().await {
+                Ok(Some(l)) if l.end => return Ok(ExitCode::SUCCESS),
+                Ok(Some(l)) => {
+                    let w: &mut dyn Write = if l.stream == "stderr" {
+                        &mut se
+                    } else {
+                        &mut so
+                    };
+                    if a.timestamps {
+                        let _ = write!(w, "{} ", l.time);
+                    }
+                    let _ = w.write_all(&l.data);
+                    let _ = w.flush();
+                    if l.offset == 0 {
+                        // a nookd that cannot resume: its stream's end is the end
+                        resume_at = u64::MAX;
+                    } else if resume_at != u64::MAX {
+                        resume_at = l.offset;
+                    }
+                }
+                Ok(None) if resume_at == u64::MAX => return Ok(ExitCode::SUCCESS),
+                // cut without its end: nookd stopped (a restart)
+                Ok(None) => break,
+                Err(e) if connection_lost(&e) && resume_at != u64::MAX => break,
+                Err(e) => anyhow::bail!("{}", status_message(&e)),
+            }
+        }
+        if !a.follow {
+            anyhow::bail!("lost the connection to nookd (did it stop?): the output is incomplete");
+        }
+        // nookd restarted: wait for the new one and go on from the last line printed
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        c = reconnect(ctx).await?;
+    }
+}
+
+/// How long `logs -f` waits for nookd to come back after losing it.
+const RECONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether a call failed because the connection to nookd went away (nookd stopped), rather
+/// than with an answer of nookd's.
+fn connection_lost(e: &tonic::Status) -> bool {
+    let m = e.message().to_ascii_lowercase();
+    matches!(
+        e.code(),
+        tonic::Code::Unavailable
+            | tonic::Code::Unknown
+            | tonic::Code::Internal
+            | tonic::Code::Cancelled
+    ) && [
+        "h2 protocol",
+        "transport",
+        "connection",
+        "broken pipe",
+        "stream",
+    ]
+    .iter()
+    .any(|w| m.contains(w))
+}
+
+/// Connects again to a nookd that went away, waiting up to [`RECONNECT_WAIT`] for it.
+async fn reconnect(ctx: &Ctx) -> anyhow::Result<Client> {
+    let t0 = std::time::Instant::now();
+    loop {
+        match ctx.connect().await {
+            Ok(c) => return Ok(c),
+            Err(e) if t0.elapsed() >= RECONNECT_WAIT => anyhow::bail!(
+                "nookd stopped while following the logs and was not back within {} s ({e:#})",
+                RECONNECT_WAIT.as_secs()
+            ),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
         }
     }
-    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,310 @@
+//! The containers and tasks service: the operations a front door offers on containers, over
+//! the containers' manager ([`crate::runtime::containers::Manager`]). What used to sit in the
+//! gRPC layer lives here, so that every front door behaves the same: following a log, the
+//! restart-policy consequence of a signal, pause/resume's diagnosis of a missing freezer, and
+//! prune followed by a collection.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::{Gc, Pruned};
+use crate::error::{Error, Result};
+use crate::events::Publisher;
+use crate::runtime::containers::{ContainerRecord, ContainerState, Manager, Status};
+use crate::shim::LogLine;
+
+/// Containers and their tasks.
+pub struct Containers {
+    manager: Arc<Manager>,
+    gc: Arc<Gc>,
+    events: Publisher,
+}
+
+/// The signal `kill` sends when none is given.
+pub const DEFAULT_KILL_SIGNAL: i32 = libc::SIGKILL;
+
+/// Whether `signal` is one that ends a container, so that its restart policy must not bring
+/// it back (docker's rule: a user's kill is a user's stop).
+pub fn ends_the_container(signal: i32) -> bool {
+    matches!(
+        signal,
+        libc::SIGKILL | libc::SIGTERM | libc::SIGINT | libc::SIGQUIT
+    )
+}
+
+impl Containers {
+    pub fn new(manager: Arc<Manager>, gc: Arc<Gc>, events: Publisher) -> Containers {
+        Containers {
+            manager,
+            gc,
+            events,
+        }
+    }
+
+    /// The manager underneath (create, start, exec, attach, …).
+    pub fn manager(&self) -> &Arc<Manager> {
+        &self.manager
+    }
+
+    /// Sends `signal` (0: SIGKILL) to the task's init, or to all its processes. A signal that
+    /// ends the container counts as the user stopping it: its restart policy stays quiet.
+    pub async fn kill(&self, ns: &str, r: &ContainerRecord, signal: i32, all: bool) -> Result<()> {
+        let signal = if signal == 0 {
+            DEFAULT_KILL_SIGNAL
+        } else {
+            signal
+        };
+        if ends_the_container(signal) {
+            self.manager.user_stopped(ns, r)?;
+        }
+        self.manager.kill(ns, r, signal, all).await
+    }
+
+    /// Freezes (`pause`) or thaws the task; publishes `/tasks/paused` or `/tasks/resumed`. A
+    /// runtime that cannot freeze for want of the cgroup freezer is a precondition error that
+    /// says so.
+    pub async fn pause(&self, ns: &str, r: &ContainerRecord, pause: bool) -> Result<()> {
+        self.manager
+            .deps()
+            .cgroups
+            .require_freezer(if pause { "pause" } else { "unpause" })?;
+        let st = self.manager.status(ns, r.clone()).await;
+        match (pause, st.status()) {
+            (true, ContainerState::Running) | (false, ContainerState::Paused) => {}
+            (true, ContainerState::Paused) => {
+                return Err(Error::Precondition(format!(
+                    "container {} is already paused",
+                    r.name
+                )))
+            }
+            (false, ContainerState::Running) => {
+                return Err(Error::Precondition(format!(
+                    "container {} is not paused",
+                    r.name
+                )))
+            }
+            _ => {
+                return Err(Error::Precondition(format!(
+                    "container {} is not running",
+                    r.name
+                )))
+            }
+        }
+        let c = self.manager.tasks.client(ns, &r.id);
+        let res = if pause {
+            c.pause().await
+        } else {
+            c.resume().await
+        };
+        match res {
+            Ok(()) => {
+                self.events.publish(
+                    ns,
+                    if pause {
+                        "/tasks/paused"
+                    } else {
+                        "/tasks/resumed"
+                    },
+                    &[("id", r.id.clone()), ("name", r.name.clone())],
+                );
+                Ok(())
+            }
+            Err(e) => {
+                // the runtime's own words are all we get from the shim
+                let msg = e.to_string();
+                if msg.contains("cgroup") || msg.contains("freezer") {
+                    Err(Error::Precondition(format!(
+                        "{} needs cgroup delegation (the freezer controller), which this user does not have: {msg}",
+                        if pause { "pause" } else { "resume" }
+                    )))
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// The container's log: the last `tail` lines (all with `None`), then, with `follow`, new
+    /// lines as they are written until the task ends or the receiver is dropped.
+    pub fn logs(
+        &self,
+        ns: &str,
+        r: &ContainerRecord,
+        tail: Option<usize>,
+        follow: bool,
+        resume_at: u64,
+        merge: bool,
+    ) -> mpsc::Receiver<Result<LogEntry>> {
+        let bundle = self.manager.tasks.bundle_dir(ns, &r.id);
+        let (tx, rx) = mpsc::channel(256);
+        let (m, ns, id) = (self.manager.clone(), ns.to_string(), r.id.clone());
+        let opts = LogOpts {
+            tail,
+            follow,
+            resume_at,
+            merge,
+        };
+        tokio::spawn(async move {
+            follow_log(m, ns, id, bundle, opts, tx).await;
+        });
+        rx
+    }
+
+    /// Removes every stopped container of `ns` (created ones older than the grace), then
+    /// collects what they held; reports them and the space freed.
+    pub async fn prune(&self, ns: &str) -> Result<Pruned<Status>> {
+        let before = self.gc.disk_total().await;
+        let removed = self.manager.prune(ns).await?;
+        self.gc.collect_now().await?;
+        let after = self.gc.disk_total().await;
+        Ok(Pruned {
+            removed,
+            reclaimed_bytes: before.saturating_sub(after),
+        })
+    }
+}
+
+/// One item of a log stream: output of one stream (consecutive entries joined when merging)
+/// with the log's byte offset after it, or the stream's end.
+#[derive(Debug, Clone, Default)]
+pub struct LogEntry {
+    /// RFC 3339 time of the (first) entry.
+    pub time: String,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// The bytes written.
+    pub data: Vec<u8>,
+    /// The log's byte offset after this entry: where a cut stream goes on.
+    pub offset: u64,
+    /// The stream is complete (a stream cut without it, by nookd's end, may be resumed).
+    pub end: bool,
+}
+
+/// What a log stream reads.
+struct LogOpts {
+    tail: Option<usize>,
+    follow: bool,
+    resume_at: u64,
+    merge: bool,
+}
+
+/// Log lines into entries: one each, or with `merge` consecutive ones of a stream joined (up to
+/// 64 KiB).
+struct LogBatch {
+    merge: bool,
+    cur: Option<LogEntry>,
+}
+
+impl LogBatch {
+    /// Adds a line; returns an entry ready to send, if one is.
+    fn push(&mut self, l: LogLine, offset: u64) -> Option<LogEntry> {
+        if let Some(c) = &mut self.cur {
+            if self.merge && c.stream == l.stream && c.data.len() < 64 << 10 {
+                c.data.extend_from_slice(&l.bytes());
+                c.offset = offset;
+                return None;
+            }
+        }
+        let next = LogEntry {
+            time: l.time.clone(),
+            stream: l.stream.clone(),
+            data: l.bytes(),
+            offset,
+            end: false,
+        };
+        self.cur.replace(next)
+    }
+}
+
+async fn follow_log(
+    m: Arc<Manager>,
+    ns: String,
+    id: String,
+    bundle: PathBuf,
+    o: LogOpts,
+    tx: mpsc::Sender<Result<LogEntry>>,
+) {
+    use std::io::{BufRead, Seek};
+    let log = bundle.join(crate::shim::files::LOG);
+    let end = |offset| LogEntry {
+        offset,
+        end: true,
+        ..Default::default()
+    };
+    let mut batch = LogBatch {
+        merge: o.merge,
+        cur: None,
+    };
+    // the first part: the tail of what is there (unless resuming a cut stream)
+    let mut pos = o.resume_at;
+    if o.resume_at == 0 {
+        let (lines, at) = match crate::runtime::task::read_log_at(&bundle, o.tail) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+        };
+        pos = at;
+        for (line, offset) in lines {
+            if let Some(e) = batch.push(line, offset) {
+                if tx.send(Ok(e)).await.is_err() {
+                    return;
+                }
+            }
+        }
+        if let Some(e) = batch.cur.take() {
+            if tx.send(Ok(e)).await.is_err() {
+                return;
+            }
+        }
+    }
+    if !o.follow {
+        let _ = tx.send(Ok(end(pos))).await;
+        return;
+    }
+    loop {
+        // until the container stopped and its last output is in the log
+        let running = m
+            .tasks
+            .state(&ns, &id)
+            .await
+            .is_some_and(|s| s.status != crate::shim::TaskStatus::Stopped || !s.drained);
+        if let Ok(mut f) = std::fs::File::open(&log) {
+            if f.seek(std::io::SeekFrom::Start(pos)).is_ok() {
+                let mut rd = std::io::BufReader::new(f);
+                let mut line = Vec::new();
+                while rd.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
+                    if !line.ends_with(b"\n") {
+                        break; // a partial line: read it whole next time
+                    }
+                    pos += line.len() as u64;
+                    if let Some(l) = LogLine::parse(&line[..line.len() - 1]) {
+                        if let Some(e) = batch.push(l, pos) {
+                            if tx.send(Ok(e)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    line.clear();
+                }
+                if let Some(e) = batch.cur.take() {
+                    if tx.send(Ok(e)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        if !running {
+            let _ = tx.send(Ok(end(pos))).await;
+            return;
+        }
+        if tx.is_closed() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

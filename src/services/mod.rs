@@ -1,0 +1,25 @@
+//! Local services: one per subsystem, with a typed Rust API, built by the daemon from explicit
+//! dependencies (stores, snapshotters, the containers' manager, the event publisher) and held
+//! by it — containerd's `plugins/services/*/local.go` idea. Front doors (nook's gRPC API today;
+//! containerd's API, CRI and the Docker API later) translate a request, call one service method
+//! and translate the answer back; what a second front door would otherwise copy (following a
+//! log, the restart-policy decision of a kill, pause/resume's cgroup diagnosis, which images
+//! are in use, prune followed by a collection) lives here.
+//!
+//! This module sits above the subsystems (runtime, image, gc, network, …) and below `daemon`
+//! and `api`.
+
+pub mod containers;
+pub mod gc;
+pub mod images;
+
+pub use containers::Containers;
+pub use gc::Gc;
+pub use images::Images;
+
+/// What a prune removed and the disk space that freed (content and snapshots collected).
+#[derive(Debug, Clone)]
+pub struct Pruned<T> {
+    pub removed: Vec<T>,
+    pub reclaimed_bytes: u64,
+}
