@@ -7,15 +7,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{empty, no_route, ok_json, ApiError, Req, Res, NS};
 use crate::daemon::Daemon;
 use crate::error::Error;
 use crate::events::Filter;
 use crate::runtime::containers::{ContainerRecord, Manager, Status as CStatus};
-use crate::shim::client::{ShimEvents, ShimInput};
-use crate::shim::{Event, Input};
 
 /// The containers' manager, or Docker's 500 saying why there is none.
 pub fn manager(d: &Daemon) -> Result<Arc<Manager>, ApiError> {
@@ -40,9 +37,9 @@ pub async fn route(mut r: Req) -> Res {
     let n = r.segs.len();
     if r.seg(0) == "exec" {
         return match (r.method.clone(), r.seg(2)) {
-            (Method::POST, "start") if n == 3 => exec_start(&mut r).await,
-            (Method::GET, "json") if n == 3 => exec_inspect(&r),
-            (Method::POST, "resize") if n == 3 => exec_resize(&r).await,
+            (Method::POST, "start") if n == 3 => super::exec::exec_start(&mut r).await,
+            (Method::GET, "json") if n == 3 => super::exec::exec_inspect(&r),
+            (Method::POST, "resize") if n == 3 => super::exec::exec_resize(&r).await,
             _ => Err(no_route(&r)),
         };
     }
@@ -63,10 +60,10 @@ pub async fn route(mut r: Req) -> Res {
                 (Method::POST, "unpause") => pause(&r, &id, false).await,
                 (Method::POST, "wait") => wait(&r, &id).await,
                 (Method::GET, "logs") => logs(&r, &id).await,
-                (Method::POST, "attach") => attach(&mut r, &id).await,
+                (Method::POST, "attach") => super::attach::attach(&mut r, &id).await,
                 (Method::POST, "resize") => resize(&r, &id).await,
                 (Method::GET, "top") => top(&r, &id).await,
-                (Method::POST, "exec") => exec_create(&mut r, &id).await,
+                (Method::POST, "exec") => super::exec::exec_create(&mut r, &id).await,
                 (Method::GET, "stats") => Err(ApiError::not_implemented(
                     "stats are not supported yet by nook's Docker API",
                 )),
@@ -76,9 +73,9 @@ pub async fn route(mut r: Req) -> Res {
                 (Method::GET, "changes") => Err(ApiError::not_implemented(
                     "changes (docker diff) is not supported yet by nook",
                 )),
-                (Method::HEAD, "archive") => archive_stat(&r, &id).await,
-                (Method::GET, "archive") => archive_get(&r, &id).await,
-                (Method::PUT, "archive") => archive_put(&mut r, &id).await,
+                (Method::HEAD, "archive") => super::archive::archive_stat(&r, &id).await,
+                (Method::GET, "archive") => super::archive::archive_get(&r, &id).await,
+                (Method::PUT, "archive") => super::archive::archive_put(&mut r, &id).await,
                 (Method::POST, "update") => Err(ApiError::not_implemented(
                     "update is not supported yet by nook",
                 )),
@@ -92,7 +89,7 @@ pub async fn route(mut r: Req) -> Res {
     }
 }
 
-fn parse_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+pub fn parse_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     chrono::DateTime::parse_from_rfc3339(s)
         .ok()
         .map(|t| t.with_timezone(&chrono::Utc))
@@ -755,16 +752,7 @@ async fn prune(r: &Req) -> Res {
     }))
 }
 
-/// A frame of Docker's multiplexed stream: stream type (1 stdout, 2 stderr), size, payload.
-fn frame(stream: u8, data: &[u8]) -> Vec<u8> {
-    let mut b = Vec::with_capacity(8 + data.len());
-    b.extend_from_slice(&[stream, 0, 0, 0]);
-    b.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    b.extend_from_slice(data);
-    b
-}
-
-async fn logs(r: &Req, id: &str) -> Res {
+pub async fn logs(r: &Req, id: &str) -> Res {
     let d = r.d.clone();
     let rec = find(&d, id)?;
     let (out, err) = (r.flag("stdout"), r.flag("stderr"));
@@ -809,7 +797,11 @@ async fn logs(r: &Req, id: &str) -> Res {
                 data.push(b' ');
             }
             data.extend_from_slice(&e.data);
-            let b = Bytes::from(if tty { data } else { frame(stream, &data) });
+            let b = Bytes::from(if tty {
+                data
+            } else {
+                super::attach::frame(stream, &data)
+            });
             if tx.send(b).await.is_err() {
                 return;
             }
@@ -821,140 +813,6 @@ async fn logs(r: &Req, id: &str) -> Res {
         "application/vnd.docker.multiplexed-stream"
     };
     Ok(super::streamed(ct, rx))
-}
-
-/// Answers `101 UPGRADED` and hands the raw connection to `pump` once hyper let go of it.
-fn hijack<F, Fut>(r: &mut Req, tty: bool, pump: F) -> Res
-where
-    F: FnOnce(hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let wants = r
-        .header("Upgrade")
-        .is_some_and(|u| u.eq_ignore_ascii_case("tcp"));
-    if !wants {
-        return Err(ApiError::bad(
-            "this endpoint needs a hijacked connection: send Connection: Upgrade and Upgrade: tcp",
-        ));
-    }
-    let Some(on) = r.parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
-        return Err(ApiError::bad("the connection cannot be upgraded"));
-    };
-    tokio::spawn(async move {
-        match on.await {
-            Ok(up) => pump(hyper_util::rt::TokioIo::new(up)).await,
-            Err(e) => tracing::debug!("docker API hijack: {e}"),
-        }
-    });
-    let ct = if tty {
-        "application/vnd.docker.raw-stream"
-    } else {
-        "application/vnd.docker.multiplexed-stream"
-    };
-    hyper::Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header("Content-Type", ct)
-        .header("Connection", "Upgrade")
-        .header("Upgrade", "tcp")
-        .body(super::full(Vec::new()))
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
-}
-
-/// Pumps a shim stream over a hijacked connection: output out (framed unless `tty`), the
-/// client's bytes in as stdin (EOF closes stdin). Returns the exit code when the process ended.
-async fn pump<IO>(
-    io: IO,
-    mut events: ShimEvents,
-    mut input: Option<ShimInput>,
-    tty: bool,
-    (want_out, want_err): (bool, bool),
-) -> Option<i32>
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
-{
-    let (mut rd, mut wr) = tokio::io::split(io);
-    let feeder = input.take().map(|mut input| {
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 32 * 1024];
-            loop {
-                match rd.read(&mut buf).await {
-                    Ok(0) | Err(_) => {
-                        let _ = input.send(&Input::CloseStdin).await;
-                        // keep the shim's input open (closing it may end the stream)
-                        std::future::pending::<()>().await;
-                    }
-                    Ok(n) => {
-                        let data = Bytes::copy_from_slice(&buf[..n]);
-                        if input.send(&Input::Stdin(data)).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        })
-    });
-    let mut code = None;
-    loop {
-        match events.next().await {
-            Ok(Some(Event::Out { stderr, data })) => {
-                let bytes = data.to_vec();
-                let s = if stderr { 2 } else { 1 };
-                if (s == 1 && !want_out) || (s == 2 && !want_err) {
-                    continue;
-                }
-                let b = if tty { bytes } else { frame(s, &bytes) };
-                if wr.write_all(&b).await.is_err() {
-                    break;
-                }
-                let _ = wr.flush().await;
-            }
-            Ok(Some(Event::Exit(e))) => {
-                code = Some(e.exit_code);
-                break;
-            }
-            Ok(None) | Err(_) => break,
-        }
-    }
-    let _ = wr.flush().await;
-    let _ = wr.shutdown().await;
-    if let Some(f) = feeder {
-        f.abort();
-    }
-    code
-}
-
-async fn attach(r: &mut Req, id: &str) -> Res {
-    let d = r.d.clone();
-    let rec = find(&d, id)?;
-    if r.flag("logs") && !r.flag("stream") {
-        return logs(r, id).await;
-    }
-    if r.flag("logs") {
-        return Err(ApiError::unsupported("attach with logs=1 and stream=1"));
-    }
-    let m = manager(&d)?;
-    let st = m.status(NS, rec.clone()).await;
-    // attached before the start (docker run): make the task now, started later, its first
-    // output held for this client
-    if !st.running() && st.task.as_ref().map(|t| t.status.as_str()) != Some("created") {
-        if let Err(e) = m.create_task(NS, &rec, false, true).await {
-            // as dockerd: the attach succeeds, and the start that follows reports the error
-            // (and, with --rm, removes the container)
-            tracing::debug!(container = %rec.id, "attach before start: {e}");
-            return hijack(r, rec.tty, |io| async move {
-                let (_, mut wr) = tokio::io::split(io);
-                let _ = wr.shutdown().await;
-            });
-        }
-    }
-    let stdin = r.flag("stdin") && rec.stdin;
-    let stream = m.tasks.client(NS, &rec.id).attach(stdin, false).await?;
-    let (events, input) = stream.split();
-    let tty = rec.tty;
-    let wants = (r.flag("stdout"), r.flag("stderr"));
-    hijack(r, tty, move |io| async move {
-        pump(io, events, stdin.then_some(input), tty, wants).await;
-    })
 }
 
 async fn resize(r: &Req, id: &str) -> Res {
@@ -987,381 +845,16 @@ async fn top(r: &Req, id: &str) -> Res {
     ok_json(&serde_json::json!({ "Titles": ["PID", "UID", "CMD"], "Processes": rows }))
 }
 
-/// A path's facts in Docker's `X-Docker-Container-Path-Stat` header (base64 JSON, Go's
-/// FileMode bits: directory 1<<31, symlink 1<<27).
-fn path_stat_header(i: &crate::runtime::copy::PathInfo) -> String {
-    use base64::Engine;
-    let fmt = i.mode & libc::S_IFMT;
-    let mut mode = i.mode & 0o777;
-    if i.dir || fmt == libc::S_IFDIR {
-        mode |= 1 << 31;
-    }
-    if fmt == libc::S_IFLNK {
-        mode |= 1 << 27;
-    }
-    let v = serde_json::json!({
-        "name": i.name,
-        "size": i.size,
-        "mode": mode,
-        "mtime": "0001-01-01T00:00:00Z",
-        "linkTarget": i.link_target,
-    });
-    base64::engine::general_purpose::STANDARD.encode(v.to_string())
-}
-
-async fn stat_path(
-    r: &Req,
-    id: &str,
-) -> Result<(ContainerRecord, String, crate::runtime::copy::PathInfo), ApiError> {
-    let rec = find(&r.d, id)?;
-    let path = r.q("path").unwrap_or_default().to_string();
-    if path.is_empty() {
-        return Err(ApiError::bad("path is required"));
-    }
-    let p2 = path.clone();
-    let i = manager(&r.d)?
-        .with_rootfs(NS, &rec, move |root| crate::runtime::copy::stat(root, &p2))
-        .await?;
-    if !i.exists {
-        return Err(ApiError::not_found(format!(
-            "Could not find the file {path} in container {}",
-            rec.name
-        )));
-    }
-    Ok((rec, path, i))
-}
-
-async fn archive_stat(r: &Req, id: &str) -> Res {
-    let (_, _, i) = stat_path(r, id).await?;
-    let mut resp = hyper::Response::new(super::full(Vec::new()));
-    if let Ok(v) = hyper::header::HeaderValue::from_str(&path_stat_header(&i)) {
-        resp.headers_mut().insert("X-Docker-Container-Path-Stat", v);
-    }
-    Ok(resp)
-}
-
-async fn archive_get(r: &Req, id: &str) -> Res {
-    let (rec, path, i) = stat_path(r, id).await?;
-    let top = if i.name.is_empty() || i.name == "/" {
-        "root".to_string()
-    } else {
-        i.name.clone()
-    };
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(8);
-    let m = manager(&r.d)?;
-    tokio::spawn(async move {
-        struct W(tokio::sync::mpsc::Sender<Bytes>, Vec<u8>);
-        impl std::io::Write for W {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.1.extend_from_slice(b);
-                if self.1.len() >= 256 << 10 {
-                    self.flush()?;
-                }
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                if !self.1.is_empty() {
-                    let b = std::mem::take(&mut self.1);
-                    self.0
-                        .blocking_send(Bytes::from(b))
-                        .map_err(|_| std::io::Error::other("the client went away"))?;
-                }
-                Ok(())
-            }
-        }
-        let res = m
-            .with_rootfs(NS, &rec, move |root| {
-                let mut w = W(tx, Vec::new());
-                crate::runtime::copy::tar_out(root, &path, &top, &mut w)?;
-                std::io::Write::flush(&mut w).map_err(|e| Error::io("sending the archive", e))
-            })
-            .await;
-        if let Err(e) = res {
-            tracing::warn!("docker cp from {}: {e}", rec.id);
-        }
-    });
-    let mut resp = super::streamed("application/x-tar", rx);
-    if let Ok(v) = hyper::header::HeaderValue::from_str(&path_stat_header(&i)) {
-        resp.headers_mut().insert("X-Docker-Container-Path-Stat", v);
-    }
-    Ok(resp)
-}
-
-async fn archive_put(r: &mut Req, id: &str) -> Res {
-    use http_body_util::BodyExt;
-    let (rec, dir, i) = stat_path(r, id).await?;
-    if !i.dir {
-        return Err(ApiError::bad(format!(
-            "extraction point is not a directory: {dir}"
-        )));
-    }
-    let mut body = r
-        .take_body()
-        .ok_or_else(|| ApiError::bad("no archive in the request body"))?;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
-    struct Rd {
-        rx: std::sync::mpsc::Receiver<Vec<u8>>,
-        buf: Vec<u8>,
-        pos: usize,
-    }
-    impl std::io::Read for Rd {
-        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-            while self.pos >= self.buf.len() {
-                match self.rx.recv() {
-                    Ok(b) => {
-                        self.buf = b;
-                        self.pos = 0;
-                    }
-                    Err(_) => return Ok(0),
-                }
-            }
-            let n = out.len().min(self.buf.len() - self.pos);
-            out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-            self.pos += n;
-            Ok(n)
-        }
-    }
-    let m = manager(&r.d)?;
-    let job = tokio::spawn(async move {
-        m.with_rootfs(NS, &rec, move |root| {
-            crate::runtime::copy::tar_in(
-                root,
-                &dir,
-                Rd {
-                    rx,
-                    buf: Vec::new(),
-                    pos: 0,
-                },
-            )
-        })
-        .await
-    });
-    while let Some(fr) = body.frame().await {
-        let fr = fr.map_err(|e| ApiError::bad(format!("reading the archive: {e}")))?;
-        if let Some(data) = fr.data_ref() {
-            let tx = tx.clone();
-            let chunk = data.to_vec();
-            let sent = tokio::task::spawn_blocking(move || tx.send(chunk).is_ok())
-                .await
-                .unwrap_or(false);
-            if !sent {
-                break;
-            }
-        }
-    }
-    drop(tx);
-    job.await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
-    empty(StatusCode::OK)
-}
-
-/// An exec made by `POST /containers/{id}/exec`, started by `POST /exec/{id}/start`.
-#[derive(Clone)]
-pub struct ExecRecord {
-    container: String,
-    args: Vec<String>,
-    env: Vec<String>,
-    user: String,
-    workdir: String,
-    tty: bool,
-    stdin: bool,
-    out: bool,
-    err: bool,
-    running: bool,
-    exit_code: Option<i32>,
-    pid: i32,
-}
-
-/// The Docker API's execs (they live as long as nookd).
-#[derive(Default)]
-pub struct Execs(std::sync::Mutex<HashMap<String, ExecRecord>>);
-
-impl Execs {
-    fn get(&self, id: &str) -> Option<ExecRecord> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-            .cloned()
-    }
-    fn update(&self, id: &str, f: impl FnOnce(&mut ExecRecord)) {
-        if let Some(e) = self.0.lock().unwrap_or_else(|e| e.into_inner()).get_mut(id) {
-            f(e);
-        }
-    }
-}
-
-async fn exec_create(r: &mut Req, id: &str) -> Res {
-    let rec = find(&r.d, id)?;
-    let body: serde_json::Value = r.json().await?;
-    for k in ["Privileged", "DetachKeys"] {
-        if body[k].as_bool() == Some(true) {
-            return Err(ApiError::unsupported(&format!("exec {k}")));
-        }
-    }
-    let m = manager(&r.d)?;
-    if !m.status(NS, rec.clone()).await.running() {
-        return Err(ApiError::conflict(format!(
-            "container {} is not running",
-            rec.id
-        )));
-    }
-    let strs = |v: &serde_json::Value| -> Vec<String> {
-        v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let args = strs(&body["Cmd"]);
-    if args.is_empty() {
-        return Err(ApiError::bad("No exec command specified"));
-    }
-    let e = ExecRecord {
-        container: rec.id.clone(),
-        args,
-        env: strs(&body["Env"]),
-        user: body["User"].as_str().unwrap_or_default().into(),
-        workdir: body["WorkingDir"].as_str().unwrap_or_default().into(),
-        tty: body["Tty"].as_bool().unwrap_or(false),
-        stdin: body["AttachStdin"].as_bool().unwrap_or(false),
-        out: body["AttachStdout"].as_bool().unwrap_or(true),
-        err: body["AttachStderr"].as_bool().unwrap_or(true),
-        running: false,
-        exit_code: None,
-        pid: 0,
-    };
-    let exec_id = crate::runtime::containers::new_id();
-    r.st.execs
-        .0
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(exec_id.clone(), e);
-    Ok(super::json(
-        StatusCode::CREATED,
-        &serde_json::json!({ "Id": exec_id }),
-    ))
-}
-
-async fn exec_start(r: &mut Req) -> Res {
-    let exec_id = r.seg(1).to_string();
-    let st = r.st.clone();
-    let e = st
-        .execs
-        .get(&exec_id)
-        .ok_or_else(|| ApiError::not_found(format!("No such exec instance: {exec_id}")))?;
-    if e.running || e.exit_code.is_some() {
-        return Err(ApiError::conflict(format!(
-            "Exec {exec_id} has already run"
-        )));
-    }
-    let body: serde_json::Value = r.json().await?;
-    let detach = body["Detach"].as_bool().unwrap_or(false);
-    let d = r.d.clone();
-    let rec = find(&d, &e.container)?;
-    let m = manager(&d)?;
-    let process = m.exec_process(NS, &rec, &e.args, &e.env, &e.user, &e.workdir, e.tty)?;
-    let (pid, stream) = m
-        .tasks
-        .client(NS, &rec.id)
-        .exec(&exec_id[..16], process, e.tty, e.stdin && !detach)
-        .await
-        .map_err(|err| match err {
-            Error::Unavailable(_) => {
-                ApiError::conflict(format!("container {} is not running", rec.id))
-            }
-            other => other.into(),
-        })?;
-    st.execs.update(&exec_id, |x| {
-        x.running = true;
-        x.pid = pid;
-    });
-    let (events, input) = stream.split();
-    let finish = move |code: Option<i32>| {
-        st.execs.update(&exec_id, |x| {
-            x.running = false;
-            x.exit_code = Some(code.unwrap_or(-1));
-        });
-    };
-    if detach {
-        let mut events = events;
-        tokio::spawn(async move {
-            let code = loop {
-                match events.next().await {
-                    Ok(Some(Event::Exit(x))) => break Some(x.exit_code),
-                    Ok(Some(_)) => {}
-                    Ok(None) | Err(_) => break None,
-                }
-            };
-            drop(input);
-            finish(code);
-        });
-        return empty(StatusCode::OK);
-    }
-    let stdin = e.stdin;
-    hijack(r, e.tty, move |io| async move {
-        let code = pump(io, events, stdin.then_some(input), e.tty, (e.out, e.err)).await;
-        finish(code);
-    })
-}
-
-fn exec_inspect(r: &Req) -> Res {
-    let exec_id = r.seg(1);
-    let e =
-        r.st.execs
-            .get(exec_id)
-            .ok_or_else(|| ApiError::not_found(format!("No such exec instance: {exec_id}")))?;
-    ok_json(&serde_json::json!({
-        "ID": exec_id,
-        "Running": e.running,
-        "ExitCode": e.exit_code,
-        "ProcessConfig": {
-            "tty": e.tty,
-            "entrypoint": e.args.first(),
-            "arguments": e.args.iter().skip(1).collect::<Vec<_>>(),
-            "privileged": false,
-            "user": e.user,
-        },
-        "OpenStdin": e.stdin,
-        "OpenStderr": e.err,
-        "OpenStdout": e.out,
-        "CanRemove": false,
-        "ContainerID": e.container,
-        "DetachKeys": "",
-        "Pid": e.pid,
-    }))
-}
-
-async fn exec_resize(r: &Req) -> Res {
-    let exec_id = r.seg(1).to_string();
-    let e =
-        r.st.execs
-            .get(&exec_id)
-            .ok_or_else(|| ApiError::not_found(format!("No such exec instance: {exec_id}")))?;
-    let (h, w) = (r.int("h")?.unwrap_or(0), r.int("w")?.unwrap_or(0));
-    if h > 0 && w > 0 {
-        manager(&r.d)?
-            .tasks
-            .client(NS, &e.container)
-            .resize(
-                Some(exec_id[..16].to_string()),
-                w.min(65535) as u16,
-                h.min(65535) as u16,
-            )
-            .await?;
-    }
-    empty(StatusCode::CREATED)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn frames_and_signals() {
-        assert_eq!(frame(2, b"hi"), vec![2, 0, 0, 0, 0, 0, 0, 2, b'h', b'i']);
+        assert_eq!(
+            super::super::attach::frame(2, b"hi"),
+            vec![2, 0, 0, 0, 0, 0, 0, 2, b'h', b'i']
+        );
         assert_eq!(signal_number("SIGTERM").unwrap(), libc::SIGTERM);
         assert_eq!(signal_number("kill").unwrap(), libc::SIGKILL);
         assert_eq!(signal_number("9").unwrap(), 9);

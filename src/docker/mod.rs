@@ -6,8 +6,11 @@
 //! `{"message": ...}`, its stream framings). One file per endpoint group; what is served and
 //! what is refused is listed in docs/docker-api.md.
 
+mod archive;
+mod attach;
 mod containers;
 mod create;
+mod exec;
 mod images;
 mod system;
 
@@ -139,7 +142,7 @@ pub fn streamed(content_type: &str, rx: tokio::sync::mpsc::Receiver<Bytes>) -> R
 /// What the Docker door keeps between requests.
 #[derive(Default)]
 pub struct State {
-    pub execs: containers::Execs,
+    pub execs: exec::Execs,
 }
 
 /// A request, parsed: the version it asked for, its path segments and query.
