@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::{blocking, namespace};
 use crate::content::ContentStore;
+use crate::daemon::pull::{pull_unpacked, unpack_new};
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use crate::image::archive::{self, ImportOptions};
@@ -236,26 +237,14 @@ impl pb::images_server::Images for Svc {
         let (tx, rx) = mpsc::channel(1024);
         let (d, cs, reg) = (self.d.clone(), self.cs.clone(), self.registry.clone());
         tokio::spawn(async move {
-            // The pull's temporary lease (taken before anything is written) keeps what it
-            // fetches from collections, so a long download does not hold collections off (and,
-            // with them, every container creation queued behind a waiting collection). Only the
-            // unpack, which makes snapshots no lease names, excludes them.
             let ptx = tx.clone();
             let progress = move |p: Progress| {
                 let _ = ptx.try_send(Ok(progress_pb(p)));
             };
-            let res =
-                crate::daemon::pull::pull(&d, &cs, &reg, &ns, &req.reference, &opts, &progress)
-                    .await;
+            let res = pull_unpacked(&d, &reg, &ns, &req.reference, &opts, &progress).await;
             let msg = match res {
-                Ok(r) => {
-                    tracing::info!(image = %r.image.name, digest = %r.image.target.digest, bytes = r.downloaded, "pulled");
-                    Ok(done_pull(&cs, &d, &ns, &r))
-                }
-                Err(e) => {
-                    tracing::warn!("pull {}: {e}", req.reference);
-                    Err(e.into())
-                }
+                Ok(r) => Ok(done_pull(&cs, &d, &ns, &r)),
+                Err(e) => Err(e.into()),
             };
             let _ = tx.send(msg).await;
         });
@@ -467,9 +456,7 @@ impl pb::images_server::Images for Svc {
             recs.iter().find(|r| &r.name == a).map(|r| &r.target)
                 == recs.iter().find(|r| &r.name == b).map(|r| &r.target)
         });
-        match crate::daemon::pull::unpack_new(&self.d, &ns, names, PlatformSelector::default())
-            .await
-        {
+        match unpack_new(&self.d, &ns, names, PlatformSelector::default()).await {
             // an image for another platform imports fine; it just is not unpacked here
             Err(Error::NotFound(m)) => tracing::warn!("import: not unpacked: {m}"),
             r => r?,

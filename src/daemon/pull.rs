@@ -1,36 +1,35 @@
-//! Pulling an image and unpacking it, as every front door does it (nook's API, the Docker API).
+//! Pulling an image into a namespace as every front door does it: fetch under the pull's own
+//! lease, record the image, unpack it into the default snapshotter (when `[images] unpack` is
+//! on), and leave no image behind when the unpack fails. nook's API and the CRI both call this.
 
 use std::sync::Arc;
 
-use crate::content::ContentStore;
-use crate::daemon::Daemon;
+use super::Daemon;
 use crate::error::{Error, Result};
 use crate::image::manifest::PlatformSelector;
 use crate::image::pull::{Progress, PullOptions, PullResult, Puller};
 use crate::image::registry::Registry;
 use crate::image::Reference;
 
-/// Pulls `reference` into namespace `ns` and unpacks it (when `[images] unpack` is on); an
-/// image this pull added but could not unpack is removed again. Counts the pull in the metrics.
-pub async fn pull(
+/// Pulls `reference` into `ns` and unpacks it, reporting progress through `progress`.
+pub async fn pull_unpacked(
     d: &Arc<Daemon>,
-    cs: &ContentStore,
-    reg: &Registry,
+    registry: &Registry,
     ns: &str,
     reference: &str,
     opts: &PullOptions,
     progress: &(dyn Fn(Progress) + Send + Sync),
 ) -> Result<PullResult> {
-    // The pull's temporary lease (taken before anything is written) keeps what it
-    // fetches from collections, so a long download does not hold collections off (and,
-    // with them, every container creation queued behind a waiting collection). Only the
-    // unpack, which makes snapshots no lease names, excludes them.
+    // The pull's temporary lease (taken before anything is written) keeps what it fetches from
+    // collections, so a long download does not hold collections off (and, with them, every
+    // container creation queued behind a waiting collection). Only the unpack, which makes
+    // snapshots no lease names, excludes them.
     let puller = Puller {
-        cs,
+        cs: &d.content,
         meta: &d.store,
         events: &d.events,
         ns,
-        registry: reg,
+        registry,
     };
     let existed = Reference::parse(reference)
         .map(|r| crate::image::get(&d.store, ns, &r.to_string()).is_ok())
@@ -45,8 +44,8 @@ pub async fn pull(
         };
         let _gc = d.gc.lock.read().await;
         if let Err(e) = unpack_new(d, ns, vec![r.image.name.clone()], platform).await {
-            // An image this pull added but could not unpack goes again, so a failed
-            // pull leaves no image behind (its blobs stay for a retry, or for `nook gc`).
+            // An image this pull added but could not unpack goes again, so a failed pull leaves
+            // no image behind (its blobs stay for a retry, or for `nook gc`).
             if !existed {
                 let _ = crate::image::delete(&d.store, &d.events, ns, &r.image.name);
             }
@@ -61,6 +60,12 @@ pub async fn pull(
         }
     }
     crate::daemon::metrics::global().pull(res.is_ok());
+    match &res {
+        Ok(r) => {
+            tracing::info!(image = %r.image.name, digest = %r.image.target.digest, bytes = r.downloaded, "pulled")
+        }
+        Err(e) => tracing::warn!("pull {reference}: {e}"),
+    }
     res
 }
 

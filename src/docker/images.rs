@@ -558,7 +558,7 @@ async fn create(r: &mut Req) -> Res {
         );
         let existed = image::get(&d.store, NS, &parsed.to_string()).ok();
         let res =
-            crate::daemon::pull::pull(&d, &d.content, &registry, NS, &reference, &opts, &progress)
+            crate::daemon::pull::pull_unpacked(&d, &registry, NS, &reference, &opts, &progress)
                 .await;
         let msg = match res {
             Ok(p) => {
