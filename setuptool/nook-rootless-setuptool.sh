@@ -608,6 +608,11 @@ cmd_install() {
 		info "Its socket is $addr, not the default $default_addr; tell nook:"
 		info "    export NOOK_ADDRESS=$addr"
 	fi
+	dh=$(NOOK_ADDRESS=$addr "$nook" info --format json 2>/dev/null | sed -n 's/.*"docker_host": *"\([^"]*\)".*/\1/p')
+	if [ -n "$dh" ]; then
+		info "The Docker API (docker CLI, docker-compose, the Docker SDKs) is served too:"
+		info "    export DOCKER_HOST=$dh"
+	fi
 	if ! command -v nook >/dev/null 2>&1; then
 		info "Put nook in your PATH:"
 		info "    export PATH=\"$(dirname "$nook"):\$PATH\""

@@ -23,6 +23,7 @@ pub mod config;
 pub mod content;
 pub mod daemon;
 pub mod diff;
+pub mod docker;
 pub mod error;
 pub mod events;
 pub mod fsmeta;

@@ -500,6 +500,10 @@ fn setuptool_install_restart_uninstall_with_real_systemd_user() {
     assert!(o.status.success(), "install: {}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(out.contains("nook is running"), "{out}");
+    assert!(
+        out.contains("export DOCKER_HOST=unix://") && out.contains("/nook/docker.sock"),
+        "install prints the DOCKER_HOST line: {out}"
+    );
     eprintln!("setuptool install took {install_secs:.2}s (check included)");
     let unit = home.join(".config/systemd/user/nook.service");
     let unit_text = std::fs::read_to_string(&unit).expect("the unit was written");

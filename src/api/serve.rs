@@ -2,10 +2,8 @@
 //! directory), tell systemd we are ready, and on a signal stop accepting, end event streams and
 //! give open streams a bounded grace before closing them.
 
-use std::path::Path;
 use std::sync::Arc;
 
-use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::daemon::{sd_notify, Daemon, SHUTDOWN_GRACE};
@@ -14,7 +12,7 @@ use crate::error::{Error, Result};
 /// Serves the API over `d` until SIGTERM/SIGINT, then removes the socket.
 pub async fn serve(d: &Arc<Daemon>) -> Result<()> {
     let t0 = d.started;
-    let listener = bind(&d.paths.address)?;
+    let listener = crate::daemon::bind_socket(&d.paths.address)?;
     // true once SIGTERM/SIGINT came: the server stops accepting, and open streams get
     // SHUTDOWN_GRACE to end by themselves
     let (tx, rx) = tokio::sync::watch::channel(false);
@@ -66,26 +64,4 @@ pub async fn serve(d: &Arc<Daemon>) -> Result<()> {
     sd_notify("STOPPING=1");
     let _ = std::fs::remove_file(&d.paths.address);
     Ok(())
-}
-
-/// Binds the API socket: `<dir>` 0700, socket 0600. A stale socket is removed (we hold the lock).
-fn bind(address: &Path) -> Result<UnixListener> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    if let Some(dir) = address.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-    }
-    let _ = std::fs::remove_file(address);
-    // umask makes the socket 0600 from birth, so there is no window where others may connect
-    use nix::sys::stat::{umask, Mode};
-    let old = umask(Mode::from_bits_truncate(0o177));
-    let l = UnixListener::bind(address);
-    umask(old);
-    let l = l.map_err(|e| Error::io(format!("binding the API socket {}", address.display()), e))?;
-    std::fs::set_permissions(address, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| Error::io("chmod socket", e))?;
-    Ok(l)
 }

@@ -179,6 +179,9 @@ impl pb::introspection_server::Introspection for Svc {
         let mut extra = BTreeMap::new();
         extra.insert("pause_pid".to_string(), d.pause_pid.to_string());
         extra.insert("netns".to_string(), d.netns_path());
+        if let Some(p) = &d.paths.docker {
+            extra.insert("docker_host".to_string(), format!("unix://{}", p.display()));
+        }
         Ok(Response::new(pb::InfoResponse {
             version: crate::VERSION.into(),
             pid: std::process::id(),

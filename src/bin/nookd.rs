@@ -25,6 +25,9 @@ struct Args {
     /// API socket (default: <state>/nook.sock).
     #[arg(long)]
     address: Option<PathBuf>,
+    /// Docker Engine API socket (default: <state>/docker.sock; `[docker] enabled = false` turns it off).
+    #[arg(long)]
+    docker_address: Option<PathBuf>,
     /// Log level (overrides [debug] level).
     #[arg(long)]
     log_level: Option<String>,
@@ -92,6 +95,7 @@ fn main() -> ExitCode {
         args.root.as_deref(),
         args.state.as_deref(),
         args.address.as_deref(),
+        args.docker_address.as_deref(),
     ) {
         Ok(p) => p,
         Err(e) => return fail(e),
@@ -163,7 +167,14 @@ fn main() -> ExitCode {
     };
     let res = rt.block_on(async {
         let d = nook::daemon::start(cfg, paths, boot).await?;
+        let docker = nook::docker::spawn(&d);
+        if let Err(e) = &docker {
+            tracing::error!("Docker API: {e}");
+        }
         let served = nook::api::serve(&d).await;
+        if let Ok(Some(p)) = &docker {
+            let _ = std::fs::remove_file(p);
+        }
         nook::daemon::stop(&d).await?;
         served
     });

@@ -215,6 +215,10 @@ pub async fn info(ctx: &Ctx, a: InfoArgs) -> anyhow::Result<ExitCode> {
             println!("Root:                {}", out.root);
             println!("State:               {}", out.state);
             println!("Socket:              {}", out.address);
+            match out.extra.get("docker_host") {
+                Some(h) => println!("Docker API:          DOCKER_HOST={h}"),
+                None => println!("Docker API:          off ([docker] enabled = false)"),
+            }
             println!(
                 "Network:             {} ({})",
                 out.network_driver, out.network_status

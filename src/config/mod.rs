@@ -39,6 +39,7 @@ pub struct Config {
     pub registry: BTreeMap<String, RegistryHost>,
     pub gc: GcConfig,
     pub metrics: MetricsConfig,
+    pub docker: DockerConfig,
 }
 
 /// `[debug]`: logging.
@@ -144,6 +145,25 @@ pub struct GcConfig {
     pub startup_delay: String,
 }
 
+/// `[docker]`: the Docker Engine API socket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DockerConfig {
+    /// Serve the Docker Engine API at all.
+    pub enabled: bool,
+    /// Its socket. Empty: `<state>/docker.sock`.
+    pub address: String,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig {
+            enabled: true,
+            address: String::new(),
+        }
+    }
+}
+
 /// `[metrics]`
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -182,6 +202,7 @@ impl Default for Config {
             registry: BTreeMap::new(),
             gc: GcConfig::default(),
             metrics: MetricsConfig::default(),
+            docker: DockerConfig::default(),
         }
     }
 }
@@ -427,6 +448,8 @@ pub struct Paths {
     pub root: PathBuf,
     pub state: PathBuf,
     pub address: PathBuf,
+    /// The Docker Engine API socket; None when `[docker] enabled = false`.
+    pub docker: Option<PathBuf>,
 }
 
 impl Config {
@@ -436,6 +459,7 @@ impl Config {
         root: Option<&Path>,
         state: Option<&Path>,
         address: Option<&Path>,
+        docker: Option<&Path>,
     ) -> Result<Paths> {
         let pick = |flag: Option<&Path>, file: &str| -> Option<PathBuf> {
             flag.map(Path::to_path_buf)
@@ -455,10 +479,18 @@ impl Config {
             }
         };
         let address = pick(address, &self.address).unwrap_or_else(|| state.join("nook.sock"));
+        let docker = match docker {
+            Some(p) => Some(p.to_path_buf()),
+            None if !self.docker.enabled => None,
+            None => {
+                Some(pick(None, &self.docker.address).unwrap_or_else(|| state.join("docker.sock")))
+            }
+        };
         Ok(Paths {
             root,
             state,
             address,
+            docker,
         })
     }
 }

@@ -431,3 +431,25 @@ pub async fn stop(d: &Arc<Daemon>) -> Result<()> {
     }
     Ok(())
 }
+
+/// Binds an API socket (nook's, the Docker API's): `<dir>` 0700, socket 0600. A stale socket is removed (we hold the lock).
+pub fn bind_socket(address: &Path) -> Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if let Some(dir) = address.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    }
+    let _ = std::fs::remove_file(address);
+    // umask makes the socket 0600 from birth, so there is no window where others may connect
+    use nix::sys::stat::{umask, Mode};
+    let old = umask(Mode::from_bits_truncate(0o177));
+    let l = tokio::net::UnixListener::bind(address);
+    umask(old);
+    let l = l.map_err(|e| Error::io(format!("binding the API socket {}", address.display()), e))?;
+    std::fs::set_permissions(address, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::io("chmod socket", e))?;
+    Ok(l)
+}

@@ -1,0 +1,177 @@
+//! `HEAD/GET/PUT /containers/{id}/archive`: `docker cp` both ways, on nook cp's code.
+
+use bytes::Bytes;
+use hyper::StatusCode;
+
+use super::containers::{find, manager};
+use super::{empty, ApiError, Req, Res, NS};
+use crate::error::Error;
+use crate::runtime::containers::ContainerRecord;
+
+/// A path's facts in Docker's `X-Docker-Container-Path-Stat` header (base64 JSON, Go's
+/// FileMode bits: directory 1<<31, symlink 1<<27).
+fn path_stat_header(i: &crate::runtime::copy::PathInfo) -> String {
+    use base64::Engine;
+    let fmt = i.mode & libc::S_IFMT;
+    let mut mode = i.mode & 0o777;
+    if i.dir || fmt == libc::S_IFDIR {
+        mode |= 1 << 31;
+    }
+    if fmt == libc::S_IFLNK {
+        mode |= 1 << 27;
+    }
+    let v = serde_json::json!({
+        "name": i.name,
+        "size": i.size,
+        "mode": mode,
+        "mtime": "0001-01-01T00:00:00Z",
+        "linkTarget": i.link_target,
+    });
+    base64::engine::general_purpose::STANDARD.encode(v.to_string())
+}
+
+async fn stat_path(
+    r: &Req,
+    id: &str,
+) -> Result<(ContainerRecord, String, crate::runtime::copy::PathInfo), ApiError> {
+    let rec = find(&r.d, id)?;
+    let path = r.q("path").unwrap_or_default().to_string();
+    if path.is_empty() {
+        return Err(ApiError::bad("path is required"));
+    }
+    let p2 = path.clone();
+    let i = manager(&r.d)?
+        .with_rootfs(NS, &rec, move |root| crate::runtime::copy::stat(root, &p2))
+        .await?;
+    if !i.exists {
+        return Err(ApiError::not_found(format!(
+            "Could not find the file {path} in container {}",
+            rec.name
+        )));
+    }
+    Ok((rec, path, i))
+}
+
+pub async fn archive_stat(r: &Req, id: &str) -> Res {
+    let (_, _, i) = stat_path(r, id).await?;
+    let mut resp = hyper::Response::new(super::full(Vec::new()));
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&path_stat_header(&i)) {
+        resp.headers_mut().insert("X-Docker-Container-Path-Stat", v);
+    }
+    Ok(resp)
+}
+
+pub async fn archive_get(r: &Req, id: &str) -> Res {
+    let (rec, path, i) = stat_path(r, id).await?;
+    let top = if i.name.is_empty() || i.name == "/" {
+        "root".to_string()
+    } else {
+        i.name.clone()
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+    let m = manager(&r.d)?;
+    tokio::spawn(async move {
+        struct W(tokio::sync::mpsc::Sender<Bytes>, Vec<u8>);
+        impl std::io::Write for W {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.1.extend_from_slice(b);
+                if self.1.len() >= 256 << 10 {
+                    self.flush()?;
+                }
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                if !self.1.is_empty() {
+                    let b = std::mem::take(&mut self.1);
+                    self.0
+                        .blocking_send(Bytes::from(b))
+                        .map_err(|_| std::io::Error::other("the client went away"))?;
+                }
+                Ok(())
+            }
+        }
+        let res = m
+            .with_rootfs(NS, &rec, move |root| {
+                let mut w = W(tx, Vec::new());
+                crate::runtime::copy::tar_out(root, &path, &top, &mut w)?;
+                std::io::Write::flush(&mut w).map_err(|e| Error::io("sending the archive", e))
+            })
+            .await;
+        if let Err(e) = res {
+            tracing::warn!("docker cp from {}: {e}", rec.id);
+        }
+    });
+    let mut resp = super::streamed("application/x-tar", rx);
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&path_stat_header(&i)) {
+        resp.headers_mut().insert("X-Docker-Container-Path-Stat", v);
+    }
+    Ok(resp)
+}
+
+pub async fn archive_put(r: &mut Req, id: &str) -> Res {
+    use http_body_util::BodyExt;
+    let (rec, dir, i) = stat_path(r, id).await?;
+    if !i.dir {
+        return Err(ApiError::bad(format!(
+            "extraction point is not a directory: {dir}"
+        )));
+    }
+    let mut body = r
+        .take_body()
+        .ok_or_else(|| ApiError::bad("no archive in the request body"))?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+    struct Rd {
+        rx: std::sync::mpsc::Receiver<Vec<u8>>,
+        buf: Vec<u8>,
+        pos: usize,
+    }
+    impl std::io::Read for Rd {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            while self.pos >= self.buf.len() {
+                match self.rx.recv() {
+                    Ok(b) => {
+                        self.buf = b;
+                        self.pos = 0;
+                    }
+                    Err(_) => return Ok(0),
+                }
+            }
+            let n = out.len().min(self.buf.len() - self.pos);
+            out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+            self.pos += n;
+            Ok(n)
+        }
+    }
+    let m = manager(&r.d)?;
+    let job = tokio::spawn(async move {
+        m.with_rootfs(NS, &rec, move |root| {
+            crate::runtime::copy::tar_in(
+                root,
+                &dir,
+                Rd {
+                    rx,
+                    buf: Vec::new(),
+                    pos: 0,
+                },
+            )
+        })
+        .await
+    });
+    while let Some(fr) = body.frame().await {
+        let fr = fr.map_err(|e| ApiError::bad(format!("reading the archive: {e}")))?;
+        if let Some(data) = fr.data_ref() {
+            let tx = tx.clone();
+            let chunk = data.to_vec();
+            let sent = tokio::task::spawn_blocking(move || tx.send(chunk).is_ok())
+                .await
+                .unwrap_or(false);
+            if !sent {
+                break;
+            }
+        }
+    }
+    drop(tx);
+    job.await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    empty(StatusCode::OK)
+}

@@ -1,0 +1,423 @@
+//! Translating a Docker create request (Config, HostConfig, NetworkingConfig) into nook's
+//! [`CreateOptions`]. An option nook cannot honour is refused with its Docker name, never
+//! silently dropped.
+
+use serde_json::Value;
+
+use super::ApiError;
+use crate::runtime::containers::CreateOptions;
+
+/// Whether a JSON value is the zero of its kind (what the docker CLI sends for "not set").
+fn unset(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+    }
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    match v {
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect(),
+        Value::String(s) if !s.is_empty() => vec![s.clone()],
+        _ => Vec::new(),
+    }
+}
+
+fn s(v: &Value) -> String {
+    v.as_str().unwrap_or_default().to_string()
+}
+
+/// Config and HostConfig fields nook has no counterpart for yet: refused when set.
+const REFUSED_CONFIG: &[&str] = &[
+    "Domainname",
+    "Healthcheck",
+    "NetworkDisabled",
+    "MacAddress",
+    "OnBuild",
+    "StopTimeout",
+    "Shell",
+];
+const REFUSED_HOST: &[&str] = &[
+    "ContainerIDFile",
+    "VolumeDriver",
+    "VolumesFrom",
+    "Dns",
+    "DnsOptions",
+    "DnsSearch",
+    "ExtraHosts",
+    "Links",
+    "Sysctls",
+    "StorageOpt",
+    "UsernsMode",
+    "Annotations",
+    "CgroupParent",
+    "BlkioWeightDevice",
+    "BlkioDeviceReadBps",
+    "BlkioDeviceWriteBps",
+    "BlkioDeviceReadIOps",
+    "BlkioDeviceWriteIOps",
+    "CpuRealtimePeriod",
+    "CpuRealtimeRuntime",
+    "CpusetMems",
+    "CpuCount",
+    "CpuPercent",
+    "Devices",
+    "DeviceCgroupRules",
+    "DeviceRequests",
+    "KernelMemory",
+    "KernelMemoryTCP",
+    "IOMaximumIOps",
+    "IOMaximumBandwidth",
+    "MaskedPaths",
+    "ReadonlyPaths",
+];
+
+/// The create body, translated. `name` comes from the query.
+pub fn options(body: &Value, name: &str, image: String) -> Result<CreateOptions, ApiError> {
+    let hc = &body["HostConfig"];
+    for k in REFUSED_CONFIG {
+        if !unset(&body[*k]) {
+            return Err(ApiError::unsupported(&format!("Config.{k}")));
+        }
+    }
+    if let Some(sig) = body["StopSignal"].as_str() {
+        if !["", "SIGTERM", "TERM", "15"].contains(&sig) {
+            return Err(ApiError::unsupported("Config.StopSignal (--stop-signal)"));
+        }
+    }
+    for k in REFUSED_HOST {
+        if !unset(&hc[*k]) {
+            return Err(ApiError::unsupported(&format!("HostConfig.{k}")));
+        }
+    }
+    if hc["MemorySwappiness"].as_i64().is_some_and(|v| v >= 0) {
+        return Err(ApiError::unsupported("HostConfig.MemorySwappiness"));
+    }
+    if hc["OomKillDisable"].as_bool() == Some(true) {
+        return Err(ApiError::unsupported("HostConfig.OomKillDisable"));
+    }
+    for (k, ok) in [
+        ("PidMode", &["", "private"][..]),
+        ("IpcMode", &["", "private", "shareable"][..]),
+        ("UTSMode", &[""][..]),
+        ("CgroupnsMode", &["", "private"][..]),
+        ("Isolation", &["", "default"][..]),
+    ] {
+        let v = s(&hc[k]);
+        if !ok.contains(&v.as_str()) {
+            return Err(ApiError::unsupported(&format!("HostConfig.{k}={v:?}")));
+        }
+    }
+    let log = s(&hc["LogConfig"]["Type"]);
+    if !["", "json-file", "local"].contains(&log.as_str()) {
+        return Err(ApiError::unsupported(&format!(
+            "HostConfig.LogConfig.Type={log:?} (nook keeps json-file logs only)"
+        )));
+    }
+    if !unset(&hc["LogConfig"]["Config"]) {
+        return Err(ApiError::unsupported(
+            "HostConfig.LogConfig.Config (--log-opt)",
+        ));
+    }
+
+    let mut volumes: Vec<String> = strings(&hc["Binds"]);
+    let mut tmpfs: Vec<String> = Vec::new();
+    if let Some(m) = hc["Tmpfs"].as_object() {
+        for (path, opts) in m {
+            let o = opts.as_str().unwrap_or_default();
+            tmpfs.push(if o.is_empty() {
+                path.clone()
+            } else {
+                format!("{path}:{o}")
+            });
+        }
+    }
+    if let Some(mounts) = hc["Mounts"].as_array() {
+        for m in mounts {
+            let target = s(&m["Target"]);
+            let ro = m["ReadOnly"].as_bool().unwrap_or(false);
+            match m["Type"].as_str().unwrap_or("volume") {
+                "bind" | "volume" => {
+                    if !unset(&m["BindOptions"]["Propagation"]) {
+                        return Err(ApiError::unsupported("Mounts[].BindOptions.Propagation"));
+                    }
+                    let src = s(&m["Source"]);
+                    if src.is_empty() {
+                        return Err(ApiError::unsupported(
+                            "anonymous volumes (a mount without a source)",
+                        ));
+                    }
+                    volumes.push(format!("{src}:{target}{}", if ro { ":ro" } else { "" }));
+                }
+                "tmpfs" => {
+                    let size = m["TmpfsOptions"]["SizeBytes"].as_i64().unwrap_or(0);
+                    tmpfs.push(if size > 0 {
+                        format!("{target}:size={size}")
+                    } else {
+                        target
+                    });
+                }
+                other => return Err(ApiError::unsupported(&format!("Mounts[].Type={other:?}"))),
+            }
+        }
+    }
+    // Config.Volumes: the paths a volume is mounted at; one no bind or mount covers is an
+    // anonymous volume (`docker run -v /data`)
+    if let Some(vs) = body["Volumes"].as_object() {
+        for path in vs.keys() {
+            let covered = volumes.iter().any(|v| {
+                let mut it = v.split(':');
+                it.next();
+                it.next() == Some(path.as_str())
+            }) || tmpfs
+                .iter()
+                .any(|t| t.split(':').next() == Some(path.as_str()));
+            if !covered {
+                return Err(ApiError::unsupported(&format!(
+                    "anonymous volumes (Config.Volumes {path:?}); name the volume or bind a directory"
+                )));
+            }
+        }
+    }
+
+    let mut publish = Vec::new();
+    if let Some(pb) = hc["PortBindings"].as_object() {
+        for (port, binds) in pb {
+            let port = if port.contains('/') {
+                port.clone()
+            } else {
+                format!("{port}/tcp")
+            };
+            let binds = binds.as_array().cloned().unwrap_or_default();
+            if binds.is_empty() {
+                publish.push(port.clone());
+            }
+            for b in binds {
+                let ip = s(&b["HostIp"]);
+                let hp = s(&b["HostPort"]);
+                publish.push(match (ip.as_str(), hp.as_str()) {
+                    ("" | "0.0.0.0", "") => port.clone(),
+                    ("" | "0.0.0.0", hp) => format!("{hp}:{port}"),
+                    (ip, "") => format!("{ip}::{port}"),
+                    (ip, hp) => format!("{ip}:{hp}:{port}"),
+                });
+            }
+        }
+    }
+
+    let restart = {
+        let rp = &hc["RestartPolicy"];
+        let n = rp["MaximumRetryCount"].as_i64().unwrap_or(0);
+        match rp["Name"].as_str().unwrap_or("") {
+            "" | "no" => String::new(),
+            "on-failure" if n > 0 => format!("on-failure:{n}"),
+            other => other.to_string(),
+        }
+    };
+
+    let mut network = s(&hc["NetworkMode"]);
+    if let Some(eps) = body["NetworkingConfig"]["EndpointsConfig"].as_object() {
+        if eps.len() > 1 {
+            return Err(ApiError::unsupported(
+                "NetworkingConfig with several networks (connect the others after create)",
+            ));
+        }
+        for (net, ep) in eps {
+            if network.is_empty() || network == "default" {
+                network = net.clone();
+            }
+            for k in ["Aliases", "IPAMConfig", "Links", "MacAddress", "DriverOpts"] {
+                if !unset(&ep[k]) {
+                    return Err(ApiError::unsupported(&format!(
+                        "NetworkingConfig.EndpointsConfig.{net}.{k}"
+                    )));
+                }
+            }
+        }
+    }
+    if network.starts_with("container:") {
+        return Err(ApiError::unsupported(&format!(
+            "HostConfig.NetworkMode={network:?}"
+        )));
+    }
+
+    let ulimits = hc["Ulimits"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|u| {
+                    format!(
+                        "{}={}:{}",
+                        s(&u["Name"]),
+                        u["Soft"].as_i64().unwrap_or(0),
+                        u["Hard"].as_i64().unwrap_or(0)
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+
+    let entrypoint = match &body["Entrypoint"] {
+        Value::Null => None,
+        v => Some(strings(v).into_iter().filter(|x| !x.is_empty()).collect()),
+    };
+    let labels = body["Labels"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), s(v))).collect())
+        .unwrap_or_default();
+    let runtime = match s(&hc["Runtime"]).as_str() {
+        "io.containerd.runc.v2" => "runc".to_string(),
+        other => other.to_string(),
+    };
+    let limits = limits(hc)?;
+    Ok(CreateOptions {
+        image,
+        name: name.trim_start_matches('/').to_string(),
+        runtime,
+        snapshotter: String::new(),
+        args: strings(&body["Cmd"]),
+        entrypoint,
+        env: strings(&body["Env"]),
+        workdir: s(&body["WorkingDir"]),
+        user: s(&body["User"]),
+        hostname: s(&body["Hostname"]),
+        read_only: hc["ReadonlyRootfs"].as_bool().unwrap_or(false),
+        tty: body["Tty"].as_bool().unwrap_or(false),
+        stdin: body["OpenStdin"].as_bool().unwrap_or(false),
+        volumes,
+        tmpfs,
+        cap_add: strings(&hc["CapAdd"]),
+        cap_drop: strings(&hc["CapDrop"]),
+        privileged: hc["Privileged"].as_bool().unwrap_or(false),
+        security_opt: strings(&hc["SecurityOpt"]),
+        seccomp_profiles: Default::default(),
+        labels,
+        auto_remove: hc["AutoRemove"].as_bool().unwrap_or(false),
+        network,
+        publish,
+        restart,
+        port_driver: String::new(),
+        publish_all: hc["PublishAllPorts"].as_bool().unwrap_or(false),
+        init: hc["Init"].as_bool().unwrap_or(false),
+        group_add: strings(&hc["GroupAdd"]),
+        ulimits,
+        limits,
+    })
+}
+
+/// HostConfig's resource fields as nook's limits (applied through the delegated cgroups; nook
+/// refuses them in one line where the controllers are not delegated).
+fn limits(hc: &Value) -> Result<crate::runtime::limits::Limits, ApiError> {
+    let pos = |k: &str| hc[k].as_i64().filter(|v| *v > 0);
+    let mut r = crate::cgroup::Resources {
+        memory: pos("Memory"),
+        memory_reservation: pos("MemoryReservation"),
+        // 0 is unset; -1 is unlimited swap
+        memory_swap: hc["MemorySwap"].as_i64().filter(|v| *v != 0),
+        cpus: pos("NanoCpus").map(|n| n as f64 / 1e9),
+        cpu_shares: pos("CpuShares").map(|v| v as u64),
+        cpuset_cpus: Some(s(&hc["CpusetCpus"])).filter(|c| !c.is_empty()),
+        // 0 and -1 are both "no limit"
+        pids_limit: pos("PidsLimit"),
+        blkio_weight: pos("BlkioWeight").map(|v| v.min(u16::MAX as i64) as u16),
+    };
+    if let Some(q) = pos("CpuQuota") {
+        let period = pos("CpuPeriod").unwrap_or(crate::cgroup::CPU_PERIOD as i64);
+        if r.cpus.is_some() {
+            return Err(ApiError::bad(
+                "conflicting options: NanoCpus and CpuQuota cannot both be set",
+            ));
+        }
+        r.cpus = Some(q as f64 / period as f64);
+    } else if pos("CpuPeriod").is_some() {
+        return Err(ApiError::unsupported(
+            "HostConfig.CpuPeriod without CpuQuota",
+        ));
+    }
+    Ok(crate::runtime::limits::Limits {
+        resources: r,
+        shm_size: pos("ShmSize").unwrap_or(0),
+        oom_score_adj: hc["OomScoreAdj"]
+            .as_i64()
+            .filter(|v| *v != 0)
+            .map(|v| v.clamp(i32::MIN as i64, i32::MAX as i64) as i32),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn translates_what_the_cli_sends() {
+        let body = serde_json::json!({
+            "Image": "busybox", "Cmd": ["sh", "-c", "echo hi"], "Env": ["A=1"], "Tty": true,
+            "OpenStdin": true, "Entrypoint": [""], "WorkingDir": "/tmp", "User": "1:1",
+            "Labels": {"a": "b"}, "Volumes": {"/data": {}}, "StopSignal": "",
+            "HostConfig": {
+                "Binds": ["/srv:/data:ro"], "NetworkMode": "bridge", "AutoRemove": true,
+                "PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": "8080"}], "53/udp": [{"HostIp": "127.0.0.1", "HostPort": ""}]},
+                "RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": 3},
+                "LogConfig": {"Type": "", "Config": {}}, "Memory": 0, "MemorySwappiness": null,
+                "PidsLimit": null, "Tmpfs": {"/run": "size=1m"}, "ConsoleSize": [0, 0],
+                "Ulimits": [{"Name": "nofile", "Soft": 10, "Hard": 20}],
+            },
+        });
+        let o = options(&body, "/web", "docker.io/library/busybox:latest".into()).unwrap();
+        assert_eq!(o.name, "web");
+        assert_eq!(o.args, ["sh", "-c", "echo hi"]);
+        assert_eq!(o.entrypoint, Some(vec![]));
+        assert_eq!(o.volumes, ["/srv:/data:ro"]);
+        assert_eq!(o.tmpfs, ["/run:size=1m"]);
+        assert!(o.publish.contains(&"8080:80/tcp".to_string()));
+        assert!(o.publish.contains(&"127.0.0.1::53/udp".to_string()));
+        assert_eq!(o.restart, "on-failure:3");
+        assert_eq!(o.ulimits, ["nofile=10:20"]);
+        assert!(o.auto_remove && o.tty && o.stdin);
+        assert!(o.limits.resources.is_empty());
+        let body = serde_json::json!({"HostConfig": {"Memory": 64 << 20, "NanoCpus": 500_000_000_i64, "PidsLimit": -1, "MemorySwap": -1}});
+        let l = options(&body, "", "x".into()).unwrap().limits;
+        assert_eq!(l.resources.memory, Some(64 << 20));
+        assert_eq!(l.resources.cpus, Some(0.5));
+        assert_eq!(l.resources.pids_limit, None);
+        assert_eq!(l.resources.memory_swap, Some(-1));
+    }
+
+    #[test]
+    fn refuses_what_nook_cannot_do_naming_it() {
+        let cases = [
+            (
+                serde_json::json!({"HostConfig": {"ExtraHosts": ["a:1.2.3.4"]}}),
+                "HostConfig.ExtraHosts",
+            ),
+            (
+                serde_json::json!({"HostConfig": {"KernelMemory": 1000000}}),
+                "HostConfig.KernelMemory",
+            ),
+            (
+                serde_json::json!({"Healthcheck": {"Test": ["CMD", "true"]}}),
+                "Config.Healthcheck",
+            ),
+            (
+                serde_json::json!({"Volumes": {"/data": {}}}),
+                "anonymous volumes",
+            ),
+            (
+                serde_json::json!({"HostConfig": {"LogConfig": {"Type": "syslog"}}}),
+                "LogConfig.Type",
+            ),
+        ];
+        for (body, want) in cases {
+            let e = options(&body, "", "x".into()).unwrap_err();
+            assert_eq!(e.status, hyper::StatusCode::BAD_REQUEST);
+            assert!(e.message.contains(want), "{} lacks {want}", e.message);
+        }
+    }
+}
