@@ -74,8 +74,49 @@ impl Manager {
     /// Returns whether a new task was made.
     ///
     /// With `start_now` the task starts at once (one runtime invocation); `hold_output` keeps
-    /// its first output for the client about to attach.
+    /// its first output for the client about to attach (`nook run`, `nook start -a`).
+    ///
+    /// Under the container's lock, and only if its record is still there: a removal racing the
+    /// start (`rm -f` against `nook run`) either comes first, and nothing is mounted or
+    /// started again, or second, and removes what the start made.
     pub async fn create_task(
+        &self,
+        ns: &str,
+        r: &ContainerRecord,
+        start_now: bool,
+        hold_output: bool,
+    ) -> Result<bool> {
+        let (key, lock) = self.op_lock(ns, &r.id);
+        let res = async {
+            let _held = lock.lock().await;
+            self.still_recorded(ns, r)?;
+            self.create_task_locked(ns, r, start_now, hold_output).await
+        }
+        .await;
+        self.op_unlock(&key, lock);
+        res
+    }
+
+    /// An error unless the container's record is still there (checked under its lock, before
+    /// a start mounts its bundle or runs its shim).
+    fn still_recorded(&self, ns: &str, r: &ContainerRecord) -> Result<()> {
+        if self
+            .deps
+            .store
+            .get::<ContainerRecord>(CONTAINERS, ns, &r.id)?
+            .is_none()
+        {
+            return Err(Error::NotFound(format!(
+                "container {} was removed before it started",
+                r.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// [`Manager::create_task`] for a caller that holds the container's lock and has seen
+    /// its record.
+    pub(super) async fn create_task_locked(
         &self,
         ns: &str,
         r: &ContainerRecord,
@@ -151,20 +192,11 @@ impl Manager {
 
     /// Starts a container detached; with `--rm`, nookd removes it when it exits.
     pub async fn start(&self, ns: &str, r: &ContainerRecord) -> Result<()> {
-        let d = &self.deps;
         let (key, lock) = self.op_lock(ns, &r.id);
         let res = async {
             let _held = lock.lock().await;
-            if d.store
-                .get::<ContainerRecord>(CONTAINERS, ns, &r.id)?
-                .is_none()
-            {
-                return Err(Error::NotFound(format!(
-                    "container {} was removed before it started",
-                    r.name
-                )));
-            }
-            if !self.create_task(ns, r, true, false).await? {
+            self.still_recorded(ns, r)?;
+            if !self.create_task_locked(ns, r, true, false).await? {
                 // a task created earlier and not started: start it
                 let c = self.tasks.client(ns, &r.id);
                 c.start().await?;

@@ -110,7 +110,7 @@ impl Manager {
                 ("restart_count", count.to_string()),
             ],
         );
-        if let Err(e) = self.create_task(ns, &rec, true, false).await {
+        if let Err(e) = self.create_task_locked(ns, &rec, true, false).await {
             tracing::warn!(container = %id, "restart under policy {}: {e}", rec.restart_policy);
         }
     }
