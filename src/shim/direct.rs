@@ -537,6 +537,33 @@ fn host_socket(
     Ok(fd)
 }
 
+/// Relays the published ports (`cfg.relay`), on tasks of this process's runtime, from a
+/// socket thread in the containers' network namespace ([`forward::SocketFactory`]).
+pub(super) fn relay_ports(cfg: &ShimConfig) -> std::io::Result<Vec<tokio::task::JoinHandle<()>>> {
+    use crate::network::forward;
+    let Some(relay) = &cfg.relay else {
+        return Ok(Vec::new());
+    };
+    let f = forward::SocketFactory::start(&relay.netns)?;
+    f.transparent.store(relay.transparent, Ordering::Relaxed);
+    let ports = cfg
+        .ports
+        .iter()
+        .zip(&cfg.port_fds)
+        .map(|(m, fd)| {
+            // SAFETY: nookd passed these descriptors to this process for it to own.
+            (m.clone(), unsafe { OwnedFd::from_raw_fd(*fd) })
+        })
+        .collect();
+    forward::serve_all(
+        &tokio::runtime::Handle::current(),
+        ports,
+        relay.ip,
+        &Arc::new(f),
+    )
+    .map_err(|e| std::io::Error::other(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -590,31 +617,4 @@ mod tests {
         assert!(is_loopback("127.0.0.1".parse().unwrap()));
         assert!(!is_loopback("::".parse().unwrap()));
     }
-}
-
-/// Relays the published ports (`cfg.relay`), on tasks of this process's runtime, from a
-/// socket thread in the containers' network namespace ([`forward::SocketFactory`]).
-pub(super) fn relay_ports(cfg: &ShimConfig) -> std::io::Result<Vec<tokio::task::JoinHandle<()>>> {
-    use crate::network::forward;
-    let Some(relay) = &cfg.relay else {
-        return Ok(Vec::new());
-    };
-    let f = forward::SocketFactory::start(&relay.netns)?;
-    f.transparent.store(relay.transparent, Ordering::Relaxed);
-    let ports = cfg
-        .ports
-        .iter()
-        .zip(&cfg.port_fds)
-        .map(|(m, fd)| {
-            // SAFETY: nookd passed these descriptors to this process for it to own.
-            (m.clone(), unsafe { OwnedFd::from_raw_fd(*fd) })
-        })
-        .collect();
-    forward::serve_all(
-        &tokio::runtime::Handle::current(),
-        ports,
-        relay.ip,
-        &Arc::new(f),
-    )
-    .map_err(|e| std::io::Error::other(e.to_string()))
 }
