@@ -11,12 +11,13 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::{blocking, namespace};
 use crate::content::ContentStore;
+use crate::daemon::pull::{pull_unpacked, unpack_new};
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use crate::image::archive::{self, ImportOptions};
 use crate::image::auth::{self, AuthSources, Credentials};
 use crate::image::manifest::{self, Parsed, PlatformSelector};
-use crate::image::pull::{Progress, PullOptions, PullResult, Puller};
+use crate::image::pull::{Progress, PullOptions, PullResult};
 use crate::image::push::{PushResult, Pusher};
 use crate::image::registry::Registry;
 use crate::image::{self, ImageRecord, Reference};
@@ -168,46 +169,6 @@ impl Write for ChannelWriter {
     }
 }
 
-/// Unpacks freshly pulled or imported images into the default snapshotter (when
-/// `[images] unpack` is on), so `nook run` finds them ready.
-async fn unpack_new(
-    d: &Arc<Daemon>,
-    ns: &str,
-    names: Vec<String>,
-    platform: PlatformSelector,
-) -> Result<()> {
-    if !d.config.images.unpack {
-        return Ok(());
-    }
-    let (d, ns) = (d.clone(), ns.to_string());
-    tokio::task::spawn_blocking(move || {
-        for name in names {
-            let t0 = std::time::Instant::now();
-            let u = crate::image::unpack::unpack_image(
-                &d.content,
-                &d.store,
-                &d.snapshotters,
-                &ns,
-                &name,
-                None,
-                &platform,
-            )?;
-            tracing::info!(
-                image = %name,
-                snapshotter = %u.snapshotter,
-                applied = u.applied,
-                reused = u.reused,
-                bytes = u.bytes,
-                ms = t0.elapsed().as_millis() as u64,
-                "unpacked"
-            );
-        }
-        Ok(())
-    })
-    .await
-    .map_err(|e| Error::Internal(format!("unpack panicked: {e}")))?
-}
-
 impl Svc {
     async fn check_ns(&self, ns: &str) -> std::result::Result<(), Status> {
         let d = self.d.clone();
@@ -276,59 +237,14 @@ impl pb::images_server::Images for Svc {
         let (tx, rx) = mpsc::channel(1024);
         let (d, cs, reg) = (self.d.clone(), self.cs.clone(), self.registry.clone());
         tokio::spawn(async move {
-            // The pull's temporary lease (taken before anything is written) keeps what it
-            // fetches from collections, so a long download does not hold collections off (and,
-            // with them, every container creation queued behind a waiting collection). Only the
-            // unpack, which makes snapshots no lease names, excludes them.
             let ptx = tx.clone();
             let progress = move |p: Progress| {
                 let _ = ptx.try_send(Ok(progress_pb(p)));
             };
-            let puller = Puller {
-                cs: &cs,
-                meta: &d.store,
-                events: &d.events,
-                ns: &ns,
-                registry: &reg,
-            };
-            let existed = Reference::parse(&req.reference)
-                .map(|r| crate::image::get(&d.store, &ns, &r.to_string()).is_ok())
-                .unwrap_or(true);
-            let mut res = puller.pull(&req.reference, &opts, &progress).await;
-            if let Ok(r) = &res {
-                d.mutated(false);
-                // the platform pulled (all platforms: this machine's)
-                let platform = match &opts.platforms {
-                    PlatformSelector::All => PlatformSelector::default(),
-                    one => one.clone(),
-                };
-                let _gc = d.gc.lock.read().await;
-                if let Err(e) = unpack_new(&d, &ns, vec![r.image.name.clone()], platform).await {
-                    // An image this pull added but could not unpack goes again, so a failed
-                    // pull leaves no image behind (its blobs stay for a retry, or for `nook gc`).
-                    if !existed {
-                        let _ = crate::image::delete(&d.store, &d.events, &ns, &r.image.name);
-                    }
-                    res = Err(if e.is_no_space() {
-                        Error::NoSpace(format!("unpacking {}: {e}", r.image.name))
-                    } else {
-                        Error::Internal(format!(
-                            "pulled {}, but unpacking it failed: {e}",
-                            r.image.name
-                        ))
-                    });
-                }
-            }
-            crate::daemon::metrics::global().pull(res.is_ok());
+            let res = pull_unpacked(&d, &reg, &ns, &req.reference, &opts, &progress).await;
             let msg = match res {
-                Ok(r) => {
-                    tracing::info!(image = %r.image.name, digest = %r.image.target.digest, bytes = r.downloaded, "pulled");
-                    Ok(done_pull(&cs, &d, &ns, &r))
-                }
-                Err(e) => {
-                    tracing::warn!("pull {}: {e}", req.reference);
-                    Err(e.into())
-                }
+                Ok(r) => Ok(done_pull(&cs, &d, &ns, &r)),
+                Err(e) => Err(e.into()),
             };
             let _ = tx.send(msg).await;
         });

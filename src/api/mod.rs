@@ -3,6 +3,7 @@
 
 pub mod containers;
 pub mod content;
+mod cri;
 pub mod events;
 mod gc;
 pub mod images;
@@ -64,6 +65,8 @@ pub fn router(d: Arc<Daemon>) -> Router<ApiLayers> {
         .add_service(snapshots::service(d.clone()))
         .add_service(containers::service(d.clone()))
         .add_service(events::service(d.clone()))
+        .add_service(cri::runtime_service(d.clone()))
+        .add_service(cri::image_service(d.clone()))
 }
 
 /// A service that could not start is left out, with its error in the log.

@@ -7,8 +7,7 @@ use tonic::{Request, Response, Status};
 
 use super::blocking;
 use crate::daemon::Daemon;
-use crate::error::Error;
-use crate::metadata::{self, Namespace, NAMESPACES};
+use crate::metadata::{namespaces, Namespace};
 use crate::proto::v1 as pb;
 
 pub struct Svc(Arc<Daemon>);
@@ -68,27 +67,10 @@ impl pb::namespaces_server::Namespaces for Svc {
         r: Request<pb::CreateNamespaceRequest>,
     ) -> Result<Response<pb::Namespace>, Status> {
         let r = r.into_inner();
-        metadata::validate_namespace(&r.name)?;
         check_labels(&r.labels)?;
         let d = self.0.clone();
         let n = blocking(move || {
-            let n = Namespace {
-                name: r.name.clone(),
-                labels: r.labels.into_iter().collect(),
-                created_at: chrono::Utc::now().timestamp(),
-            };
-            d.store.write(|tx| {
-                if tx.get_raw::<Namespace>(NAMESPACES, &n.name)?.is_some() {
-                    return Err(Error::AlreadyExists(format!(
-                        "namespace {:?} already exists",
-                        n.name
-                    )));
-                }
-                tx.put_raw(NAMESPACES, &n.name, &n)
-            })?;
-            d.events
-                .publish(&n.name, "/namespaces/create", &[("name", n.name.clone())]);
-            Ok(n)
+            namespaces::create(&d.store, &d.events, &r.name, r.labels.into_iter().collect())
         })
         .await?;
         Ok(Response::new(to_pb(n)))
@@ -99,25 +81,8 @@ impl pb::namespaces_server::Namespaces for Svc {
         r: Request<pb::RemoveNamespaceRequest>,
     ) -> Result<Response<pb::RemoveNamespaceResponse>, Status> {
         let name = r.into_inner().name;
-        metadata::validate_namespace(&name)?;
         let d = self.0.clone();
-        blocking(move || {
-            d.store.write(|tx| {
-                if tx.get_raw::<Namespace>(NAMESPACES, &name)?.is_none() {
-                    return Err(Error::NotFound(format!("namespace {name:?} does not exist")));
-                }
-                if let Some(what) = tx.namespace_in_use(&name)? {
-                    return Err(Error::Precondition(format!(
-                        "namespace {name:?} is not empty: it still holds {what}; remove them first (e.g. `nook -n {name} {what} ls`)"
-                    )));
-                }
-                tx.delete_raw(NAMESPACES, &name)?;
-                Ok(())
-            })?;
-            d.events.publish(&name, "/namespaces/delete", &[("name", name.clone())]);
-            Ok(())
-        })
-        .await?;
+        blocking(move || namespaces::remove(&d.store, &d.events, &name)).await?;
         Ok(Response::new(pb::RemoveNamespaceResponse {}))
     }
 
@@ -126,29 +91,16 @@ impl pb::namespaces_server::Namespaces for Svc {
         r: Request<pb::UpdateNamespaceRequest>,
     ) -> Result<Response<pb::Namespace>, Status> {
         let r = r.into_inner();
-        metadata::validate_namespace(&r.name)?;
         check_labels(&r.labels)?;
         let d = self.0.clone();
         let n = blocking(move || {
-            d.store
-                .write(|tx| {
-                    let mut n: Namespace = tx.get_raw(NAMESPACES, &r.name)?.ok_or_else(|| {
-                        Error::NotFound(format!("namespace {:?} does not exist", r.name))
-                    })?;
-                    for (k, v) in r.labels {
-                        if v.is_empty() {
-                            n.labels.remove(&k);
-                        } else {
-                            n.labels.insert(k, v);
-                        }
-                    }
-                    tx.put_raw(NAMESPACES, &r.name, &n)?;
-                    Ok(n)
-                })
-                .inspect(|n| {
-                    d.events
-                        .publish(&n.name, "/namespaces/update", &[("name", n.name.clone())])
-                })
+            namespaces::update(
+                &d.store,
+                &d.events,
+                &r.name,
+                r.labels.into_iter().collect(),
+                false,
+            )
         })
         .await?;
         Ok(Response::new(to_pb(n)))

@@ -4,6 +4,7 @@
 pub mod gc;
 pub mod init;
 pub mod metrics;
+pub mod pull;
 pub mod recover;
 pub mod sysinfo;
 

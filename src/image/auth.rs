@@ -84,17 +84,22 @@ fn read_file(path: &Path) -> Result<AuthFile> {
     }
 }
 
+/// Credentials from a docker-style `auth` field (base64 of `user:password`).
+pub fn decode_auth(auth: &str) -> Option<Credentials> {
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(auth.trim())
+        .ok()?;
+    let s = String::from_utf8(raw).ok()?;
+    let (u, p) = s.split_once(':')?;
+    Some(Credentials {
+        username: u.to_string(),
+        password: p.to_string(),
+    })
+}
+
 fn entry_creds(e: &AuthEntry) -> Option<Credentials> {
     if !e.auth.is_empty() {
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(e.auth.trim())
-            .ok()?;
-        let s = String::from_utf8(raw).ok()?;
-        let (u, p) = s.split_once(':')?;
-        return Some(Credentials {
-            username: u.to_string(),
-            password: p.to_string(),
-        });
+        return decode_auth(&e.auth);
     }
     if !e.username.is_empty() {
         return Some(Credentials {
@@ -109,6 +114,9 @@ fn entry_creds(e: &AuthEntry) -> Option<Credentials> {
 #[derive(Debug, Clone)]
 pub struct AuthSources {
     pub files: Vec<PathBuf>,
+    /// Credentials a request brought for one host (a CRI PullImage's AuthConfig), looked up
+    /// before the files.
+    pub given: Option<(String, Credentials)>,
 }
 
 impl Default for AuthSources {
@@ -118,6 +126,7 @@ impl Default for AuthSources {
                 .into_iter()
                 .chain(docker_config_file())
                 .collect(),
+            given: None,
         }
     }
 }
@@ -128,6 +137,11 @@ impl AuthSources {
     /// images).
     pub fn lookup(&self, host: &str) -> Option<Credentials> {
         let want = normalize_host(host);
+        if let Some((h, c)) = &self.given {
+            if normalize_host(h) == want {
+                return Some(c.clone());
+            }
+        }
         for f in &self.files {
             let Ok(af) = read_file(f) else { continue };
             for (k, e) in &af.auths {
@@ -207,6 +221,7 @@ mod tests {
         let nook = d.path().join("nook/auth.json");
         let src = AuthSources {
             files: vec![nook.clone(), docker.clone()],
+            given: None,
         };
         assert_eq!(src.lookup("docker.io").unwrap().username, "u");
         assert_eq!(src.lookup("docker.io").unwrap().password, "p");

@@ -399,7 +399,10 @@ mod tests {
     fn registry() -> Arc<Registry> {
         Registry::with_retries(
             BTreeMap::new(),
-            AuthSources { files: vec![] },
+            AuthSources {
+                files: vec![],
+                given: None,
+            },
             2,
             Duration::from_millis(20),
         )

@@ -12,6 +12,8 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+pub mod namespaces;
+
 /// A table of JSON records.
 pub type Bucket = TableDefinition<'static, &'static str, &'static [u8]>;
 

@@ -124,7 +124,10 @@ impl Registry {
         // A throwaway client-side view: the credentials under test, not the stored ones.
         let reg = Registry {
             hosts: self.hosts.clone(),
-            auth: AuthSources { files: vec![] },
+            auth: AuthSources {
+                files: vec![],
+                given: None,
+            },
             clients: Mutex::new(lock(&self.clients).clone()),
             bases: self.bases.clone(),
             tokens: Mutex::new(HashMap::new()),

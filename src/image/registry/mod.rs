@@ -128,7 +128,13 @@ mod tests {
                 ..Default::default()
             },
         );
-        let reg = Registry::new(hosts, AuthSources { files: vec![] });
+        let reg = Registry::new(
+            hosts,
+            AuthSources {
+                files: vec![],
+                given: None,
+            },
+        );
         let eps = reg.endpoints("docker.io").unwrap();
         let bases: Vec<String> = eps.iter().map(|e| e.base()).collect();
         assert_eq!(
@@ -153,7 +159,13 @@ mod tests {
                 ..Default::default()
             },
         );
-        let reg = Registry::new(bad, AuthSources { files: vec![] });
+        let reg = Registry::new(
+            bad,
+            AuthSources {
+                files: vec![],
+                given: None,
+            },
+        );
         let e = reg.endpoints("r.example").err().unwrap().to_string();
         assert!(e.contains("ca_file"), "{e}");
     }
@@ -162,7 +174,10 @@ mod tests {
     async fn clear_network_errors() {
         let reg = Registry::with_retries(
             BTreeMap::new(),
-            AuthSources { files: vec![] },
+            AuthSources {
+                files: vec![],
+                given: None,
+            },
             1,
             Duration::from_millis(10),
         );

@@ -75,7 +75,16 @@ impl Registry {
                     }
                     if status == StatusCode::UNAUTHORIZED {
                         let has = self.auth.lookup(&ep.host).is_some();
-                        return Err(Error::Precondition(if has {
+                        let given = self.auth.given.as_ref().is_some_and(|(h, _)| {
+                            crate::image::auth::normalize_host(h)
+                                == crate::image::auth::normalize_host(&ep.host)
+                        });
+                        return Err(Error::Precondition(if given {
+                            format!(
+                                "authentication failed for {}: the registry refused the credentials given with the request",
+                                ep.host
+                            )
+                        } else if has {
                             format!(
                                 "authentication failed for {}: the registry refused the stored credentials; run `nook login {}` again",
                                 ep.host, ep.host

@@ -1,0 +1,50 @@
+//! The Kubernetes Container Runtime Interface (`runtime.v1`) on nook's socket: a thin front door
+//! for crictl, critest and a kubelet. Its images (and, later, pods and containers) live in the
+//! `k8s.io` namespace, as containerd keeps them, and every call goes to the same subsystems as
+//! nook's own API. One file per CRI service: [`runtime`] (RuntimeService) and [`images`]
+//! (ImageService).
+
+mod images;
+mod runtime;
+
+use std::sync::Arc;
+
+use k8s_cri::v1::image_service_server::ImageServiceServer;
+use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
+use tonic::Status;
+
+use crate::daemon::Daemon;
+
+/// The namespace CRI's images and containers live in (containerd's, so tools agree).
+pub const NAMESPACE: &str = "k8s.io";
+
+/// The CRI API version this door speaks.
+pub const API_VERSION: &str = "v1";
+
+/// The RuntimeService.
+pub fn runtime_service(d: Arc<Daemon>) -> RuntimeServiceServer<runtime::Runtime> {
+    RuntimeServiceServer::new(runtime::Runtime { d })
+        .max_decoding_message_size(super::MAX_MESSAGE)
+        .max_encoding_message_size(super::MAX_MESSAGE)
+}
+
+/// The ImageService.
+pub fn image_service(d: Arc<Daemon>) -> ImageServiceServer<images::Images> {
+    ImageServiceServer::new(images::Images::new(d))
+        .max_decoding_message_size(super::MAX_MESSAGE)
+        .max_encoding_message_size(super::MAX_MESSAGE)
+}
+
+/// Makes the `k8s.io` namespace on first use (a kubelet never creates it).
+async fn ensure_namespace(d: &Arc<Daemon>) -> Result<(), Status> {
+    let d = d.clone();
+    super::blocking(move || crate::metadata::namespaces::ensure(&d.store, &d.events, NAMESPACE))
+        .await
+}
+
+/// The answer for what this door does not do yet, naming the call.
+fn not_yet(what: &str) -> Status {
+    Status::unimplemented(format!(
+        "{what} is not implemented by nook's CRI yet (docs/kubernetes.md lists what works)"
+    ))
+}

@@ -1,0 +1,305 @@
+//! CRI's RuntimeService: Version, Status and RuntimeConfig answer from the daemon's plugins and
+//! config; pods and containers are not served yet and answer Unimplemented naming the call.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::runtime_service_server::RuntimeService;
+use tonic::{Request, Response, Status};
+
+use super::{not_yet, API_VERSION};
+use crate::daemon::Daemon;
+use crate::plugins::{self, Plugin};
+
+/// The RuntimeService over a daemon.
+pub struct Runtime {
+    pub(super) d: Arc<Daemon>,
+}
+
+type R<T> = Result<Response<T>, Status>;
+
+/// A CRI runtime condition from a plugin: ready when it is ok, otherwise false with the
+/// plugin's status as reason and its explanation as message.
+fn condition(kind: &str, p: Option<&Plugin>, what: &str) -> cri::RuntimeCondition {
+    match p {
+        Some(p) if p.status == plugins::Status::Ok => cri::RuntimeCondition {
+            r#type: kind.into(),
+            status: true,
+            reason: String::new(),
+            message: String::new(),
+        },
+        Some(p) => cri::RuntimeCondition {
+            r#type: kind.into(),
+            status: false,
+            reason: format!("{}{}", what, capitalized(p.status.as_str())),
+            message: format!("{} {}: {}", p.kind, p.id, p.reason),
+        },
+        None => cri::RuntimeCondition {
+            r#type: kind.into(),
+            status: false,
+            reason: format!("{what}Missing"),
+            message: format!("nookd reports no {what} plugin"),
+        },
+    }
+}
+
+fn capitalized(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+#[tonic::async_trait]
+impl RuntimeService for Runtime {
+    async fn version(&self, _r: Request<cri::VersionRequest>) -> R<cri::VersionResponse> {
+        Ok(Response::new(cri::VersionResponse {
+            version: "0.1.0".into(),
+            runtime_name: "nook".into(),
+            runtime_version: crate::VERSION.into(),
+            runtime_api_version: API_VERSION.into(),
+        }))
+    }
+
+    async fn status(&self, r: Request<cri::StatusRequest>) -> R<cri::StatusResponse> {
+        let verbose = r.into_inner().verbose;
+        let d = &self.d;
+        let list = d.plugins.list();
+        let default_runtime = crate::runtime::plugin::default_name(&d.config);
+        let rt = list
+            .iter()
+            .filter(|p| p.kind == plugins::RUNTIME)
+            .find(|p| p.id == default_runtime)
+            .or_else(|| list.iter().find(|p| p.kind == plugins::RUNTIME));
+        let link = list
+            .iter()
+            .find(|p| p.kind == plugins::NETWORK && p.id == "link");
+        let mut info = HashMap::new();
+        if verbose {
+            let config = serde_json::json!({
+                "runtime": default_runtime,
+                "namespace": super::NAMESPACE,
+                "networkDriver": d.network_driver(),
+                "netns": d.netns_path(),
+                "root": d.paths.root,
+                "state": d.paths.state,
+                "cgroupDriver": "cgroupfs",
+                "cgroupVersion": crate::daemon::sysinfo::cgroup_version(),
+                "plugins": list.iter().map(|p| serde_json::json!({
+                    "type": p.kind, "id": p.id, "status": p.status.as_str(), "reason": p.reason,
+                })).collect::<Vec<_>>(),
+            });
+            info.insert("config".to_string(), config.to_string());
+        }
+        Ok(Response::new(cri::StatusResponse {
+            status: Some(cri::RuntimeStatus {
+                conditions: vec![
+                    condition("RuntimeReady", rt, "Runtime"),
+                    condition("NetworkReady", link, "Network"),
+                ],
+            }),
+            info,
+            runtime_handlers: vec![cri::RuntimeHandler {
+                name: String::new(),
+                features: Some(cri::RuntimeHandlerFeatures {
+                    recursive_read_only_mounts: false,
+                    user_namespaces: false,
+                }),
+            }],
+            features: Some(cri::RuntimeFeatures {
+                supplemental_groups_policy: false,
+            }),
+        }))
+    }
+
+    async fn runtime_config(
+        &self,
+        _r: Request<cri::RuntimeConfigRequest>,
+    ) -> R<cri::RuntimeConfigResponse> {
+        // nookd makes its containers' cgroup directories itself (no systemd scopes)
+        Ok(Response::new(cri::RuntimeConfigResponse {
+            linux: Some(cri::LinuxRuntimeConfiguration {
+                cgroup_driver: cri::CgroupDriver::Cgroupfs as i32,
+            }),
+        }))
+    }
+
+    async fn update_runtime_config(
+        &self,
+        _r: Request<cri::UpdateRuntimeConfigRequest>,
+    ) -> R<cri::UpdateRuntimeConfigResponse> {
+        // the only field is the pod CIDR, which nook's own network config decides
+        Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
+    }
+
+    type GetContainerEventsStream =
+        futures::stream::Empty<Result<cri::ContainerEventResponse, Status>>;
+
+    async fn get_container_events(
+        &self,
+        _r: Request<cri::GetEventsRequest>,
+    ) -> R<Self::GetContainerEventsStream> {
+        Err(not_yet("GetContainerEvents"))
+    }
+
+    async fn run_pod_sandbox(
+        &self,
+        _r: Request<cri::RunPodSandboxRequest>,
+    ) -> R<cri::RunPodSandboxResponse> {
+        Err(not_yet("RunPodSandbox"))
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        _r: Request<cri::StopPodSandboxRequest>,
+    ) -> R<cri::StopPodSandboxResponse> {
+        Err(not_yet("StopPodSandbox"))
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        _r: Request<cri::RemovePodSandboxRequest>,
+    ) -> R<cri::RemovePodSandboxResponse> {
+        Err(not_yet("RemovePodSandbox"))
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        _r: Request<cri::PodSandboxStatusRequest>,
+    ) -> R<cri::PodSandboxStatusResponse> {
+        Err(not_yet("PodSandboxStatus"))
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        _r: Request<cri::ListPodSandboxRequest>,
+    ) -> R<cri::ListPodSandboxResponse> {
+        Err(not_yet("ListPodSandbox"))
+    }
+
+    async fn create_container(
+        &self,
+        _r: Request<cri::CreateContainerRequest>,
+    ) -> R<cri::CreateContainerResponse> {
+        Err(not_yet("CreateContainer"))
+    }
+
+    async fn start_container(
+        &self,
+        _r: Request<cri::StartContainerRequest>,
+    ) -> R<cri::StartContainerResponse> {
+        Err(not_yet("StartContainer"))
+    }
+
+    async fn stop_container(
+        &self,
+        _r: Request<cri::StopContainerRequest>,
+    ) -> R<cri::StopContainerResponse> {
+        Err(not_yet("StopContainer"))
+    }
+
+    async fn remove_container(
+        &self,
+        _r: Request<cri::RemoveContainerRequest>,
+    ) -> R<cri::RemoveContainerResponse> {
+        Err(not_yet("RemoveContainer"))
+    }
+
+    async fn list_containers(
+        &self,
+        _r: Request<cri::ListContainersRequest>,
+    ) -> R<cri::ListContainersResponse> {
+        Err(not_yet("ListContainers"))
+    }
+
+    async fn container_status(
+        &self,
+        _r: Request<cri::ContainerStatusRequest>,
+    ) -> R<cri::ContainerStatusResponse> {
+        Err(not_yet("ContainerStatus"))
+    }
+
+    async fn update_container_resources(
+        &self,
+        _r: Request<cri::UpdateContainerResourcesRequest>,
+    ) -> R<cri::UpdateContainerResourcesResponse> {
+        Err(not_yet("UpdateContainerResources"))
+    }
+
+    async fn reopen_container_log(
+        &self,
+        _r: Request<cri::ReopenContainerLogRequest>,
+    ) -> R<cri::ReopenContainerLogResponse> {
+        Err(not_yet("ReopenContainerLog"))
+    }
+
+    async fn exec_sync(&self, _r: Request<cri::ExecSyncRequest>) -> R<cri::ExecSyncResponse> {
+        Err(not_yet("ExecSync"))
+    }
+
+    async fn exec(&self, _r: Request<cri::ExecRequest>) -> R<cri::ExecResponse> {
+        Err(not_yet("Exec"))
+    }
+
+    async fn attach(&self, _r: Request<cri::AttachRequest>) -> R<cri::AttachResponse> {
+        Err(not_yet("Attach"))
+    }
+
+    async fn port_forward(
+        &self,
+        _r: Request<cri::PortForwardRequest>,
+    ) -> R<cri::PortForwardResponse> {
+        Err(not_yet("PortForward"))
+    }
+
+    async fn container_stats(
+        &self,
+        _r: Request<cri::ContainerStatsRequest>,
+    ) -> R<cri::ContainerStatsResponse> {
+        Err(not_yet("ContainerStats"))
+    }
+
+    async fn list_container_stats(
+        &self,
+        _r: Request<cri::ListContainerStatsRequest>,
+    ) -> R<cri::ListContainerStatsResponse> {
+        Err(not_yet("ListContainerStats"))
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        _r: Request<cri::PodSandboxStatsRequest>,
+    ) -> R<cri::PodSandboxStatsResponse> {
+        Err(not_yet("PodSandboxStats"))
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        _r: Request<cri::ListPodSandboxStatsRequest>,
+    ) -> R<cri::ListPodSandboxStatsResponse> {
+        Err(not_yet("ListPodSandboxStats"))
+    }
+
+    async fn checkpoint_container(
+        &self,
+        _r: Request<cri::CheckpointContainerRequest>,
+    ) -> R<cri::CheckpointContainerResponse> {
+        Err(not_yet("CheckpointContainer"))
+    }
+
+    async fn list_metric_descriptors(
+        &self,
+        _r: Request<cri::ListMetricDescriptorsRequest>,
+    ) -> R<cri::ListMetricDescriptorsResponse> {
+        Err(not_yet("ListMetricDescriptors"))
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _r: Request<cri::ListPodSandboxMetricsRequest>,
+    ) -> R<cri::ListPodSandboxMetricsResponse> {
+        Err(not_yet("ListPodSandboxMetrics"))
+    }
+}
