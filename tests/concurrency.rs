@@ -189,3 +189,90 @@ fn ten_concurrent_registry_pulls_download_each_blob_once() {
         (24usize << 20).to_string()
     );
 }
+
+/// The live `nook-shim`s of this nookd (its state directory on their command line).
+fn shims_of(d: &Nookd) -> Vec<String> {
+    let state = d.state.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains("nook-shim") && c.contains(&state))
+        .collect()
+}
+
+/// The entries of a directory (none when it does not exist).
+fn entries(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn rm_f_racing_a_foreground_run_leaves_nothing_behind() {
+    let d = Nookd::start();
+    d.nook_stdin(&["load"], &image().1).ok();
+    let t0 = std::time::Instant::now();
+    let rounds = 30;
+    for i in 0..rounds {
+        let name = format!("race{i}");
+        let mut run = common::as_user(common::USER, &d.env(), "nook")
+            .args(["run", "--name", &name, "conc/img:1", "sleep", "1000"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // `rm -f` as soon as the record exists (inside the run's create → start window), or a
+        // little later (a few milliseconds more each round)
+        std::thread::sleep(std::time::Duration::from_millis((i % 5) * 15));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if d.nook(&["rm", "-f", &name]).code() == 0 {
+                break;
+            }
+            if run.try_wait().unwrap().is_some() && d.nook(&["inspect", &name]).code() != 0 {
+                break; // the run failed on its own and left no container
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {i}: rm -f never took"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // the run ends: its container was killed, or its start found the record gone
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while run.try_wait().unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {i}: nook run still running after rm -f"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let ps = d.nook(&["ps", "-a", "--format", "json"]).ok();
+        assert!(!ps.contains(&name), "round {i}: {ps}");
+    }
+    // let any start that lost the race finish what it would do, then: no record, no bundle,
+    // no runtime state, no shim
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert!(d.nook(&["ps", "-a", "-q"]).ok().trim().is_empty());
+    let bundles = entries(&d.state.join("tasks/default"));
+    assert!(bundles.is_empty(), "bundles left after rm -f: {bundles:?}");
+    for rt in entries(&d.state.join("runtime")) {
+        let dir = d.state.join("runtime").join(&rt);
+        let left: Vec<String> = entries(&dir)
+            .into_iter()
+            .filter(|e| dir.join(e).is_dir())
+            .collect();
+        assert!(left.is_empty(), "{rt} still has containers: {left:?}");
+    }
+    let shims = shims_of(&d);
+    assert!(shims.is_empty(), "shims without a container: {shims:?}");
+    eprintln!("{rounds} rounds of rm -f against run in {:?}", t0.elapsed());
+    assert!(t0.elapsed() < std::time::Duration::from_secs(240));
+}

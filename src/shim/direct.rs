@@ -33,6 +33,9 @@ use std::os::unix::net::UnixListener;
 use std::sync::{Arc, Mutex};
 
 use crate::network::ports::{PortMapping, Proto};
+use std::sync::atomic::Ordering;
+
+use super::ShimConfig;
 
 /// The socket in the bundle where the runtime delivers the seccomp notification descriptors
 /// (relative: the runtime runs in the bundle directory).
@@ -532,6 +535,33 @@ fn host_socket(
         }
     }
     Ok(fd)
+}
+
+/// Relays the published ports (`cfg.relay`), on tasks of this process's runtime, from a
+/// socket thread in the containers' network namespace ([`forward::SocketFactory`]).
+pub(super) fn relay_ports(cfg: &ShimConfig) -> std::io::Result<Vec<tokio::task::JoinHandle<()>>> {
+    use crate::network::forward;
+    let Some(relay) = &cfg.relay else {
+        return Ok(Vec::new());
+    };
+    let f = forward::SocketFactory::start(&relay.netns)?;
+    f.transparent.store(relay.transparent, Ordering::Relaxed);
+    let ports = cfg
+        .ports
+        .iter()
+        .zip(&cfg.port_fds)
+        .map(|(m, fd)| {
+            // SAFETY: nookd passed these descriptors to this process for it to own.
+            (m.clone(), unsafe { OwnedFd::from_raw_fd(*fd) })
+        })
+        .collect();
+    forward::serve_all(
+        &tokio::runtime::Handle::current(),
+        ports,
+        relay.ip,
+        &Arc::new(f),
+    )
+    .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 #[cfg(test)]

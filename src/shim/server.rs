@@ -4,20 +4,23 @@
 //! survives nookd), becomes a child subreaper (so the container's init, orphaned when the
 //! runtime's `create` exits, becomes its child and it can reap it), creates the container with
 //! the runtime, tells nookd on its inherited stdout that it is ready (one JSON line), and serves
-//! requests on `<bundle>/shim.sock` with a single-threaded tokio runtime. This file drives the
-//! OCI runtime and answers requests; the streams are in `io`, exits in `reaper`, detaching in
-//! `detach`.
+//! requests on `<bundle>/shim.sock` with a single-threaded tokio runtime. This file answers
+//! requests; the OCI runtime is driven in `server::oci`, the streams are in `io`, exits in
+//! `reaper`, detaching in `detach`, the relayed and direct published ports in `direct`.
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod oci;
+
 use nix::unistd::Pid;
+use oci::{read_pid, Stdio3};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Notify;
@@ -48,150 +51,7 @@ struct Shim {
     seq: AtomicUsize,
 }
 
-/// Standard streams of a process being created.
-struct Stdio3 {
-    stdin: Stdio,
-    stdout: Stdio,
-    stderr: Stdio,
-}
-
-impl Stdio3 {
-    fn null() -> Stdio3 {
-        Stdio3 {
-            stdin: Stdio::null(),
-            stdout: Stdio::null(),
-            stderr: Stdio::null(),
-        }
-    }
-}
-
 impl Shim {
-    fn runtime_cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(&self.cfg.runtime);
-        c.args(&self.cfg.runtime_args)
-            .arg("--root")
-            .arg(&self.cfg.runtime_root)
-            .arg("--log")
-            .arg(self.bundle.join(files::RUNTIME_LOG))
-            .arg("--log-format")
-            .arg("json")
-            .args(args)
-            .current_dir(&self.bundle);
-        c
-    }
-
-    /// Runs the runtime; on failure the error is the runtime's own last error message.
-    async fn runtime(&self, args: &[&str], io: Stdio3, capture: bool) -> Result<Vec<u8>, String> {
-        let log = self.bundle.join(files::RUNTIME_LOG);
-        let log_start = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
-        let mut cmd = self.runtime_cmd(args);
-        cmd.stdin(io.stdin).stderr(io.stderr);
-        let mut out_reader = None;
-        if capture {
-            let (r, w) = pipe().map_err(|e| format!("pipe: {e}"))?;
-            cmd.stdout(Stdio::from(w));
-            out_reader = Some(async_fd(r).map_err(|e| format!("pipe: {e}"))?);
-        } else {
-            cmd.stdout(io.stdout);
-        }
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", self.cfg.runtime))?;
-        let exited = self.reaper.wait_for(child.id() as i32);
-        drop(cmd); // closes our copies of the child's stdio
-        let mut out = Vec::new();
-        if let Some(r) = out_reader {
-            let mut buf = [0u8; 8192];
-            while let Ok(n) = read_fd(&r, &mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                out.extend_from_slice(&buf[..n]);
-            }
-        }
-        let st = exited.await.map_err(|_| "runtime wait lost".to_string())?;
-        match exit_code(st) {
-            Some(0) => Ok(out),
-            code => Err(runtime_error(&log, log_start).unwrap_or_else(|| {
-                format!(
-                    "{} {} failed (exit status {})",
-                    self.cfg.runtime,
-                    args.first().unwrap_or(&""),
-                    code.unwrap_or(-1)
-                )
-            })),
-        }
-    }
-
-    /// Creates the stdio of a new process: pipes (or /dev/null stdin), or a console socket whose
-    /// received pty master the returned future installs on `proc`.
-    fn stdio_for(&self, proc: &Arc<Proc>, tty: bool, stdin: bool) -> std::io::Result<Stdio3> {
-        if tty {
-            return Ok(Stdio3::null());
-        }
-        let stdin_io = if stdin {
-            let (r, w) = pipe()?;
-            *lock(&proc.stdin) = Some(async_fd(w)?);
-            Stdio::from(r)
-        } else {
-            Stdio::null()
-        };
-        let (or, ow) = pipe()?;
-        let (er, ew) = pipe()?;
-        proc.pump(async_fd(or)?, false);
-        proc.pump(async_fd(er)?, true);
-        Ok(Stdio3 {
-            stdin: stdin_io,
-            stdout: Stdio::from(ow),
-            stderr: Stdio::from(ew),
-        })
-    }
-
-    /// Runs a runtime command that may hand over a pty master on `console` (a socket name in the
-    /// bundle); installs the master on `proc`.
-    async fn runtime_with_console(
-        &self,
-        args: &[&str],
-        io: Stdio3,
-        console: Option<(&UnixListener, &Arc<Proc>)>,
-    ) -> Result<(), String> {
-        let Some((listener, proc)) = console else {
-            return self.runtime(args, io, false).await.map(|_| ());
-        };
-        let run = self.runtime(args, io, false);
-        tokio::pin!(run);
-        let mut got_master = false;
-        loop {
-            tokio::select! {
-                res = &mut run => {
-                    res?;
-                    if !got_master {
-                        // the runtime finished: its connection, if any, is queued
-                        match tokio::time::timeout(Duration::from_millis(500), listener.accept()).await {
-                            Ok(Ok((s, _))) => install_master(s, proc)?,
-                            _ => return Err("the runtime sent no pty (console socket)".into()),
-                        }
-                    }
-                    return Ok(());
-                }
-                conn = listener.accept(), if !got_master => {
-                    let (s, _) = conn.map_err(|e| format!("console socket: {e}"))?;
-                    install_master(s, proc)?;
-                    got_master = true;
-                }
-            }
-        }
-    }
-
-    fn console_listener(&self) -> Result<(UnixListener, String), String> {
-        let name = format!("console-{}.sock", self.seq.fetch_add(1, Ordering::Relaxed));
-        let _ = std::fs::remove_file(self.bundle.join(&name));
-        // relative: the runtime runs in the bundle directory, and the absolute path may be
-        // longer than a socket address allows
-        let l = UnixListener::bind(&name).map_err(|e| format!("console socket: {e}"))?;
-        Ok((l, name))
-    }
-
     /// `runtime create`: the container exists, its init waits for `start`.
     async fn create(self: &Arc<Self>) -> Result<i32, String> {
         let bundle = self.bundle.to_string_lossy().into_owned();
@@ -459,24 +319,6 @@ fn pids_in_namespace_of(pid: i32) -> Option<Vec<i32>> {
     Some(pids)
 }
 
-fn read_pid(path: &Path) -> Result<i32, String> {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .ok_or_else(|| format!("the runtime wrote no pid to {}", path.display()))
-}
-
-/// The last error message the runtime logged after byte `from` of its JSON log.
-fn runtime_error(log: &Path, from: u64) -> Option<String> {
-    let text = std::fs::read(log).ok()?;
-    let text = String::from_utf8_lossy(text.get(from as usize..)?).into_owned();
-    text.lines()
-        .rev()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["level"] == "error" || v["level"] == "fatal")
-        .and_then(|v| v["msg"].as_str().map(str::to_string))
-}
-
 fn write_exit(bundle: &Path, info: &ExitInfo) -> std::io::Result<()> {
     let tmp = bundle.join(".exit.json.tmp");
     std::fs::write(&tmp, serde_json::to_vec(info)?)?;
@@ -697,33 +539,6 @@ async fn handle(shim: Arc<Shim>, conn: UnixStream) {
     let _ = send(&mut w, &resp).await;
 }
 
-/// Relays the published ports (`cfg.relay`), on tasks of this process's runtime, from a
-/// socket thread in the containers' network namespace ([`forward::SocketFactory`]).
-fn relay_ports(cfg: &ShimConfig) -> std::io::Result<Vec<tokio::task::JoinHandle<()>>> {
-    use crate::network::forward;
-    let Some(relay) = &cfg.relay else {
-        return Ok(Vec::new());
-    };
-    let f = forward::SocketFactory::start(&relay.netns)?;
-    f.transparent.store(relay.transparent, Ordering::Relaxed);
-    let ports = cfg
-        .ports
-        .iter()
-        .zip(&cfg.port_fds)
-        .map(|(m, fd)| {
-            // SAFETY: nookd passed these descriptors to this process for it to own.
-            (m.clone(), unsafe { OwnedFd::from_raw_fd(*fd) })
-        })
-        .collect();
-    forward::serve_all(
-        &tokio::runtime::Handle::current(),
-        ports,
-        relay.ip,
-        &Arc::new(f),
-    )
-    .map_err(|e| std::io::Error::other(e.to_string()))
-}
-
 /// The readiness line nookd reads from the shim's stdout.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Ready {
@@ -896,7 +711,7 @@ async fn run(cfg: ShimConfig, bundle: PathBuf) -> i32 {
     });
     // after the readiness line, to keep it off the start's path: until then, connections
     // wait in the listeners' backlog
-    let _relays = match relay_ports(&shim.cfg) {
+    let _relays = match super::direct::relay_ports(&shim.cfg) {
         Ok(tasks) => tasks,
         Err(e) => {
             // the container runs, but its ports would hang: say so where nookd looks
