@@ -18,6 +18,7 @@
 pub mod api;
 pub mod bootstrap;
 pub mod cgroup;
+pub mod chunks;
 pub mod cli;
 pub mod config;
 pub mod content;

@@ -11,6 +11,7 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::namespace;
+use crate::chunks::{ChannelReader, ChannelWriter};
 use crate::daemon::Daemon;
 use crate::error::Error;
 use crate::proto::containers as pb;
@@ -254,10 +255,7 @@ impl pb::containers_server::Containers for Svc {
             let tx2 = tx.clone();
             let res = m
                 .with_rootfs(&ns, &rec, move |root| {
-                    let w = ChunkWriter {
-                        tx: tx2,
-                        buf: Vec::new(),
-                    };
+                    let w = ChannelWriter::new(tx2, 1 << 20, |data| Ok(pb::CopyChunk { data }));
                     crate::runtime::copy::tar_out(root, &q.path, &top, w)
                 })
                 .await;
@@ -285,15 +283,7 @@ impl pb::containers_server::Containers for Svc {
         let m = self.m()?.clone();
         let job = tokio::spawn(async move {
             m.with_rootfs(&ns, &rec, move |root| {
-                crate::runtime::copy::tar_in(
-                    root,
-                    &dir,
-                    ChannelReader {
-                        rx,
-                        buf: Vec::new(),
-                        pos: 0,
-                    },
-                )
+                crate::runtime::copy::tar_in(root, &dir, ChannelReader::new(rx))
             })
             .await
         });
@@ -709,61 +699,5 @@ impl Svc {
         let rec = self.find(&ns, &r.get_ref().id)?;
         self.svc()?.pause(&ns, &rec, pause).await?;
         Ok(Response::new(pb::Empty {}))
-    }
-}
-
-/// Sends what a blocking tar writer writes as `CopyChunk`s of up to 1 MiB.
-struct ChunkWriter {
-    tx: mpsc::Sender<Result<pb::CopyChunk, Status>>,
-    buf: Vec<u8>,
-}
-
-impl ChunkWriter {
-    fn send(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let data = std::mem::take(&mut self.buf);
-        self.tx
-            .blocking_send(Ok(pb::CopyChunk { data }))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client left"))
-    }
-}
-
-impl std::io::Write for ChunkWriter {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(b);
-        if self.buf.len() >= 1 << 20 {
-            self.send()?;
-        }
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.send()
-    }
-}
-
-/// Reads the chunks a request stream delivered, for a blocking tar reader.
-struct ChannelReader {
-    rx: std::sync::mpsc::Receiver<Vec<u8>>,
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl std::io::Read for ChannelReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos == self.buf.len() {
-            match self.rx.recv() {
-                Ok(b) => {
-                    self.buf = b;
-                    self.pos = 0;
-                }
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
     }
 }

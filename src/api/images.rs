@@ -138,37 +138,6 @@ impl Read for ChannelReader {
     }
 }
 
-/// A writer sending 1 MiB chunks to an async stream (for the blocking exporter).
-struct ChannelWriter {
-    tx: mpsc::Sender<std::result::Result<pb::ExportChunk, Status>>,
-    buf: Vec<u8>,
-}
-
-impl ChannelWriter {
-    fn send(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let data = std::mem::take(&mut self.buf);
-        self.tx
-            .blocking_send(Ok(pb::ExportChunk { data }))
-            .map_err(|_| std::io::Error::other("the client went away"))
-    }
-}
-
-impl Write for ChannelWriter {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(b);
-        if self.buf.len() >= 1 << 20 {
-            self.send()?;
-        }
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.send()
-    }
-}
-
 impl Svc {
     async fn check_ns(&self, ns: &str) -> std::result::Result<(), Status> {
         let d = self.d.clone();
@@ -512,10 +481,9 @@ impl pb::images_server::Images for Svc {
         let (tx, rx) = mpsc::channel(8);
         let (d, cs) = (self.d.clone(), self.cs.clone());
         tokio::task::spawn_blocking(move || {
-            let mut w = ChannelWriter {
-                tx: tx.clone(),
-                buf: Vec::new(),
-            };
+            let mut w = crate::chunks::ChannelWriter::new(tx.clone(), 1 << 20, |data| {
+                Ok(pb::ExportChunk { data })
+            });
             let res = archive::export(&cs, &d.store, &ns, &req.names, &platforms, &mut w).and_then(
                 |_| {
                     w.flush()

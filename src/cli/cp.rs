@@ -131,11 +131,7 @@ async fn copy_out(ctx: &Ctx, id: &str, src: &str, dest: &str) -> anyhow::Result<
         .or_fail()?;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
     let writer = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let input = Chunks {
-            rx,
-            buf: Vec::new(),
-            pos: 0,
-        };
+        let input = crate::chunks::ChannelReader::new(rx);
         match dir {
             None => {
                 let mut out = std::io::stdout().lock();
@@ -376,31 +372,6 @@ fn add_host<W: Write>(
         );
     }
     Ok(())
-}
-
-/// Reads the chunks of a response stream, for a blocking tar reader.
-struct Chunks {
-    rx: std::sync::mpsc::Receiver<Vec<u8>>,
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl Read for Chunks {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos == self.buf.len() {
-            match self.rx.recv() {
-                Ok(b) => {
-                    self.buf = b;
-                    self.pos = 0;
-                }
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
 }
 
 #[cfg(test)]

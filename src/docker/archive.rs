@@ -71,28 +71,9 @@ pub async fn archive_get(r: &Req, id: &str) -> Res {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(8);
     let m = manager(&r.d)?;
     tokio::spawn(async move {
-        struct W(tokio::sync::mpsc::Sender<Bytes>, Vec<u8>);
-        impl std::io::Write for W {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.1.extend_from_slice(b);
-                if self.1.len() >= 256 << 10 {
-                    self.flush()?;
-                }
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                if !self.1.is_empty() {
-                    let b = std::mem::take(&mut self.1);
-                    self.0
-                        .blocking_send(Bytes::from(b))
-                        .map_err(|_| std::io::Error::other("the client went away"))?;
-                }
-                Ok(())
-            }
-        }
         let res = m
             .with_rootfs(NS, &rec, move |root| {
-                let mut w = W(tx, Vec::new());
+                let mut w = crate::chunks::ChannelWriter::new(tx, 256 << 10, Bytes::from);
                 crate::runtime::copy::tar_out(root, &path, &top, &mut w)?;
                 std::io::Write::flush(&mut w).map_err(|e| Error::io("sending the archive", e))
             })
@@ -120,40 +101,10 @@ pub async fn archive_put(r: &mut Req, id: &str) -> Res {
         .take_body()
         .ok_or_else(|| ApiError::bad("no archive in the request body"))?;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
-    struct Rd {
-        rx: std::sync::mpsc::Receiver<Vec<u8>>,
-        buf: Vec<u8>,
-        pos: usize,
-    }
-    impl std::io::Read for Rd {
-        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-            while self.pos >= self.buf.len() {
-                match self.rx.recv() {
-                    Ok(b) => {
-                        self.buf = b;
-                        self.pos = 0;
-                    }
-                    Err(_) => return Ok(0),
-                }
-            }
-            let n = out.len().min(self.buf.len() - self.pos);
-            out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-            self.pos += n;
-            Ok(n)
-        }
-    }
     let m = manager(&r.d)?;
     let job = tokio::spawn(async move {
         m.with_rootfs(NS, &rec, move |root| {
-            crate::runtime::copy::tar_in(
-                root,
-                &dir,
-                Rd {
-                    rx,
-                    buf: Vec::new(),
-                    pos: 0,
-                },
-            )
+            crate::runtime::copy::tar_in(root, &dir, crate::chunks::ChannelReader::new(rx))
         })
         .await
     });

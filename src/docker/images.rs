@@ -601,26 +601,7 @@ async fn save(r: &Req, names: Vec<String>) -> Res {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(8);
     let d = r.d.clone();
     tokio::task::spawn_blocking(move || {
-        struct W(tokio::sync::mpsc::Sender<Bytes>, Vec<u8>);
-        impl std::io::Write for W {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.1.extend_from_slice(b);
-                if self.1.len() >= 1 << 20 {
-                    self.flush()?;
-                }
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                if !self.1.is_empty() {
-                    let b = std::mem::take(&mut self.1);
-                    self.0
-                        .blocking_send(Bytes::from(b))
-                        .map_err(|_| std::io::Error::other("the client went away"))?;
-                }
-                Ok(())
-            }
-        }
-        let mut w = W(tx, Vec::new());
+        let mut w = crate::chunks::ChannelWriter::new(tx, 1 << 20, Bytes::from);
         let res = crate::image::archive::export(
             &d.content,
             &d.store,
