@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::Spec;
 use serde_json::{json, Value};
 
+pub use super::mounts::{VolumeArg, VolumeMount};
 use super::seccomp;
 use super::user::{resolve_group, resolve_user, ResolvedUser};
 use crate::error::{Error, Result};
@@ -53,9 +54,9 @@ pub struct BindMount {
 }
 
 impl BindMount {
-    /// Parses docker's `-v` syntax: `/host/path:/container/path[:ro|rw|z|Z|shared|slave|private|...]`
-    /// (options comma-separated). Named volumes are not supported: the source must be absolute
-    /// (the client makes `./dir` absolute first, see [`absolute_volume`]).
+    /// Parses docker's `-v` syntax for a bind: `/host/path:/container/path[:ro|rw|z|Z|shared|slave|private|...]`
+    /// (options comma-separated). The source must be absolute (the client makes `./dir`
+    /// absolute first, see [`absolute_volume`]); [`VolumeArg::parse`] takes named volumes too.
     pub fn parse(s: &str) -> Result<BindMount> {
         let parts: Vec<&str> = s.split(':').collect();
         let bad = |why: &str| {
@@ -70,7 +71,7 @@ impl BindMount {
         };
         if !src.starts_with('/') {
             return Err(bad(
-                "the host path must be absolute or start with ./ or ../ (named volumes are not supported)",
+                "the host path must be absolute or start with ./ or ../ (a volume name has no /)",
             ));
         }
         if !dst.starts_with('/') {
