@@ -29,9 +29,20 @@ fn image() -> Vec<u8> {
     for a in ["sh", "cat", "echo", "stat", "ls", "sleep", "true"] {
         files.push(FileSpec::symlink(&format!("bin/{a}"), "busybox"));
     }
-    let img = TestImage::build(&[files], false, &["sh"]);
-    docker_archive(&[(&[IMG], &img)])
+    let img = TestImage::build(&[files.clone()], false, &["sh"]);
+    // the same with `VOLUME /var/lib/db`
+    let with_volume = TestImage::build_with(
+        &[files],
+        false,
+        &["sh"],
+        &nook::image::manifest::Platform::host(),
+        serde_json::json!({"Volumes": {"/var/lib/db": {}}}),
+    );
+    docker_archive(&[(&[IMG], &img), (&[IMG_VOLUME], &with_volume)])
 }
+
+/// [`IMG`] declaring `VOLUME /var/lib/db`.
+const IMG_VOLUME: &str = "volimg:latest";
 
 fn daemon() -> Nookd {
     let d = Nookd::start();
@@ -244,6 +255,18 @@ fn anonymous_volumes_prune_and_refusals() {
     assert_eq!(n[0].len(), 64, "{n:?}");
     d.nook(&["rm", "-v", "anon"]).ok();
     assert!(names(&d).is_empty());
+    // an image's VOLUME gets an anonymous volume, filled from the image; a -v covering the
+    // path replaces it
+    let out = d
+        .nook(&["run", "--name", "iv", IMG_VOLUME, "cat", "/var/lib/db/seed"])
+        .ok();
+    assert_eq!(out, "seed\n");
+    assert_eq!(names(&d).len(), 1);
+    d.nook(&["rm", "-v", "iv"]).ok();
+    d.nook(&["run", "--rm", "-v", "cover:/var/lib/db", IMG_VOLUME, "true"])
+        .ok();
+    assert_eq!(names(&d), ["cover"]);
+    d.nook(&["volume", "rm", "cover"]).ok();
     // --rm removes its anonymous volumes too; a named one stays
     d.nook(&[
         "run", "--rm", "-v", "/scratch", "-v", "kept:/k", IMG, "true",

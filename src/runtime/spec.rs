@@ -29,6 +29,8 @@ pub struct ImageConfig {
     pub env: Vec<String>,
     pub working_dir: String,
     pub user: String,
+    /// The image's `VOLUME` paths: each gets an anonymous volume unless a mount covers it.
+    pub volumes: Vec<String>,
 }
 
 impl From<&oci_spec::image::Config> for ImageConfig {
@@ -39,6 +41,7 @@ impl From<&oci_spec::image::Config> for ImageConfig {
             env: c.env().clone().unwrap_or_default(),
             working_dir: c.working_dir().clone().unwrap_or_default(),
             user: c.user().clone().unwrap_or_default(),
+            volumes: c.volumes().clone().unwrap_or_default(),
         }
     }
 }
@@ -919,6 +922,7 @@ mod tests {
             env: vec!["PATH=/bin".into(), "A=1".into()],
             working_dir: "/srv".into(),
             user: "app".into(),
+            volumes: vec![],
         }
     }
 

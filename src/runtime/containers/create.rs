@@ -134,6 +134,28 @@ impl Manager {
 
         // the volumes: made when missing (a name used for the first time, `-v /path`),
         // filled from the image when new and empty, then bound like host directories
+        // the image's VOLUMEs that no -v or --tmpfs covers get anonymous volumes, as docker's
+        for path in &img_cfg.volumes {
+            let p = path.trim_end_matches('/');
+            let covered = binds
+                .iter()
+                .any(|b| b.destination.trim_end_matches('/') == p)
+                || vols
+                    .iter()
+                    .any(|v| v.destination.trim_end_matches('/') == p)
+                || tmpfs
+                    .iter()
+                    .any(|t| t.destination.trim_end_matches('/') == p);
+            if !covered && p.starts_with('/') && p != "/" {
+                vols.push(VolumeMount {
+                    name: String::new(),
+                    destination: p.to_string(),
+                    read_only: false,
+                    nocopy: false,
+                    anonymous: true,
+                });
+            }
+        }
         let (d2, ns2, rootfs2, want) = (d.clone(), ns.to_string(), rootfs.clone(), vols);
         let mounted = blocking(move || mount_volumes(&d2, &ns2, &rootfs2, want)).await;
         let vols = match mounted {
