@@ -20,7 +20,7 @@ pub fn manager(d: &Daemon) -> Result<Arc<Manager>, ApiError> {
 }
 
 /// The containers service (kill, pause, logs, prune).
-fn service(d: &Daemon) -> Result<Arc<crate::services::Containers>, ApiError> {
+pub(super) fn service(d: &Daemon) -> Result<Arc<crate::services::Containers>, ApiError> {
     d.container_service().cloned().map_err(ApiError::from)
 }
 
@@ -64,12 +64,8 @@ pub async fn route(mut r: Req) -> Res {
                 (Method::POST, "resize") => resize(&r, &id).await,
                 (Method::GET, "top") => top(&r, &id).await,
                 (Method::POST, "exec") => super::exec::exec_create(&mut r, &id).await,
-                (Method::GET, "stats") => Err(ApiError::not_implemented(
-                    "stats are not supported yet by nook's Docker API",
-                )),
-                (Method::POST, "rename") => Err(ApiError::not_implemented(
-                    "rename is not supported yet by nook",
-                )),
+                (Method::GET, "stats") => super::ops::stats(&r, &id).await,
+                (Method::POST, "rename") => super::ops::rename(&r, &id).await,
                 (Method::GET, "changes") => Err(ApiError::not_implemented(
                     "changes (docker diff) is not supported yet by nook",
                 )),

@@ -12,6 +12,7 @@ mod containers;
 mod create;
 mod exec;
 mod images;
+mod ops;
 mod system;
 mod volumes;
 

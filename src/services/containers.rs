@@ -153,6 +153,44 @@ impl Containers {
         rx
     }
 
+    /// Gives a container a new name (`docker rename`): unique in the namespace, checked in
+    /// the transaction that writes it; its network attachment and its peers' /etc/hosts
+    /// follow. Publishes `/containers/rename`.
+    pub async fn rename(&self, ns: &str, r: &ContainerRecord, name: &str) -> Result<()> {
+        let name = name.trim_start_matches('/').to_string();
+        crate::runtime::containers::validate_name(&name)?;
+        let d = self.manager.deps().clone();
+        let (ns2, id, name2) = (ns.to_string(), r.id.clone(), name.clone());
+        let old = crate::runtime::containers::blocking(move || {
+            let old = d.store.write(|tx| {
+                let all = tx.list::<ContainerRecord>(crate::metadata::CONTAINERS, &ns2)?;
+                if let Some((_, holder)) = all.iter().find(|(_, c)| c.name == name2 && c.id != id) {
+                    return Err(Error::AlreadyExists(format!(
+                        "the container name {name2:?} is in use by container {}: remove or rename that one first",
+                        &holder.id[..12.min(holder.id.len())]
+                    )));
+                }
+                let Some((_, mut rec)) = all.into_iter().find(|(_, c)| c.id == id) else {
+                    return Err(Error::NotFound(format!("no such container {id:?}")));
+                };
+                let old = std::mem::replace(&mut rec.name, name2.clone());
+                tx.put(crate::metadata::CONTAINERS, &ns2, &id, &rec)?;
+                Ok(old)
+            })?;
+            if let Err(e) = d.network.rename(&ns2, &id, &name2) {
+                tracing::warn!(container = %id, "renaming its network attachment: {e}");
+            }
+            Ok(old)
+        })
+        .await?;
+        self.events.publish(
+            ns,
+            "/containers/rename",
+            &[("id", r.id.clone()), ("name", name), ("oldName", old)],
+        );
+        Ok(())
+    }
+
     /// Removes every stopped container of `ns` (created ones older than the grace), then
     /// collects what they held; reports them and the space freed.
     pub async fn prune(&self, ns: &str) -> Result<Pruned<Status>> {
