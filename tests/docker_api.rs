@@ -795,6 +795,33 @@ fn rename_stats_attach_and_ttys() {
     assert_eq!(cols[1], "1", "{st}");
     assert!(!cols[2].starts_with("0B"), "memory counted: {st}");
     assert!(cols[3].ends_with('%'), "{st}");
+    // update: a memory limit on the running task (stats show it) and the restart policy
+    dk.run(&[
+        "update",
+        "--memory",
+        "64m",
+        "--memory-swap",
+        "64m",
+        "--restart",
+        "on-failure:3",
+        "new",
+    ])
+    .ok();
+    let mem = dk
+        .run(&["stats", "--no-stream", "--format", "{{.MemUsage}}", "new"])
+        .ok();
+    assert!(mem.trim().ends_with("/ 64MiB"), "{mem}");
+    let f = dk
+        .run(&[
+            "inspect",
+            "-f",
+            "{{.HostConfig.RestartPolicy.Name}}:{{.HostConfig.RestartPolicy.MaximumRetryCount}}",
+            "new",
+        ])
+        .ok();
+    assert_eq!(f.trim(), "on-failure:3");
+    let e = dk.run(&["update", "--kernel-memory", "10m", "new"]).fails();
+    assert!(e.contains("KernelMemory"), "{e}");
     // attach: the output of a running container until it exits, and its exit code
     dk.run(&[
         "run",

@@ -72,9 +72,7 @@ pub async fn route(mut r: Req) -> Res {
                 (Method::HEAD, "archive") => super::archive::archive_stat(&r, &id).await,
                 (Method::GET, "archive") => super::archive::archive_get(&r, &id).await,
                 (Method::PUT, "archive") => super::archive::archive_put(&mut r, &id).await,
-                (Method::POST, "update") => Err(ApiError::not_implemented(
-                    "update is not supported yet by nook",
-                )),
+                (Method::POST, "update") => super::ops::update(&mut r, &id).await,
                 (Method::GET, "export") => Err(ApiError::not_implemented(
                     "export is not supported yet by nook",
                 )),

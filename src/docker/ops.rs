@@ -159,3 +159,57 @@ pub async fn stats(r: &Req, id: &str) -> Res {
     });
     Ok(super::streamed("application/json", rx))
 }
+
+/// The fields `docker update` may set: the resource limits nook applies, and the restart
+/// policy. Any other field set is refused by name.
+const UPDATABLE: &[&str] = &[
+    "Memory",
+    "MemorySwap",
+    "MemoryReservation",
+    "NanoCpus",
+    "CpuShares",
+    "CpuQuota",
+    "CpuPeriod",
+    "CpusetCpus",
+    "PidsLimit",
+    "BlkioWeight",
+    "RestartPolicy",
+];
+
+/// `docker update`: resource limits (through the delegated cgroups, applied to the running
+/// task and kept for the next start) and the restart policy.
+pub async fn update(r: &mut Req, id: &str) -> Res {
+    let rec = find(&r.d, id)?;
+    let body: Value = r.json().await?;
+    if let Some(m) = body.as_object() {
+        for (k, v) in m {
+            // -1 is "unlimited" for PidsLimit and MemorySwap, which the CLI may send unset
+            if !UPDATABLE.contains(&k.as_str()) && !super::create::unset(v) {
+                return Err(ApiError::unsupported(&format!("update of {k}")));
+            }
+        }
+    }
+    let limits = super::create::limits(&body)?;
+    let policy = match body["RestartPolicy"]["Name"].as_str().unwrap_or("") {
+        "" => None,
+        "on-failure" => Some(match body["RestartPolicy"]["MaximumRetryCount"].as_i64() {
+            Some(n) if n > 0 => format!("on-failure:{n}"),
+            _ => "on-failure".to_string(),
+        }),
+        other => Some(other.to_string()),
+    };
+    if limits.resources.is_empty() && policy.is_none() {
+        return Err(ApiError::bad(
+            "nothing to update: give a limit (--memory, --cpus, --pids-limit, ...) or --restart",
+        ));
+    }
+    if let Some(p) = &policy {
+        service(&r.d)?.set_restart_policy(NS, &rec, p).await?;
+    }
+    if !limits.resources.is_empty() {
+        let m = manager(&r.d)?;
+        let rec = find(&r.d, &rec.id)?;
+        crate::runtime::limits::update(&m, NS, &rec, &limits.resources).await?;
+    }
+    ok_json(&json!({"Warnings": []}))
+}

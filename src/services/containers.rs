@@ -191,6 +191,37 @@ impl Containers {
         Ok(())
     }
 
+    /// Sets a container's restart policy (`docker update --restart`); refused for a `--rm`
+    /// container, which cannot be restarted.
+    pub async fn set_restart_policy(
+        &self,
+        ns: &str,
+        r: &ContainerRecord,
+        policy: &str,
+    ) -> Result<()> {
+        let policy = crate::runtime::restart::RestartPolicy::parse(policy)?;
+        let d = self.manager.deps().clone();
+        let (ns2, id) = (ns.to_string(), r.id.clone());
+        crate::runtime::containers::blocking(move || {
+            d.store.write(|tx| {
+                let Some(mut rec) =
+                    tx.get::<ContainerRecord>(crate::metadata::CONTAINERS, &ns2, &id)?
+                else {
+                    return Err(Error::NotFound(format!("no such container {id:?}")));
+                };
+                if rec.auto_remove && policy != crate::runtime::restart::RestartPolicy::No {
+                    return Err(Error::InvalidArgument(format!(
+                        "container {} was started with --rm, which cannot go with a restart policy",
+                        rec.name
+                    )));
+                }
+                rec.restart_policy = policy;
+                tx.put(crate::metadata::CONTAINERS, &ns2, &id, &rec)
+            })
+        })
+        .await
+    }
+
     /// Removes every stopped container of `ns` (created ones older than the grace), then
     /// collects what they held; reports them and the space freed.
     pub async fn prune(&self, ns: &str) -> Result<Pruned<Status>> {
