@@ -848,5 +848,22 @@ fn rename_stats_attach_and_ttys() {
         out.stdout(),
         out.stderr()
     );
-    dk.run(&["rm", "-f", "new", "talk"]).ok();
+    // diff: what the container changed in its writable layer
+    dk.run(&[
+        "run",
+        "--name",
+        "ch",
+        "busybox",
+        "sh",
+        "-c",
+        "echo x > /tmp/new; rm /etc/extra",
+    ])
+    .ok();
+    let diff = dk.run(&["diff", "ch"]).ok();
+    let lines: Vec<&str> = diff.lines().collect();
+    for want in ["C /tmp", "A /tmp/new", "C /etc", "D /etc/extra"] {
+        assert!(lines.contains(&want), "{want} missing in:\n{diff}");
+    }
+    assert!(!diff.contains("/etc/hosts"), "{diff}");
+    dk.run(&["rm", "-f", "new", "talk", "ch"]).ok();
 }

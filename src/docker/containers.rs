@@ -66,9 +66,7 @@ pub async fn route(mut r: Req) -> Res {
                 (Method::POST, "exec") => super::exec::exec_create(&mut r, &id).await,
                 (Method::GET, "stats") => super::ops::stats(&r, &id).await,
                 (Method::POST, "rename") => super::ops::rename(&r, &id).await,
-                (Method::GET, "changes") => Err(ApiError::not_implemented(
-                    "changes (docker diff) is not supported yet by nook",
-                )),
+                (Method::GET, "changes") => super::ops::changes(&r, &id).await,
                 (Method::HEAD, "archive") => super::archive::archive_stat(&r, &id).await,
                 (Method::GET, "archive") => super::archive::archive_get(&r, &id).await,
                 (Method::PUT, "archive") => super::archive::archive_put(&mut r, &id).await,

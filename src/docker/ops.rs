@@ -213,3 +213,15 @@ pub async fn update(r: &mut Req, id: &str) -> Res {
     }
     ok_json(&json!({"Warnings": []}))
 }
+
+/// `docker diff`: the container's changes against its image, `[{"Path", "Kind"}]` with Kind
+/// 0 modified, 1 added, 2 deleted.
+pub async fn changes(r: &Req, id: &str) -> Res {
+    let rec = find(&r.d, id)?;
+    let c = service(&r.d)?.changes(NS, &rec).await?;
+    let v: Vec<Value> = c
+        .into_iter()
+        .map(|(p, k)| json!({"Path": p, "Kind": k as u8}))
+        .collect();
+    ok_json(&v)
+}

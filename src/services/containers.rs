@@ -191,6 +191,41 @@ impl Containers {
         Ok(())
     }
 
+    /// What the container changed in its writable layer against its image (`docker diff`),
+    /// leaving out the mount points the runtime made for its mounts.
+    pub async fn changes(
+        &self,
+        ns: &str,
+        r: &ContainerRecord,
+    ) -> Result<Vec<(String, crate::snapshot::changes::Change)>> {
+        let d = self.manager.deps().clone();
+        let r = r.clone();
+        let ns = ns.to_string();
+        crate::runtime::containers::blocking(move || {
+            let sn = d.snapshotters.get(Some(&r.snapshotter))?;
+            let mounts = crate::snapshot::Snapshotter::mounts(sn.as_ref(), &ns, &r.snapshot_key)?;
+            let (upper, lowers) = crate::snapshot::changes::layers(&mounts)?;
+            let targets: Vec<String> = r.spec["mounts"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|m| m["destination"].as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let under = |p: &str| {
+                targets
+                    .iter()
+                    .any(|t| p == t || p.starts_with(&format!("{}/", t.trim_end_matches('/'))))
+            };
+            Ok(crate::snapshot::changes::changes(&upper, &lowers)?
+                .into_iter()
+                .filter(|(p, c)| !(under(p) && *c != crate::snapshot::changes::Change::Deleted))
+                .collect())
+        })
+        .await
+    }
+
     /// Sets a container's restart policy (`docker update --restart`); refused for a `--rm`
     /// container, which cannot be restarted.
     pub async fn set_restart_policy(
