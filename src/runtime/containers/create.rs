@@ -336,7 +336,7 @@ impl Manager {
     async fn abort_create(&self, ns: &str, id: &str, snapshotter: &str) {
         let d = &self.deps;
         let rootfs = self.rootfs(ns, id);
-        let _ = crate::snapshot::mount::unmount(&rootfs);
+        let _ = d.mounts.unmount(&rootfs);
         if let Ok(sn) = d.snapshotters.get(Some(snapshotter)) {
             let _ = crate::snapshot::Snapshotter::remove(sn.as_ref(), ns, id);
         }
@@ -455,7 +455,7 @@ fn prepare_rootfs(
     )?;
     std::fs::create_dir_all(rootfs)
         .map_err(|e| Error::io(format!("creating {}", rootfs.display()), e))?;
-    if let Err(e) = crate::snapshot::mount::mount_all(&mounts, rootfs) {
+    if let Err(e) = d.mounts.mount_all(&mounts, rootfs) {
         let _ = crate::snapshot::Snapshotter::remove(sn.as_ref(), ns, id);
         return Err(e);
     }
@@ -465,33 +465,4 @@ fn prepare_rootfs(
         cfg,
         unpacked.snapshotter,
     ))
-}
-
-/// Whether `path` is a mount point (listed in /proc/self/mountinfo).
-pub fn is_mountpoint(path: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let want = path.to_string_lossy();
-    info.lines().any(|l| {
-        l.split(' ')
-            .nth(4)
-            .map(|m| {
-                m.replace("\\040", " ")
-                    .replace("\\011", "\t")
-                    .replace("\\134", "\\")
-            })
-            .is_some_and(|m| m == want)
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mountpoints() {
-        assert!(is_mountpoint(Path::new("/proc")));
-        assert!(!is_mountpoint(Path::new("/proc/self")));
-    }
 }
