@@ -241,9 +241,7 @@ fn crash_during_replumb_then_ensure_makes_it_whole() {
         let before = e.attach("victim", "").unwrap();
         // a reboot: the kernel forgot everything but the containers' namespace
         e.kernel = Arc::new(FakeKernel::new(&e.host()));
-        for p in [&before.netns_path] {
-            let _ = std::fs::remove_file(p);
-        }
+        let _ = std::fs::remove_file(&before.netns_path);
         e.restart();
         e.m.init().unwrap();
         e.kernel.faults.crash_at(k);
