@@ -38,26 +38,23 @@ impl Containers {
             .await
     }
 
-    /// Streams a tar of `path` inside the container (its top entry named `top`) to `tx`, in
-    /// chunks of about `chunk` bytes each wrapped by `wrap`. Runs in the background; the
-    /// stream ends when the job does, and the job's result says whether it was whole.
+    /// Streams a tar of `path` inside the container (its top entry named `top`) into `out`.
+    /// Runs in the background; the stream ends when the job does, and the job's result says
+    /// whether it was whole.
     pub fn archive_out<T: Send + 'static>(
         &self,
         ns: &str,
         r: &ContainerRecord,
         path: &str,
         top: &str,
-        tx: tokio::sync::mpsc::Sender<T>,
-        chunk: usize,
-        wrap: fn(Vec<u8>) -> T,
+        mut out: ChannelWriter<T>,
     ) -> tokio::task::JoinHandle<Result<()>> {
         let m = self.manager().clone();
         let (ns, r, path, top) = (ns.to_string(), r.clone(), path.to_string(), top.to_string());
         tokio::spawn(async move {
             m.with_rootfs(&ns, &r, move |root| {
-                let mut w = ChannelWriter::new(tx, chunk, wrap);
-                copy::tar_out(root, &path, &top, &mut w)?;
-                std::io::Write::flush(&mut w).map_err(|e| Error::io("sending the archive", e))
+                copy::tar_out(root, &path, &top, &mut out)?;
+                std::io::Write::flush(&mut out).map_err(|e| Error::io("sending the archive", e))
             })
             .await
         })
