@@ -95,9 +95,15 @@ impl Manager {
             direct,
         };
         let (d2, ns2, id2) = (d.clone(), ns.to_string(), id.clone());
-        let att = tokio::task::spawn_blocking(move || d2.network.attach(&ns2, &id2, &req))
-            .await
-            .map_err(|e| Error::Internal(format!("attaching the network: {e}")))??;
+        let att =
+            match tokio::task::spawn_blocking(move || d2.network.attach(&ns2, &id2, &req)).await {
+                Ok(att) => att?,
+                Err(e) => {
+                    // a panic part-way skipped attach's own undoing
+                    detach_network(d, ns, &id).await;
+                    return Err(Error::Internal(format!("attaching the network: {e}")));
+                }
+            };
         let mut etc = EtcFiles::defaults(
             &hostname,
             &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
@@ -119,11 +125,15 @@ impl Manager {
         let prepared = tokio::task::spawn_blocking(move || {
             prepare_rootfs(&d2, &ns2, &img_name, &sn_name, &id2, &rootfs2)
         })
-        .await
-        .map_err(|e| Error::Internal(format!("preparing the rootfs: {e}")))?;
+        .await;
         let (image_name, image_digest, img_cfg, snapshotter) = match prepared {
-            Ok(p) => p,
+            Ok(Ok(p)) => p,
             Err(e) => {
+                // a panic part-way: the snapshot may be prepared and mounted
+                self.abort_create(ns, &id, &o.snapshotter).await;
+                return Err(Error::Internal(format!("preparing the rootfs: {e}")));
+            }
+            Ok(Err(e)) => {
                 let _ = self.tasks.remove_bundle(ns, &id);
                 detach_network(d, ns, &id).await;
                 return Err(e);

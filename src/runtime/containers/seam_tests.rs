@@ -144,6 +144,21 @@ fn assert_nothing_left(e: &Env, step: &str) {
     );
 }
 
+/// Waits until the veths deleted on threads of their own are gone.
+fn settle(e: &Env) {
+    for _ in 0..200 {
+        let st = e.kernel.state();
+        if !st
+            .namespaces
+            .values()
+            .any(|l| l.keys().any(|k| k.starts_with("nk")))
+        {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_then_remove_leaves_nothing() {
     let e = env();
@@ -217,4 +232,55 @@ async fn create_failing_after_the_mount_unmounts_and_removes() {
         "{calls:?}"
     );
     assert_nothing_left(&e, "spec");
+}
+
+/// A panic at any privileged step (a bug, not a killed daemon) still undoes the create: the
+/// steps run on blocking threads, whose panic skipped the rollback before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_at_any_privileged_step_of_create_still_undoes_it() {
+    let e = env();
+    let before = e.kernel.faults.count();
+    e.m.create("default", opts()).await.unwrap();
+    let n = e.kernel.faults.count() - before;
+    for k in 1..=n {
+        let e = env();
+        e.kernel.faults.crash_at(k);
+        let err = e.m.create("default", opts()).await.unwrap_err().to_string();
+        assert!(err.contains("panic"), "network step {k}: {err}");
+        settle(&e);
+        assert_nothing_left(&e, &format!("panic at network step {k}"));
+    }
+    let e = env();
+    e.mounts.faults.crash_at(1);
+    let err = e.m.create("default", opts()).await.unwrap_err().to_string();
+    assert!(err.contains("panic"), "mount: {err}");
+    settle(&e);
+    assert_nothing_left(&e, "panic at the mount");
+}
+
+/// What a killed nookd left mid-create (a bundle with its rootfs mounted, no record, no spec)
+/// is removed by the next start's recovery; bundles of recorded containers, and any with a
+/// spec, are left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_removes_what_a_killed_create_left() {
+    let e = env();
+    let kept = e.m.create("default", opts()).await.unwrap();
+    let half = e.m.tasks.bundle_dir("default", "half");
+    let rootfs = half.join("rootfs");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    let bind = crate::snapshot::Mount {
+        kind: "bind".into(),
+        source: "/nonexistent".into(),
+        options: vec!["rbind".into()],
+    };
+    e.mounts.mount_all(&[bind], &rootfs).unwrap();
+    let specced = e.m.tasks.bundle_dir("default", "specced");
+    std::fs::create_dir_all(&specced).unwrap();
+    std::fs::write(specced.join("config.json"), "{}").unwrap();
+    e.m.recover().await;
+    assert!(!half.exists(), "the half-made bundle is still there");
+    assert!(!e.mounts.is_mounted(&rootfs));
+    assert!(specced.exists());
+    assert!(e.m.tasks.bundle_dir("default", &kept.id).exists());
+    assert!(e.mounts.is_mounted(&e.m.rootfs("default", &kept.id)));
 }
