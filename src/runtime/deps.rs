@@ -30,6 +30,8 @@ pub struct Deps {
     pub cgroups: Arc<Cgroups>,
     /// Mounts containers' root filesystems ([`crate::snapshot::mount::RealMounter`]).
     pub mounts: Arc<dyn Mounter>,
+    /// Named volumes (`-v NAME:/path`).
+    pub volumes: Arc<crate::volumes::Volumes>,
 }
 
 /// Runs blocking work (removals, unmounts, redb transactions) on tokio's blocking threads, so

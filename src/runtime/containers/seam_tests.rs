@@ -59,6 +59,7 @@ fn env() -> Env {
         crate::network::Manager::new(store.clone(), s, events.clone()).with_kernel(kernel.clone());
     network.init().unwrap();
     let mounts = Arc::new(FakeMounter::default());
+    let (store2, root2) = (store.clone(), root.clone());
     let deps = Deps {
         gc: Arc::new(crate::gc::GcState::new(&config.gc)),
         config,
@@ -78,6 +79,7 @@ fn env() -> Env {
             user: "test".into(),
         }),
         mounts: mounts.clone(),
+        volumes: Arc::new(crate::volumes::Volumes::new(store2, &root2)),
     };
     let m = Manager::with_shim(deps, "/nonexistent/nook-shim".into());
     Env {
