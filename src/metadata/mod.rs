@@ -31,6 +31,8 @@ pub const CONTAINERS: Bucket = TableDefinition::new("containers");
 pub const LEASES: Bucket = TableDefinition::new("leases");
 /// Networks by name, per namespace.
 pub const NETWORKS: Bucket = TableDefinition::new("networks");
+/// Pods (sandboxes of containers sharing namespaces) by id, per namespace.
+pub const PODS: Bucket = TableDefinition::new("pods");
 /// Daemon-wide records (not namespaced): counters, allocations.
 pub const SYSTEM: Bucket = TableDefinition::new("system");
 
@@ -42,6 +44,7 @@ pub const NAMESPACED: &[(&str, Bucket)] = &[
     ("containers", CONTAINERS),
     ("leases", LEASES),
     ("networks", NETWORKS),
+    ("pods", PODS),
 ];
 
 /// A namespace record.

@@ -153,6 +153,58 @@ impl Containers {
         rx
     }
 
+    /// Runs `args` in the running container and collects its output: (exit code, stdout,
+    /// stderr). With a `timeout`, a process still running then is killed and the answer is
+    /// None (CRI's ExecSync).
+    pub async fn exec_sync(
+        &self,
+        ns: &str,
+        r: &ContainerRecord,
+        args: &[String],
+        timeout: Option<Duration>,
+    ) -> Result<Option<(i32, Vec<u8>, Vec<u8>)>> {
+        let st = self.manager.status(ns, r.clone()).await;
+        if st.status() != ContainerState::Running {
+            return Err(Error::Precondition(format!(
+                "container {} is not running",
+                r.name
+            )));
+        }
+        let process = self.manager.exec_process(ns, r, args, &[], "", "", false)?;
+        let exec_id = crate::runtime::containers::new_id()[..16].to_string();
+        let client = self.manager.tasks.client(ns, &r.id);
+        let (_pid, stream) = client.exec(&exec_id, process, false, false).await?;
+        let (mut events, mut input) = stream.split();
+        input.client_gone().await;
+        let collect = async {
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            while let Some(ev) = events.next().await? {
+                match ev {
+                    crate::shim::Event::Out {
+                        stderr: false,
+                        data,
+                    } => out.extend_from_slice(&data),
+                    crate::shim::Event::Out { stderr: true, data } => err.extend_from_slice(&data),
+                    crate::shim::Event::Exit(e) => return Ok((e.exit_code, out, err)),
+                }
+            }
+            Err(Error::Unavailable(format!(
+                "the shim of {} ended the exec without its exit status",
+                r.name
+            )))
+        };
+        match timeout {
+            None => collect.await.map(Some),
+            Some(t) => match tokio::time::timeout(t, collect).await {
+                Ok(r) => r.map(Some),
+                Err(_) => {
+                    let _ = client.kill(libc::SIGKILL, false, Some(exec_id)).await;
+                    Ok(None)
+                }
+            },
+        }
+    }
+
     /// Removes every stopped container of `ns` (created ones older than the grace), then
     /// collects what they held; reports them and the space freed.
     pub async fn prune(&self, ns: &str) -> Result<Pruned<Status>> {

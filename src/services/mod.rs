@@ -12,10 +12,12 @@
 pub mod containers;
 pub mod gc;
 pub mod images;
+pub mod pods;
 
 pub use containers::Containers;
 pub use gc::Gc;
 pub use images::Images;
+pub use pods::Pods;
 
 /// What a prune removed and the disk space that freed (content and snapshots collected).
 #[derive(Debug, Clone)]

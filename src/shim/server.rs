@@ -209,7 +209,7 @@ impl Shim {
         if let Some(obj) = process.as_object_mut() {
             obj.insert("terminal".into(), serde_json::Value::Bool(tty));
         }
-        let proc = Proc::new(None, false, true);
+        let proc = Proc::new(None, None, false, true);
         lock(&self.execs).insert(exec_id.to_string(), proc.clone());
         let rx = proc.subscribe();
         let res = self.exec_inner(exec_id, &process, tty, stdin, &proc).await;
@@ -387,6 +387,11 @@ async fn handle(shim: Arc<Shim>, conn: UnixStream) {
         } => match shim.resize(&exec_id, width, height) {
             Ok(()) => Response::Ok,
             Err(e) => err(e),
+        },
+        Request::ReopenLog => match shim.init.cri_log.as_ref().map(|l| l.reopen()) {
+            None => err("the container has no CRI log".into()),
+            Some(Ok(())) => Response::Ok,
+            Some(Err(e)) => err(format!("reopening the CRI log: {e}")),
         },
         Request::Pids => match shim
             .runtime(
@@ -646,12 +651,26 @@ async fn run(cfg: ShimConfig, bundle: PathBuf) -> i32 {
             return 1;
         }
     };
+    let cri_log = match &cfg.cri_log {
+        None => None,
+        Some(p) => match super::crilog::CriLog::open(p.into(), cfg.cri_log_max_line) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                ready(&Ready {
+                    ok: false,
+                    pid: 0,
+                    error: format!("opening the CRI log {p}: {e}"),
+                });
+                return 1;
+            }
+        },
+    };
     let hold = cfg.hold_output;
     let shim = Arc::new(Shim {
         cfg,
         bundle,
         reaper: Reaper::default(),
-        init: Proc::new(Some(log), hold, false),
+        init: Proc::new(Some(log), cri_log, hold, false),
         execs: Mutex::new(HashMap::new()),
         status: Mutex::new("created"),
         started_at: Mutex::new(None),
