@@ -657,3 +657,145 @@ fn crictl_security_context_and_restart() {
     crictl(&d, &["rmp", "-f", &pod_id]).ok();
     assert_eq!(crictl(&d, &["ps", "-a", "-q"]).ok().trim(), "");
 }
+
+/// Where .ci/run builds critest (`NOOK_CRITEST` overrides).
+fn critest_path() -> PathBuf {
+    std::env::var_os("NOOK_CRITEST")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/go/bin/critest"))
+}
+
+/// A busybox image with every applet linked in /bin (critest's commands: top, sleep, nc, …)
+/// and the users critest's image tests look for.
+fn full_busybox(user: &str, extra: &str) -> TestImage {
+    let bb = std::fs::read("/bin/busybox").unwrap();
+    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+    let mut l0 = vec![
+        fixture::FileSpec::dir("bin"),
+        fixture::FileSpec::exec("bin/busybox", bb),
+        fixture::FileSpec::dir("etc"),
+        fixture::FileSpec::file(
+            "etc/passwd",
+            "root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33:www-data:/var/www:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n",
+        ),
+        fixture::FileSpec::file("etc/group", "root:x:0:\nwww-data:x:33:\ngrp:x:50000:\nnogroup:x:65534:\n"),
+        fixture::FileSpec::dir("tmp"),
+        fixture::FileSpec::dir("var"),
+        fixture::FileSpec::dir("var/www"),
+        fixture::FileSpec::file("etc/extra", extra.as_bytes().to_vec()),
+    ];
+    for a in String::from_utf8_lossy(&list.stdout).lines() {
+        if a != "busybox" {
+            l0.push(fixture::FileSpec::symlink(&format!("bin/{a}"), "busybox"));
+        }
+    }
+    let mut cfg = serde_json::json!({});
+    if !user.is_empty() {
+        cfg["User"] = user.into();
+    }
+    TestImage::build_with(
+        &[l0],
+        true,
+        &["sh"],
+        &nook::image::manifest::Platform::host(),
+        cfg,
+    )
+}
+
+/// critest (cri-tools v1.37.0's conformance suite) against a nookd of the test user, with
+/// its images served from a local registry as mirrors of gcr.io and registry.k8s.io (no
+/// registry on the internet is reachable here). Prints the pass count and every failure;
+/// it is a measurement of the whole suite (minutes), so ignored by default:
+/// `cargo test --test cri -- --ignored critest --nocapture`.
+#[test]
+#[ignore]
+fn critest_conformance() {
+    if !critest_path().exists() {
+        eprintln!("skipped: no critest at {}", critest_path().display());
+        return;
+    }
+    let dir = scratch("critest");
+    let reg = TestRegistry::start(&dir.join("reg"), &TestRegistryOptions::default()).unwrap();
+    let host = reg.host();
+    let d = Nookd::start_with(&format!(
+        "[registry.\"gcr.io\"]\nmirrors = [\"{host}\"]\n[registry.\"registry.k8s.io\"]\nmirrors = [\"{host}\"]\n"
+    ));
+    let stg = "k8s-staging-cri-tools";
+    let mut images: Vec<(String, TestImage)> = Vec::new();
+    for n in [
+        "e2e-test-images/busybox:1.29-2",
+        "e2e-test-images/nginx:1.14-2",
+        "pause:3.9",
+        &format!("{stg}/test-image-latest:latest"),
+        &format!("{stg}/test-image-tag:test"),
+        &format!("{stg}/test-image-tag:all"),
+        &format!("{stg}/test-image-tags:1"),
+        &format!("{stg}/test-image-tags:2"),
+        &format!("{stg}/test-image-tags:3"),
+    ] {
+        images.push((n.to_string(), full_busybox("", "plain")));
+    }
+    for (i, n) in ["test-image-1", "test-image-2", "test-image-3"]
+        .iter()
+        .enumerate()
+    {
+        images.push((
+            format!("{stg}/{n}:latest"),
+            full_busybox("", &format!("img{i}")),
+        ));
+    }
+    for (n, u) in [
+        ("test-image-user-uid", "1002"),
+        ("test-image-user-username", "www-data"),
+        ("test-image-user-uid-group", "1003:1003"),
+        ("test-image-user-username-group", "www-data:www-data"),
+        ("test-image-predefined-group", "1000:50000"),
+    ] {
+        images.push((format!("{stg}/{n}:latest"), full_busybox(u, n)));
+    }
+    for (n, img) in &images {
+        d.nook_stdin(&["load"], &fixture::oci_layout(&[("local/x:1", img)]))
+            .ok();
+        d.nook(&["push", "local/x:1", &format!("{host}/{n}")]).ok();
+    }
+    let imgs = dir.join("images.yaml");
+    write_public(
+        &imgs,
+        format!(
+            "defaultTestContainerImage: {host}/e2e-test-images/busybox:1.29-2\nwebServerTestImage: {host}/e2e-test-images/nginx:1.14-2\n"
+        )
+        .as_bytes(),
+    );
+    let endpoint = format!("unix://{}", d.address.display());
+    let report = dir.join("critest.log");
+    let mut c = as_user(&d.user, &d.env(), &critest_path().display().to_string());
+    c.args([
+        "--runtime-endpoint",
+        &endpoint,
+        "--image-endpoint",
+        &endpoint,
+        "--test-images-file",
+        &imgs.display().to_string(),
+        "--ginkgo.no-color",
+        "--ginkgo.timeout",
+        "40m",
+    ])
+    .current_dir(&dir)
+    .stdin(Stdio::null());
+    if let Ok(focus) = std::env::var("NOOK_CRITEST_FOCUS") {
+        c.arg("--ginkgo.focus").arg(focus);
+    }
+    let out = c.output().expect("running critest");
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&report, &text).unwrap();
+    let summary: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("Ran ") || l.contains("Passed |") || l.contains("[FAIL]"))
+        .collect();
+    eprintln!("critest ({}):\n{}", report.display(), summary.join("\n"));
+    let _ = std::fs::copy(&report, "/tmp/nook-critest-last.log");
+}

@@ -406,7 +406,7 @@ pub(super) async fn list(
         })
         .filter(|r| selected(&r.labels, &f.label_selector))
         .collect();
-    recs.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    recs.sort_by_key(|r| std::cmp::Reverse(r.created_at));
     let states = futures::future::join_all(recs.into_iter().map(|r| m.status(NAMESPACE, r))).await;
     let containers = states
         .iter()

@@ -249,7 +249,7 @@ pub(super) async fn list(
 ) -> R<cri::ListPodSandboxResponse> {
     let f = r.filter.unwrap_or_default();
     let mut all = pods(d)?.list(NAMESPACE)?;
-    all.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    all.sort_by_key(|p| std::cmp::Reverse(p.created_at));
     let items = all
         .into_iter()
         .filter(|p| f.id.is_empty() || p.id.starts_with(&f.id))
