@@ -668,6 +668,11 @@ fn critest_path() -> PathBuf {
 /// A busybox image with every applet linked in /bin (critest's commands: top, sleep, nc, …)
 /// and the users critest's image tests look for.
 fn full_busybox(user: &str, extra: &str) -> TestImage {
+    full_busybox_cmd(user, extra, &["sh"])
+}
+
+/// [`full_busybox`] with its own command (critest's web server image: busybox's httpd).
+fn full_busybox_cmd(user: &str, extra: &str, cmd: &[&str]) -> TestImage {
     let bb = std::fs::read("/bin/busybox").unwrap();
     let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
     let mut l0 = vec![
@@ -683,9 +688,15 @@ fn full_busybox(user: &str, extra: &str) -> TestImage {
         fixture::FileSpec::dir("var"),
         fixture::FileSpec::dir("var/www"),
         fixture::FileSpec::file("etc/extra", extra.as_bytes().to_vec()),
+        fixture::FileSpec::file("var/www/index.html", "Welcome to nginx! (busybox httpd)\n"),
+        // Debian's busybox has no pgrep applet; critest's commands use it
+        fixture::FileSpec::exec(
+            "bin/pgrep",
+            "#!/bin/sh\np=$(pidof \"$1\") || exit 1\nfor x in $p; do echo $x; done\n",
+        ),
     ];
     for a in String::from_utf8_lossy(&list.stdout).lines() {
-        if a != "busybox" {
+        if a != "busybox" && a != "pgrep" {
             l0.push(fixture::FileSpec::symlink(&format!("bin/{a}"), "busybox"));
         }
     }
@@ -696,7 +707,7 @@ fn full_busybox(user: &str, extra: &str) -> TestImage {
     TestImage::build_with(
         &[l0],
         true,
-        &["sh"],
+        cmd,
         &nook::image::manifest::Platform::host(),
         cfg,
     )
@@ -718,13 +729,12 @@ fn critest_conformance() {
     let reg = TestRegistry::start(&dir.join("reg"), &TestRegistryOptions::default()).unwrap();
     let host = reg.host();
     let d = Nookd::start_with(&format!(
-        "[registry.\"gcr.io\"]\nmirrors = [\"{host}\"]\n[registry.\"registry.k8s.io\"]\nmirrors = [\"{host}\"]\n"
+        "[registry.\"gcr.io\"]\nmirrors = [\"{host}\"]\n[registry.\"registry.k8s.io\"]\nmirrors = [\"{host}\"]\n[registry.\"k8s.gcr.io\"]\nmirrors = [\"{host}\"]\n"
     ));
     let stg = "k8s-staging-cri-tools";
     let mut images: Vec<(String, TestImage)> = Vec::new();
     for n in [
         "e2e-test-images/busybox:1.29-2",
-        "e2e-test-images/nginx:1.14-2",
         "pause:3.9",
         &format!("{stg}/test-image-latest:latest"),
         &format!("{stg}/test-image-tag:test"),
@@ -733,8 +743,25 @@ fn critest_conformance() {
         &format!("{stg}/test-image-tags:2"),
         &format!("{stg}/test-image-tags:3"),
     ] {
-        images.push((n.to_string(), full_busybox("", "plain")));
+        // one image per name (an image's id is its config's digest: equal images are one)
+        images.push((n.to_string(), full_busybox("", n)));
     }
+    // Apache's image logs at start ("httpd" is what critest looks for in its log)
+    let httpd = [
+        "sh",
+        "-c",
+        "echo httpd: busybox httpd on :80; exec httpd -f -p 80 -h /var/www",
+    ];
+    for n in [
+        "e2e-test-images/httpd:2.4.39-4",
+        &format!("{stg}/hostnet-nginx-amd64:latest"),
+    ] {
+        images.push((n.to_string(), full_busybox_cmd("", "web", &httpd)));
+    }
+    images.push((
+        "e2e-test-images/nginx:1.14-2".into(),
+        full_busybox_cmd("", "web", &["httpd", "-f", "-p", "80", "-h", "/var/www"]),
+    ));
     for (i, n) in ["test-image-1", "test-image-2", "test-image-3"]
         .iter()
         .enumerate()

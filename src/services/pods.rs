@@ -67,6 +67,8 @@ pub struct PodSpec {
     pub pid: PidMode,
     /// The runtime handler asked for (recorded).
     pub runtime_handler: String,
+    /// Namespaced sysctls set in every container of the pod (they share its namespaces).
+    pub sysctls: BTreeMap<String, String>,
 }
 
 /// A pod, as recorded.
@@ -94,6 +96,8 @@ pub struct PodRecord {
     pub holder_pid: i32,
     pub netns: PathBuf,
     pub ip: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub sysctls: BTreeMap<String, String>,
 }
 
 /// Whether the pod recorded as `v` (a [`PodRecord`] in JSON) has a live holder: the network's
@@ -235,6 +239,7 @@ impl Pods {
             host_network: spec.host_network,
             pid: spec.pid,
             runtime_handler: spec.runtime_handler,
+            sysctls: spec.sysctls,
             created_at: now_ns(),
             ..Default::default()
         };
@@ -405,6 +410,7 @@ impl Pods {
             hostname_file: dir.join("hostname"),
             hosts_file: dir.join("hosts"),
             resolv_file: dir.join("resolv.conf"),
+            sysctls: rec.sysctls.clone(),
         })
     }
 

@@ -162,16 +162,16 @@ fn options(
     })?;
     let mut mounts = Vec::new();
     for m in &c.mounts {
+        if m.image.is_some() {
+            return Err(Status::invalid_argument(
+                "image volumes are not supported by nook's CRI",
+            ));
+        }
         if !m.host_path.starts_with('/') || !m.container_path.starts_with('/') {
             return Err(Status::invalid_argument(format!(
                 "mount {:?} -> {:?}: both paths must be absolute",
                 m.host_path, m.container_path
             )));
-        }
-        if m.image.is_some() {
-            return Err(Status::invalid_argument(
-                "image volumes are not supported by nook's CRI",
-            ));
         }
         let propagation = match cri::MountPropagation::try_from(m.propagation) {
             Ok(cri::MountPropagation::PropagationHostToContainer) => "rslave",
@@ -264,7 +264,12 @@ fn options(
         labels: c.labels.into_iter().collect(),
         annotations: c.annotations.into_iter().collect(),
         mounts,
-        seccomp: Some(seccomp(sc.seccomp.as_ref(), &sc.seccomp_profile_path)?),
+        // a privileged container runs unconfined whatever profile is named (containerd's rule)
+        seccomp: Some(if sc.privileged {
+            SeccompChoice::Unconfined
+        } else {
+            seccomp(sc.seccomp.as_ref(), &sc.seccomp_profile_path)?
+        }),
         no_new_privileges: sc.no_new_privs,
         masked_paths: nonempty(sc.masked_paths),
         readonly_paths: nonempty(sc.readonly_paths),
@@ -613,7 +618,8 @@ fn attributes(r: &ContainerRecord) -> cri::ContainerAttributes {
     }
 }
 
-/// A container's stats: its attributes always, CPU and memory where its cgroup is readable.
+/// A container's stats: its attributes always; while it runs, CPU and memory from its cgroup,
+/// or summed over its processes where cgroups are not delegated.
 async fn stats_of(d: &Daemon, m: &Manager, r: ContainerRecord) -> cri::ContainerStats {
     let st = m.status(NAMESPACE, r.clone()).await;
     let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
@@ -623,22 +629,29 @@ async fn stats_of(d: &Daemon, m: &Manager, r: ContainerRecord) -> cri::Container
         ..Default::default()
     };
     if st.running() {
-        if let Some((s, _, _)) = crate::runtime::limits::stats(m.deps(), &r, pid) {
+        // the cgroup's figures where cgroups are delegated, else the processes' from /proc
+        let usage = match crate::runtime::limits::stats(m.deps(), &r, pid) {
+            Some((s, _, _)) => Some((s.cpu_ns, s.memory_usage)),
+            None => match d.container_service() {
+                Ok(c) => c.process_usage(NAMESPACE, &r).await,
+                Err(_) => None,
+            },
+        };
+        if let Some((cpu, mem)) = usage {
             let v = |x: u64| Some(cri::UInt64Value { value: x });
             out.cpu = Some(cri::CpuUsage {
                 timestamp: now,
-                usage_core_nano_seconds: v(s.cpu_ns),
+                usage_core_nano_seconds: v(cpu),
                 usage_nano_cores: None,
             });
             out.memory = Some(cri::MemoryUsage {
                 timestamp: now,
-                working_set_bytes: v(s.memory_usage),
-                usage_bytes: v(s.memory_usage),
+                working_set_bytes: v(mem),
+                usage_bytes: v(mem),
                 ..Default::default()
             });
         }
     }
-    let _ = d;
     out
 }
 

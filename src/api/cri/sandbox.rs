@@ -86,6 +86,11 @@ fn spec(c: cri::PodSandboxConfig, handler: String) -> R<PodSpec> {
             "the host's IPC namespace (hostIPC) is not available to a rootless runtime: nook's containers live in their own user namespace",
         ));
     }
+    let sysctls = c
+        .linux
+        .as_ref()
+        .map(|l| l.sysctls.clone().into_iter().collect())
+        .unwrap_or_default();
     let dns = c.dns_config.unwrap_or_default();
     Ok(PodSpec {
         name: meta.name,
@@ -105,6 +110,7 @@ fn spec(c: cri::PodSandboxConfig, handler: String) -> R<PodSpec> {
         host_network,
         pid,
         runtime_handler: handler,
+        sysctls,
     })
 }
 

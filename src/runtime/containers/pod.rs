@@ -37,6 +37,8 @@ pub struct PodJoin {
     pub hostname_file: PathBuf,
     pub hosts_file: PathBuf,
     pub resolv_file: PathBuf,
+    /// The pod's sysctls (the runtime sets them in the shared namespaces).
+    pub sysctls: std::collections::BTreeMap<String, String>,
 }
 
 /// Points the spec's namespaces at the pod's: the IPC, UTS and PID ones of the holder when
@@ -51,6 +53,9 @@ pub fn join_namespaces(spec: &mut Value, j: &PodJoin) {
                 *n = json!({"type": kind, "path": p});
             }
         }
+    }
+    if !j.sysctls.is_empty() {
+        spec["linux"]["sysctl"] = json!(j.sysctls);
     }
     if j.uts.is_some() {
         if let Some(o) = spec.as_object_mut() {
