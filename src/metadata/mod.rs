@@ -33,6 +33,8 @@ pub const LEASES: Bucket = TableDefinition::new("leases");
 pub const NETWORKS: Bucket = TableDefinition::new("networks");
 /// Pods (sandboxes of containers sharing namespaces) by id, per namespace.
 pub const PODS: Bucket = TableDefinition::new("pods");
+/// Named volumes by name, per namespace.
+pub const VOLUMES: Bucket = TableDefinition::new("volumes");
 /// Daemon-wide records (not namespaced): counters, allocations.
 pub const SYSTEM: Bucket = TableDefinition::new("system");
 
@@ -45,6 +47,7 @@ pub const NAMESPACED: &[(&str, Bucket)] = &[
     ("leases", LEASES),
     ("networks", NETWORKS),
     ("pods", PODS),
+    ("volumes", VOLUMES),
 ];
 
 /// A namespace record.
