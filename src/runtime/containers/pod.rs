@@ -1,7 +1,7 @@
 //! Containers in a pod: what a container of a pod records ([`PodMember`]) and how it joins the
 //! pod's namespaces and /etc files ([`PodJoin`]) instead of getting a network of its own. The
-//! pod itself (its namespace holder, network, /etc files) is the pods service's
-//! ([`crate::services::pods`]).
+//! pod itself (its namespace holder, network, /etc files) belongs to the pods service
+//! (`src/services/pods.rs`), which sits above this module.
 
 use std::path::PathBuf;
 
