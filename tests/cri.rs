@@ -743,8 +743,10 @@ fn critest_conformance() {
         &format!("{stg}/test-image-tags:2"),
         &format!("{stg}/test-image-tags:3"),
     ] {
-        // one image per name (an image's id is its config's digest: equal images are one)
-        images.push((n.to_string(), full_busybox("", n)));
+        // one image per repository (an image's id is its config's digest: equal images are
+        // one), the tags of test-image-tags one image
+        let repo = n.split(':').next().unwrap_or(n);
+        images.push((n.to_string(), full_busybox("", repo)));
     }
     // Apache's image logs at start ("httpd" is what critest looks for in its log)
     let httpd = [
