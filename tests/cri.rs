@@ -115,8 +115,11 @@ fn crictl_version_info_runtime_config() {
     assert!(out.to_lowercase().contains("cgroupfs"), "{out}");
 
     // what is not served yet says so, naming the call
-    let err = crictl(&d, &["pods"]).fails();
-    assert!(err.contains("ListPodSandbox is not implemented"), "{err}");
+    let err = crictl(&d, &["metricdescs"]).fails();
+    assert!(
+        err.contains("ListMetricDescriptors is not implemented"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -287,4 +290,541 @@ fn crictl_info_network_not_ready_when_link_down() {
     assert_eq!(net["reason"], "NetworkSkip", "{net}");
     let msg = net["message"].as_str().unwrap();
     assert!(msg.contains("disabled") && msg.contains("none"), "{net}");
+}
+
+/// Pulls a busybox image from a local registry into `k8s.io`; returns its name.
+fn pulled_busybox(d: &Nookd, dir: &Path, reg_keep: &mut Vec<TestRegistry>) -> String {
+    let reg = TestRegistry::start(&dir.join("reg"), &TestRegistryOptions::default()).unwrap();
+    let a = TestImage::busybox("pod", true).unwrap();
+    d.nook_stdin(&["load"], &fixture::oci_layout(&[("local/a:1", &a)]))
+        .ok();
+    let name = format!("{}/test/bb:1", reg.host());
+    d.nook(&["push", "local/a:1", &name]).ok();
+    crictl(d, &["pull", &name]).ok();
+    reg_keep.push(reg);
+    name
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn write_json(p: &Path, v: &serde_json::Value) -> String {
+    write_public(p, v.to_string().as_bytes());
+    p.display().to_string()
+}
+
+/// Polls `crictl inspect` until the container's state is `want` (at most 20 s).
+fn wait_state(d: &Nookd, id: &str, want: &str) -> serde_json::Value {
+    let t0 = std::time::Instant::now();
+    loop {
+        let st: serde_json::Value =
+            serde_json::from_str(&crictl(d, &["inspect", "-o", "json", id]).ok()).unwrap();
+        if st["status"]["state"] == want || t0.elapsed() > std::time::Duration::from_secs(20) {
+            assert_eq!(st["status"]["state"], want, "{st}");
+            return st;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// GET / on 127.0.0.1:port from the host.
+fn http_get(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    c.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut s = String::new();
+    let _ = c.read_to_string(&mut s);
+    s
+}
+
+/// The done-when test: a pod of two containers sharing localhost (busybox httpd serving on
+/// 127.0.0.1:8080, wget fetching it), the pod's hostname, DNS config and published port, CRI
+/// logs, ExecSync with its timeout, list filters, stop and removal.
+#[test]
+fn crictl_pod_of_two_containers_sharing_localhost() {
+    if !have_crictl() {
+        return;
+    }
+    let dir = scratch("pod");
+    let d = Nookd::start();
+    let mut regs = Vec::new();
+    let image = pulled_busybox(&d, &dir, &mut regs);
+    let logs = dir.join("logs");
+    let port = free_port();
+    let pod = write_json(
+        &dir.join("pod.json"),
+        &serde_json::json!({
+            "metadata": {"name": "web", "namespace": "default", "uid": "u-1", "attempt": 0},
+            "hostname": "webpod",
+            "log_directory": logs,
+            "dns_config": {"servers": ["10.0.0.10"], "searches": ["svc.local"], "options": ["ndots:2"]},
+            "port_mappings": [{"container_port": 8081, "host_port": port, "host_ip": "127.0.0.1"}],
+            "labels": {"app": "web"},
+            "annotations": {"note": "two containers"},
+        }),
+    );
+    let pod_id = crictl(&d, &["runp", &pod]).ok().trim().to_string();
+    assert_eq!(pod_id.len(), 64, "{pod_id}");
+    let pods: serde_json::Value =
+        serde_json::from_str(&crictl(&d, &["pods", "-o", "json"]).ok()).unwrap();
+    assert_eq!(pods["items"][0]["id"], pod_id.as_str(), "{pods}");
+    assert_eq!(pods["items"][0]["state"], "SANDBOX_READY", "{pods}");
+    assert_eq!(pods["items"][0]["metadata"]["name"], "web", "{pods}");
+    assert_eq!(
+        crictl(&d, &["pods", "-q", "--label", "app=web"])
+            .ok()
+            .trim(),
+        pod_id
+    );
+    assert_eq!(
+        crictl(&d, &["pods", "-q", "--label", "app=db"]).ok().trim(),
+        ""
+    );
+    let st: serde_json::Value =
+        serde_json::from_str(&crictl(&d, &["inspectp", "-o", "json", &pod_id]).ok()).unwrap();
+    let ip = st["status"]["network"]["ip"].as_str().unwrap().to_string();
+    assert!(ip.parse::<std::net::Ipv4Addr>().is_ok(), "{st}");
+    assert_eq!(
+        st["status"]["annotations"]["note"], "two containers",
+        "{st}"
+    );
+    // the same pod again (name, namespace, uid, attempt) is refused
+    let err = crictl(&d, &["runp", &pod]).fails();
+    assert!(err.contains("exists already"), "{err}");
+
+    let server = write_json(
+        &dir.join("server.json"),
+        &serde_json::json!({
+            "metadata": {"name": "server"},
+            "image": {"image": image},
+            "command": ["sh", "-c", "mkdir -p /www && echo hello-from-pod > /www/index.html && busybox httpd -p 8081 -h /www && exec busybox httpd -f -p 127.0.0.1:8080 -h /www"],
+            "log_path": "server.log",
+            "labels": {"role": "server"},
+        }),
+    );
+    let client = write_json(
+        &dir.join("client.json"),
+        &serde_json::json!({
+            "metadata": {"name": "client"},
+            "image": {"image": image},
+            "command": ["sh", "-c"],
+            "args": ["for i in $(busybox seq 100); do busybox wget -q -O - http://127.0.0.1:8080/ && exit 0; busybox sleep 0.1; done; exit 1"],
+            "log_path": "client.log",
+            "labels": {"role": "client"},
+        }),
+    );
+    let srv = crictl(&d, &["create", &pod_id, &server, &pod])
+        .ok()
+        .trim()
+        .to_string();
+    crictl(&d, &["start", &srv]).ok();
+    wait_state(&d, &srv, "CONTAINER_RUNNING");
+    let cli = crictl(&d, &["create", &pod_id, &client, &pod])
+        .ok()
+        .trim()
+        .to_string();
+    crictl(&d, &["start", &cli]).ok();
+    let st = wait_state(&d, &cli, "CONTAINER_EXITED");
+    assert_eq!(st["status"]["exitCode"], 0, "{st}");
+    assert_eq!(st["status"]["reason"], "Completed", "{st}");
+    assert_eq!(
+        st["status"]["logPath"],
+        logs.join("client.log").display().to_string().as_str()
+    );
+    // crictl reads the CRI log file itself
+    let out = crictl(&d, &["logs", &cli]).ok();
+    assert_eq!(out.trim(), "hello-from-pod", "{out}");
+    let raw = std::fs::read_to_string(logs.join("client.log")).unwrap();
+    let line = raw.lines().next().unwrap();
+    let parts: Vec<&str> = line.splitn(4, ' ').collect();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(parts[0]).is_ok(),
+        "{line}"
+    );
+    assert_eq!(parts[1..], ["stdout", "F", "hello-from-pod"], "{line}");
+
+    // the pod's hostname, DNS config and shared namespaces, through ExecSync
+    assert_eq!(
+        crictl(&d, &["exec", "-s", &srv, "busybox", "hostname"])
+            .ok()
+            .trim(),
+        "webpod"
+    );
+    let resolv = crictl(&d, &["exec", "-s", &srv, "cat", "/etc/resolv.conf"]).ok();
+    assert!(
+        resolv.contains("nameserver 10.0.0.10")
+            && resolv.contains("search svc.local")
+            && resolv.contains("options ndots:2"),
+        "{resolv}"
+    );
+    // crictl says the exit code and the error output
+    let r = crictl(
+        &d,
+        &["exec", "-s", &srv, "sh", "-c", "echo err >&2; exit 3"],
+    );
+    assert!(r.stderr().contains("exited with 3: err"), "{}", r.stderr());
+    let t0 = std::time::Instant::now();
+    let err = crictl(
+        &d,
+        &[
+            "exec",
+            "-s",
+            "--timeout",
+            "1",
+            &srv,
+            "busybox",
+            "sleep",
+            "30",
+        ],
+    )
+    .fails();
+    assert!(t0.elapsed() < std::time::Duration::from_secs(10), "{err}");
+    assert!(
+        err.to_lowercase().contains("timed out") || err.contains("DeadlineExceeded"),
+        "{err}"
+    );
+    // the pod's port mapping reaches the server from the host
+    let page = http_get(port);
+    assert!(page.contains("hello-from-pod"), "{page}");
+
+    // list filters: by pod, state, label; containers show in nook's own view of k8s.io
+    let q = |args: &[&str]| {
+        let mut v: Vec<String> = crictl(&d, args).ok().lines().map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    let mut both = vec![srv.clone(), cli.clone()];
+    both.sort();
+    assert_eq!(q(&["ps", "-a", "-q", "--pod", &pod_id]), both);
+    assert_eq!(q(&["ps", "-q"]), vec![srv.clone()]);
+    assert_eq!(
+        q(&["ps", "-a", "-q", "--state", "exited"]),
+        vec![cli.clone()]
+    );
+    assert_eq!(
+        q(&["ps", "-a", "-q", "--label", "role=client"]),
+        vec![cli.clone()]
+    );
+    let ps = d.nook(&["-n", "k8s.io", "ps", "-a"]).ok();
+    assert!(ps.contains(&srv[..12]), "{ps}");
+    // stats answer for the running container
+    let stats = crictl(&d, &["stats", "-o", "json", &srv]).ok();
+    assert!(stats.contains(&srv), "{stats}");
+
+    // stop with a timeout, then the pod: not ready, its containers exited
+    crictl(&d, &["stop", "--timeout", "2", &srv]).ok();
+    wait_state(&d, &srv, "CONTAINER_EXITED");
+    crictl(&d, &["stopp", &pod_id]).ok();
+    let pods: serde_json::Value =
+        serde_json::from_str(&crictl(&d, &["pods", "-o", "json"]).ok()).unwrap();
+    assert_eq!(pods["items"][0]["state"], "SANDBOX_NOTREADY", "{pods}");
+    assert_eq!(
+        crictl(&d, &["pods", "-q", "--state", "ready"]).ok().trim(),
+        ""
+    );
+    // a container cannot join a stopped pod
+    let err = crictl(&d, &["create", &pod_id, &client, &pod]).fails();
+    assert!(err.contains("not ready"), "{err}");
+    crictl(&d, &["rmp", &pod_id]).ok();
+    assert_eq!(crictl(&d, &["pods", "-q"]).ok().trim(), "");
+    assert_eq!(crictl(&d, &["ps", "-a", "-q"]).ok().trim(), "");
+}
+
+/// A container's security context (user, read-only root, capabilities, seccomp), devices
+/// refused in one line, and a pod with its containers surviving a nookd restart.
+#[test]
+fn crictl_security_context_and_restart() {
+    if !have_crictl() {
+        return;
+    }
+    let dir = scratch("sec");
+    let mut d = Nookd::start();
+    let mut regs = Vec::new();
+    let image = pulled_busybox(&d, &dir, &mut regs);
+    let port = free_port();
+    let pod = write_json(
+        &dir.join("pod.json"),
+        &serde_json::json!({
+            "metadata": {"name": "sec", "namespace": "default", "uid": "u-2"},
+            "log_directory": dir.join("logs"),
+            "port_mappings": [{"container_port": 8080, "host_port": port, "host_ip": "127.0.0.1"}],
+        }),
+    );
+    let pod_id = crictl(&d, &["runp", &pod]).ok().trim().to_string();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    write_public(&dir.join("data/f"), b"mounted\n");
+    write_public(&dir.join("data/index.html"), b"mounted\n");
+    let c2 = write_json(
+        &dir.join("c2.json"),
+        &serde_json::json!({
+            "metadata": {"name": "locked2"},
+            "image": {"image": image},
+            "command": ["sh", "-c", "exec busybox httpd -f -p 8080 -h /data"],
+            "envs": [{"key": "GREETING", "value": "hi"}],
+            "working_dir": "/data",
+            "mounts": [{"container_path": "/data", "host_path": dir.join("data"), "readonly": true}],
+            "linux": {"security_context": {
+                "run_as_user": {"value": 1000}, "run_as_group": {"value": 1000},
+                "supplemental_groups": [4242],
+                "readonly_rootfs": true,
+                "capabilities": {"drop_capabilities": ["ALL"], "add_capabilities": ["NET_BIND_SERVICE"]},
+                "no_new_privs": true,
+                "seccomp": {"profile_type": 0},
+                "masked_paths": ["/proc/version"],
+            }},
+        }),
+    );
+    let id = crictl(&d, &["create", &pod_id, &c2, &pod])
+        .ok()
+        .trim()
+        .to_string();
+    crictl(&d, &["start", &id]).ok();
+    wait_state(&d, &id, "CONTAINER_RUNNING");
+    let ex = |d: &Nookd, args: &[&str]| {
+        let mut a = vec!["exec", "-s", id.as_str()];
+        a.extend_from_slice(args);
+        crictl(d, &a)
+    };
+    assert_eq!(ex(&d, &["busybox", "id", "-u"]).ok().trim(), "1000");
+    assert_eq!(ex(&d, &["busybox", "id", "-g"]).ok().trim(), "1000");
+    assert!(ex(&d, &["busybox", "id", "-G"]).ok().contains("4242"));
+    assert_eq!(
+        ex(&d, &["sh", "-c", "echo $GREETING; pwd"]).ok().trim(),
+        "hi\n/data"
+    );
+    assert_eq!(ex(&d, &["cat", "/data/f"]).ok().trim(), "mounted");
+    assert_ne!(ex(&d, &["busybox", "touch", "/x"]).code(), 0);
+    assert_ne!(ex(&d, &["busybox", "touch", "/data/x"]).code(), 0);
+    let status = ex(&d, &["cat", "/proc/self/status"]).ok();
+    let field = |k: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(k))
+            .unwrap_or_else(|| panic!("no {k}: {status}"))
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(field("CapBnd:"), "0000000000000400", "{status}"); // NET_BIND_SERVICE only
+    assert_eq!(field("NoNewPrivs:"), "1");
+    assert_eq!(field("Seccomp:"), "2");
+    assert_eq!(ex(&d, &["cat", "/proc/version"]).ok().trim(), "");
+    let st: serde_json::Value =
+        serde_json::from_str(&crictl(&d, &["inspect", "-o", "json", &id]).ok()).unwrap();
+    assert_eq!(st["status"]["user"]["linux"]["uid"], "1000", "{st}");
+
+    // devices are refused in one line that says what to do
+    let dev = write_json(
+        &dir.join("dev.json"),
+        &serde_json::json!({
+            "metadata": {"name": "dev"},
+            "image": {"image": image},
+            "command": ["true"],
+            "devices": [{"container_path": "/dev/fuse", "host_path": "/dev/fuse", "permissions": "rwm"}],
+        }),
+    );
+    let err = crictl(&d, &["create", &pod_id, &dev, &pod]).fails();
+    assert!(err.contains("devices cannot be given"), "{err}");
+
+    // a nookd restart: the pod is still ready, its holder and container run, the port serves
+    assert!(http_get(port).contains("mounted"));
+    d.restart();
+    let pods: serde_json::Value =
+        serde_json::from_str(&crictl(&d, &["pods", "-o", "json"]).ok()).unwrap();
+    assert_eq!(pods["items"][0]["state"], "SANDBOX_READY", "{pods}");
+    wait_state(&d, &id, "CONTAINER_RUNNING");
+    assert_eq!(ex(&d, &["busybox", "id", "-u"]).ok().trim(), "1000");
+    let t0 = std::time::Instant::now();
+    loop {
+        let ok = std::panic::catch_unwind(|| http_get(port)).is_ok_and(|p| p.contains("mounted"));
+        if ok {
+            break;
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "port not republished"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    crictl(&d, &["rmp", "-f", &pod_id]).ok();
+    assert_eq!(crictl(&d, &["ps", "-a", "-q"]).ok().trim(), "");
+}
+
+/// Where .ci/run builds critest (`NOOK_CRITEST` overrides).
+fn critest_path() -> PathBuf {
+    std::env::var_os("NOOK_CRITEST")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/go/bin/critest"))
+}
+
+/// A busybox image with every applet linked in /bin (critest's commands: top, sleep, nc, …)
+/// and the users critest's image tests look for.
+fn full_busybox(user: &str, extra: &str) -> TestImage {
+    full_busybox_cmd(user, extra, &["sh"])
+}
+
+/// [`full_busybox`] with its own command (critest's web server image: busybox's httpd).
+fn full_busybox_cmd(user: &str, extra: &str, cmd: &[&str]) -> TestImage {
+    let bb = std::fs::read("/bin/busybox").unwrap();
+    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+    let mut l0 = vec![
+        fixture::FileSpec::dir("bin"),
+        fixture::FileSpec::exec("bin/busybox", bb),
+        fixture::FileSpec::dir("etc"),
+        fixture::FileSpec::file(
+            "etc/passwd",
+            "root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33:www-data:/var/www:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n",
+        ),
+        fixture::FileSpec::file("etc/group", "root:x:0:\nwww-data:x:33:\ngrp:x:50000:\nnogroup:x:65534:\n"),
+        fixture::FileSpec::dir("tmp"),
+        fixture::FileSpec::dir("var"),
+        fixture::FileSpec::dir("var/www"),
+        fixture::FileSpec::file("etc/extra", extra.as_bytes().to_vec()),
+        fixture::FileSpec::file("var/www/index.html", "Welcome to nginx! (busybox httpd)\n"),
+        // Debian's busybox has no pgrep applet; critest's commands use it
+        fixture::FileSpec::exec(
+            "bin/pgrep",
+            "#!/bin/sh\np=$(pidof \"$1\") || exit 1\nfor x in $p; do echo $x; done\n",
+        ),
+    ];
+    for a in String::from_utf8_lossy(&list.stdout).lines() {
+        if a != "busybox" && a != "pgrep" {
+            l0.push(fixture::FileSpec::symlink(&format!("bin/{a}"), "busybox"));
+        }
+    }
+    let mut cfg = serde_json::json!({});
+    if !user.is_empty() {
+        cfg["User"] = user.into();
+    }
+    TestImage::build_with(
+        &[l0],
+        true,
+        cmd,
+        &nook::image::manifest::Platform::host(),
+        cfg,
+    )
+}
+
+/// critest (cri-tools v1.37.0's conformance suite) against a nookd of the test user, with
+/// its images served from a local registry as mirrors of gcr.io and registry.k8s.io (no
+/// registry on the internet is reachable here). Prints the pass count and every failure;
+/// it is a measurement of the whole suite (minutes), so ignored by default:
+/// `cargo test --test cri -- --ignored critest --nocapture`.
+#[test]
+#[ignore]
+fn critest_conformance() {
+    if !critest_path().exists() {
+        eprintln!("skipped: no critest at {}", critest_path().display());
+        return;
+    }
+    let dir = scratch("critest");
+    let reg = TestRegistry::start(&dir.join("reg"), &TestRegistryOptions::default()).unwrap();
+    let host = reg.host();
+    let d = Nookd::start_with(&format!(
+        "[registry.\"gcr.io\"]\nmirrors = [\"{host}\"]\n[registry.\"registry.k8s.io\"]\nmirrors = [\"{host}\"]\n[registry.\"k8s.gcr.io\"]\nmirrors = [\"{host}\"]\n"
+    ));
+    let stg = "k8s-staging-cri-tools";
+    let mut images: Vec<(String, TestImage)> = Vec::new();
+    for n in [
+        "e2e-test-images/busybox:1.29-2",
+        "pause:3.9",
+        &format!("{stg}/test-image-latest:latest"),
+        &format!("{stg}/test-image-tag:test"),
+        &format!("{stg}/test-image-tag:all"),
+        &format!("{stg}/test-image-tags:1"),
+        &format!("{stg}/test-image-tags:2"),
+        &format!("{stg}/test-image-tags:3"),
+    ] {
+        // one image per repository (an image's id is its config's digest: equal images are
+        // one), the tags of test-image-tags one image
+        let repo = n.split(':').next().unwrap_or(n);
+        images.push((n.to_string(), full_busybox("", repo)));
+    }
+    // Apache's image logs at start ("httpd" is what critest looks for in its log)
+    let httpd = [
+        "sh",
+        "-c",
+        "echo httpd: busybox httpd on :80; exec httpd -f -p 80 -h /var/www",
+    ];
+    for n in [
+        "e2e-test-images/httpd:2.4.39-4",
+        &format!("{stg}/hostnet-nginx-amd64:latest"),
+    ] {
+        images.push((n.to_string(), full_busybox_cmd("", "web", &httpd)));
+    }
+    images.push((
+        "e2e-test-images/nginx:1.14-2".into(),
+        full_busybox_cmd("", "web", &["httpd", "-f", "-p", "80", "-h", "/var/www"]),
+    ));
+    for (i, n) in ["test-image-1", "test-image-2", "test-image-3"]
+        .iter()
+        .enumerate()
+    {
+        images.push((
+            format!("{stg}/{n}:latest"),
+            full_busybox("", &format!("img{i}")),
+        ));
+    }
+    for (n, u) in [
+        ("test-image-user-uid", "1002"),
+        ("test-image-user-username", "www-data"),
+        ("test-image-user-uid-group", "1003:1003"),
+        ("test-image-user-username-group", "www-data:www-data"),
+        ("test-image-predefined-group", "1000:50000"),
+    ] {
+        images.push((format!("{stg}/{n}:latest"), full_busybox(u, n)));
+    }
+    for (n, img) in &images {
+        d.nook_stdin(&["load"], &fixture::oci_layout(&[("local/x:1", img)]))
+            .ok();
+        d.nook(&["push", "local/x:1", &format!("{host}/{n}")]).ok();
+    }
+    let imgs = dir.join("images.yaml");
+    write_public(
+        &imgs,
+        format!(
+            "defaultTestContainerImage: {host}/e2e-test-images/busybox:1.29-2\nwebServerTestImage: {host}/e2e-test-images/nginx:1.14-2\n"
+        )
+        .as_bytes(),
+    );
+    let endpoint = format!("unix://{}", d.address.display());
+    let report = dir.join("critest.log");
+    let mut c = as_user(&d.user, &d.env(), &critest_path().display().to_string());
+    c.args([
+        "--runtime-endpoint",
+        &endpoint,
+        "--image-endpoint",
+        &endpoint,
+        "--test-images-file",
+        &imgs.display().to_string(),
+        "--ginkgo.no-color",
+        "--ginkgo.timeout",
+        "40m",
+    ])
+    .current_dir(&dir)
+    .stdin(Stdio::null());
+    if let Ok(focus) = std::env::var("NOOK_CRITEST_FOCUS") {
+        c.arg("--ginkgo.focus").arg(focus);
+    }
+    let out = c.output().expect("running critest");
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&report, &text).unwrap();
+    let summary: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("Ran ") || l.contains("Passed |") || l.contains("[FAIL]"))
+        .collect();
+    eprintln!("critest ({}):\n{}", report.display(), summary.join("\n"));
+    let _ = std::fs::copy(&report, "/tmp/nook-critest-last.log");
 }

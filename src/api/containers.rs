@@ -335,6 +335,7 @@ impl pb::containers_server::Containers for Svc {
             init: q.init,
             group_add: q.group_add,
             ulimits: q.ulimits,
+            ..Default::default()
         };
         let rec = self.m()?.create(&ns, o).await?;
         Ok(Response::new(self.get_pb(&ns, rec).await?))

@@ -40,6 +40,7 @@ pub struct Config {
     pub gc: GcConfig,
     pub metrics: MetricsConfig,
     pub docker: DockerConfig,
+    pub cri: CriConfig,
 }
 
 /// `[debug]`: logging.
@@ -164,6 +165,27 @@ impl Default for DockerConfig {
     }
 }
 
+/// `[cri]`: the Kubernetes CRI door. Its pulls use `[images]` (max_concurrent_downloads) and
+/// `[registry]` (mirrors, TLS) like every other pull.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CriConfig {
+    /// Container log lines longer than this are cut into partial (`P`) lines (bytes).
+    pub max_container_log_line_size: u32,
+    /// `host:port` of the streaming server whose URLs Exec, Attach and PortForward return
+    /// (port 0: any free port).
+    pub stream_server_address: String,
+}
+
+impl Default for CriConfig {
+    fn default() -> Self {
+        CriConfig {
+            max_container_log_line_size: 16384,
+            stream_server_address: "127.0.0.1:0".into(),
+        }
+    }
+}
+
 /// `[metrics]`
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -203,6 +225,7 @@ impl Default for Config {
             gc: GcConfig::default(),
             metrics: MetricsConfig::default(),
             docker: DockerConfig::default(),
+            cri: CriConfig::default(),
         }
     }
 }
@@ -368,6 +391,26 @@ impl Config {
             return bad(
                 "images.max_concurrent_downloads",
                 "must be at least 1".into(),
+            );
+        }
+        if self.cri.max_container_log_line_size == 0 {
+            return bad(
+                "cri.max_container_log_line_size",
+                "must be at least 1 (bytes)".into(),
+            );
+        }
+        if self
+            .cri
+            .stream_server_address
+            .parse::<std::net::SocketAddr>()
+            .is_err()
+        {
+            return bad(
+                "cri.stream_server_address",
+                format!(
+                    "{:?} is not host:port (e.g. 127.0.0.1:0)",
+                    self.cri.stream_server_address
+                ),
             );
         }
         if !(0.0..=0.5).contains(&self.gc.pause_threshold) {

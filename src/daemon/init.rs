@@ -68,7 +68,15 @@ pub async fn init_network(d: &Arc<Daemon>) {
                 .ok()
                 .flatten()
                 .is_some();
-            exists.then(|| shim_alive(&state, ns, id))
+            if exists {
+                return Some(shim_alive(&state, ns, id));
+            }
+            // a pod's network: kept while its record is, relayed while its holder lives
+            let pod = store
+                .get::<serde_json::Value>(crate::metadata::PODS, ns, id)
+                .ok()
+                .flatten()?;
+            Some(crate::services::pods::holder_alive(id, &pod))
         })
     })
     .await;
@@ -116,5 +124,8 @@ pub async fn init_containers(d: &Arc<Daemon>) {
     match d.containers() {
         Ok(m) => m.recover().await,
         Err(e) => tracing::error!("containers: {e}"),
+    }
+    if let Ok(p) = d.pods() {
+        p.recover().await;
     }
 }

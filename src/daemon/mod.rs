@@ -59,6 +59,8 @@ pub struct Daemon {
     /// Containers and tasks, or why they cannot run here (nook-shim missing): see
     /// [`Daemon::containers`].
     containers: std::result::Result<Arc<services::Containers>, String>,
+    /// Pods (CRI's sandboxes), over the containers service.
+    pods: std::result::Result<Arc<services::Pods>, String>,
     /// The cgroups delegated to the user, with nookd in its own (resource limits, stats,
     /// pause).
     pub cgroups: Arc<crate::cgroup::Cgroups>,
@@ -84,6 +86,13 @@ impl Daemon {
     /// The containers and tasks service, or why there is none.
     pub fn container_service(&self) -> Result<&Arc<services::Containers>> {
         self.containers
+            .as_ref()
+            .map_err(|e| Error::Precondition(e.clone()))
+    }
+
+    /// The pods service, or why there is none (as for containers).
+    pub fn pods(&self) -> Result<&Arc<services::Pods>> {
+        self.pods
             .as_ref()
             .map_err(|e| Error::Precondition(e.clone()))
     }
@@ -370,6 +379,15 @@ pub async fn start(config: Config, paths: Paths, boot: Boot) -> Result<Arc<Daemo
     if let Err(e) = &containers {
         tracing::error!("containers: {e}");
     }
+    let pods = containers.clone().map(|c| {
+        Arc::new(services::Pods::new(
+            store.clone(),
+            network.clone(),
+            c,
+            &paths.state,
+            events.clone(),
+        ))
+    });
     let d = Arc::new(Daemon {
         config,
         paths,
@@ -389,6 +407,7 @@ pub async fn start(config: Config, paths: Paths, boot: Boot) -> Result<Arc<Daemo
         collector,
         images,
         containers,
+        pods,
         cgroups,
         volumes,
     });
@@ -434,8 +453,8 @@ pub async fn start(config: Config, paths: Paths, boot: Boot) -> Result<Arc<Daemo
 /// down too when no container runs.
 pub async fn stop(d: &Arc<Daemon>) -> Result<()> {
     d.network.shutdown();
-    if live_shims(&d.paths.state) == 0 {
-        // nothing runs in our namespaces: take them down with us
+    if live_shims(&d.paths.state) == 0 && services::pods::live_holders(&d.paths.state) == 0 {
+        // nothing runs in our namespaces (no container, no pod): take them down with us
         slirp::stop(&d.paths.state);
         crate::bootstrap::stop_pause(&d.paths.state);
         tracing::info!("no containers running: stopped the network link and the pause process");

@@ -283,6 +283,7 @@ pub fn options(body: &Value, name: &str, image: String) -> Result<CreateOptions,
         group_add: strings(&hc["GroupAdd"]),
         ulimits,
         limits,
+        ..Default::default()
     })
 }
 

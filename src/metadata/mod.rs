@@ -31,6 +31,8 @@ pub const CONTAINERS: Bucket = TableDefinition::new("containers");
 pub const LEASES: Bucket = TableDefinition::new("leases");
 /// Networks by name, per namespace.
 pub const NETWORKS: Bucket = TableDefinition::new("networks");
+/// Pods (sandboxes of containers sharing namespaces) by id, per namespace.
+pub const PODS: Bucket = TableDefinition::new("pods");
 /// Named volumes by name, per namespace.
 pub const VOLUMES: Bucket = TableDefinition::new("volumes");
 /// Daemon-wide records (not namespaced): counters, allocations.
@@ -44,6 +46,7 @@ pub const NAMESPACED: &[(&str, Bucket)] = &[
     ("containers", CONTAINERS),
     ("leases", LEASES),
     ("networks", NETWORKS),
+    ("pods", PODS),
     ("volumes", VOLUMES),
 ];
 

@@ -196,6 +196,7 @@ impl Tasks {
         start: bool,
         hold_output: bool,
         held: HeldPorts,
+        cri_log: Option<(String, usize)>,
     ) -> Result<(ShimClient, i32)> {
         let bundle = self.bundle_dir(ns, id);
         let root = self.runtime_root(&rt.name);
@@ -215,6 +216,8 @@ impl Tasks {
             // the shim finds them at 3, 4, ...
             port_fds: (0..held.ports.len() as i32).map(|i| 3 + i).collect(),
             relay: held.relay.clone(),
+            cri_log_max_line: cri_log.as_ref().map(|c| c.1).unwrap_or(0),
+            cri_log: cri_log.map(|c| c.0),
         };
         let p = bundle.join(files::CONFIG);
         std::fs::write(&p, serde_json::to_vec(&cfg)?).ctx(|| format!("writing {}", p.display()))?;

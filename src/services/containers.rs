@@ -257,6 +257,88 @@ impl Containers {
         .await
     }
 
+    /// Runs `args` in the running container and collects its output: (exit code, stdout,
+    /// stderr). With a `timeout`, a process still running then is killed and the answer is
+    /// None (CRI's ExecSync).
+    pub async fn exec_sync(
+        &self,
+        ns: &str,
+        r: &ContainerRecord,
+        args: &[String],
+        timeout: Option<Duration>,
+    ) -> Result<Option<(i32, Vec<u8>, Vec<u8>)>> {
+        let st = self.manager.status(ns, r.clone()).await;
+        if st.status() != ContainerState::Running {
+            return Err(Error::Precondition(format!(
+                "container {} is not running",
+                r.name
+            )));
+        }
+        let process = self.manager.exec_process(ns, r, args, &[], "", "", false)?;
+        let exec_id = crate::runtime::containers::new_id()[..16].to_string();
+        let client = self.manager.tasks.client(ns, &r.id);
+        let (_pid, stream) = client.exec(&exec_id, process, false, false).await?;
+        let (mut events, mut input) = stream.split();
+        input.client_gone().await;
+        let collect = async {
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            while let Some(ev) = events.next().await? {
+                match ev {
+                    crate::shim::Event::Out {
+                        stderr: false,
+                        data,
+                    } => out.extend_from_slice(&data),
+                    crate::shim::Event::Out { stderr: true, data } => err.extend_from_slice(&data),
+                    crate::shim::Event::Exit(e) => return Ok((e.exit_code, out, err)),
+                }
+            }
+            Err(Error::Unavailable(format!(
+                "the shim of {} ended the exec without its exit status",
+                r.name
+            )))
+        };
+        match timeout {
+            None => collect.await.map(Some),
+            Some(t) => match tokio::time::timeout(t, collect).await {
+                Ok(r) => r.map(Some),
+                Err(_) => {
+                    let _ = client.kill(libc::SIGKILL, false, Some(exec_id)).await;
+                    Ok(None)
+                }
+            },
+        }
+    }
+
+    /// A running container's CPU time (ns) and resident memory (bytes) summed over its
+    /// processes from /proc: the figures where its cgroup cannot be read (not delegated).
+    pub async fn process_usage(&self, ns: &str, r: &ContainerRecord) -> Option<(u64, u64)> {
+        let pids = self.manager.tasks.client(ns, &r.id).pids().await.ok()?;
+        // SAFETY: sysconf has no side effects.
+        let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        let page = 4096u64;
+        let (mut cpu, mut rss) = (0u64, 0u64);
+        for p in pids {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            // after the command's closing parenthesis: state is field 3, utime 14, stime 15
+            let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+            let f: Vec<u64> = rest
+                .split_whitespace()
+                .map(|x| x.parse().unwrap_or(0))
+                .collect();
+            if f.len() > 12 {
+                cpu += (f[11] + f[12]) * 1_000_000_000 / tick;
+            }
+            let statm = std::fs::read_to_string(format!("/proc/{p}/statm")).unwrap_or_default();
+            rss += statm
+                .split_whitespace()
+                .nth(1)
+                .and_then(|x| x.parse::<u64>().ok())
+                .unwrap_or(0)
+                * page;
+        }
+        Some((cpu, rss))
+    }
+
     /// Removes every stopped container of `ns` (created ones older than the grace), then
     /// collects what they held; reports them and the space freed.
     pub async fn prune(&self, ns: &str) -> Result<Pruned<Status>> {

@@ -13,11 +13,13 @@ pub mod archive;
 pub mod containers;
 pub mod gc;
 pub mod images;
+pub mod pods;
 pub mod volumes;
 
 pub use containers::Containers;
 pub use gc::Gc;
 pub use images::Images;
+pub use pods::Pods;
 pub use volumes::Volumes;
 
 /// What a prune removed and the disk space that freed (content and snapshots collected).

@@ -212,6 +212,15 @@ impl ShimClient {
         }
     }
 
+    /// Opens the CRI log again (the client rotated it).
+    pub async fn reopen_log(&self) -> Result<()> {
+        match self.call(&Request::ReopenLog).await? {
+            Response::Ok => Ok(()),
+            Response::Error { message } => Err(Error::Precondition(message)),
+            other => Err(unexpected(other)),
+        }
+    }
+
     pub async fn pause(&self) -> Result<()> {
         self.call(&Request::Pause).await.map(|_| ())
     }

@@ -139,10 +139,17 @@ pub(super) struct Proc {
     pub(super) streams: watch::Sender<usize>,
     /// The json-file log (the init only).
     pub(super) log: Option<Mutex<std::io::BufWriter<File>>>,
+    /// The CRI log at the client's path (the init of a CRI container only).
+    pub(super) cri_log: Option<super::crilog::CriLog>,
 }
 
 impl Proc {
-    pub(super) fn new(log: Option<File>, hold: bool, exec: bool) -> Arc<Proc> {
+    pub(super) fn new(
+        log: Option<File>,
+        cri_log: Option<super::crilog::CriLog>,
+        hold: bool,
+        exec: bool,
+    ) -> Arc<Proc> {
         Arc::new(Proc {
             held: Mutex::new(hold.then(|| Held {
                 events: Vec::new(),
@@ -162,6 +169,7 @@ impl Proc {
             abandon: watch::channel(false).0,
             streams: watch::channel(0).0,
             log: log.map(|f| Mutex::new(std::io::BufWriter::with_capacity(256 << 10, f))),
+            cri_log,
         })
     }
 
@@ -229,11 +237,15 @@ impl Proc {
         }
     }
 
-    /// Appends entries to the json-file log.
-    pub(super) fn write_log(&self, stream: &str, entries: &[&[u8]]) {
+    /// Appends entries to the json-file log (and the CRI log); `eof`: the last entry ends the
+    /// stream.
+    pub(super) fn write_log(&self, stream: &str, entries: &[&[u8]], eof: bool) {
         let Some(log) = &self.log else { return };
         // one time for what one read brought
         let time = now_rfc3339();
+        if let Some(cri) = &self.cri_log {
+            cri.write(stream, &time, entries, eof);
+        }
         let mut text = Vec::new();
         for e in entries {
             LogLine::write(stream, e, &time, &mut text);
@@ -262,7 +274,7 @@ impl Proc {
         if entries.is_empty() {
             return;
         }
-        self.write_log(stream, &entries);
+        self.write_log(stream, &entries, false);
         let used = pending.len() - rest.len();
         pending.drain(..used);
     }
@@ -300,7 +312,7 @@ impl Proc {
                 .await;
             }
             if !pending.is_empty() {
-                me.write_log(stream, &[&pending]);
+                me.write_log(stream, &[&pending], true);
             }
             me.pumps.send_modify(|n| *n -= 1);
         });

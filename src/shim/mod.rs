@@ -17,9 +17,11 @@
 //! or waiting has been answered; `exit.json` then tells nookd how it ended.
 
 pub mod client;
+mod crilog;
 mod detach;
 pub mod direct;
 mod io;
+pub mod pod;
 mod reaper;
 pub mod server;
 
@@ -100,6 +102,12 @@ pub struct ShimConfig {
     /// relayed connections survive a daemon restart, and the ports stay open meanwhile.
     #[serde(default)]
     pub relay: Option<crate::network::forward::RelayTarget>,
+    /// Also write the init's output in the CRI log format at this path (a CRI container).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cri_log: Option<String>,
+    /// Lines longer than this are cut into partial (`P`) CRI log lines.
+    #[serde(default)]
+    pub cri_log_max_line: usize,
 }
 
 /// How a process ended.
@@ -237,6 +245,8 @@ pub enum Request {
     },
     /// The container's processes (`runtime ps`).
     Pids,
+    /// Open the CRI log again (it was rotated).
+    ReopenLog,
     Pause,
     Resume,
     /// `runtime delete` (with `force`, kills first); the shim then exits.

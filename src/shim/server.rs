@@ -60,6 +60,7 @@ impl Shim {
         cfg: ShimConfig,
         bundle: PathBuf,
         log: Option<std::fs::File>,
+        cri_log: Option<super::crilog::CriLog>,
         oci: Arc<dyn OciRuntime>,
     ) -> Arc<Shim> {
         let hold = cfg.hold_output;
@@ -67,7 +68,7 @@ impl Shim {
             cfg,
             bundle,
             reaper: Reaper::default(),
-            init: Proc::new(log, hold, false),
+            init: Proc::new(log, cri_log, hold, false),
             execs: Mutex::new(HashMap::new()),
             status: Mutex::new("created"),
             started_at: Mutex::new(None),
@@ -250,7 +251,7 @@ impl Shim {
         if let Some(obj) = process.as_object_mut() {
             obj.insert("terminal".into(), serde_json::Value::Bool(tty));
         }
-        let proc = Proc::new(None, false, true);
+        let proc = Proc::new(None, None, false, true);
         lock(&self.execs).insert(exec_id.to_string(), proc.clone());
         let rx = proc.subscribe();
         let res = self.exec_inner(exec_id, &process, tty, stdin, &proc).await;
@@ -428,6 +429,11 @@ async fn handle(shim: Arc<Shim>, conn: UnixStream) {
         } => match shim.resize(&exec_id, width, height) {
             Ok(()) => Response::Ok,
             Err(e) => err(e),
+        },
+        Request::ReopenLog => match shim.init.cri_log.as_ref().map(|l| l.reopen()) {
+            None => err("the container has no CRI log".into()),
+            Some(Ok(())) => Response::Ok,
+            Some(Err(e)) => err(format!("reopening the CRI log: {e}")),
         },
         Request::Pids => match shim
             .runtime(
@@ -687,7 +693,21 @@ async fn run(cfg: ShimConfig, bundle: PathBuf) -> i32 {
             return 1;
         }
     };
-    let shim = Shim::new(cfg, bundle, Some(log), Arc::new(RuntimeBinary));
+    let cri_log = match &cfg.cri_log {
+        None => None,
+        Some(p) => match super::crilog::CriLog::open(p.into(), cfg.cri_log_max_line) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                ready(&Ready {
+                    ok: false,
+                    pid: 0,
+                    error: format!("opening the CRI log {p}: {e}"),
+                });
+                return 1;
+            }
+        },
+    };
+    let shim = Shim::new(cfg, bundle, Some(log), cri_log, Arc::new(RuntimeBinary));
     let reaper = shim.clone();
     tokio::spawn(async move {
         while sigchld.recv().await.is_some() {

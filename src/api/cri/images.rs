@@ -123,6 +123,23 @@ fn find(d: &Daemon, s: &str) -> Result<Option<Found>> {
     Ok(hit)
 }
 
+/// The image a container config names: (a name of its record, its id, its repo digest).
+pub(super) fn lookup(d: &Daemon, s: &str) -> Result<Option<(String, String, String)>> {
+    Ok(find(d, s)?.map(|f| {
+        let name = f
+            .records
+            .iter()
+            .find(|r| !r.name.contains('@'))
+            .or(f.records.first())
+            .map(|r| r.name.clone())
+            .unwrap_or_default();
+        let repo = Reference::parse(&name)
+            .map(|r| r.name().to_string())
+            .unwrap_or_default();
+        (name, f.id.clone(), format!("{repo}@{}", f.manifest_digest))
+    }))
+}
+
 /// The CRI view of an image: tags, `repo@digest`s, size and user.
 fn to_cri(f: &Found) -> cri::Image {
     let mut tags = Vec::new();

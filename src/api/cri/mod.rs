@@ -1,11 +1,13 @@
 //! The Kubernetes Container Runtime Interface (`runtime.v1`) on nook's socket: a thin front door
-//! for crictl, critest and a kubelet. Its images (and, later, pods and containers) live in the
-//! `k8s.io` namespace, as containerd keeps them, and every call goes to the same subsystems as
-//! nook's own API. One file per CRI service: [`runtime`] (RuntimeService) and [`images`]
-//! (ImageService).
+//! for crictl, critest and a kubelet. Its images, pods and containers live in the `k8s.io`
+//! namespace, as containerd keeps them, and every call goes to the same services as nook's own
+//! API. [`runtime`] (RuntimeService) delegates pod sandboxes to [`sandbox`] (the pods service)
+//! and containers to [`containers`] (the containers service); [`images`] is the ImageService.
 
+mod containers;
 mod images;
 mod runtime;
+mod sandbox;
 
 use std::sync::Arc;
 

@@ -1,5 +1,6 @@
 //! CRI's RuntimeService: Version, Status and RuntimeConfig answer from the daemon's plugins and
-//! config; pods and containers are not served yet and answer Unimplemented naming the call.
+//! config; pod sandboxes go to [`super::sandbox`], containers to [`super::containers`]; what is
+//! not served answers Unimplemented naming the call.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -146,97 +147,125 @@ impl RuntimeService for Runtime {
 
     async fn run_pod_sandbox(
         &self,
-        _r: Request<cri::RunPodSandboxRequest>,
+        r: Request<cri::RunPodSandboxRequest>,
     ) -> R<cri::RunPodSandboxResponse> {
-        Err(not_yet("RunPodSandbox"))
+        super::sandbox::run(&self.d, r.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn stop_pod_sandbox(
         &self,
-        _r: Request<cri::StopPodSandboxRequest>,
+        r: Request<cri::StopPodSandboxRequest>,
     ) -> R<cri::StopPodSandboxResponse> {
-        Err(not_yet("StopPodSandbox"))
+        super::sandbox::stop(&self.d, r.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn remove_pod_sandbox(
         &self,
-        _r: Request<cri::RemovePodSandboxRequest>,
+        r: Request<cri::RemovePodSandboxRequest>,
     ) -> R<cri::RemovePodSandboxResponse> {
-        Err(not_yet("RemovePodSandbox"))
+        super::sandbox::remove(&self.d, r.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn pod_sandbox_status(
         &self,
-        _r: Request<cri::PodSandboxStatusRequest>,
+        r: Request<cri::PodSandboxStatusRequest>,
     ) -> R<cri::PodSandboxStatusResponse> {
-        Err(not_yet("PodSandboxStatus"))
+        super::sandbox::status(&self.d, r.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn list_pod_sandbox(
         &self,
-        _r: Request<cri::ListPodSandboxRequest>,
+        r: Request<cri::ListPodSandboxRequest>,
     ) -> R<cri::ListPodSandboxResponse> {
-        Err(not_yet("ListPodSandbox"))
+        super::sandbox::list(&self.d, r.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn create_container(
         &self,
-        _r: Request<cri::CreateContainerRequest>,
+        r: Request<cri::CreateContainerRequest>,
     ) -> R<cri::CreateContainerResponse> {
-        Err(not_yet("CreateContainer"))
+        super::containers::create(&self.d, r.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn start_container(
         &self,
-        _r: Request<cri::StartContainerRequest>,
+        r: Request<cri::StartContainerRequest>,
     ) -> R<cri::StartContainerResponse> {
-        Err(not_yet("StartContainer"))
+        super::containers::start(&self.d, r.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn stop_container(
         &self,
-        _r: Request<cri::StopContainerRequest>,
+        r: Request<cri::StopContainerRequest>,
     ) -> R<cri::StopContainerResponse> {
-        Err(not_yet("StopContainer"))
+        super::containers::stop(&self.d, r.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn remove_container(
         &self,
-        _r: Request<cri::RemoveContainerRequest>,
+        r: Request<cri::RemoveContainerRequest>,
     ) -> R<cri::RemoveContainerResponse> {
-        Err(not_yet("RemoveContainer"))
+        super::containers::remove(&self.d, r.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn list_containers(
         &self,
-        _r: Request<cri::ListContainersRequest>,
+        r: Request<cri::ListContainersRequest>,
     ) -> R<cri::ListContainersResponse> {
-        Err(not_yet("ListContainers"))
+        super::containers::list(&self.d, r.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn container_status(
         &self,
-        _r: Request<cri::ContainerStatusRequest>,
+        r: Request<cri::ContainerStatusRequest>,
     ) -> R<cri::ContainerStatusResponse> {
-        Err(not_yet("ContainerStatus"))
+        super::containers::status(&self.d, r.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn update_container_resources(
         &self,
-        _r: Request<cri::UpdateContainerResourcesRequest>,
+        r: Request<cri::UpdateContainerResourcesRequest>,
     ) -> R<cri::UpdateContainerResourcesResponse> {
-        Err(not_yet("UpdateContainerResources"))
+        super::containers::update_resources(&self.d, r.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn reopen_container_log(
         &self,
-        _r: Request<cri::ReopenContainerLogRequest>,
+        r: Request<cri::ReopenContainerLogRequest>,
     ) -> R<cri::ReopenContainerLogResponse> {
-        Err(not_yet("ReopenContainerLog"))
+        super::containers::reopen_log(&self.d, r.into_inner())
+            .await
+            .map(Response::new)
     }
 
-    async fn exec_sync(&self, _r: Request<cri::ExecSyncRequest>) -> R<cri::ExecSyncResponse> {
-        Err(not_yet("ExecSync"))
+    async fn exec_sync(&self, r: Request<cri::ExecSyncRequest>) -> R<cri::ExecSyncResponse> {
+        super::containers::exec_sync(&self.d, r.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn exec(&self, _r: Request<cri::ExecRequest>) -> R<cri::ExecResponse> {
@@ -256,16 +285,20 @@ impl RuntimeService for Runtime {
 
     async fn container_stats(
         &self,
-        _r: Request<cri::ContainerStatsRequest>,
+        r: Request<cri::ContainerStatsRequest>,
     ) -> R<cri::ContainerStatsResponse> {
-        Err(not_yet("ContainerStats"))
+        super::containers::stats(&self.d, r.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn list_container_stats(
         &self,
-        _r: Request<cri::ListContainerStatsRequest>,
+        r: Request<cri::ListContainerStatsRequest>,
     ) -> R<cri::ListContainerStatsResponse> {
-        Err(not_yet("ListContainerStats"))
+        super::containers::list_stats(&self.d, r.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn pod_sandbox_stats(

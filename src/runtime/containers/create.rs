@@ -64,6 +64,11 @@ impl Manager {
             )));
         }
         let direct = port_driver == "direct" && !ports.is_empty();
+        if o.pod.is_some() && !ports.is_empty() {
+            return Err(Error::InvalidArgument(
+                "a container of a pod publishes no ports of its own: the pod's port mappings publish them".into(),
+            ));
+        }
         if let Some(why) = direct.then(crate::shim::direct::unsupported).flatten() {
             return Err(Error::Precondition(why));
         }
@@ -87,32 +92,39 @@ impl Manager {
             o.hostname.clone()
         };
         // the container's network first: its namespace path goes into the spec, and its
-        // /etc/hosts and resolv.conf into the bundle
-        let req = crate::network::AttachRequest {
-            container_name: name.clone(),
-            hostname: hostname.clone(),
-            network: o.network.clone(),
-            hosts_path: Some(bundle.join(task::HOSTS_FILE)),
-            ports,
-            direct,
-        };
-        let (d2, ns2, id2) = (d.clone(), ns.to_string(), id.clone());
-        let att =
-            match tokio::task::spawn_blocking(move || d2.network.attach(&ns2, &id2, &req)).await {
-                Ok(att) => att?,
-                Err(e) => {
-                    // a panic part-way skipped attach's own undoing
-                    detach_network(d, ns, &id).await;
-                    return Err(Error::Internal(format!("attaching the network: {e}")));
-                }
-            };
+        // /etc/hosts and resolv.conf into the bundle; a pod's container joins the pod's
         let mut etc = EtcFiles::defaults(
             &hostname,
             &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
             Some(SLIRP_DNS),
         );
-        etc.hosts = att.hosts.clone();
-        etc.resolv = att.resolv_conf.clone();
+        let netns_path = match &o.pod {
+            Some(j) => j.netns.clone(),
+            None => {
+                let req = crate::network::AttachRequest {
+                    container_name: name.clone(),
+                    hostname: hostname.clone(),
+                    network: o.network.clone(),
+                    hosts_path: Some(bundle.join(task::HOSTS_FILE)),
+                    ports,
+                    direct,
+                };
+                let (d2, ns2, id2) = (d.clone(), ns.to_string(), id.clone());
+                let attached =
+                    tokio::task::spawn_blocking(move || d2.network.attach(&ns2, &id2, &req)).await;
+                let att = match attached {
+                    Ok(att) => att?,
+                    Err(e) => {
+                        // a panic part-way skipped attach's own undoing
+                        detach_network(d, ns, &id).await;
+                        return Err(Error::Internal(format!("attaching the network: {e}")));
+                    }
+                };
+                etc.hosts = att.hosts.clone();
+                etc.resolv = att.resolv_conf.clone();
+                att.netns_path
+            }
+        };
         if let Err(e) = self.tasks.prepare_bundle(ns, &id, &etc) {
             detach_network(d, ns, &id).await;
             return Err(e);
@@ -201,11 +213,24 @@ impl Manager {
         so.group_add = o.group_add.clone();
         so.init = init;
         so.privileged = o.privileged;
-        so.labels = o.labels.clone();
-        so.network = Network::Path(att.netns_path.clone());
+        so.network = Network::Path(netns_path);
         so.hostname_file = Some(bundle.join(task::HOSTNAME_FILE));
         so.hosts_file = Some(bundle.join(task::HOSTS_FILE));
         so.resolv_file = Some(bundle.join(task::RESOLV_FILE));
+        so.binds.extend(o.mounts.iter().cloned());
+        so.no_new_privileges |= o.no_new_privileges;
+        if let Some(s) = &o.seccomp {
+            so.seccomp = s.clone();
+        }
+        if let Some(j) = &o.pod {
+            so.hostname = Some(j.hostname.clone()).filter(|h| !h.is_empty());
+            so.hostname_file = Some(j.hostname_file.clone());
+            so.hosts_file = Some(j.hosts_file.clone());
+            so.resolv_file = Some(j.resolv_file.clone());
+        }
+        let mut annotations = o.labels.clone();
+        annotations.extend(o.annotations.clone());
+        so.labels = annotations;
         let built = (|| {
             for opt in &o.security_opt {
                 so.apply_security_opt(opt, |p| {
@@ -217,6 +242,10 @@ impl Manager {
                 })?;
             }
             let mut spec = serde_json::to_value(spec::build_spec(&img_cfg, &so)?)?;
+            if let Some(j) = &o.pod {
+                pod::join_namespaces(&mut spec, j);
+            }
+            pod::set_paths(&mut spec, &o.masked_paths, &o.readonly_paths);
             o.limits
                 .apply(&mut spec, d.cgroups.container_path(&id).as_deref());
             if direct
@@ -273,6 +302,8 @@ impl Manager {
             client: None,
             limits: o.limits.clone(),
             oom_killed: false,
+            annotations: o.annotations.clone(),
+            pod: o.pod.as_ref().map(|j| j.member.clone()),
             volumes: vols.clone(),
         };
         let res = d.store.write(|tx| {
@@ -367,6 +398,8 @@ impl Manager {
             oom_killed: false,
             volumes: vec![],
             client: Some(client),
+            annotations: BTreeMap::new(),
+            pod: None,
         };
         d.store.write(|tx| {
             for (_, r) in tx_list(tx, ns)? {

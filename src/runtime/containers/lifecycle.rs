@@ -159,7 +159,20 @@ impl Manager {
         let held = d.network.take_held(ns, &r.id);
         let pid = match self
             .tasks
-            .spawn(ns, &r.id, &rt, r.tty, r.stdin, start_now, hold_output, held)
+            .spawn(
+                ns,
+                &r.id,
+                &rt,
+                r.tty,
+                r.stdin,
+                start_now,
+                hold_output,
+                held,
+                r.pod.as_ref().filter(|p| !p.log_path.is_empty()).map(|p| {
+                    let max = d.config.cri.max_container_log_line_size as usize;
+                    (p.log_path.clone(), max)
+                }),
+            )
             .await
         {
             Ok((_, pid)) => pid,

@@ -9,6 +9,7 @@
 
 mod create;
 mod lifecycle;
+pub mod pod;
 mod recover;
 mod runtime_spec;
 #[cfg(test)]
@@ -87,6 +88,12 @@ pub struct ContainerRecord {
     /// What a containerd client gave when it made the container (containerd's API).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<ClientRecord>,
+    /// Annotations given at creation (CRI's), kept as given and put in the OCI spec.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// The pod it belongs to, if any (a CRI container).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<pod::PodMember>,
 }
 
 /// What a containerd client gave at creation, kept as given: its runtime name and options,
@@ -158,6 +165,19 @@ pub struct CreateOptions {
     pub group_add: Vec<String>,
     /// `--ulimit NAME=SOFT[:HARD]`.
     pub ulimits: Vec<String>,
+    /// Join a pod's namespaces and /etc files instead of getting a network of its own.
+    pub pod: Option<pod::PodJoin>,
+    /// Annotations (CRI's), recorded and put in the OCI spec.
+    pub annotations: BTreeMap<String, String>,
+    /// Bind mounts given as such (CRI's), besides `volumes`.
+    pub mounts: Vec<BindMount>,
+    /// A seccomp choice given as such (CRI's security context), instead of `security_opt`'s.
+    pub seccomp: Option<spec::SeccompChoice>,
+    /// `no_new_privs` given as such.
+    pub no_new_privileges: bool,
+    /// Masked and read-only paths replacing nook's defaults (None: the defaults).
+    pub masked_paths: Option<Vec<String>>,
+    pub readonly_paths: Option<Vec<String>>,
 }
 
 /// A container with its task's state.
@@ -411,6 +431,8 @@ mod tests {
             client: None,
             limits: Default::default(),
             oom_killed: false,
+            annotations: BTreeMap::new(),
+            pod: None,
             volumes: vec![],
         };
         assert_eq!(rec.command(), ["sh", "-c", "true"]);

@@ -28,9 +28,11 @@ fn shim(start: bool) -> (tempfile::TempDir, Arc<FakeRuntime>, Arc<Shim>) {
         ports: Vec::new(),
         port_fds: Vec::new(),
         relay: None,
+        cri_log: None,
+        cri_log_max_line: 0,
     };
     let rt = Arc::new(FakeRuntime::default());
-    let s = Shim::new(cfg, dir.path().to_path_buf(), None, rt.clone());
+    let s = Shim::new(cfg, dir.path().to_path_buf(), None, None, rt.clone());
     (dir, rt, s)
 }
 
