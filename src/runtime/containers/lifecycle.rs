@@ -311,6 +311,7 @@ impl Manager {
                 }
                 _ => {}
             }
+            self.client_procs.forget(ns, &r.id);
             self.events.publish(
                 ns,
                 "/tasks/delete",
@@ -494,6 +495,7 @@ impl Manager {
             if let Some(e) = &exit {
                 self.report_exit(ns, r, e);
             }
+            self.client_procs.forget(ns, &r.id);
             self.events.publish(
                 ns,
                 "/tasks/delete",
@@ -509,6 +511,7 @@ impl Manager {
                 ],
             );
         }
+        self.client_procs.forget(ns, &r.id);
         self.exits_reported
             .lock()
             .unwrap_or_else(|e| e.into_inner())
