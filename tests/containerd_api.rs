@@ -729,6 +729,73 @@ fn ctr_run_stdin_terminal_and_log_uris() {
     assert_eq!(read("env"), "default b1\n");
 }
 
+#[test]
+fn ctr_task_metrics_and_update() {
+    if !have_ctr() {
+        return;
+    }
+    let dir = scratch("metrics");
+    let tool = setuptool_copy(&dir);
+    let d = Nookd::start();
+    let (_reg, name) = registry_with_busybox(&dir, &d);
+    ctr(&d, &["images", "pull", "--plain-http", &name]).ok();
+    ctr_in_ns(
+        &d,
+        &tool,
+        &["run", "-d", &name, "m1", "busybox", "sleep", "100"],
+    )
+    .ok();
+
+    // Tasks.Update through containerd's Go-client-shaped API (ctr 1.6 has no `task update`):
+    // a memory limit, where the memory controller is delegated
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let updated = rt.block_on(async {
+        use containerd_client::services::v1::tasks_client::TasksClient;
+        let c = nook::cli::client::Client::connect(Some(d.address.clone()), "default")
+            .await
+            .unwrap();
+        let mut t = TasksClient::new(c.channel.clone());
+        let mut req = tonic::Request::new(containerd_client::services::v1::UpdateTaskRequest {
+            container_id: "m1".into(),
+            resources: Some(prost_types::Any {
+                type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into(),
+                value: br#"{"memory":{"limit":67108864},"pids":{"limit":100}}"#.to_vec(),
+            }),
+            ..Default::default()
+        });
+        req.metadata_mut()
+            .insert("containerd-namespace", "default".parse().unwrap());
+        t.update(req).await
+    });
+
+    let m = ctr(&d, &["task", "metrics", "m1"]);
+    if m.out.status.success() {
+        let text = m.stdout();
+        assert!(text.contains("pids.current"), "{text}");
+        assert!(text.contains("memory.usage"), "{text}");
+        let u = updated.expect("Tasks.Update with the memory controller delegated");
+        drop(u);
+        let text = ctr(&d, &["task", "metrics", "m1"]).ok();
+        assert!(text.contains("67108864"), "{text}");
+        assert!(d.nook(&["inspect", "m1"]).ok().contains("67108864"));
+    } else {
+        // no delegated cgroups here: both say so
+        assert!(m.stderr().contains("delegated"), "{}", m.stderr());
+        let e = updated.expect_err("an update without delegated cgroups");
+        assert!(
+            e.message().contains("deleg") || e.message().contains("cgroup"),
+            "{e:?}"
+        );
+        eprintln!(
+            "NOTE: cgroups are not delegated here: metrics and update answered with the reason"
+        );
+    }
+    ctr(&d, &["task", "kill", "-s", "SIGKILL", "m1"]).ok();
+    d.nook(&["wait", "m1"]).ok();
+    ctr(&d, &["task", "rm", "m1"]).ok();
+    ctr(&d, &["containers", "rm", "m1"]).ok();
+}
+
 /// `ctr run --rm IMG id true` against `nook run --rm IMG true`, same daemon, same image:
 /// medians of 10 runs each, printed (run with `--ignored --nocapture`).
 #[test]

@@ -358,19 +358,64 @@ impl Tasks for Svc {
         ))
     }
 
-    async fn update(&self, _r: Request<cd::UpdateTaskRequest>) -> Result<Response<()>, Status> {
-        Err(Status::unimplemented(
-            "updating a running task's resources is not supported (limits need delegated cgroups)",
-        ))
+    async fn update(&self, r: Request<cd::UpdateTaskRequest>) -> Result<Response<()>, Status> {
+        let ns = namespace(&r)?;
+        let r = r.into_inner();
+        let rec = find(&self.0, &ns, &r.container_id)?;
+        let Some(res) = r.resources else {
+            return Ok(Response::new(()));
+        };
+        let v: serde_json::Value = serde_json::from_slice(&res.value).map_err(|e| {
+            Status::invalid_argument(format!(
+                "resources ({}) are not runtime-spec LinuxResources in JSON: {e}",
+                res.type_url
+            ))
+        })?;
+        let u = resources(&v)?;
+        crate::runtime::limits::update(containers(&self.0)?, &ns, &rec, &u).await?;
+        Ok(Response::new(()))
     }
 
     async fn metrics(
         &self,
-        _r: Request<cd::MetricsRequest>,
+        r: Request<cd::MetricsRequest>,
     ) -> Result<Response<cd::MetricsResponse>, Status> {
-        Err(Status::unimplemented(
-            "task metrics in containerd's cgroup types are not supported yet (see nook's Prometheus metrics)",
-        ))
+        let ns = namespace(&r)?;
+        let f = super::filters::Filters::parse(&r.into_inner().filters)?;
+        let m = containers(&self.0)?;
+        let d = m.deps();
+        let mut metrics = Vec::new();
+        for rec in m.records(&ns)? {
+            let id = rec.id.clone();
+            if !f.matches(|p| match p {
+                [x] if x == "id" || x == "container_id" => Some(id.clone()),
+                _ => None,
+            }) {
+                continue;
+            }
+            let st = m.status(&ns, rec.clone()).await;
+            let Some(pid) = st.task.as_ref().map(|t| t.pid).filter(|_| st.running()) else {
+                continue;
+            };
+            if let crate::cgroup::Cgroups::None { why, .. } = d.cgroups.as_ref() {
+                return Err(Status::failed_precondition(format!(
+                    "no metrics for task {id}: nook reads them from delegated cgroups, and {why}"
+                )));
+            }
+            let pids_limit = rec.limits.resources.pids_limit.unwrap_or(0).max(0) as u64;
+            let (d2, rec2) = (d.clone(), rec.clone());
+            let stats =
+                crate::api::blocking(move || Ok(crate::runtime::limits::stats(&d2, &rec2, pid)))
+                    .await?;
+            if let Some((s, _, _)) = stats {
+                metrics.push(containerd_client::types::Metric {
+                    timestamp: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
+                    id: rec.id.clone(),
+                    data: super::metrics::encode(&d.cgroups, &s, pids_limit),
+                });
+            }
+        }
+        Ok(Response::new(cd::MetricsResponse { metrics }))
     }
 
     async fn wait(
@@ -400,4 +445,40 @@ impl Tasks for Svc {
             exited_at,
         }))
     }
+}
+
+/// nook's resources from containerd's (runtime-spec LinuxResources): memory, swap,
+/// reservation, CPU quota/period (as CPUs), shares and cpuset, pids and the block I/O weight;
+/// anything else is refused rather than ignored.
+fn resources(v: &serde_json::Value) -> Result<crate::cgroup::Resources, Status> {
+    let mut u = crate::cgroup::Resources::default();
+    let i = |p: &str| v.pointer(p).and_then(|x| x.as_i64());
+    u.memory = i("/memory/limit");
+    u.memory_swap = i("/memory/swap");
+    u.memory_reservation = i("/memory/reservation");
+    if let (Some(q), Some(p)) = (i("/cpu/quota"), i("/cpu/period")) {
+        if q > 0 && p > 0 {
+            u.cpus = Some(q as f64 / p as f64);
+        }
+    }
+    u.cpu_shares = v.pointer("/cpu/shares").and_then(|x| x.as_u64());
+    u.cpuset_cpus = v
+        .pointer("/cpu/cpus")
+        .and_then(|x| x.as_str())
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    u.pids_limit = i("/pids/limit");
+    u.blkio_weight = v
+        .pointer("/blockIO/weight")
+        .and_then(|x| x.as_u64())
+        .map(|w| w.min(u16::MAX as u64) as u16);
+    let known = ["memory", "cpu", "pids", "blockIO", "devices"];
+    if let Some(o) = v.as_object() {
+        if let Some(k) = o.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(Status::invalid_argument(format!(
+                "updating {k} is not supported: nook updates memory, cpu, pids and blockIO.weight"
+            )));
+        }
+    }
+    Ok(u)
 }
