@@ -796,40 +796,6 @@ fn ctr_task_metrics_and_update() {
     ctr(&d, &["containers", "rm", "m1"]).ok();
 }
 
-/// `ctr run --rm IMG id true` against `nook run --rm IMG true`, same daemon, same image:
-/// medians of 10 runs each, printed (run with `--ignored --nocapture`).
-#[test]
-#[ignore = "a measurement, not a check"]
-fn ctr_run_timing() {
-    if !have_ctr() {
-        return;
-    }
-    let dir = scratch("timing");
-    let tool = setuptool_copy(&dir);
-    let d = Nookd::start();
-    let (_reg, name) = registry_with_busybox(&dir, &d);
-    ctr(&d, &["images", "pull", "--plain-http", &name]).ok();
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        v[v.len() / 2]
-    };
-    let (mut c, mut n) = (Vec::new(), Vec::new());
-    for i in 0..10 {
-        let id = format!("t{i}");
-        let t = std::time::Instant::now();
-        ctr_in_ns(&d, &tool, &["run", "--rm", &name, &id, "busybox", "true"]).ok();
-        c.push(t.elapsed().as_secs_f64());
-        let t = std::time::Instant::now();
-        d.nook(&["run", "--rm", &name, "busybox", "true"]).ok();
-        n.push(t.elapsed().as_secs_f64());
-    }
-    let (c, n) = (median(c), median(n));
-    println!(
-        "TIMING ctr run --rm: {c:.3} s, nook run --rm: {n:.3} s, ratio {:.2}",
-        c / n
-    );
-}
-
 /// containerd 2.x's ctr, installed once with `go install` into a cache under /var/tmp (as
 /// .ci/run's other Go clients); None, with the reason printed, when that fails.
 fn ctr2() -> Option<PathBuf> {
