@@ -796,6 +796,55 @@ fn ctr_task_metrics_and_update() {
     ctr(&d, &["containers", "rm", "m1"]).ok();
 }
 
+#[test]
+fn ctr_snapshots_diff_makes_a_layer() {
+    if !have_ctr() {
+        return;
+    }
+    let dir = scratch("diff");
+    let tool = setuptool_copy(&dir);
+    let d = Nookd::start();
+    let (_reg, name) = registry_with_busybox(&dir, &d);
+    ctr(&d, &["images", "pull", "--plain-http", &name]).ok();
+    // a container that adds a file and removes one; its snapshot (key: its id) stays
+    ctr_in_ns(
+        &d,
+        &tool,
+        &[
+            "run",
+            &name,
+            "d1",
+            "sh",
+            "-c",
+            "echo new > /etc/added; rm /etc/hostname",
+        ],
+    )
+    .ok();
+    // Diff.Diff of the snapshot against its parent: the layer, read back from the content store
+    let mut c = as_user(&d.user, &d.env(), "sh");
+    c.arg("-c").arg(format!(
+        "{CTR} --address {} snapshots diff d1 | tar -tzvf -",
+        d.address.display()
+    ));
+    let out = c.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("etc/added"), "{text}");
+    assert!(text.contains("etc/.wh.hostname"), "{text}");
+    assert!(!text.contains("bin/"), "only the changes: {text}");
+    // stored gzip, with its uncompressed digest as containerd labels it
+    let ls = ctr(&d, &["content", "ls"]).ok();
+    assert!(ls.contains("containerd.io/uncompressed="), "{ls}");
+    // ctr run deleted the task; ctr removes the container's snapshot with it
+    ctr(&d, &["containers", "rm", "d1"]).ok();
+    let ls = ctr(&d, &["snapshots", "ls"]).ok();
+    assert!(!ls.lines().any(|l| l.starts_with("d1 ")), "{ls}");
+}
+
 /// containerd 2.x's ctr, installed once with `go install` into a cache under /var/tmp (as
 /// .ci/run's other Go clients); None, with the reason printed, when that fails.
 fn ctr2() -> Option<PathBuf> {
