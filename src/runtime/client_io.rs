@@ -109,9 +109,25 @@ impl Outputs {
     }
 
     /// Closes the output (the client's readers see its end) and lets a logging binary finish.
-    fn close(mut self) {
-        self.out = None;
-        self.err = None;
+    /// A FIFO is closed once its reader took what it holds (at most [`DRAIN_WAIT`]): ctr
+    /// closes its read ends as soon as it has the exit, and what is still in the pipe then
+    /// would be lost.
+    async fn close(mut self) {
+        let fifos: Vec<std::fs::File> = [self.out.take(), self.err.take()]
+            .into_iter()
+            .flatten()
+            .collect();
+        if self.binary.is_none() {
+            let _ = tokio::task::spawn_blocking(move || {
+                let deadline = std::time::Instant::now() + DRAIN_WAIT;
+                for f in &fifos {
+                    while unread(f) > 0 && std::time::Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+            })
+            .await;
+        }
         if let Some(mut child) = self.binary.take() {
             std::thread::spawn(move || {
                 let deadline = std::time::Instant::now() + BINARY_GRACE;
@@ -125,6 +141,21 @@ impl Outputs {
                 let _ = child.wait();
             });
         }
+    }
+}
+
+/// How long closing waits for a FIFO's reader to take what the FIFO holds.
+const DRAIN_WAIT: Duration = Duration::from_secs(2);
+
+/// Bytes in a pipe not read yet (0 for what is not a pipe).
+fn unread(f: &std::fs::File) -> i32 {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer, which is valid for the call.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), libc::FIONREAD, &mut n) };
+    if r < 0 {
+        0
+    } else {
+        n
     }
 }
 
@@ -365,7 +396,7 @@ impl ClientProc {
                     }
                 }
             };
-            outputs.close();
+            outputs.close().await;
             if let Some(t) = stdin {
                 t.abort();
                 me.forwarding.send_replace(false);
@@ -513,7 +544,7 @@ mod tests {
         let mut o = Outputs::open(&io, "default", "c1").unwrap();
         o.write(false, bytes::Bytes::from_static(b"out\n")).await;
         o.write(true, bytes::Bytes::from_static(b"err\n")).await;
-        o.close();
+        o.close().await;
         assert_eq!(std::fs::read_to_string(&f).unwrap(), "out\nerr\n");
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -538,7 +569,7 @@ mod tests {
         let mut o = Outputs::open(&io, "ns1", "c1").unwrap();
         o.write(false, bytes::Bytes::from_static(b"hello\n")).await;
         o.write(true, bytes::Bytes::from_static(b"oops\n")).await;
-        o.close();
+        o.close().await;
         let mut text = String::new();
         for _ in 0..100 {
             text = std::fs::read_to_string(&out).unwrap_or_default();

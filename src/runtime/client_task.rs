@@ -164,6 +164,14 @@ impl Manager {
         Ok(self.client_exec(ns, id, exec_id)?.wait().await)
     }
 
+    /// Waits (at most 10 s) until a client's task's output was handed to its stdio, once
+    /// the task exited; at once for a task no client made.
+    pub async fn wait_client_output(&self, ns: &str, id: &str) {
+        if let Some(p) = self.client_procs.get(ns, id, "") {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), p.wait()).await;
+        }
+    }
+
     /// Signals a running exec.
     pub async fn kill_client_exec(
         &self,

@@ -434,6 +434,8 @@ impl Tasks for Svc {
             }));
         }
         let code = m.wait_exit(&ns, &rec.id).await?;
+        // a client's task: its output is in the client's FIFOs before the exit is told
+        m.wait_client_output(&ns, &rec.id).await;
         let exited_at = m
             .status(&ns, rec)
             .await
