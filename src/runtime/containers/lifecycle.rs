@@ -24,13 +24,13 @@ impl Manager {
                 return Err(Error::NotFound(format!("container {} was removed", r.name)));
             }
             let rootfs = self.rootfs(ns, &r.id);
-            if !is_mountpoint(&rootfs) {
+            if !d.mounts.is_mounted(&rootfs) {
                 let sn = d.snapshotters.get(Some(&r.snapshotter))?;
                 let mounts =
                     crate::snapshot::Snapshotter::mounts(sn.as_ref(), ns, &r.snapshot_key)?;
                 std::fs::create_dir_all(&rootfs)
                     .map_err(|e| Error::io(format!("creating {}", rootfs.display()), e))?;
-                crate::snapshot::mount::mount_all(&mounts, &rootfs)?;
+                d.mounts.mount_all(&mounts, &rootfs)?;
             }
             tokio::task::spawn_blocking(move || f(&rootfs))
                 .await
@@ -60,12 +60,12 @@ impl Manager {
             self.tasks.write_spec(&bundle, &runtime_spec(d, r)?)?;
         }
         let rootfs = bundle.join("rootfs");
-        if !is_mountpoint(&rootfs) {
+        if !d.mounts.is_mounted(&rootfs) {
             let sn = d.snapshotters.get(Some(&r.snapshotter))?;
             let mounts = crate::snapshot::Snapshotter::mounts(sn.as_ref(), ns, &r.snapshot_key)?;
             std::fs::create_dir_all(&rootfs)
                 .map_err(|e| Error::io(format!("creating {}", rootfs.display()), e))?;
-            crate::snapshot::mount::mount_all(&mounts, &rootfs)?;
+            d.mounts.mount_all(&mounts, &rootfs)?;
         }
         Ok(())
     }
@@ -301,8 +301,8 @@ impl Manager {
             }
             // the rootfs is mounted again when a task is made again
             let rootfs = self.rootfs(ns, &r.id);
-            if is_mountpoint(&rootfs) {
-                crate::snapshot::mount::unmount(&rootfs)?;
+            if d.mounts.is_mounted(&rootfs) {
+                d.mounts.unmount(&rootfs)?;
             }
             let exit_file = c.bundle().join(crate::shim::files::EXIT);
             match std::fs::remove_file(&exit_file) {
@@ -384,14 +384,26 @@ impl Manager {
     }
 
     /// Removes a container (with `force`, kills it first): task, runtime state, rootfs mount,
-    /// snapshot, bundle and record.
+    /// snapshot, bundle and record; a `--rm` container's anonymous volumes go with it.
     pub async fn remove(&self, ns: &str, r: &ContainerRecord, force: bool) -> Result<()> {
+        self.remove_with_volumes(ns, r, force, r.auto_remove).await
+    }
+
+    /// [`Manager::remove`], and with `volumes` (`rm -v`) the container's anonymous volumes
+    /// that no other container uses.
+    pub async fn remove_with_volumes(
+        &self,
+        ns: &str,
+        r: &ContainerRecord,
+        force: bool,
+        volumes: bool,
+    ) -> Result<()> {
         // one removal at a time per container (`--rm` watcher, attach and `rm -f` may race),
         // and never while it is being started (a prune racing `nook start`)
         let (key, lock) = self.op_lock(ns, &r.id);
         let res = {
             let _held = lock.lock().await;
-            self.remove_locked(ns, r, force).await
+            self.remove_locked(ns, r, force, volumes).await
         };
         self.op_unlock(&key, lock);
         res
@@ -438,7 +450,13 @@ impl Manager {
         Ok(removed)
     }
 
-    async fn remove_locked(&self, ns: &str, r: &ContainerRecord, force: bool) -> Result<()> {
+    async fn remove_locked(
+        &self,
+        ns: &str,
+        r: &ContainerRecord,
+        force: bool,
+        volumes: bool,
+    ) -> Result<()> {
         let d = &self.deps;
         if d.store
             .get::<ContainerRecord>(CONTAINERS, ns, &r.id)?
@@ -475,10 +493,10 @@ impl Manager {
         }
         super::limits::forget(ns, &r.id);
         // unmounting, the redb commit and the removals below block: off the async threads
-        let rootfs = self.rootfs(ns, &r.id);
+        let (rootfs, mounts) = (self.rootfs(ns, &r.id), d.mounts.clone());
         blocking(move || {
-            if is_mountpoint(&rootfs) {
-                crate::snapshot::mount::unmount(&rootfs)?;
+            if mounts.is_mounted(&rootfs) {
+                mounts.unmount(&rootfs)?;
             }
             Ok(())
         })
@@ -488,7 +506,34 @@ impl Manager {
         // unreferenced snapshot (labelled nook.container, so GC collects it) and a bundle
         // directory, never a container whose snapshot is gone.
         let (store, ns2, id2) = (d.store.clone(), ns.to_string(), r.id.clone());
-        blocking(move || store.write(|tx| tx.delete(CONTAINERS, &ns2, &id2).map(|_| ()))).await?;
+        let anonymous: Vec<String> = r
+            .volumes
+            .iter()
+            .filter(|v| volumes && v.anonymous)
+            .map(|v| v.name.clone())
+            .collect();
+        let vols = blocking(move || {
+            store.write(|tx| {
+                tx.delete(CONTAINERS, &ns2, &id2)?;
+                // with the record, the anonymous volumes no other container mounts
+                let mut gone = Vec::new();
+                for v in anonymous {
+                    if super::volume_users(tx, &ns2, &v)?.is_empty()
+                        && crate::volumes::Volumes::delete_record(tx, &ns2, &v)?
+                    {
+                        gone.push(v);
+                    }
+                }
+                Ok(gone)
+            })
+        })
+        .await?;
+        for v in vols {
+            let (vs, ns2) = (d.volumes.clone(), ns.to_string());
+            if let Err(e) = blocking(move || vs.remove_data(&ns2, &v)).await {
+                tracing::warn!(container = %r.id, "removing its anonymous volume: {e} (removed at the next start)");
+            }
+        }
         d.gc.mutated(true);
         if st.task.is_some() {
             let exit = self.tasks.client(ns, &r.id).recorded_exit();

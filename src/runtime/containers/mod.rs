@@ -11,9 +11,12 @@ mod create;
 mod lifecycle;
 mod recover;
 mod runtime_spec;
+#[cfg(test)]
+mod seam_tests;
 mod supervise;
 
-pub use create::{is_mountpoint, SLIRP_DNS};
+pub use crate::snapshot::mount::is_mountpoint;
+pub use create::SLIRP_DNS;
 pub(crate) use runtime_spec::runtime_spec;
 pub use runtime_spec::{adapt_client_spec, dev_core_hook, DEV_CORE_HOOK_ARG};
 use std::collections::BTreeMap;
@@ -27,7 +30,9 @@ pub use super::deps::{blocking, Deps};
 use super::plugin;
 // the children's `super::limits` (..) paths name these siblings of `containers`
 use super::restart::{self, RestartPolicy};
-use super::spec::{self, BindMount, ImageConfig, Network, SpecOptions, TmpfsMount};
+use super::spec::{
+    self, BindMount, ImageConfig, Network, SpecOptions, TmpfsMount, VolumeArg, VolumeMount,
+};
 use super::task::{self, EtcFiles, Tasks};
 use super::{limits, seccomp_bpf, user};
 use crate::error::{Error, Result};
@@ -76,6 +81,9 @@ pub struct ContainerRecord {
     /// The kernel's OOM killer killed in it during its last run.
     #[serde(default)]
     pub oom_killed: bool,
+    /// The volumes it mounts (named and anonymous), which `volume rm` refuses to remove.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeMount>,
     /// What a containerd client gave when it made the container (containerd's API).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<ClientRecord>,
@@ -249,8 +257,12 @@ impl Manager {
     }
 
     pub fn new(deps: Deps) -> Result<Arc<Manager>> {
-        let shim = task::find_shim()?;
-        Ok(Arc::new_cyclic(|me| Manager {
+        Ok(Self::with_shim(deps, task::find_shim()?))
+    }
+
+    /// The manager over `deps`, starting shims from `shim`.
+    pub fn with_shim(deps: Deps, shim: PathBuf) -> Arc<Manager> {
+        Arc::new_cyclic(|me| Manager {
             tasks: Tasks::new(&deps.paths.state, shim),
             client_procs: Default::default(),
             removing: Default::default(),
@@ -260,7 +272,7 @@ impl Manager {
             events: deps.events.clone(),
             deps: Arc::new(deps),
             me: me.clone(),
-        }))
+        })
     }
 }
 
@@ -355,6 +367,16 @@ fn tx_list(tx: &crate::metadata::Tx, ns: &str) -> Result<Vec<(String, ContainerR
     tx.list::<ContainerRecord>(CONTAINERS, ns)
 }
 
+/// The names of the containers of `ns` that mount volume `name`, read inside a transaction
+/// (so that removing the volume and creating a container using it cannot interleave).
+pub fn volume_users(tx: &crate::metadata::Tx, ns: &str, name: &str) -> Result<Vec<String>> {
+    Ok(tx_list(tx, ns)?
+        .into_iter()
+        .filter(|(_, r)| r.volumes.iter().any(|v| v.name == name))
+        .map(|(_, r)| r.name)
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,6 +414,7 @@ mod tests {
             client: None,
             limits: Default::default(),
             oom_killed: false,
+            volumes: vec![],
         };
         assert_eq!(rec.command(), ["sh", "-c", "true"]);
         let s = Status {
