@@ -7,6 +7,7 @@
 //! [`unpack`] applies an image's layers into committed snapshots keyed by chain ID.
 
 pub mod apply;
+pub mod changes;
 pub mod fixture;
 pub mod unpack;
 

@@ -7,10 +7,12 @@
 //! * [`seccomp`] is the default seccomp profile (docker's allow-list).
 //! * [`plugin`] resolves runtime names from `[runtimes]` and probes them.
 //! * [`task`] creates bundles, starts `nook-shim` processes and talks to them.
-//! * [`client_task`] runs the tasks of containers a containerd client made, output to its FIFOs.
+//! * [`client_task`] runs the tasks and execs of containers a containerd client made, on
+//!   the client's stdio ([`client_io`]: FIFOs, `file://`, `binary://`).
 //! * [`copy`] moves files into and out of a container's root as tar streams (`nook cp`).
 //! * [`containers`] is the manager over them, built from [`containers::Deps`] by the daemon.
 
+pub mod client_io;
 pub mod client_task;
 pub mod containers;
 pub mod copy;

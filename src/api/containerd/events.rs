@@ -116,6 +116,15 @@ fn payload(e: &Event) -> Option<prost_types::Any> {
             exit_status: n("exit_code"),
             ..Default::default()
         }),
+        "/tasks/exec-added" => any(&ev::TaskExecAdded {
+            container_id: a("id"),
+            exec_id: a("exec_id"),
+        }),
+        "/tasks/exec-started" => any(&ev::TaskExecStarted {
+            container_id: a("id"),
+            exec_id: a("exec_id"),
+            pid: n("pid"),
+        }),
         "/tasks/paused" => any(&ev::TaskPaused {
             container_id: a("id"),
         }),

@@ -35,6 +35,7 @@ mod filters;
 mod images;
 mod introspection;
 mod leases;
+mod metrics;
 mod namespaces;
 mod snapshots;
 mod tasks;

@@ -324,6 +324,7 @@ impl Manager {
                 }
                 _ => {}
             }
+            self.client_procs.forget(ns, &r.id);
             self.events.publish(
                 ns,
                 "/tasks/delete",
@@ -552,6 +553,7 @@ impl Manager {
             if let Some(e) = &exit {
                 self.report_exit(ns, r, e);
             }
+            self.client_procs.forget(ns, &r.id);
             self.events.publish(
                 ns,
                 "/tasks/delete",
@@ -567,6 +569,7 @@ impl Manager {
                 ],
             );
         }
+        self.client_procs.forget(ns, &r.id);
         self.exits_reported
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -251,6 +251,8 @@ pub const PRUNE_GRACE_SECS: i64 = 30;
 /// The containers' manager inside nookd.
 pub struct Manager {
     pub tasks: Tasks,
+    /// The processes containerd clients run, with their stdio (see [`super::client_task`]).
+    pub client_procs: super::client_io::ClientProcs,
     removing: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Tasks watched by [`Manager::monitor`] (`<ns>/<id>`).
     monitored: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -282,6 +284,7 @@ impl Manager {
     pub fn with_shim(deps: Deps, shim: PathBuf) -> Arc<Manager> {
         Arc::new_cyclic(|me| Manager {
             tasks: Tasks::new(&deps.paths.state, shim),
+            client_procs: Default::default(),
             removing: Default::default(),
             monitored: Default::default(),
             exits_reported: Default::default(),
