@@ -2,10 +2,12 @@
 //! for crictl, critest and a kubelet. Its images (and, later, pods and containers) live in the
 //! `k8s.io` namespace, as containerd keeps them, and every call goes to the same subsystems as
 //! nook's own API. One file per CRI service: [`runtime`] (RuntimeService) and [`images`]
-//! (ImageService).
+//! (ImageService); Exec, Attach and PortForward hand out URLs of the streaming server in
+//! [`stream`].
 
 mod images;
 mod runtime;
+mod stream;
 
 use std::sync::Arc;
 
@@ -23,7 +25,8 @@ pub const API_VERSION: &str = "v1";
 
 /// The RuntimeService.
 pub fn runtime_service(d: Arc<Daemon>) -> RuntimeServiceServer<runtime::Runtime> {
-    RuntimeServiceServer::new(runtime::Runtime { d })
+    let stream = stream::Server::start(d.clone());
+    RuntimeServiceServer::new(runtime::Runtime { d, stream })
         .max_decoding_message_size(super::MAX_MESSAGE)
         .max_encoding_message_size(super::MAX_MESSAGE)
 }
