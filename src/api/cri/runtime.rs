@@ -253,7 +253,10 @@ impl RuntimeService for Runtime {
         &self,
         r: Request<cri::PortForwardRequest>,
     ) -> R<cri::PortForwardResponse> {
-        self.stream.port_forward(r.into_inner()).await.map(Response::new)
+        self.stream
+            .port_forward(r.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn container_stats(

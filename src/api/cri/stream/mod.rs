@@ -203,7 +203,10 @@ impl Server {
     }
 
     /// The running container of a streaming request, by id or unique prefix.
-    async fn running(&self, id: &str) -> Result<crate::runtime::containers::ContainerRecord, Status> {
+    async fn running(
+        &self,
+        id: &str,
+    ) -> Result<crate::runtime::containers::ContainerRecord, Status> {
         if id.is_empty() {
             return Err(Status::invalid_argument("container_id is required"));
         }
@@ -327,7 +330,10 @@ impl Server {
         let is = |p: &str| upgrade.iter().any(|u| u.eq_ignore_ascii_case(p));
         if is("websocket") {
             let Some(key) = header("sec-websocket-key").into_iter().next() else {
-                return plain(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing".into());
+                return plain(
+                    StatusCode::BAD_REQUEST,
+                    "Sec-WebSocket-Key is missing".into(),
+                );
             };
             let offered = header("sec-websocket-protocol").join(",");
             let Granted::Remote(t) = g else {
@@ -366,7 +372,10 @@ impl Server {
                 Granted::Remote(_) => &SPDY_REMOTE,
                 Granted::PortForward { .. } => &[PORT_FORWARD],
             };
-            let Some(proto) = offered.iter().find(|o| served.contains(&o.as_str())).cloned()
+            let Some(proto) = offered
+                .iter()
+                .find(|o| served.contains(&o.as_str()))
+                .cloned()
             else {
                 let mut r = plain(
                     StatusCode::FORBIDDEN,

@@ -51,7 +51,11 @@ where
                 let rid = header(&headers, "requestid")
                     .map(str::to_string)
                     .unwrap_or_else(|| {
-                        let first = if kind == "error" { id } else { id.saturating_sub(2) };
+                        let first = if kind == "error" {
+                            id
+                        } else {
+                            id.saturating_sub(2)
+                        };
                         first.to_string()
                     });
                 let Some(port) = port.filter(|p| *p > 0) else {

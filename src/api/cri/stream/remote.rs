@@ -126,7 +126,11 @@ impl Transport {
     async fn out(&self, stderr: bool, data: &[u8]) -> bool {
         match self {
             Transport::Spdy { w, streams, .. } => {
-                match if stderr { streams.stderr } else { streams.stdout } {
+                match if stderr {
+                    streams.stderr
+                } else {
+                    streams.stdout
+                } {
                     Some(id) => w.data(id, data).await,
                     None => true,
                 }
@@ -280,15 +284,16 @@ async fn start(d: &Arc<Daemon>, t: &Ticket) -> Result<crate::shim::client::ShimS
         } => {
             let process = m.exec_process(&t.ns, &rec, cmd, &[], "", "", *tty)?;
             let exec_id = crate::runtime::containers::new_id()[..16].to_string();
-            let (_pid, stream) = client
-                .exec(&exec_id, process, *tty, *stdin)
-                .await
-                .map_err(|e| match e {
-                    Error::Unavailable(_) => {
-                        Error::Precondition(format!("container {} is not running", rec.id))
-                    }
-                    other => other,
-                })?;
+            let (_pid, stream) =
+                client
+                    .exec(&exec_id, process, *tty, *stdin)
+                    .await
+                    .map_err(|e| match e {
+                        Error::Unavailable(_) => {
+                            Error::Precondition(format!("container {} is not running", rec.id))
+                        }
+                        other => other,
+                    })?;
             Ok(stream)
         }
         Job::Attach { stdin, .. } => client.attach(*stdin, false).await,

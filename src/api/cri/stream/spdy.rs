@@ -118,7 +118,8 @@ fn bad(what: impl Into<String>) -> ProtocolError {
 }
 
 /// SPDY/3's zlib dictionary for header blocks (section 2.6.10.1 of the draft).
-pub const DICTIONARY: &[u8] = b"\x00\x00\x00\x07options\x00\x00\x00\x04head\x00\x00\x00\x04post\x00\x00\x00\x03put\x00\x00\
+pub const DICTIONARY: &[u8] =
+    b"\x00\x00\x00\x07options\x00\x00\x00\x04head\x00\x00\x00\x04post\x00\x00\x00\x03put\x00\x00\
 \x00\x06delete\x00\x00\x00\x05trace\x00\x00\x00\x06accept\x00\x00\x00\x0eaccept-charset\x00\
 \x00\x00\x0faccept-encoding\x00\x00\x00\x0faccept-language\x00\x00\x00\x0daccept-ranges\x00\
 \x00\x00\x03age\x00\x00\x00\x05allow\x00\x00\x00\x0dauthorization\x00\x00\x00\x0dcache-contr\
@@ -273,7 +274,6 @@ impl Encoder {
             }
         }
     }
-
 }
 
 impl Decoder {
@@ -311,7 +311,10 @@ impl Decoder {
         let k = (first & 0xffff) as u16;
         let need = |n: usize, p: &Bytes| -> Result<(), ProtocolError> {
             if p.len() < n {
-                Err(bad(format!("control frame {k} of {} bytes is too short", p.len())))
+                Err(bad(format!(
+                    "control frame {k} of {} bytes is too short",
+                    p.len()
+                )))
             } else {
                 Ok(())
             }
@@ -353,7 +356,10 @@ impl Decoder {
                 need(4, &p)?;
                 let n = p.get_u32() as usize;
                 if p.len() != n.saturating_mul(8) {
-                    return Err(bad(format!("SETTINGS says {n} entries in {} bytes", p.len())));
+                    return Err(bad(format!(
+                        "SETTINGS says {n} entries in {} bytes",
+                        p.len()
+                    )));
                 }
                 let entries = (0..n)
                     .map(|_| {

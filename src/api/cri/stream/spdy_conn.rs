@@ -18,12 +18,22 @@ pub const CHUNK: usize = 32 * 1024;
 #[derive(Debug)]
 pub enum Incoming {
     /// A new stream (already replied to).
-    Open { id: u32, headers: Headers },
-    Data { id: u32, data: Bytes },
+    Open {
+        id: u32,
+        headers: Headers,
+    },
+    Data {
+        id: u32,
+        data: Bytes,
+    },
     /// The client's half of the stream is done.
-    Fin { id: u32 },
+    Fin {
+        id: u32,
+    },
     /// The client reset the stream.
-    Reset { id: u32 },
+    Reset {
+        id: u32,
+    },
     /// The client went away (GOAWAY, EOF, or a protocol error: said in the log).
     Gone,
 }
@@ -229,7 +239,10 @@ mod tests {
             events.recv().await.unwrap(),
             Incoming::Data { id: 1, data } if &data[..] == b"abc"
         ));
-        assert!(matches!(events.recv().await.unwrap(), Incoming::Fin { id: 1 }));
+        assert!(matches!(
+            events.recv().await.unwrap(),
+            Incoming::Fin { id: 1 }
+        ));
         writer.data(1, b"out").await;
         writer.fin(1).await;
         drop(writer);
@@ -248,7 +261,14 @@ mod tests {
         assert!(matches!(got[0], Frame::SynReply { id: 1, .. }));
         assert_eq!(got[1], Frame::Ping { id: 1 });
         assert!(matches!(&got[2], Frame::Data { id: 1, flags: 0, data } if &data[..] == b"out"));
-        assert!(matches!(&got[3], Frame::Data { id: 1, flags: FLAG_FIN, .. }));
+        assert!(matches!(
+            &got[3],
+            Frame::Data {
+                id: 1,
+                flags: FLAG_FIN,
+                ..
+            }
+        ));
         // the client leaves: Gone
         drop(cwr);
         drop(crd);

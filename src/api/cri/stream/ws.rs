@@ -85,7 +85,9 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, WsError> {
     }
     let (b0, b1) = (buf[0], buf[1]);
     if b0 & 0x70 != 0 {
-        return Err(WsError("reserved bits set (no extension was negotiated)".into()));
+        return Err(WsError(
+            "reserved bits set (no extension was negotiated)".into(),
+        ));
     }
     let opcode = b0 & 0x0f;
     let masked = b1 & 0x80 != 0;
@@ -110,7 +112,9 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, WsError> {
         return Err(WsError(format!("a frame of {len} bytes is over the limit")));
     }
     if opcode >= 0x8 && (len > 125 || b0 & 0x80 == 0) {
-        return Err(WsError("a control frame over 125 bytes or fragmented".into()));
+        return Err(WsError(
+            "a control frame over 125 bytes or fragmented".into(),
+        ));
     }
     let total = at + if masked { 4 } else { 0 } + len as usize;
     if buf.len() < total {
@@ -321,7 +325,11 @@ mod tests {
     #[test]
     fn masked_frames_of_the_rfc() {
         // RFC 6455 5.7: a masked "Hello" from a client
-        let mut b = BytesMut::from(&[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58][..]);
+        let mut b = BytesMut::from(
+            &[
+                0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+            ][..],
+        );
         assert_eq!(
             decode(&mut b).unwrap().unwrap(),
             Frame {
@@ -337,7 +345,13 @@ mod tests {
         assert_eq!(out, [0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]);
         // encoding with the RFC's key gives the RFC's masked bytes
         let mut out = Vec::new();
-        encode(&mut out, true, op::TEXT, b"Hello", Some([0x37, 0xfa, 0x21, 0x3d]));
+        encode(
+            &mut out,
+            true,
+            op::TEXT,
+            b"Hello",
+            Some([0x37, 0xfa, 0x21, 0x3d]),
+        );
         assert_eq!(
             out,
             [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]
@@ -369,10 +383,22 @@ mod tests {
     fn fragments_reassemble_around_a_ping() {
         // RFC 6455 5.6: "Hel" + "lo" in two frames, with a ping between them
         let mut wire = Vec::new();
-        encode(&mut wire, false, op::BINARY, &[1, b'H', b'e', b'l'], Some([9, 8, 7, 6]));
+        encode(
+            &mut wire,
+            false,
+            op::BINARY,
+            &[1, b'H', b'e', b'l'],
+            Some([9, 8, 7, 6]),
+        );
         encode(&mut wire, true, op::PING, b"p", Some([1, 1, 1, 1]));
         encode(&mut wire, true, op::CONTINUATION, b"lo", Some([5, 5, 5, 5]));
-        encode(&mut wire, true, op::CLOSE, &1000u16.to_be_bytes(), Some([0, 0, 0, 0]));
+        encode(
+            &mut wire,
+            true,
+            op::CLOSE,
+            &1000u16.to_be_bytes(),
+            Some([0, 0, 0, 0]),
+        );
         let mut b = BytesMut::from(&wire[..]);
         let mut a = Assembler::default();
         let mut got = Vec::new();

@@ -48,7 +48,10 @@ impl Writer {
     pub async fn close(&self, code: u16) {
         let _ = self
             .0
-            .send(Out::Control(op::CLOSE, Bytes::copy_from_slice(&code.to_be_bytes())))
+            .send(Out::Control(
+                op::CLOSE,
+                Bytes::copy_from_slice(&code.to_be_bytes()),
+            ))
             .await;
     }
 }
@@ -110,7 +113,10 @@ where
                         Message::Pong(_) => {}
                         Message::Close(code) => {
                             let _ = w
-                                .send(Out::Control(op::CLOSE, Bytes::copy_from_slice(&code.to_be_bytes())))
+                                .send(Out::Control(
+                                    op::CLOSE,
+                                    Bytes::copy_from_slice(&code.to_be_bytes()),
+                                ))
                                 .await;
                             break format!("the client closed ({code})");
                         }
@@ -164,7 +170,7 @@ mod tests {
         ));
         assert!(matches!(
             events.recv().await.unwrap(),
-            Incoming::Data { channel: 255, data } if &data[..] == [0]
+            Incoming::Data { channel: 255, data } if data[..] == [0]
         ));
         writer.data(1, b"out").await;
         writer.close(1000).await;
