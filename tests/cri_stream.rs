@@ -319,44 +319,58 @@ fn crictl_port_forward_reaches_the_containers_localhost() {
             "/www",
         ],
     );
-    let port = free_port();
-    let mut c = crictl_cmd(&d, &["port-forward", &id, &format!("{port}:8080")]);
-    c.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let pf = Killed(c.spawn().unwrap());
-    let t0 = Instant::now();
-    let body = loop {
-        match http_get(port) {
-            Some(b) if b.contains("hello") => break b,
-            _ => {
-                assert!(
-                    t0.elapsed() < Duration::from_secs(20),
-                    "port-forward did not answer"
-                );
-                std::thread::sleep(Duration::from_millis(200));
+    for transport in ["spdy", "websocket"] {
+        let port = free_port();
+        let mut c = crictl_cmd(
+            &d,
+            &[
+                "port-forward",
+                "-r",
+                transport,
+                &id,
+                &format!("{port}:8080"),
+            ],
+        );
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let _pf = Killed(c.spawn().unwrap());
+        let t0 = Instant::now();
+        let body = loop {
+            match http_get(port) {
+                Some(b) if b.contains("hello") => break b,
+                _ => {
+                    assert!(
+                        t0.elapsed() < Duration::from_secs(20),
+                        "{transport}: port-forward did not answer"
+                    );
+                    std::thread::sleep(Duration::from_millis(200));
+                }
             }
+        };
+        assert!(
+            body.contains("hello through port-forward"),
+            "{transport}: {body}"
+        );
+        // several connections at once
+        let many: Vec<_> = (0..5)
+            .map(|_| std::thread::spawn(move || http_get(port)))
+            .collect();
+        for h in many {
+            let b = h.join().unwrap().expect("a forwarded connection");
+            assert!(b.contains("hello through port-forward"), "{transport}: {b}");
         }
-    };
-    assert!(body.contains("hello through port-forward"), "{body}");
-    // several connections, one after another and at once
-    let many: Vec<_> = (0..5)
-        .map(|_| std::thread::spawn(move || http_get(port)))
-        .collect();
-    for h in many {
-        let b = h.join().unwrap().expect("a forwarded connection");
-        assert!(b.contains("hello through port-forward"), "{b}");
+        // curl through the forwarded port, as a user would
+        let out = Command::new("curl")
+            .args(["-sf", &format!("http://127.0.0.1:{port}/index.html")])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "hello through port-forward\n",
+            "{transport}"
+        );
     }
-    // curl through the forwarded port, as a user would
-    let out = Command::new("curl")
-        .args(["-sf", &format!("http://127.0.0.1:{port}/index.html")])
-        .output()
-        .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "hello through port-forward\n"
-    );
-    drop(pf);
     // a port nothing listens on: the connection is closed and crictl reports why
     let port = free_port();
     let mut c = crictl_cmd(&d, &["port-forward", &id, &format!("{port}:9")]);

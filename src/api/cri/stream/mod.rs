@@ -336,11 +336,33 @@ impl Server {
                 );
             };
             let offered = header("sec-websocket-protocol").join(",");
-            let Granted::Remote(t) = g else {
-                return plain(
-                    StatusCode::BAD_REQUEST,
-                    "port forwarding over WebSocket is not served: use SPDY (crictl port-forward without -r websocket)".into(),
-                );
+            let t = match g {
+                Granted::Remote(t) => t,
+                Granted::PortForward { netns } => {
+                    // SPDY tunneled through WebSocket (crictl port-forward -r websocket)
+                    let tunneled = format!("{}+{PORT_FORWARD}", spdy::UPGRADE);
+                    if !offered.split(',').any(|o| o.trim() == tunneled) {
+                        return plain(
+                            StatusCode::FORBIDDEN,
+                            format!("unable to upgrade: port forwarding over WebSocket speaks {tunneled}, the client offered {offered:?}"),
+                        );
+                    }
+                    let on = hyper::upgrade::on(&mut req);
+                    tokio::spawn(async move {
+                        match on.await {
+                            Ok(up) => {
+                                let io = ws_conn::tunnel(hyper_util::rt::TokioIo::new(up));
+                                portforward::serve(io, netns).await
+                            }
+                            Err(e) => tracing::debug!("CRI WebSocket upgrade: {e}"),
+                        }
+                    });
+                    return switching(&[
+                        ("Upgrade", "websocket".into()),
+                        ("Sec-WebSocket-Accept", ws::accept_key(&key)),
+                        ("Sec-WebSocket-Protocol", tunneled),
+                    ]);
+                }
             };
             let Some(ch) = ws::Channels::negotiate(&offered) else {
                 let served: Vec<&str> = ws::Channels::ALL.iter().map(|c| c.name()).collect();

@@ -150,6 +150,82 @@ where
     (irx, writer)
 }
 
+/// A byte stream carried in binary messages (`SPDY/3.1+portforward.k8s.io`: SPDY tunneled
+/// through WebSocket, as client-go's port forwarding does over `-r websocket`): the returned
+/// end reads what the client's messages carry and writes into binary messages.
+pub fn tunnel<IO>(io: IO) -> tokio::io::DuplexStream
+where
+    IO: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mine, theirs) = tokio::io::duplex(256 * 1024);
+    let (mut rd, mut wr) = tokio::io::split(io);
+    let (mut brd, mut bwr) = tokio::io::split(mine);
+    let (ftx, mut frx) = mpsc::channel::<Vec<u8>>(64);
+    // frames out, in order
+    tokio::spawn(async move {
+        while let Some(f) = frx.recv().await {
+            if wr.write_all(&f).await.is_err() || wr.flush().await.is_err() {
+                return;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    // the stream's bytes out as binary messages; its end as a CLOSE
+    let out = ftx.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match brd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let mut f = Vec::with_capacity(n + 10);
+                    ws::encode(&mut f, true, op::BINARY, &buf[..n], None);
+                    if out.send(f).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let mut f = Vec::new();
+        ws::encode(&mut f, true, op::CLOSE, &1000u16.to_be_bytes(), None);
+        let _ = out.send(f).await;
+    });
+    // the client's messages into the stream
+    tokio::spawn(async move {
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        let mut asm = Assembler::default();
+        let why = loop {
+            match ws::decode(&mut buf) {
+                Ok(Some(f)) => match asm.push(f) {
+                    Ok(Some(Message::Binary(b))) => {
+                        if bwr.write_all(&b).await.is_err() {
+                            break "the stream closed".to_string();
+                        }
+                    }
+                    Ok(Some(Message::Ping(p))) => {
+                        let mut f = Vec::new();
+                        ws::encode(&mut f, true, op::PONG, &p, None);
+                        let _ = ftx.send(f).await;
+                    }
+                    Ok(Some(Message::Close(code))) => break format!("the client closed ({code})"),
+                    Ok(Some(Message::Text(_))) => break "a text message in a tunnel".to_string(),
+                    Ok(Some(Message::Pong(_)) | None) => {}
+                    Err(e) => break e.to_string(),
+                },
+                Ok(None) => match rd.read_buf(&mut buf).await {
+                    Ok(0) => break "EOF".to_string(),
+                    Ok(_) => {}
+                    Err(e) => break e.to_string(),
+                },
+                Err(e) => break e.to_string(),
+            }
+        };
+        tracing::debug!("CRI WebSocket tunnel ends: {why}");
+        let _ = bwr.shutdown().await;
+    });
+    theirs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,5 +266,36 @@ mod tests {
         assert_eq!(&got[0].payload[..], b"hb");
         assert_eq!(&got[1].payload[..], b"\x01out");
         assert_eq!(&got[2].payload[..], 1000u16.to_be_bytes());
+    }
+
+    #[tokio::test]
+    async fn tunnel_carries_bytes_both_ways() {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let mut inner = tunnel(server);
+        let (mut crd, mut cwr) = tokio::io::split(client);
+        let mut out = Vec::new();
+        ws::encode(&mut out, false, op::BINARY, b"spd", Some([1, 2, 3, 4]));
+        ws::encode(&mut out, true, op::CONTINUATION, b"y!", Some([4, 3, 2, 1]));
+        cwr.write_all(&out).await.unwrap();
+        let mut b = [0u8; 5];
+        inner.read_exact(&mut b).await.unwrap();
+        assert_eq!(&b, b"spdy!");
+        inner.write_all(b"back").await.unwrap();
+        drop(inner);
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            while let Some(f) = ws::decode(&mut buf).unwrap() {
+                got.push(f);
+            }
+            if got.len() < 2 {
+                assert!(crd.read_buf(&mut buf).await.unwrap() > 0);
+            }
+        }
+        assert_eq!(
+            (got[0].opcode, &got[0].payload[..]),
+            (op::BINARY, &b"back"[..])
+        );
+        assert_eq!(got[1].opcode, op::CLOSE);
     }
 }
