@@ -268,6 +268,9 @@ pub struct RmArgs {
     /// Kill running containers first.
     #[arg(short = 'f', long)]
     pub force: bool,
+    /// Remove its anonymous volumes (`-v /path`) too.
+    #[arg(short = 'v', long)]
+    pub volumes: bool,
     #[arg(required = true)]
     pub containers: Vec<String>,
 }
@@ -497,6 +500,7 @@ pub async fn rm(ctx: &Ctx, a: RmArgs) -> anyhow::Result<ExitCode> {
                 .remove(c.req(pb::RemoveRequest {
                     id: id.clone(),
                     force: a.force,
+                    volumes: a.volumes,
                 }))
                 .await
                 .or_fail()?;
