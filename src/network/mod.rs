@@ -57,6 +57,7 @@ mod firewall;
 pub mod forward;
 mod hosts;
 pub mod ipam;
+pub mod kernel;
 pub mod manager;
 pub mod netlink;
 pub mod netns;
@@ -64,5 +65,7 @@ mod networks;
 pub mod ports;
 mod publish;
 mod reconcile;
+#[cfg(test)]
+mod seam_tests;
 
 pub use manager::{AttachRequest, Attachment, Manager};
