@@ -3,11 +3,13 @@
 //! namespace, as containerd keeps them, and every call goes to the same services as nook's own
 //! API. [`runtime`] (RuntimeService) delegates pod sandboxes to [`sandbox`] (the pods service)
 //! and containers to [`containers`] (the containers service); [`images`] is the ImageService.
+//! Exec, Attach and PortForward hand out URLs of the streaming server in [`stream`].
 
 mod containers;
 mod images;
 mod runtime;
 mod sandbox;
+mod stream;
 
 use std::sync::Arc;
 
@@ -25,7 +27,8 @@ pub const API_VERSION: &str = "v1";
 
 /// The RuntimeService.
 pub fn runtime_service(d: Arc<Daemon>) -> RuntimeServiceServer<runtime::Runtime> {
-    RuntimeServiceServer::new(runtime::Runtime { d })
+    let stream = stream::Server::start(d.clone());
+    RuntimeServiceServer::new(runtime::Runtime { d, stream })
         .max_decoding_message_size(super::MAX_MESSAGE)
         .max_encoding_message_size(super::MAX_MESSAGE)
 }

@@ -16,6 +16,8 @@ use crate::plugins::{self, Plugin};
 /// The RuntimeService over a daemon.
 pub struct Runtime {
     pub(super) d: Arc<Daemon>,
+    /// The streaming server behind Exec, Attach and PortForward.
+    pub(super) stream: Arc<super::stream::Server>,
 }
 
 type R<T> = Result<Response<T>, Status>;
@@ -268,19 +270,22 @@ impl RuntimeService for Runtime {
             .map(Response::new)
     }
 
-    async fn exec(&self, _r: Request<cri::ExecRequest>) -> R<cri::ExecResponse> {
-        Err(not_yet("Exec"))
+    async fn exec(&self, r: Request<cri::ExecRequest>) -> R<cri::ExecResponse> {
+        self.stream.exec(r.into_inner()).await.map(Response::new)
     }
 
-    async fn attach(&self, _r: Request<cri::AttachRequest>) -> R<cri::AttachResponse> {
-        Err(not_yet("Attach"))
+    async fn attach(&self, r: Request<cri::AttachRequest>) -> R<cri::AttachResponse> {
+        self.stream.attach(r.into_inner()).await.map(Response::new)
     }
 
     async fn port_forward(
         &self,
-        _r: Request<cri::PortForwardRequest>,
+        r: Request<cri::PortForwardRequest>,
     ) -> R<cri::PortForwardResponse> {
-        Err(not_yet("PortForward"))
+        self.stream
+            .port_forward(r.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn container_stats(
