@@ -53,6 +53,7 @@ pub fn link_exists_in(pid: i32, name: &str) -> bool {
 
 mod attach;
 pub mod dns;
+mod endpoints;
 mod firewall;
 pub mod forward;
 mod hosts;
@@ -65,4 +66,5 @@ pub mod ports;
 mod publish;
 mod reconcile;
 
-pub use manager::{AttachRequest, Attachment, Manager};
+pub use endpoints::validate_aliases;
+pub use manager::{AttachRequest, Attachment, Endpoint, Manager};
