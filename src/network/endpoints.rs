@@ -188,8 +188,10 @@ impl Manager {
         Ok(())
     }
 
-    /// Disconnects container `ns/id` from `network`. Its first network may go too: the next
-    /// one takes its place (and the default route), or the container is left with only `lo`.
+    /// Disconnects container `ns/id` from `network`. Its first network may go too (unless its
+    /// ports are published through it right now): the next one takes its place (and the
+    /// default route), or the container is left with only `lo`. docker-compose 1.29 does
+    /// that to every container before starting it, to connect it again with its aliases.
     /// Blocking.
     pub fn disconnect(&self, ns: &str, id: &str, network: &str) -> Result<()> {
         let network = network_name(network);
@@ -200,9 +202,9 @@ impl Manager {
         let veth = if let Some(i) = a.extra.iter().position(|e| e.network == network) {
             a.extra.remove(i).veth
         } else if a.mode == Mode::Bridge && a.network == network {
-            if !a.ports.is_empty() {
+            if !a.published.is_empty() {
                 return Err(Error::Precondition(format!(
-                    "container {} publishes ports through network {network:?}: remove and recreate it to change that",
+                    "container {} publishes ports through network {network:?} while it runs: stop it first",
                     a.name
                 )));
             }
