@@ -24,7 +24,7 @@ const PROJECT: &str = r#"version: "3.8"
 services:
   web:
     image: busybox:latest
-    command: ["sh", "-c", "busybox mkdir -p /www && echo hello-compose > /www/index.html && exec busybox httpd -f -p 80 -h /www"]
+    command: ["sh", "-c", "busybox mkdir -p /www && echo hello-compose > /www/index.html && trap 'exit 0' TERM; busybox httpd -f -p 80 -h /www & wait"]
     ports:
       - "127.0.0.1:${WEB_PORT}:80"
     networks:
@@ -35,7 +35,7 @@ services:
     image: busybox:latest
     environment:
       DB_NAME: appdb
-    command: ["sh", "-c", "echo $$DB_NAME > /data/name; echo db ready; exec busybox sleep 3600"]
+    command: ["sh", "-c", "echo $$DB_NAME > /data/name; echo db ready; trap 'exit 0' TERM; busybox sleep 3600 & wait"]
     volumes:
       - ./dbdata:/data
     restart: always
@@ -44,7 +44,7 @@ services:
     depends_on: [web, db]
     environment:
       GREETING: app-ok
-    command: ["sh", "-c", "while true; do busybox wget -q -O - http://web/index.html && busybox wget -q -O - http://frontend/index.html && echo $$GREETING; busybox sleep 1; done"]
+    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do busybox wget -q -O - http://web/index.html && busybox wget -q -O - http://frontend/index.html && echo $$GREETING; busybox sleep 1 & wait; done"]
     restart: on-failure
 "#;
 

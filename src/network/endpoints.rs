@@ -352,3 +352,65 @@ fn clear_first(a: &mut AttachmentRecord) {
     a.veth = None;
     a.aliases.clear();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_list_the_first_network_then_the_others() {
+        let mut a = AttachmentRecord {
+            namespace: "default".into(),
+            container_id: "c1".into(),
+            name: "web".into(),
+            hostname: "c1".into(),
+            mode: Mode::Bridge,
+            network: "front".into(),
+            netns_path: "/x".into(),
+            ip: Some(Ipv4Addr::new(10, 89, 0, 2)),
+            prefix: 24,
+            gateway: Some(Ipv4Addr::new(10, 89, 0, 1)),
+            ip6: None,
+            prefix6: 0,
+            gateway6: None,
+            veth: Some("nk0".into()),
+            hosts_path: None,
+            ports: Vec::new(),
+            published: Vec::new(),
+            direct: false,
+            aliases: vec!["www".into()],
+            extra: vec![Endpoint {
+                network: "back".into(),
+                ip: Ipv4Addr::new(10, 89, 1, 2),
+                prefix: 24,
+                gateway: Ipv4Addr::new(10, 89, 1, 1),
+                veth: "nk1".into(),
+                ifname: "eth1".into(),
+                aliases: vec!["api".into()],
+            }],
+        };
+        let e = a.endpoints();
+        assert_eq!(e.len(), 2);
+        assert_eq!(
+            (e[0].0.as_str(), e[0].2.clone()),
+            ("front", vec!["www".into()])
+        );
+        assert_eq!(
+            (e[1].0.as_str(), e[1].1),
+            ("back", Ipv4Addr::new(10, 89, 1, 2))
+        );
+        // disconnected from its first network with none left: only the others
+        clear_first(&mut a);
+        assert_eq!(a.endpoints().len(), 1);
+        assert_eq!(a.mode, Mode::None);
+        assert!(a.network.is_empty() && a.aliases.is_empty() && a.veth.is_none());
+    }
+
+    #[test]
+    fn aliases_are_host_names() {
+        assert!(validate_aliases(&["db".into(), "db.internal".into(), "a_b-1".into()]).is_ok());
+        for bad in ["", "-x", "a b", "x/y"] {
+            assert!(validate_aliases(&[bad.into()]).is_err(), "{bad}");
+        }
+    }
+}
