@@ -170,15 +170,22 @@ fn docker_network_lifecycle_aliases_connect_disconnect() {
         ])
         .ok();
     assert_eq!(out, "hello-alias\nhello-alias\n");
-    let members = dk
-        .run(&[
+    // (the --rm client left the network before `docker run` returned: its wait for
+    // "removed" ends after the container's networks are gone)
+    let members = || {
+        dk.run(&[
             "network",
             "inspect",
             "-f",
-            "{{range .Containers}}{{.Name}} {{.IPv4Address}}{{end}}",
+            "{{range .Containers}}{{.Name}} {{.IPv4Address}};{{end}}",
             "appnet",
         ])
-        .ok();
+        .ok()
+    };
+    wait_until("only web is left on appnet", || {
+        members().matches(';').count() == 1
+    });
+    let members = members();
     assert!(members.starts_with("web 10.99.7."), "{members}");
     let aliases = dk
         .run(&[
