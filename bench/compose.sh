@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Compose up/down times of a three-service project (web with a published port and an alias,
-# an app reaching it by name and alias, a db with a bind-mounted data directory; depends_on,
+# an app reaching it by name and alias, a db with a named volume; depends_on,
 # environment, restart policies), side by side:
 #   1. through nook's Docker API (nookd's docker.sock),
 #   2. through rootless podman's Docker-compatible API (`podman system service`, Debian's 4.3),
@@ -66,7 +66,7 @@ tar -C "$img/archive" -cf "$work/pub/bench.tar" .
 
 # --- the project ------------------------------------------------------------------------------
 proj="$work/pub/project"
-mkdir -p "$proj/dbdata"
+mkdir -p "$proj"
 cat >"$proj/compose.yaml" <<'EOF'
 version: "3.8"
 services:
@@ -85,13 +85,15 @@ services:
       DB_NAME: appdb
     command: ["sh", "-c", "echo $$DB_NAME > /data/name; trap 'exit 0' TERM; busybox sleep 3600 & wait"]
     volumes:
-      - ./dbdata:/data
+      - dbdata:/data
     restart: always
   app:
     image: localhost/bench:latest
     depends_on: [web, db]
     command: ["sh", "-c", "trap 'exit 0' TERM; while true; do busybox wget -q -O - http://web/index.html; busybox wget -q -O - http://frontend/index.html; busybox sleep 1 & wait; done"]
     restart: on-failure
+volumes:
+  dbdata:
 EOF
 chown -R "$user:$user" "$work/pub" "$work/home"
 

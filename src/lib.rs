@@ -39,6 +39,7 @@ pub mod runtime;
 pub mod services;
 pub mod shim;
 pub mod snapshot;
+pub mod volumes;
 
 /// Generated gRPC code (see `proto/`).
 pub mod proto {
@@ -77,6 +78,10 @@ pub mod proto {
     /// Snapshots.
     pub mod snapshots {
         tonic::include_proto!("nook.snapshots.v1");
+    }
+    /// Named volumes.
+    pub mod volumes {
+        tonic::include_proto!("nook.volumes.v1");
     }
 }
 

@@ -1,7 +1,7 @@
 //! Compose against nookd's docker.sock, as the test user: docker-compose 1.29 (Debian's
 //! package) and compose v2 (`docker compose`, the CLI plugin built by .ci/run). A three-service
 //! project from the tests' busybox image: a web server with a published port and an alias, an
-//! app that reaches it by service name and by alias, a database-like service with a volume;
+//! app that reaches it by service name and by alias, a database-like service with a named volume;
 //! depends_on, environment and restart policies. up -d, ps, logs, exec, restart, stop,
 //! down -v, and afterwards nothing is left: no container, no network, no volume.
 
@@ -18,8 +18,7 @@ use docker::{docker_cli, load_busybox, Docker};
 use nook::image::fixture;
 
 /// The project. `${WEB_PORT}` comes from the environment; `$$` is a literal `$` for the shell.
-// TODO(volumes): `db` mounts a bind directory until named volumes are served by nook's Docker
-// API; then `dbdata:/data` with a top-level `volumes: {dbdata: {}}`, and `down -v` removes it.
+/// Each service stops on SIGTERM (a shell as pid 1 ignores it unless it traps it).
 const PROJECT: &str = r#"version: "3.8"
 services:
   web:
@@ -37,7 +36,7 @@ services:
       DB_NAME: appdb
     command: ["sh", "-c", "echo $$DB_NAME > /data/name; echo db ready; trap 'exit 0' TERM; busybox sleep 3600 & wait"]
     volumes:
-      - ./dbdata:/data
+      - dbdata:/data
     restart: always
   app:
     image: busybox:latest
@@ -46,6 +45,8 @@ services:
       GREETING: app-ok
     command: ["sh", "-c", "trap 'exit 0' TERM; while true; do busybox wget -q -O - http://web/index.html && busybox wget -q -O - http://frontend/index.html && echo $$GREETING; busybox sleep 1 & wait; done"]
     restart: on-failure
+volumes:
+  dbdata:
 "#;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -166,7 +167,6 @@ fn project_life(flavor: Flavor) {
     }
     let dir = d.base.join("project");
     owned_dir(&d, &dir);
-    owned_dir(&d, &dir.join("dbdata"));
     std::fs::write(dir.join("compose.yaml"), PROJECT).unwrap();
     let c = Compose {
         dk: &dk,
@@ -210,15 +210,22 @@ fn project_life(flavor: Flavor) {
         aliases.contains("frontend") && aliases.contains("web"),
         "{aliases}"
     );
-    // exec, environment, the bind-mounted data
+    // exec, environment, the named volume
     assert_eq!(
         c.run(&["exec", "-T", "db", "cat", "/data/name"]).ok(),
         "appdb\n"
     );
-    assert_eq!(
-        std::fs::read_to_string(dir.join("dbdata/name")).unwrap(),
-        "appdb\n"
-    );
+    let vols = dk.run(&["volume", "ls", "--format", "{{.Name}}"]).ok();
+    assert_eq!(vols, "demo_dbdata\n");
+    let mounts = dk
+        .run(&[
+            "inspect",
+            "-f",
+            "{{range .Mounts}}{{.Type}} {{.Name}} {{.Destination}}{{end}}",
+            &db,
+        ])
+        .ok();
+    assert_eq!(mounts.trim(), "volume demo_dbdata /data");
     assert!(c.run(&["logs", "db"]).ok().contains("db ready"));
     let policy = dk
         .run(&["inspect", "-f", "{{.HostConfig.RestartPolicy.Name}}", &db])
@@ -257,6 +264,7 @@ fn project_life(flavor: Flavor) {
     assert_eq!(dk.run(&["ps", "-aq"]).ok(), "");
     let nets = dk.run(&["network", "ls", "--format", "{{.Name}}"]).ok();
     assert_eq!(nets, "bridge\nhost\nnone\n");
+    assert_eq!(dk.run(&["volume", "ls", "-q"]).ok(), "");
     let left = d.nook(&["ps", "-a", "-q"]).ok();
     assert_eq!(left, "", "nook still lists containers");
     assert!(

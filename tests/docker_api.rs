@@ -525,3 +525,119 @@ fn events_stream_with_filters() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn volumes_create_ls_inspect_run_rm_prune_and_df() {
+    let Some(_) = docker_cli() else { return };
+    let d = Nookd::start();
+    let dk = Docker::new(&d);
+    load_busybox(&dk);
+    assert_eq!(
+        dk.run(&["volume", "create", "--label", "app=db", "dbdata"])
+            .ok()
+            .trim(),
+        "dbdata"
+    );
+    let ls = dk
+        .run(&["volume", "ls", "--format", "{{.Driver}} {{.Name}}"])
+        .ok();
+    assert_eq!(ls.trim(), "local dbdata");
+    let f = dk
+        .run(&[
+            "volume",
+            "inspect",
+            "-f",
+            "{{.Name}} {{.Driver}} {{.Scope}} {{.Labels.app}}",
+            "dbdata",
+        ])
+        .ok();
+    assert_eq!(f.trim(), "dbdata local local db");
+    let mp = dk
+        .run(&["volume", "inspect", "-f", "{{.Mountpoint}}", "dbdata"])
+        .ok();
+    assert!(std::path::Path::new(mp.trim()).starts_with(&d.root), "{mp}");
+    // run -v name:/data writes; the next container (and nook itself) reads it
+    dk.run(&[
+        "run",
+        "--rm",
+        "-v",
+        "dbdata:/data",
+        "busybox",
+        "sh",
+        "-c",
+        "echo kept > /data/f",
+    ])
+    .ok();
+    let out = d
+        .nook(&["run", "--rm", "-v", "dbdata:/d", "busybox", "cat", "/d/f"])
+        .ok();
+    assert_eq!(out, "kept\n");
+    // a name used for the first time by run is created; --mount type=volume too
+    dk.run(&[
+        "run",
+        "--name",
+        "user",
+        "-v",
+        "auto1:/a",
+        "--mount",
+        "type=volume,source=auto2,target=/b",
+        "--mount",
+        "type=tmpfs,target=/t",
+        "busybox",
+        "sh",
+        "-c",
+        "echo a > /a/x && echo b > /b/y && mount | grep -q ' /t type tmpfs'",
+    ])
+    .ok();
+    let mounts = dk
+        .run(&[
+            "inspect",
+            "-f",
+            "{{range .Mounts}}{{.Type}}:{{.Name}}:{{.Destination}} {{end}}",
+            "user",
+        ])
+        .ok();
+    assert!(
+        mounts.contains("volume:auto1:/a") && mounts.contains("volume:auto2:/b"),
+        "{mounts}"
+    );
+    // filters: dangling, name, label
+    let dangling = dk
+        .run(&["volume", "ls", "-q", "--filter", "dangling=true"])
+        .ok();
+    assert_eq!(dangling.trim(), "dbdata", "{dangling}");
+    let named = dk
+        .run(&["volume", "ls", "-q", "--filter", "name=auto"])
+        .ok();
+    assert_eq!(named.lines().count(), 2, "{named}");
+    let labelled = dk
+        .run(&["volume", "ls", "-q", "--filter", "label=app=db"])
+        .ok();
+    assert_eq!(labelled.trim(), "dbdata");
+    // in use: refused naming the container; rm -v takes anonymous volumes only
+    let e = dk.run(&["volume", "rm", "auto1"]).fails();
+    assert!(e.contains("in use") && e.contains("user"), "{e}");
+    dk.run(&[
+        "run", "--name", "anon", "-v", "/scratch", "busybox", "sh", "-c", "true",
+    ])
+    .ok();
+    let before = dk.run(&["volume", "ls", "-q"]).ok().lines().count();
+    assert_eq!(before, 4);
+    dk.run(&["rm", "-v", "anon", "user"]).ok();
+    let after = dk.run(&["volume", "ls", "-q"]).ok();
+    assert_eq!(after.lines().count(), 3, "the anonymous one went: {after}");
+    // system df lists volumes with their sizes
+    let df = dk.run(&["system", "df", "-v"]).ok();
+    assert!(df.contains("dbdata"), "{df}");
+    // prune: anonymous only by default (API 1.42+), all with -a
+    dk.run(&["volume", "prune", "-f"]).ok();
+    assert_eq!(dk.run(&["volume", "ls", "-q"]).ok().lines().count(), 3);
+    let out = dk.run(&["volume", "prune", "-a", "-f"]).ok();
+    assert!(out.contains("auto1") && out.contains("dbdata"), "{out}");
+    assert!(dk.run(&["volume", "ls", "-q"]).ok().trim().is_empty());
+    let e = dk.run(&["volume", "inspect", "dbdata"]).fails();
+    assert!(e.contains("no such volume"), "{e}");
+    dk.run(&["volume", "rm", "-f", "dbdata"]).ok();
+    let e = dk.run(&["volume", "create", "-d", "nfs", "remote"]).fails();
+    assert!(e.contains("nfs"), "{e}");
+}

@@ -572,7 +572,9 @@ impl pb::containers_server::Containers for Svc {
         let ns = namespace(&r)?;
         let q = r.into_inner();
         let rec = self.find(&ns, &q.id)?;
-        self.m()?.remove(&ns, &rec, q.force).await?;
+        self.m()?
+            .remove_with_volumes(&ns, &rec, q.force, q.volumes || rec.auto_remove)
+            .await?;
         Ok(Response::new(pb::Empty {}))
     }
 

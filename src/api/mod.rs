@@ -14,6 +14,7 @@ pub mod networks;
 mod serve;
 mod snapshots;
 mod spine;
+pub mod volumes;
 
 use std::sync::Arc;
 
@@ -59,6 +60,7 @@ pub fn router(d: Arc<Daemon>) -> Router<ApiLayers> {
         .add_service(spine::introspection(d.clone()))
         .add_service(leases::service(d.clone()))
         .add_service(networks::service(d.clone()))
+        .add_service(volumes::service(d.clone()))
         .add_service(gc::service(d.clone()))
         .add_service(gc::check_service(d.clone()))
         .add_optional_service(optional("images", images::service(d.clone())))

@@ -16,6 +16,7 @@ mod prune;
 mod snapshots;
 pub mod spine;
 mod system;
+mod volumes;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -73,6 +74,9 @@ pub enum Command {
     Network(networks::NetworkCmd),
     /// List a container's published ports.
     Port(networks::PortArgs),
+    /// Manage named volumes (`nook run -v NAME:/path`).
+    #[command(subcommand, visible_alias = "volumes")]
+    Volume(volumes::VolumeCmd),
     /// Manage images: pull, push, ls, rm, inspect, import, export, tag (no command: ls).
     #[command(visible_alias = "image")]
     Images(images::ImagesArgs),
@@ -292,6 +296,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Leases(c) => leases::run(&ctx, c).await,
         Command::Network(c) => networks::run(&ctx, c).await,
         Command::Port(a) => networks::port(&ctx, a).await,
+        Command::Volume(c) => volumes::run(&ctx, c).await,
         Command::Gc(a) => system::gc(&ctx, a).await,
         Command::Check(a) => system::check(&ctx, a).await,
         Command::System(c) => system::system(&ctx, c).await,

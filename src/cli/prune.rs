@@ -51,7 +51,7 @@ pub struct ContainerPruneArgs {
 }
 
 /// Asks `question` on a terminal; without one, refuses unless `force`.
-fn confirm(question: &str, force: bool) -> anyhow::Result<bool> {
+pub(super) fn confirm(question: &str, force: bool) -> anyhow::Result<bool> {
     if force {
         return Ok(true);
     }

@@ -54,6 +54,8 @@ pub struct Daemon {
     pub collector: Arc<services::Gc>,
     /// Images: in-use, prune.
     pub images: Arc<services::Images>,
+    /// Named volumes.
+    pub volumes: Arc<services::Volumes>,
     /// Containers and tasks, or why they cannot run here (nook-shim missing): see
     /// [`Daemon::containers`].
     containers: std::result::Result<Arc<services::Containers>, String>,
@@ -320,6 +322,16 @@ pub async fn start(config: Config, paths: Paths, boot: Boot) -> Result<Arc<Daemo
         std::process::id() as i32,
     ));
     tracing::info!("cgroups: {}", cgroups.describe());
+    let volume_store = Arc::new(crate::volumes::Volumes::new(store.clone(), &paths.root));
+    let orphans = volume_store.remove_orphans();
+    if orphans > 0 {
+        tracing::info!("volumes: removed {orphans} directories whose volume had been removed");
+    }
+    let volumes = Arc::new(services::Volumes::new(
+        store.clone(),
+        volume_store.clone(),
+        events.clone(),
+    ));
     let containers = Manager::new(Deps {
         config: config.clone(),
         paths: paths.clone(),
@@ -330,6 +342,7 @@ pub async fn start(config: Config, paths: Paths, boot: Boot) -> Result<Arc<Daemo
         gc: gc_state.clone(),
         events: events.clone(),
         cgroups: cgroups.clone(),
+        volumes: volume_store,
     })
     .map_err(|e| e.to_string());
     let collector = Arc::new(services::Gc::new(
@@ -376,6 +389,7 @@ pub async fn start(config: Config, paths: Paths, boot: Boot) -> Result<Arc<Daemo
         images,
         containers,
         cgroups,
+        volumes,
     });
     d.plugins.set(plugins::METADATA, "redb", Ok(()));
     d.plugins.set(plugins::CONTENT, "content", Ok(()));

@@ -260,6 +260,22 @@ fn mounts(rec: &ContainerRecord) -> Vec<serde_json::Value> {
                     let ro = m["options"]
                         .as_array()
                         .is_some_and(|o| o.iter().any(|x| x == "ro"));
+                    if let Some(v) = rec
+                        .volumes
+                        .iter()
+                        .find(|v| m["destination"] == v.destination.as_str())
+                    {
+                        return serde_json::json!({
+                            "Type": "volume",
+                            "Name": v.name,
+                            "Source": m["source"],
+                            "Destination": m["destination"],
+                            "Driver": crate::volumes::LOCAL,
+                            "Mode": if ro { "ro" } else { "z" },
+                            "RW": !ro,
+                            "Propagation": "",
+                        });
+                    }
                     serde_json::json!({
                         "Type": "bind",
                         "Source": m["source"],
@@ -710,7 +726,8 @@ async fn remove(r: &Req, id: &str) -> Res {
             )));
         }
     }
-    m.remove(NS, &rec, force).await?;
+    m.remove_with_volumes(NS, &rec, force, r.flag("v") || rec.auto_remove)
+        .await?;
     empty(StatusCode::NO_CONTENT)
 }
 

@@ -141,48 +141,22 @@ pub fn options(body: &Value, name: &str, image: String) -> Result<CreateOptions,
     }
     if let Some(mounts) = hc["Mounts"].as_array() {
         for m in mounts {
-            let target = s(&m["Target"]);
-            let ro = m["ReadOnly"].as_bool().unwrap_or(false);
-            match m["Type"].as_str().unwrap_or("volume") {
-                "bind" | "volume" => {
-                    if !unset(&m["BindOptions"]["Propagation"]) {
-                        return Err(ApiError::unsupported("Mounts[].BindOptions.Propagation"));
-                    }
-                    let src = s(&m["Source"]);
-                    if src.is_empty() {
-                        return Err(ApiError::unsupported(
-                            "anonymous volumes (a mount without a source)",
-                        ));
-                    }
-                    volumes.push(format!("{src}:{target}{}", if ro { ":ro" } else { "" }));
-                }
-                "tmpfs" => {
-                    let size = m["TmpfsOptions"]["SizeBytes"].as_i64().unwrap_or(0);
-                    tmpfs.push(if size > 0 {
-                        format!("{target}:size={size}")
-                    } else {
-                        target
-                    });
-                }
-                other => return Err(ApiError::unsupported(&format!("Mounts[].Type={other:?}"))),
-            }
+            volumes_or_tmpfs(m, &mut volumes, &mut tmpfs)?;
         }
     }
-    // Config.Volumes: the paths a volume is mounted at; one no bind or mount covers is an
+    // Config.Volumes: the paths a volume is mounted at; one no bind or mount covers gets an
     // anonymous volume (`docker run -v /data`)
     if let Some(vs) = body["Volumes"].as_object() {
         for path in vs.keys() {
             let covered = volumes.iter().any(|v| {
                 let mut it = v.split(':');
-                it.next();
-                it.next() == Some(path.as_str())
+                let first = it.next();
+                it.next().or(first) == Some(path.as_str())
             }) || tmpfs
                 .iter()
                 .any(|t| t.split(':').next() == Some(path.as_str()));
             if !covered {
-                return Err(ApiError::unsupported(&format!(
-                    "anonymous volumes (Config.Volumes {path:?}); name the volume or bind a directory"
-                )));
+                volumes.push(path.clone());
             }
         }
     }
@@ -321,6 +295,111 @@ pub fn options(body: &Value, name: &str, image: String) -> Result<CreateOptions,
     })
 }
 
+/// One of HostConfig.Mounts as a `-v` or `--tmpfs` value: `bind` (an absolute source),
+/// `volume` (named, or anonymous without a source; `VolumeOptions.NoCopy`), `tmpfs`
+/// (`TmpfsOptions.SizeBytes` and `Mode`). What nook cannot do is refused by its name.
+fn volumes_or_tmpfs(
+    m: &Value,
+    volumes: &mut Vec<String>,
+    tmpfs: &mut Vec<String>,
+) -> Result<(), ApiError> {
+    let target = s(&m["Target"]);
+    if !target.starts_with('/') {
+        return Err(ApiError::bad(format!(
+            "invalid mount config: the mount target {target:?} must be an absolute path"
+        )));
+    }
+    let ro = m["ReadOnly"].as_bool().unwrap_or(false);
+    if !unset(&m["Consistency"]) && s(&m["Consistency"]) != "default" {
+        return Err(ApiError::unsupported("Mounts[].Consistency"));
+    }
+    let src = s(&m["Source"]);
+    match m["Type"].as_str().unwrap_or("volume") {
+        "bind" => {
+            let bo = &m["BindOptions"];
+            for k in [
+                "Propagation",
+                "NonRecursive",
+                "CreateMountpoint",
+                "ReadOnlyNonRecursive",
+                "ReadOnlyForceRecursive",
+            ] {
+                if !unset(&bo[k]) {
+                    return Err(ApiError::unsupported(&format!("Mounts[].BindOptions.{k}")));
+                }
+            }
+            if !src.starts_with('/') {
+                return Err(ApiError::bad(format!(
+                    "invalid mount config for type \"bind\": the source {src:?} must be an absolute host path"
+                )));
+            }
+            volumes.push(format!("{src}:{target}{}", if ro { ":ro" } else { "" }));
+        }
+        "volume" => {
+            let vo = &m["VolumeOptions"];
+            for k in ["Labels", "DriverConfig", "Subpath"] {
+                let v = &vo[k];
+                // a DriverConfig naming the local driver without options is the default
+                let local = k == "DriverConfig"
+                    && ["", "local"].contains(&s(&v["Name"]).as_str())
+                    && unset(&v["Options"]);
+                if !unset(v) && !local {
+                    return Err(ApiError::unsupported(&format!(
+                        "Mounts[].VolumeOptions.{k} (create the volume first with docker volume create)"
+                    )));
+                }
+            }
+            if src.contains('/') {
+                return Err(ApiError::bad(format!(
+                    "invalid mount config for type \"volume\": {src:?} is not a volume name (use type=bind for a host path)"
+                )));
+            }
+            let mut opts = Vec::new();
+            if ro {
+                opts.push("ro");
+            }
+            if vo["NoCopy"].as_bool() == Some(true) {
+                opts.push("nocopy");
+            }
+            let opts = opts.join(",");
+            volumes.push(match (src.is_empty(), opts.is_empty()) {
+                (true, true) => target,
+                (true, false) => format!("{target}:{opts}"),
+                (false, true) => format!("{src}:{target}"),
+                (false, false) => format!("{src}:{target}:{opts}"),
+            });
+        }
+        "tmpfs" => {
+            if !src.is_empty() {
+                return Err(ApiError::bad(
+                    "invalid mount config for type \"tmpfs\": a tmpfs mount takes no source",
+                ));
+            }
+            let to = &m["TmpfsOptions"];
+            let mut opts = Vec::new();
+            if let Some(size) = to["SizeBytes"].as_i64().filter(|v| *v > 0) {
+                opts.push(format!("size={size}"));
+            }
+            if let Some(mode) = to["Mode"].as_u64().filter(|v| *v > 0) {
+                opts.push(format!("mode={mode:o}"));
+            }
+            if !unset(&to["Options"]) {
+                return Err(ApiError::unsupported("Mounts[].TmpfsOptions.Options"));
+            }
+            if ro {
+                opts.push("ro".into());
+            }
+            tmpfs.push(if opts.is_empty() {
+                target
+            } else {
+                format!("{target}:{}", opts.join(","))
+            });
+        }
+        other => return Err(ApiError::unsupported(&format!("Mounts[].Type={other:?}"))),
+    }
+    Ok(())
+}
+
 /// HostConfig's resource fields as nook's limits (applied through the delegated cgroups; nook
 /// refuses them in one line where the controllers are not delegated).
 fn limits(hc: &Value) -> Result<crate::runtime::limits::Limits, ApiError> {
@@ -384,6 +463,21 @@ mod tests {
         assert_eq!(o.args, ["sh", "-c", "echo hi"]);
         assert_eq!(o.entrypoint, Some(vec![]));
         assert_eq!(o.volumes, ["/srv:/data:ro"]);
+        let mounts = serde_json::json!({
+            "Volumes": {"/anon": {}, "/named": {}},
+            "HostConfig": {"Binds": ["db:/named"], "Mounts": [
+                {"Type": "volume", "Source": "", "Target": "/m1", "VolumeOptions": {"NoCopy": true}},
+                {"Type": "volume", "Source": "v2", "Target": "/m2", "ReadOnly": true},
+                {"Type": "bind", "Source": "/srv", "Target": "/m3"},
+                {"Type": "tmpfs", "Target": "/m4", "TmpfsOptions": {"SizeBytes": 1024, "Mode": 448}},
+            ]},
+        });
+        let m = options(&mounts, "", "x".into()).unwrap();
+        assert_eq!(
+            m.volumes,
+            ["db:/named", "/m1:nocopy", "v2:/m2:ro", "/srv:/m3", "/anon"]
+        );
+        assert_eq!(m.tmpfs, ["/m4:size=1024,mode=700"]);
         assert_eq!(o.tmpfs, ["/run:size=1m"]);
         assert!(o.publish.contains(&"8080:80/tcp".to_string()));
         assert!(o.publish.contains(&"127.0.0.1::53/udp".to_string()));
@@ -415,8 +509,8 @@ mod tests {
                 "Config.Healthcheck",
             ),
             (
-                serde_json::json!({"Volumes": {"/data": {}}}),
-                "anonymous volumes",
+                serde_json::json!({"HostConfig": {"Mounts": [{"Type": "volume", "Source": "db", "Target": "/d", "VolumeOptions": {"DriverConfig": {"Name": "nfs"}}}]}}),
+                "VolumeOptions.DriverConfig",
             ),
             (
                 serde_json::json!({"HostConfig": {"LogConfig": {"Type": "syslog"}}}),

@@ -14,6 +14,7 @@ mod exec;
 mod images;
 mod networks;
 mod system;
+mod volumes;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -383,14 +384,11 @@ async fn route(d: Arc<Daemon>, st: Arc<State>, inner: hyper::Request<Incoming>) 
         "images" | "build" | "commit" => images::route(req).await,
         "containers" | "exec" => containers::route(req).await,
         "networks" => networks::route(req).await,
-        // nook has no named volumes yet: the list compose v2 asks for at `up` is empty
-        "volumes" if req.method == Method::GET && req.segs.len() == 1 => {
-            ok_json(&serde_json::json!({ "Volumes": [], "Warnings": null }))
-        }
-        "volumes" | "swarm" | "services" | "nodes" | "tasks" | "secrets" | "configs"
-        | "plugins" | "distribution" | "session" | "grpc" => Err(ApiError::not_implemented(
-            format!("/{first} is not served by nook's Docker API yet (see docs/docker-api.md)"),
-        )),
+        "volumes" => volumes::route(req).await,
+        "swarm" | "services" | "nodes" | "tasks" | "secrets" | "configs" | "plugins"
+        | "distribution" | "session" | "grpc" => Err(ApiError::not_implemented(format!(
+            "/{first} is not served by nook's Docker API yet (see docs/docker-api.md)"
+        ))),
         _ => Err(ApiError::not_found(format!(
             "page not found: {} {}",
             req.method, path

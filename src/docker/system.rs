@@ -202,6 +202,8 @@ fn docker_event(e: &Event) -> Option<serde_json::Value> {
         "/networks/delete" => ("network", "destroy".into()),
         "/networks/connect" => ("network", "connect".into()),
         "/networks/disconnect" => ("network", "disconnect".into()),
+        "/volumes/create" => ("volume", "create".into()),
+        "/volumes/delete" => ("volume", "destroy".into()),
         _ => return None,
     };
     let mut attrs = serde_json::Map::new();
@@ -324,12 +326,13 @@ async fn df(r: &Req) -> Res {
     let d = r.d.clone();
     let images = super::images::summaries(&d, &HashMap::new()).await?;
     let containers = super::containers::summaries(&d, true, &HashMap::new(), true).await?;
+    let volumes = super::volumes::df(r).await?;
     let layers: u64 = images.iter().filter_map(|i| i["Size"].as_u64()).sum();
     ok_json(&serde_json::json!({
         "LayersSize": layers,
         "Images": images,
         "Containers": containers,
-        "Volumes": [],
+        "Volumes": volumes,
         "BuildCache": [],
     }))
 }

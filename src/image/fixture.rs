@@ -29,6 +29,13 @@ pub enum FileSpec {
     Whiteout {
         path: String,
     },
+    /// Another entry with an owner (uid, gid) and mode other than root's and the default.
+    Owned {
+        entry: Box<FileSpec>,
+        uid: u64,
+        gid: u64,
+        mode: u32,
+    },
 }
 
 impl FileSpec {
@@ -58,6 +65,15 @@ impl FileSpec {
     pub fn whiteout(path: &str) -> FileSpec {
         FileSpec::Whiteout { path: path.into() }
     }
+    /// This entry owned by `uid:gid` with `mode`.
+    pub fn owned(self, uid: u64, gid: u64, mode: u32) -> FileSpec {
+        FileSpec::Owned {
+            entry: Box::new(self),
+            uid,
+            gid,
+            mode,
+        }
+    }
 }
 
 /// Builds an uncompressed layer tar.
@@ -68,41 +84,76 @@ pub fn layer_tar(files: &[FileSpec]) -> Vec<u8> {
         h.set_mtime(1_700_000_000);
         h.set_uid(0);
         h.set_gid(0);
+        let mut f = f;
+        let mut owner = None;
+        if let FileSpec::Owned {
+            entry,
+            uid,
+            gid,
+            mode,
+        } = f
+        {
+            f = entry;
+            owner = Some((*uid, *gid, *mode));
+        }
+        let mut h = OwnedHeader { h, owner };
+        let h = &mut h;
         match f {
             FileSpec::File { path, data, mode } => {
-                h.set_entry_type(tar::EntryType::Regular);
-                h.set_mode(*mode);
-                h.set_size(data.len() as u64);
-                b.append_data(&mut h, path, &data[..])
+                h.h.set_entry_type(tar::EntryType::Regular);
+                h.mode(*mode);
+                h.h.set_size(data.len() as u64);
+                b.append_data(&mut h.h, path, &data[..])
                     .expect("tar in memory");
             }
             FileSpec::Dir { path } => {
-                h.set_entry_type(tar::EntryType::Directory);
-                h.set_mode(0o755);
-                h.set_size(0);
-                b.append_data(&mut h, path, std::io::empty())
+                h.h.set_entry_type(tar::EntryType::Directory);
+                h.mode(0o755);
+                h.h.set_size(0);
+                b.append_data(&mut h.h, path, std::io::empty())
                     .expect("tar in memory");
             }
             FileSpec::Symlink { path, target } => {
-                h.set_entry_type(tar::EntryType::Symlink);
-                h.set_mode(0o777);
-                h.set_size(0);
-                b.append_link(&mut h, path, target).expect("tar in memory");
+                h.h.set_entry_type(tar::EntryType::Symlink);
+                h.mode(0o777);
+                h.h.set_size(0);
+                b.append_link(&mut h.h, path, target)
+                    .expect("tar in memory");
             }
+            FileSpec::Owned { .. } => panic!("FileSpec::owned of an owned entry"),
             FileSpec::Whiteout { path } => {
                 let (dir, base) = match path.rsplit_once('/') {
                     Some((d, b)) => (format!("{d}/"), b.to_string()),
                     None => (String::new(), path.clone()),
                 };
-                h.set_entry_type(tar::EntryType::Regular);
-                h.set_mode(0o644);
-                h.set_size(0);
-                b.append_data(&mut h, format!("{dir}.wh.{base}"), std::io::empty())
+                h.h.set_entry_type(tar::EntryType::Regular);
+                h.mode(0o644);
+                h.h.set_size(0);
+                b.append_data(&mut h.h, format!("{dir}.wh.{base}"), std::io::empty())
                     .expect("tar in memory");
             }
         }
     }
     b.into_inner().expect("tar in memory")
+}
+
+/// A tar header with the owner and mode of [`FileSpec::Owned`] applied over the defaults.
+struct OwnedHeader {
+    h: tar::Header,
+    owner: Option<(u64, u64, u32)>,
+}
+
+impl OwnedHeader {
+    fn mode(&mut self, default: u32) {
+        match self.owner {
+            Some((uid, gid, mode)) => {
+                self.h.set_uid(uid);
+                self.h.set_gid(gid);
+                self.h.set_mode(mode);
+            }
+            None => self.h.set_mode(default),
+        }
+    }
 }
 
 pub use crate::diff::fixture::sparse_tar;

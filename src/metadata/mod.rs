@@ -31,6 +31,8 @@ pub const CONTAINERS: Bucket = TableDefinition::new("containers");
 pub const LEASES: Bucket = TableDefinition::new("leases");
 /// Networks by name, per namespace.
 pub const NETWORKS: Bucket = TableDefinition::new("networks");
+/// Named volumes by name, per namespace.
+pub const VOLUMES: Bucket = TableDefinition::new("volumes");
 /// Daemon-wide records (not namespaced): counters, allocations.
 pub const SYSTEM: Bucket = TableDefinition::new("system");
 
@@ -42,6 +44,7 @@ pub const NAMESPACED: &[(&str, Bucket)] = &[
     ("containers", CONTAINERS),
     ("leases", LEASES),
     ("networks", NETWORKS),
+    ("volumes", VOLUMES),
 ];
 
 /// A namespace record.

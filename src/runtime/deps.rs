@@ -27,6 +27,8 @@ pub struct Deps {
     pub events: Publisher,
     /// The cgroups delegated to the user (limits, stats, OOM verdicts).
     pub cgroups: Arc<Cgroups>,
+    /// Named volumes (`-v NAME:/path`).
+    pub volumes: Arc<crate::volumes::Volumes>,
 }
 
 /// Runs blocking work (removals, unmounts, redb transactions) on tokio's blocking threads, so

@@ -2,6 +2,7 @@
 //! other) as plugins, and the daemon side of tasks (bundles, shims, recovery).
 //!
 //! * [`spec`] builds `config.json` from an image config and `nook run` options.
+//! * [`mounts`] parses `-v` values that name volumes (named and anonymous).
 //! * [`user`] resolves `--user` against the image's /etc/passwd and /etc/group.
 //! * [`seccomp`] is the default seccomp profile (docker's allow-list).
 //! * [`plugin`] resolves runtime names from `[runtimes]` and probes them.
@@ -15,6 +16,7 @@ pub mod containers;
 pub mod copy;
 mod deps;
 pub mod limits;
+pub mod mounts;
 pub mod plugin;
 pub mod restart;
 pub mod seccomp;

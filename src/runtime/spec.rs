@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::Spec;
 use serde_json::{json, Value};
 
+pub use super::mounts::{VolumeArg, VolumeMount};
 use super::seccomp;
 use super::user::{resolve_group, resolve_user, ResolvedUser};
 use crate::error::{Error, Result};
@@ -28,6 +29,8 @@ pub struct ImageConfig {
     pub env: Vec<String>,
     pub working_dir: String,
     pub user: String,
+    /// The image's `VOLUME` paths: each gets an anonymous volume unless a mount covers it.
+    pub volumes: Vec<String>,
 }
 
 impl From<&oci_spec::image::Config> for ImageConfig {
@@ -38,6 +41,7 @@ impl From<&oci_spec::image::Config> for ImageConfig {
             env: c.env().clone().unwrap_or_default(),
             working_dir: c.working_dir().clone().unwrap_or_default(),
             user: c.user().clone().unwrap_or_default(),
+            volumes: c.volumes().clone().unwrap_or_default(),
         }
     }
 }
@@ -53,9 +57,9 @@ pub struct BindMount {
 }
 
 impl BindMount {
-    /// Parses docker's `-v` syntax: `/host/path:/container/path[:ro|rw|z|Z|shared|slave|private|...]`
-    /// (options comma-separated). Named volumes are not supported: the source must be absolute
-    /// (the client makes `./dir` absolute first, see [`absolute_volume`]).
+    /// Parses docker's `-v` syntax for a bind: `/host/path:/container/path[:ro|rw|z|Z|shared|slave|private|...]`
+    /// (options comma-separated). The source must be absolute (the client makes `./dir`
+    /// absolute first, see [`absolute_volume`]); [`VolumeArg::parse`] takes named volumes too.
     pub fn parse(s: &str) -> Result<BindMount> {
         let parts: Vec<&str> = s.split(':').collect();
         let bad = |why: &str| {
@@ -70,7 +74,7 @@ impl BindMount {
         };
         if !src.starts_with('/') {
             return Err(bad(
-                "the host path must be absolute or start with ./ or ../ (named volumes are not supported)",
+                "the host path must be absolute or start with ./ or ../ (a volume name has no /)",
             ));
         }
         if !dst.starts_with('/') {
@@ -918,6 +922,7 @@ mod tests {
             env: vec!["PATH=/bin".into(), "A=1".into()],
             working_dir: "/srv".into(),
             user: "app".into(),
+            volumes: vec![],
         }
     }
 

@@ -12,10 +12,12 @@
 pub mod containers;
 pub mod gc;
 pub mod images;
+pub mod volumes;
 
 pub use containers::Containers;
 pub use gc::Gc;
 pub use images::Images;
+pub use volumes::Volumes;
 
 /// What a prune removed and the disk space that freed (content and snapshots collected).
 #[derive(Debug, Clone)]

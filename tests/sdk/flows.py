@@ -97,8 +97,17 @@ except NotFound:
     pass
 print("networks ok")
 
-# volumes: nook serves none yet (named volumes come with another change)
-# TODO(volumes): c.volumes.create / get / remove / prune once nook's Docker API serves them
+# volumes: create, mount, list, inspect, remove, prune
+vol = c.volumes.create("sdkvol", labels={"from": "sdk"})
+assert c.volumes.get("sdkvol").attrs["Labels"] == {"from": "sdk"}
+c.containers.run(IMG, ["sh", "-c", "echo kept > /v/f"], volumes={"sdkvol": {"bind": "/v", "mode": "rw"}}, remove=True)
+out = c.containers.run(IMG, ["cat", "/v/f"], volumes=["sdkvol:/v:ro"], remove=True)
+assert out == b"kept\n", out
+assert [v.name for v in c.volumes.list(filters={"label": "from=sdk"})] == ["sdkvol"]
+vol.remove()
+c.volumes.create("sdkvol2")
+pruned = c.volumes.prune(filters={"all": "true"})
+assert "sdkvol2" in (pruned.get("VolumesDeleted") or []), pruned
 assert c.volumes.list() == []
 print("volumes ok")
 

@@ -271,6 +271,9 @@ pub struct RmArgs {
     /// Kill running containers first.
     #[arg(short = 'f', long)]
     pub force: bool,
+    /// Remove its anonymous volumes (`-v /path`) too.
+    #[arg(short = 'v', long)]
+    pub volumes: bool,
     #[arg(required = true)]
     pub containers: Vec<String>,
 }
@@ -500,6 +503,7 @@ pub async fn rm(ctx: &Ctx, a: RmArgs) -> anyhow::Result<ExitCode> {
                 .remove(c.req(pb::RemoveRequest {
                     id: id.clone(),
                     force: a.force,
+                    volumes: a.volumes,
                 }))
                 .await
                 .or_fail()?;

@@ -22,11 +22,13 @@ impl Manager {
             )));
         }
         // parse what can be checked before any work
-        let binds: Vec<BindMount> = o
-            .volumes
-            .iter()
-            .map(|v| BindMount::parse(v))
-            .collect::<Result<_>>()?;
+        let (mut binds, mut vols) = (Vec::<BindMount>::new(), Vec::<VolumeMount>::new());
+        for v in &o.volumes {
+            match VolumeArg::parse(v)? {
+                VolumeArg::Bind(b) => binds.push(b),
+                VolumeArg::Volume(m) => vols.push(m),
+            }
+        }
         let tmpfs: Vec<TmpfsMount> = o
             .tmpfs
             .iter()
@@ -146,6 +148,48 @@ impl Manager {
             }
         };
 
+        // the volumes: made when missing (a name used for the first time, `-v /path`),
+        // filled from the image when new and empty, then bound like host directories
+        // the image's VOLUMEs that no -v or --tmpfs covers get anonymous volumes, as docker's
+        for path in &img_cfg.volumes {
+            let p = path.trim_end_matches('/');
+            let covered = binds
+                .iter()
+                .any(|b| b.destination.trim_end_matches('/') == p)
+                || vols
+                    .iter()
+                    .any(|v| v.destination.trim_end_matches('/') == p)
+                || tmpfs
+                    .iter()
+                    .any(|t| t.destination.trim_end_matches('/') == p);
+            if !covered && p.starts_with('/') && p != "/" {
+                vols.push(VolumeMount {
+                    name: String::new(),
+                    destination: p.to_string(),
+                    read_only: false,
+                    nocopy: false,
+                    anonymous: true,
+                });
+            }
+        }
+        let (d2, ns2, rootfs2, want) = (d.clone(), ns.to_string(), rootfs.clone(), vols);
+        let mounted = blocking(move || mount_volumes(&d2, &ns2, &rootfs2, want)).await;
+        let vols = match mounted {
+            Ok(v) => v,
+            Err(e) => {
+                self.abort_create(ns, &id, &snapshotter).await;
+                return Err(e);
+            }
+        };
+        for v in &vols {
+            binds.push(BindMount {
+                source: d.volumes.mountpoint(ns, &v.name),
+                destination: v.destination.clone(),
+                read_only: v.read_only,
+                propagation: "rprivate".into(),
+            });
+        }
+
         let mut so = SpecOptions::new(&id, &rootfs);
         so.args = o.args.clone();
         so.entrypoint = o.entrypoint.clone();
@@ -197,6 +241,7 @@ impl Manager {
             Ok(s) => s,
             Err(e) => {
                 self.abort_create(ns, &id, &snapshotter).await;
+                drop_anonymous(d, ns, &vols);
                 return Err(e);
             }
         };
@@ -205,6 +250,7 @@ impl Manager {
             if !b.source.exists() {
                 if let Err(e) = std::fs::create_dir_all(&b.source) {
                     self.abort_create(ns, &id, &snapshotter).await;
+                    drop_anonymous(d, ns, &vols);
                     return Err(Error::io(
                         format!("creating the volume source {}", b.source.display()),
                         e,
@@ -233,8 +279,22 @@ impl Manager {
             client: None,
             limits: o.limits.clone(),
             oom_killed: false,
+            volumes: vols.clone(),
         };
         let res = d.store.write(|tx| {
+            // a volume removed since it was mounted above: the container would hold a
+            // directory that is gone
+            for v in &vols {
+                if tx
+                    .get::<crate::volumes::VolumeRecord>(crate::metadata::VOLUMES, ns, &v.name)?
+                    .is_none()
+                {
+                    return Err(Error::Precondition(format!(
+                        "volume {:?} was removed while container {name:?} was being created: try again",
+                        v.name
+                    )));
+                }
+            }
             // names are unique per namespace: check again inside the transaction
             for (_, r) in tx_list(tx, ns)? {
                 if r.name == name {
@@ -247,6 +307,7 @@ impl Manager {
         });
         if let Err(e) = res {
             self.abort_create(ns, &id, &snapshotter).await;
+            drop_anonymous(d, ns, &vols);
             return Err(e);
         }
         let written = runtime_spec(d, &rec).and_then(|s| self.tasks.write_spec(&bundle, &s));
@@ -310,6 +371,7 @@ impl Manager {
             has_been_started: false,
             limits: Default::default(),
             oom_killed: false,
+            volumes: vec![],
             client: Some(client),
         };
         d.store.write(|tx| {
@@ -371,6 +433,55 @@ impl Manager {
             }
         }
         Ok(format!("nook_{}", &new_id()[..8]))
+    }
+}
+
+/// Makes the volumes a new container asks for (a name not seen before, or an anonymous
+/// `-v /path`) and copies the image's content at each mount path into a volume that is
+/// still empty, unless `nocopy`. Returns the mounts with every name filled in; on failure
+/// the anonymous volumes made here are removed again.
+fn mount_volumes(
+    d: &Deps,
+    ns: &str,
+    rootfs: &Path,
+    want: Vec<VolumeMount>,
+) -> Result<Vec<VolumeMount>> {
+    let mut out: Vec<VolumeMount> = Vec::new();
+    for mut v in want {
+        let req = crate::volumes::CreateRequest {
+            name: v.name.clone(),
+            anonymous: v.anonymous,
+            ..Default::default()
+        };
+        let step = d.volumes.create(ns, &req).and_then(|(vol, _)| {
+            v.name = vol.record.name.clone();
+            if v.nocopy {
+                return Ok(false);
+            }
+            let src = super::user::resolve_in_root(rootfs, &v.destination);
+            d.volumes.copy_up(ns, &v.name, &src)
+        });
+        if let Err(e) = step {
+            if v.anonymous && !v.name.is_empty() {
+                out.push(v);
+            }
+            drop_anonymous(d, ns, &out);
+            return Err(e);
+        }
+        out.push(v);
+    }
+    Ok(out)
+}
+
+/// Removes the anonymous volumes of a creation that failed (no record names them yet).
+fn drop_anonymous(d: &Deps, ns: &str, vols: &[VolumeMount]) {
+    for v in vols.iter().filter(|v| v.anonymous) {
+        let gone = d
+            .store
+            .write(|tx| crate::volumes::Volumes::delete_record(tx, ns, &v.name));
+        if gone.is_ok() {
+            let _ = d.volumes.remove_data(ns, &v.name);
+        }
     }
 }
 

@@ -383,14 +383,26 @@ impl Manager {
     }
 
     /// Removes a container (with `force`, kills it first): task, runtime state, rootfs mount,
-    /// snapshot, bundle and record.
+    /// snapshot, bundle and record; a `--rm` container's anonymous volumes go with it.
     pub async fn remove(&self, ns: &str, r: &ContainerRecord, force: bool) -> Result<()> {
+        self.remove_with_volumes(ns, r, force, r.auto_remove).await
+    }
+
+    /// [`Manager::remove`], and with `volumes` (`rm -v`) the container's anonymous volumes
+    /// that no other container uses.
+    pub async fn remove_with_volumes(
+        &self,
+        ns: &str,
+        r: &ContainerRecord,
+        force: bool,
+        volumes: bool,
+    ) -> Result<()> {
         // one removal at a time per container (`--rm` watcher, attach and `rm -f` may race),
         // and never while it is being started (a prune racing `nook start`)
         let (key, lock) = self.op_lock(ns, &r.id);
         let res = {
             let _held = lock.lock().await;
-            self.remove_locked(ns, r, force).await
+            self.remove_locked(ns, r, force, volumes).await
         };
         self.op_unlock(&key, lock);
         res
@@ -437,7 +449,13 @@ impl Manager {
         Ok(removed)
     }
 
-    async fn remove_locked(&self, ns: &str, r: &ContainerRecord, force: bool) -> Result<()> {
+    async fn remove_locked(
+        &self,
+        ns: &str,
+        r: &ContainerRecord,
+        force: bool,
+        volumes: bool,
+    ) -> Result<()> {
         let d = &self.deps;
         if d.store
             .get::<ContainerRecord>(CONTAINERS, ns, &r.id)?
@@ -487,7 +505,34 @@ impl Manager {
         // unreferenced snapshot (labelled nook.container, so GC collects it) and a bundle
         // directory, never a container whose snapshot is gone.
         let (store, ns2, id2) = (d.store.clone(), ns.to_string(), r.id.clone());
-        blocking(move || store.write(|tx| tx.delete(CONTAINERS, &ns2, &id2).map(|_| ()))).await?;
+        let anonymous: Vec<String> = r
+            .volumes
+            .iter()
+            .filter(|v| volumes && v.anonymous)
+            .map(|v| v.name.clone())
+            .collect();
+        let vols = blocking(move || {
+            store.write(|tx| {
+                tx.delete(CONTAINERS, &ns2, &id2)?;
+                // with the record, the anonymous volumes no other container mounts
+                let mut gone = Vec::new();
+                for v in anonymous {
+                    if super::volume_users(tx, &ns2, &v)?.is_empty()
+                        && crate::volumes::Volumes::delete_record(tx, &ns2, &v)?
+                    {
+                        gone.push(v);
+                    }
+                }
+                Ok(gone)
+            })
+        })
+        .await?;
+        for v in vols {
+            let (vs, ns2) = (d.volumes.clone(), ns.to_string());
+            if let Err(e) = blocking(move || vs.remove_data(&ns2, &v)).await {
+                tracing::warn!(container = %r.id, "removing its anonymous volume: {e} (removed at the next start)");
+            }
+        }
         d.gc.mutated(true);
         // its networks go before the removal is announced: whoever waits for it (`docker run
         // --rm`'s wait for "removed") may remove the network next

@@ -27,7 +27,9 @@ pub use super::deps::{blocking, Deps};
 use super::plugin;
 // the children's `super::limits` (..) paths name these siblings of `containers`
 use super::restart::{self, RestartPolicy};
-use super::spec::{self, BindMount, ImageConfig, Network, SpecOptions, TmpfsMount};
+use super::spec::{
+    self, BindMount, ImageConfig, Network, SpecOptions, TmpfsMount, VolumeArg, VolumeMount,
+};
 use super::task::{self, EtcFiles, Tasks};
 use super::{limits, seccomp_bpf, user};
 use crate::error::{Error, Result};
@@ -76,6 +78,9 @@ pub struct ContainerRecord {
     /// The kernel's OOM killer killed in it during its last run.
     #[serde(default)]
     pub oom_killed: bool,
+    /// The volumes it mounts (named and anonymous), which `volume rm` refuses to remove.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeMount>,
     /// What a containerd client gave when it made the container (containerd's API).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<ClientRecord>,
@@ -357,6 +362,16 @@ fn tx_list(tx: &crate::metadata::Tx, ns: &str) -> Result<Vec<(String, ContainerR
     tx.list::<ContainerRecord>(CONTAINERS, ns)
 }
 
+/// The names of the containers of `ns` that mount volume `name`, read inside a transaction
+/// (so that removing the volume and creating a container using it cannot interleave).
+pub fn volume_users(tx: &crate::metadata::Tx, ns: &str, name: &str) -> Result<Vec<String>> {
+    Ok(tx_list(tx, ns)?
+        .into_iter()
+        .filter(|(_, r)| r.volumes.iter().any(|v| v.name == name))
+        .map(|(_, r)| r.name)
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,6 +409,7 @@ mod tests {
             client: None,
             limits: Default::default(),
             oom_killed: false,
+            volumes: vec![],
         };
         assert_eq!(rec.command(), ["sh", "-c", "true"]);
         let s = Status {
