@@ -39,6 +39,8 @@ pub mod runtime;
 pub mod services;
 pub mod shim;
 pub mod snapshot;
+#[cfg(test)]
+pub mod testing;
 pub mod volumes;
 
 /// Generated gRPC code (see `proto/`).

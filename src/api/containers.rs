@@ -11,7 +11,7 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::namespace;
-use crate::chunks::{ChannelReader, ChannelWriter};
+use crate::chunks::ChannelWriter;
 use crate::daemon::Daemon;
 use crate::error::Error;
 use crate::proto::containers as pb;
@@ -217,13 +217,7 @@ impl pb::containers_server::Containers for Svc {
         let ns = namespace(&r)?;
         let q = r.into_inner();
         let rec = self.find(&ns, &q.id)?;
-        let path = q.path;
-        let i = self
-            .m()?
-            .with_rootfs(&ns, &rec, move |root| {
-                crate::runtime::copy::stat(root, &path)
-            })
-            .await?;
+        let i = self.svc()?.stat_path(&ns, &rec, &q.path).await?;
         Ok(Response::new(pb::PathStat {
             exists: i.exists,
             dir: i.dir,
@@ -250,18 +244,15 @@ impl pb::containers_server::Containers for Svc {
         } else {
             q.name
         };
-        let m = self.m()?.clone();
+        let out = ChannelWriter::new(tx.clone(), 1 << 20, |data| Ok(pb::CopyChunk { data }));
+        let job = self.svc()?.archive_out(&ns, &rec, &q.path, &top, out);
         tokio::spawn(async move {
-            let tx2 = tx.clone();
-            let res = m
-                .with_rootfs(&ns, &rec, move |root| {
-                    let w = ChannelWriter::new(tx2, 1 << 20, |data| Ok(pb::CopyChunk { data }));
-                    crate::runtime::copy::tar_out(root, &q.path, &top, w)
-                })
-                .await;
-            if let Err(e) = res {
-                let _ = tx.send(Err(e.into())).await;
-            }
+            let err = match job.await {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => e.into(),
+                Err(e) => Status::internal(format!("copy: {e}")),
+            };
+            let _ = tx.send(Err(err)).await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -277,16 +268,8 @@ impl pb::containers_server::Containers for Svc {
             .await
             .ok_or_else(|| Status::invalid_argument("copy: no request"))??;
         let rec = self.find(&ns, &first.id)?;
-        // the stream's bytes, handed to the blocking extractor through a channel
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
-        let dir = first.path.clone();
-        let m = self.m()?.clone();
-        let job = tokio::spawn(async move {
-            m.with_rootfs(&ns, &rec, move |root| {
-                crate::runtime::copy::tar_in(root, &dir, ChannelReader::new(rx))
-            })
-            .await
-        });
+        // the stream's bytes, handed to the extractor
+        let (sink, job) = self.svc()?.archive_in(&ns, &rec, &first.path);
         let mut next = Some(first.data);
         loop {
             let data = match next.take() {
@@ -297,19 +280,11 @@ impl pb::containers_server::Containers for Svc {
                     None => break,
                 },
             };
-            if data.is_empty() {
-                continue;
-            }
-            let tx = tx.clone();
-            // a full channel blocks: send off the async threads
-            let gone = tokio::task::spawn_blocking(move || tx.send(data).is_err())
-                .await
-                .unwrap_or(true);
-            if gone {
+            if !sink.send(data).await {
                 break; // the extractor stopped: its error is the answer
             }
         }
-        drop(tx);
+        drop(sink);
         job.await
             .map_err(|e| Status::internal(format!("copy: {e}")))??;
         Ok(Response::new(pb::Empty {}))

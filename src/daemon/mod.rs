@@ -342,6 +342,7 @@ pub async fn start(config: Config, paths: Paths, boot: Boot) -> Result<Arc<Daemo
         gc: gc_state.clone(),
         events: events.clone(),
         cgroups: cgroups.clone(),
+        mounts: Arc::new(crate::snapshot::mount::RealMounter),
         volumes: volume_store,
     })
     .map_err(|e| e.to_string());

@@ -3,9 +3,8 @@
 use bytes::Bytes;
 use hyper::StatusCode;
 
-use super::containers::{find, manager};
+use super::containers::{find, service};
 use super::{empty, ApiError, Req, Res, NS};
-use crate::error::Error;
 use crate::runtime::containers::ContainerRecord;
 
 /// A path's facts in Docker's `X-Docker-Container-Path-Stat` header (base64 JSON, Go's
@@ -39,10 +38,7 @@ async fn stat_path(
     if path.is_empty() {
         return Err(ApiError::bad("path is required"));
     }
-    let p2 = path.clone();
-    let i = manager(&r.d)?
-        .with_rootfs(NS, &rec, move |root| crate::runtime::copy::stat(root, &p2))
-        .await?;
+    let i = service(&r.d)?.stat_path(NS, &rec, &path).await?;
     if !i.exists {
         return Err(ApiError::not_found(format!(
             "Could not find the file {path} in container {}",
@@ -69,16 +65,10 @@ pub async fn archive_get(r: &Req, id: &str) -> Res {
         i.name.clone()
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(8);
-    let m = manager(&r.d)?;
+    let out = crate::chunks::ChannelWriter::new(tx, 256 << 10, Bytes::from);
+    let job = service(&r.d)?.archive_out(NS, &rec, &path, &top, out);
     tokio::spawn(async move {
-        let res = m
-            .with_rootfs(NS, &rec, move |root| {
-                let mut w = crate::chunks::ChannelWriter::new(tx, 256 << 10, Bytes::from);
-                crate::runtime::copy::tar_out(root, &path, &top, &mut w)?;
-                std::io::Write::flush(&mut w).map_err(|e| Error::io("sending the archive", e))
-            })
-            .await;
-        if let Err(e) = res {
+        if let Ok(Err(e)) = job.await {
             tracing::warn!("docker cp from {}: {e}", rec.id);
         }
     });
@@ -100,28 +90,16 @@ pub async fn archive_put(r: &mut Req, id: &str) -> Res {
     let mut body = r
         .take_body()
         .ok_or_else(|| ApiError::bad("no archive in the request body"))?;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
-    let m = manager(&r.d)?;
-    let job = tokio::spawn(async move {
-        m.with_rootfs(NS, &rec, move |root| {
-            crate::runtime::copy::tar_in(root, &dir, crate::chunks::ChannelReader::new(rx))
-        })
-        .await
-    });
+    let (sink, job) = service(&r.d)?.archive_in(NS, &rec, &dir);
     while let Some(fr) = body.frame().await {
         let fr = fr.map_err(|e| ApiError::bad(format!("reading the archive: {e}")))?;
         if let Some(data) = fr.data_ref() {
-            let tx = tx.clone();
-            let chunk = data.to_vec();
-            let sent = tokio::task::spawn_blocking(move || tx.send(chunk).is_ok())
-                .await
-                .unwrap_or(false);
-            if !sent {
-                break;
+            if !sink.send(data.to_vec()).await {
+                break; // the extractor stopped: its error is the answer
             }
         }
     }
-    drop(tx);
+    drop(sink);
     job.await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     empty(StatusCode::OK)

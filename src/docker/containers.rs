@@ -20,7 +20,7 @@ pub fn manager(d: &Daemon) -> Result<Arc<Manager>, ApiError> {
 }
 
 /// The containers service (kill, pause, logs, prune).
-fn service(d: &Daemon) -> Result<Arc<crate::services::Containers>, ApiError> {
+pub(super) fn service(d: &Daemon) -> Result<Arc<crate::services::Containers>, ApiError> {
     d.container_service().cloned().map_err(ApiError::from)
 }
 

@@ -2,35 +2,31 @@
 //! with a veth pair to the network's bridge (made again if a reboot took it), and undoing all
 //! of it when the container is removed.
 
-use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
+use std::net::{IpAddr, Ipv4Addr};
 
+use super::kernel::{Bridge, PeerConfig};
 use super::manager::*;
-use super::netlink::Netlink;
-use super::netns::{create_netns, is_netns, remove_netns, with_netns};
 use crate::error::{Error, Result};
 use crate::metadata::{NETWORKS, SYSTEM};
 
 impl Manager {
     /// Creates the bridge of `n` if it is missing, with its gateway address, up.
     pub(super) fn ensure_bridge(&self, n: &NetworkRecord) -> Result<()> {
-        let (br, gw, prefix, mtu) = (n.bridge.clone(), n.gateway, n.subnet.prefix, self.s.mtu);
-        let gw6 = n.subnet6.map(|s| (s.gateway(), s.prefix));
-        with_netns(&self.s.netns, move || {
-            let mut nl = Netlink::open()?;
-            if !nl.exists(&br) {
-                nl.create_bridge(&br, mtu)?;
-                // a fixed MAC: a bridge otherwise takes its ports' lowest and changes with them
-                let o = gw.octets();
-                nl.set_mac(&br, [0x02, 0x6e, o[0], o[1], o[2], o[3]])?;
-            }
-            nl.add_addr(&br, gw, prefix)?;
-            if let Some((gw6, prefix6)) = gw6 {
-                nl.add_addr(&br, gw6, prefix6)?;
-            }
-            nl.set_up(&br)
-        })
-        .map_err(io_err(&format!("setting up bridge {}", n.bridge)))
+        // a fixed MAC: a bridge otherwise takes its ports' lowest and changes with them
+        let o = n.gateway.octets();
+        let mut addrs = vec![(IpAddr::V4(n.gateway), n.subnet.prefix)];
+        if let Some(s6) = n.subnet6 {
+            addrs.push((IpAddr::V6(s6.gateway()), s6.prefix));
+        }
+        let b = Bridge {
+            name: n.bridge.clone(),
+            mtu: self.s.mtu,
+            mac: [0x02, 0x6e, o[0], o[1], o[2], o[3]],
+            addrs,
+        };
+        self.kernel
+            .ensure_bridge(&self.s.netns, &b)
+            .map_err(io_err(&format!("setting up bridge {}", n.bridge)))
     }
 
     pub(super) fn view(&self, a: &AttachmentRecord) -> Result<Attachment> {
@@ -51,7 +47,7 @@ impl Manager {
     pub fn attach(&self, ns: &str, id: &str, req: &AttachRequest) -> Result<Attachment> {
         let _g = self.lock();
         if let Some(a) = self.attachment(ns, id)? {
-            if a.mode == Mode::Host || is_netns(&a.netns_path) {
+            if a.mode == Mode::Host || self.kernel.is_netns(&a.netns_path) {
                 return self.view(&a);
             }
             // left over from a crash or a restarted pause process: start again
@@ -110,7 +106,7 @@ impl Manager {
                     ));
                 }
                 self.store.write(|tx| tx.put(NETWORKS, ns, id, &rec))?;
-                if let Err(e) = create_netns(&own_ns) {
+                if let Err(e) = self.kernel.create_netns(&own_ns) {
                     let _ = self.store.write(|tx| tx.delete(NETWORKS, ns, id));
                     return Err(Error::io("creating the container's network namespace", e));
                 }
@@ -162,45 +158,22 @@ impl Manager {
 
     pub(super) fn plumb(&self, net: &NetworkRecord, rec: &AttachmentRecord) -> Result<()> {
         self.ensure_bridge(net)?;
-        create_netns(&rec.netns_path)
+        self.kernel
+            .create_netns(&rec.netns_path)
             .map_err(io_err("creating the container's network namespace"))?;
-        let (veth, br, mtu) = (
-            rec.veth.clone().unwrap_or_default(),
-            net.bridge.clone(),
-            self.s.mtu,
-        );
-        let target = rec.netns_path.clone();
-        with_netns(&self.s.netns, move || {
-            let ns = std::fs::File::open(&target)?;
-            let mut nl = Netlink::open()?;
-            if nl.exists(&veth) {
-                nl.delete_link(&veth)?;
-            }
-            nl.create_veth(&veth, CONTAINER_IF, Some(ns.as_raw_fd()), mtu)?;
-            nl.set_master(&veth, &br)?;
-            nl.set_up(&veth)
-        })
-        .map_err(io_err("creating the container's veth pair"))?;
-        let (ip, prefix, gw) = (
-            rec.ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
-            rec.prefix,
-            rec.gateway.unwrap_or(Ipv4Addr::UNSPECIFIED),
-        );
-        let v6 = rec.ip6.zip(rec.gateway6).map(|(a, g)| (a, rec.prefix6, g));
-        with_netns(&rec.netns_path, move || {
-            let mut nl = Netlink::open()?;
-            nl.add_addr(CONTAINER_IF, ip, prefix)?;
-            if let Some((ip6, prefix6, _)) = v6 {
-                nl.add_addr(CONTAINER_IF, ip6, prefix6)?;
-            }
-            nl.set_up(CONTAINER_IF)?;
-            nl.add_default_route(CONTAINER_IF, gw)?;
-            if let Some((_, _, gw6)) = v6 {
-                nl.add_default_route(CONTAINER_IF, gw6)?;
-            }
-            Ok(())
-        })
-        .map_err(io_err("configuring the container's eth0"))
+        self.kernel
+            .add_veth(
+                &self.s.netns,
+                rec.veth.as_deref().unwrap_or_default(),
+                &net.bridge,
+                &rec.netns_path,
+                CONTAINER_IF,
+                self.s.mtu,
+            )
+            .map_err(io_err("creating the container's veth pair"))?;
+        self.kernel
+            .configure_peer(&rec.netns_path, &peer_config(rec))
+            .map_err(io_err("configuring the container's eth0"))
     }
 
     /// The attachment of a container as the runtime needs it (namespace, /etc files).
@@ -222,20 +195,26 @@ impl Manager {
         match a.mode {
             Mode::Host => Ok(()),
             Mode::None => {
-                if is_netns(&a.netns_path) {
+                if self.kernel.is_netns(&a.netns_path) {
                     return Ok(());
                 }
-                let _ = remove_netns(&a.netns_path);
-                create_netns(&a.netns_path)
+                let _ = self.kernel.remove_netns(&a.netns_path);
+                self.kernel
+                    .create_netns(&a.netns_path)
                     .map_err(io_err("creating the container's network namespace"))?;
                 self.plumb_extras(&a)
             }
             Mode::Bridge => {
-                let veth_ok = a.veth.clone().is_some_and(|v| {
-                    with_netns(&self.s.netns, move || Ok(Netlink::open()?.exists(&v)))
-                        .unwrap_or(false)
-                });
-                if is_netns(&a.netns_path) && veth_ok {
+                let veth_ok = a
+                    .veth
+                    .as_deref()
+                    .is_some_and(|v| self.kernel.link_exists(&self.s.netns, v));
+                // eth0's routes are plumbing's last step: a crash before them left a
+                // namespace and a veth without a working eth0
+                if self.kernel.is_netns(&a.netns_path)
+                    && veth_ok
+                    && self.kernel.peer_configured(&a.netns_path, &peer_config(&a))
+                {
                     return Ok(());
                 }
                 let net: NetworkRecord = self
@@ -247,7 +226,7 @@ impl Manager {
                             a.network
                         ))
                     })?;
-                let _ = remove_netns(&a.netns_path);
+                let _ = self.kernel.remove_netns(&a.netns_path);
                 self.plumb(&net, &a)?;
                 self.plumb_extras(&a)
             }
@@ -278,9 +257,10 @@ impl Manager {
             .collect();
         if !veths.is_empty() {
             let (netns, what) = (self.s.netns.clone(), format!("{ns}/{id}"));
+            let kernel = self.kernel.clone();
             let delete = move || {
                 for v in veths {
-                    match with_netns(&netns, move || Netlink::open()?.delete_link(&v)) {
+                    match kernel.delete_link(&netns, &v) {
                         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                             tracing::warn!("deleting veth of {what}: {e}")
                         }
@@ -298,7 +278,8 @@ impl Manager {
             }
         }
         if a.mode != Mode::Host {
-            remove_netns(&a.netns_path)
+            self.kernel
+                .remove_netns(&a.netns_path)
                 .map_err(io_err("removing the container's network namespace"))?;
         }
         let h = holder(ns, id);
@@ -328,4 +309,21 @@ impl Manager {
         }
         Ok(())
     }
+}
+
+/// How the container's eth0 is set up: its addresses and default routes.
+fn peer_config(rec: &AttachmentRecord) -> PeerConfig {
+    let mut c = PeerConfig {
+        ifname: CONTAINER_IF.into(),
+        addrs: vec![(
+            IpAddr::V4(rec.ip.unwrap_or(Ipv4Addr::UNSPECIFIED)),
+            rec.prefix,
+        )],
+        gateways: vec![IpAddr::V4(rec.gateway.unwrap_or(Ipv4Addr::UNSPECIFIED))],
+    };
+    if let Some((ip6, gw6)) = rec.ip6.zip(rec.gateway6) {
+        c.addrs.push((IpAddr::V6(ip6), rec.prefix6));
+        c.gateways.push(IpAddr::V6(gw6));
+    }
+    c
 }

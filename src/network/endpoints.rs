@@ -6,13 +6,11 @@
 //! The first network stays in the [`AttachmentRecord`]'s own fields (eth0, the default route,
 //! published ports); each further one is an [`Endpoint`] (eth1, eth2, …, no default route).
 
-use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
+use super::kernel::PeerConfig;
 use super::manager::*;
-use super::netlink::Netlink;
-use super::netns::with_netns;
 use crate::error::{Error, Result};
 use crate::metadata::{NETWORKS, SYSTEM};
 
@@ -220,12 +218,15 @@ impl Manager {
                 (a.ip6, a.prefix6, a.gateway6) = (None, 0, None);
                 a.veth = Some(next.veth.clone());
                 a.aliases = next.aliases.clone();
-                let (ifname, gw) = (next.ifname.clone(), next.gateway);
-                with_netns(&a.netns_path, move || {
-                    Netlink::open()?.add_default_route(&ifname, gw)
-                })
-                .map_err(io_err("moving the container's default route"))
-                .ok();
+                // its address is there already: configuring it again adds the default route
+                let c = PeerConfig {
+                    ifname: next.ifname.clone(),
+                    addrs: Vec::new(),
+                    gateways: vec![IpAddr::V4(next.gateway)],
+                };
+                if let Err(e) = self.kernel.configure_peer(&a.netns_path, &c) {
+                    tracing::warn!("moving the default route of {}: {e}", a.name);
+                }
             }
             old
         } else {
@@ -274,38 +275,31 @@ impl Manager {
         ep: &Endpoint,
         default_route: bool,
     ) -> Result<()> {
-        let (veth, ifname, br, mtu) = (
-            ep.veth.clone(),
-            ep.ifname.clone(),
-            bridge.to_string(),
-            self.s.mtu,
-        );
-        let target = netns.to_path_buf();
-        with_netns(&self.s.netns, move || {
-            let ns = std::fs::File::open(&target)?;
-            let mut nl = Netlink::open()?;
-            if nl.exists(&veth) {
-                nl.delete_link(&veth)?;
-            }
-            nl.create_veth(&veth, &ifname, Some(ns.as_raw_fd()), mtu)?;
-            nl.set_master(&veth, &br)?;
-            nl.set_up(&veth)
-        })
-        .map_err(io_err("creating the container's veth pair"))?;
-        let (ifname, ip, prefix, gw) = (ep.ifname.clone(), ep.ip, ep.prefix, ep.gateway);
-        with_netns(netns, move || {
-            let mut nl = Netlink::open()?;
-            nl.add_addr(&ifname, ip, prefix)?;
-            nl.set_up(&ifname)?;
-            if default_route {
-                nl.add_default_route(&ifname, gw)?;
-            }
-            Ok(())
-        })
-        .map_err(io_err(&format!(
-            "configuring the container's {}",
-            ep.ifname
-        )))
+        self.kernel
+            .add_veth(
+                &self.s.netns,
+                &ep.veth,
+                bridge,
+                netns,
+                &ep.ifname,
+                self.s.mtu,
+            )
+            .map_err(io_err("creating the container's veth pair"))?;
+        let c = PeerConfig {
+            ifname: ep.ifname.clone(),
+            addrs: vec![(IpAddr::V4(ep.ip), ep.prefix)],
+            gateways: if default_route {
+                vec![IpAddr::V4(ep.gateway)]
+            } else {
+                Vec::new()
+            },
+        };
+        self.kernel
+            .configure_peer(netns, &c)
+            .map_err(io_err(&format!(
+                "configuring the container's {}",
+                ep.ifname
+            )))
     }
 
     /// Re-creates the further networks' veth pairs of `a` (after its namespace was made anew).
@@ -331,8 +325,7 @@ impl Manager {
         if veth.is_empty() {
             return Ok(());
         }
-        let v = veth.to_string();
-        match with_netns(&self.s.netns, move || Netlink::open()?.delete_link(&v)) {
+        match self.kernel.delete_link(&self.s.netns, veth) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(Error::io(format!("deleting veth {veth}"), e))
             }

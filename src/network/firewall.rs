@@ -3,7 +3,6 @@
 //! connections keep the client's address, and the chain that keeps networks apart.
 
 use super::manager::*;
-use super::netns::with_netns;
 use super::TAP;
 use crate::error::Result;
 
@@ -15,10 +14,9 @@ impl Manager {
     /// to another is dropped; traffic within a bridge and to or from the link (`tap0`) passes.
     pub(super) fn isolate(&self) -> Result<()> {
         let bridges: Vec<String> = self.networks_raw()?.into_iter().map(|n| n.bridge).collect();
-        with_netns(&self.s.netns, move || {
-            run_stdin("nft", &["-f", "-"], &isolate_rules(&bridges))
-        })
-        .map_err(io_err("keeping the networks apart (nft)"))
+        self.kernel
+            .nft(&self.s.netns, &isolate_rules(&bridges))
+            .map_err(io_err("keeping the networks apart (nft)"))
     }
 }
 

@@ -114,19 +114,30 @@ fn new_socket(proto: Proto, transparent: Option<SocketAddrV4>) -> io::Result<Own
 impl SocketFactory {
     /// Starts the thread in the namespace at `netns`.
     pub fn start(netns: &Path) -> io::Result<SocketFactory> {
-        let ns = std::fs::File::open(netns)?;
+        Self::spawn(Some(std::fs::File::open(netns)?))
+    }
+
+    /// A factory that makes its sockets in the caller's own namespace (for the unit tests'
+    /// fake kernel).
+    #[cfg(test)]
+    pub fn here() -> io::Result<SocketFactory> {
+        Self::spawn(None)
+    }
+
+    fn spawn(ns: Option<std::fs::File>) -> io::Result<SocketFactory> {
         let (tx, rx) = std::sync::mpsc::channel::<SockReq>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
         std::thread::Builder::new()
             .name("nook-sockets".into())
             .spawn(move || {
-                // SAFETY: setns on a valid namespace fd; only this thread changes namespace
-                // and it stays there for its whole life.
-                if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
-                    let _ = ready_tx.send(Err(io::Error::last_os_error()));
-                    return;
+                if let Some(ns) = ns {
+                    // SAFETY: setns on a valid namespace fd; only this thread changes
+                    // namespace and it stays there for its whole life.
+                    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
+                        let _ = ready_tx.send(Err(io::Error::last_os_error()));
+                        return;
+                    }
                 }
-                drop(ns);
                 let _ = ready_tx.send(Ok(()));
                 while let Ok(r) = rx.recv() {
                     let _ = r.reply.send(new_socket(r.proto, r.transparent));

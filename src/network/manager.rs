@@ -24,10 +24,9 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
-use super::firewall::setup_namespace;
 use super::forward::{self, SocketFactory};
 use super::ipam::{Pool, Subnet, Subnet6};
-use super::netns::with_netns;
+use super::kernel::{NetKernel, RealKernel};
 use super::ports::PortMapping;
 use crate::error::{Error, Result};
 use crate::events::Publisher;
@@ -216,6 +215,8 @@ pub struct Manager {
     pub(super) handle: Option<tokio::runtime::Handle>,
     /// Where `/networks/*` events go.
     pub(super) events: Publisher,
+    /// Every link, namespace and firewall operation goes through it.
+    pub(super) kernel: Arc<dyn NetKernel>,
 }
 
 pub(super) fn holder(ns: &str, id: &str) -> String {
@@ -265,7 +266,14 @@ impl Manager {
             held: Mutex::new(HashMap::new()),
             handle: tokio::runtime::Handle::try_current().ok(),
             events,
+            kernel: Arc::new(RealKernel),
         }
+    }
+
+    /// The manager working on `kernel` instead of the real one (the unit tests' fake).
+    pub fn with_kernel(mut self, kernel: Arc<dyn NetKernel>) -> Manager {
+        self.kernel = kernel;
+        self
     }
 
     /// The settings.
@@ -350,14 +358,14 @@ impl Manager {
             };
             tx.put_raw(SYSTEM, &net_key(DEFAULT_NETWORK), &rec)
         })?;
-        let tproxy = with_netns(&self.s.netns, setup_namespace).map_err(io_err(
+        let tproxy = self.kernel.setup_namespace(&self.s.netns).map_err(io_err(
             "setting up the containers' network namespace (forwarding, NAT)",
         ))?;
         for n in self.networks_raw()? {
             self.ensure_bridge(&n)?;
         }
         self.isolate()?;
-        match SocketFactory::start(&self.s.netns) {
+        match self.kernel.socket_factory(&self.s.netns) {
             Ok(f) => {
                 f.transparent
                     .store(tproxy, std::sync::atomic::Ordering::Relaxed);
@@ -470,7 +478,7 @@ pub fn settings_for(
 mod tests {
     use super::*;
     use crate::network::netlink::{self, Netlink};
-    use crate::network::netns::{create_netns, remove_netns};
+    use crate::network::netns::{create_netns, remove_netns, with_netns};
     use crate::network::ports::parse;
     use std::io::{Read, Write};
     use std::net::IpAddr;

@@ -58,6 +58,7 @@ mod firewall;
 pub mod forward;
 mod hosts;
 pub mod ipam;
+pub mod kernel;
 pub mod manager;
 pub mod netlink;
 pub mod netns;
@@ -65,6 +66,8 @@ mod networks;
 pub mod ports;
 mod publish;
 mod reconcile;
+#[cfg(test)]
+mod seam_tests;
 
 pub use endpoints::validate_aliases;
 pub use manager::{AttachRequest, Attachment, Endpoint, Manager};

@@ -6,8 +6,6 @@ use std::collections::{BTreeMap, HashSet};
 
 use super::ipam::{self, Pool, Subnet, Subnet6};
 use super::manager::*;
-use super::netlink::Netlink;
-use super::netns::with_netns;
 use crate::error::{Error, Result};
 use crate::metadata::SYSTEM;
 
@@ -125,8 +123,7 @@ impl Manager {
         })?;
         if let Err(e) = self.ensure_bridge(&rec).and_then(|()| self.isolate()) {
             let _ = self.store.write(|tx| tx.delete_raw(SYSTEM, &net_key(name)));
-            let br = rec.bridge.clone();
-            let _ = with_netns(&self.s.netns, move || Netlink::open()?.delete_link(&br));
+            let _ = self.kernel.delete_link(&self.s.netns, &rec.bridge);
             return Err(e);
         }
         let mut attrs = vec![
@@ -156,8 +153,7 @@ impl Manager {
                 names.join(", ")
             )));
         }
-        let br = info.record.bridge.clone();
-        match with_netns(&self.s.netns, move || Netlink::open()?.delete_link(&br)) {
+        match self.kernel.delete_link(&self.s.netns, &info.record.bridge) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(Error::io(
                     format!("deleting bridge {}", info.record.bridge),

@@ -6,8 +6,6 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use super::manager::*;
-use super::netlink::{self, Netlink};
-use super::netns::{remove_netns, with_netns};
 use crate::error::Result;
 use crate::metadata::SYSTEM;
 
@@ -42,22 +40,19 @@ impl Manager {
             .collect();
         let owned: HashSet<PathBuf> = atts.iter().map(|a| a.netns_path.clone()).collect();
         // stray veths in the containers' namespace
-        let removed = with_netns(&self.s.netns, move || {
-            let mut nl = Netlink::open()?;
-            let mut n = 0;
-            for l in netlink::links()? {
-                if l.starts_with("nk")
-                    && l.len() == 14
-                    && !veths.contains(&l)
-                    && nl.delete_link(&l).is_ok()
-                {
-                    n += 1;
-                }
+        let links = self
+            .kernel
+            .links(&self.s.netns)
+            .map_err(io_err("listing the containers' network links"))?;
+        for l in links {
+            if l.starts_with("nk")
+                && l.len() == 14
+                && !veths.contains(&l)
+                && self.kernel.delete_link(&self.s.netns, &l).is_ok()
+            {
+                out.veths += 1;
             }
-            Ok(n)
-        })
-        .map_err(io_err("listing the containers' network links"))?;
-        out.veths = removed;
+        }
         // stray namespace files
         if let Ok(rd) = std::fs::read_dir(&self.s.netns_dir) {
             for d in rd.flatten() {
@@ -65,7 +60,7 @@ impl Manager {
                     continue;
                 };
                 for f in inner.flatten() {
-                    if !owned.contains(&f.path()) && remove_netns(&f.path()).is_ok() {
+                    if !owned.contains(&f.path()) && self.kernel.remove_netns(&f.path()).is_ok() {
                         out.netns += 1;
                     }
                 }

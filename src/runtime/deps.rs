@@ -11,6 +11,7 @@ use crate::events::Publisher;
 use crate::gc::GcState;
 use crate::metadata::Store;
 use crate::network::Manager as Network;
+use crate::snapshot::mount::Mounter;
 use crate::snapshot::Snapshotters;
 
 /// The containers' manager's dependencies.
@@ -27,6 +28,8 @@ pub struct Deps {
     pub events: Publisher,
     /// The cgroups delegated to the user (limits, stats, OOM verdicts).
     pub cgroups: Arc<Cgroups>,
+    /// Mounts containers' root filesystems ([`crate::snapshot::mount::RealMounter`]).
+    pub mounts: Arc<dyn Mounter>,
     /// Named volumes (`-v NAME:/path`).
     pub volumes: Arc<crate::volumes::Volumes>,
 }

@@ -9,6 +9,7 @@
 //! This module sits above the subsystems (runtime, image, gc, network, …) and below `daemon`
 //! and `api`.
 
+pub mod archive;
 pub mod containers;
 pub mod gc;
 pub mod images;

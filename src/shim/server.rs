@@ -18,9 +18,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 mod oci;
+#[cfg(test)]
+mod tests;
 
 use nix::unistd::Pid;
-use oci::{read_pid, Stdio3};
+use oci::{read_pid, OciRuntime, RuntimeBinary, Stdio3};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Notify;
@@ -49,9 +51,48 @@ struct Shim {
     quit: Notify,
     /// Counter for console socket names.
     seq: AtomicUsize,
+    /// The OCI runtime it drives.
+    oci: Arc<dyn OciRuntime>,
 }
 
 impl Shim {
+    fn new(
+        cfg: ShimConfig,
+        bundle: PathBuf,
+        log: Option<std::fs::File>,
+        oci: Arc<dyn OciRuntime>,
+    ) -> Arc<Shim> {
+        let hold = cfg.hold_output;
+        Arc::new(Shim {
+            cfg,
+            bundle,
+            reaper: Reaper::default(),
+            init: Proc::new(log, hold, false),
+            execs: Mutex::new(HashMap::new()),
+            status: Mutex::new("created"),
+            started_at: Mutex::new(None),
+            active: AtomicUsize::new(0),
+            deleted: AtomicBool::new(false),
+            quit: Notify::new(),
+            seq: AtomicUsize::new(0),
+            oci,
+        })
+    }
+
+    /// Creates the container; when that fails, deletes what the runtime left of it (a
+    /// half-made container keeps its id taken) and returns the create's error.
+    async fn create_or_delete(self: &Arc<Self>) -> Result<i32, String> {
+        match self.create().await {
+            Ok(pid) => Ok(pid),
+            Err(e) => {
+                let _ = self
+                    .runtime(&["delete", "--force", &self.cfg.id], Stdio3::null(), false)
+                    .await;
+                Err(e)
+            }
+        }
+    }
+
     /// `runtime create`: the container exists, its init waits for `start`.
     async fn create(self: &Arc<Self>) -> Result<i32, String> {
         let bundle = self.bundle.to_string_lossy().into_owned();
@@ -646,20 +687,7 @@ async fn run(cfg: ShimConfig, bundle: PathBuf) -> i32 {
             return 1;
         }
     };
-    let hold = cfg.hold_output;
-    let shim = Arc::new(Shim {
-        cfg,
-        bundle,
-        reaper: Reaper::default(),
-        init: Proc::new(Some(log), hold, false),
-        execs: Mutex::new(HashMap::new()),
-        status: Mutex::new("created"),
-        started_at: Mutex::new(None),
-        active: AtomicUsize::new(0),
-        deleted: AtomicBool::new(false),
-        quit: Notify::new(),
-        seq: AtomicUsize::new(0),
-    });
+    let shim = Shim::new(cfg, bundle, Some(log), Arc::new(RuntimeBinary));
     let reaper = shim.clone();
     tokio::spawn(async move {
         while sigchld.recv().await.is_some() {
@@ -689,7 +717,7 @@ async fn run(cfg: ShimConfig, bundle: PathBuf) -> i32 {
             return 1;
         }
     }
-    let pid = match shim.create().await {
+    let pid = match shim.create_or_delete().await {
         Ok(pid) => pid,
         Err(e) => {
             ready(&Ready {
@@ -697,9 +725,6 @@ async fn run(cfg: ShimConfig, bundle: PathBuf) -> i32 {
                 pid: 0,
                 error: e,
             });
-            let _ = shim
-                .runtime(&["delete", "--force", &shim.cfg.id], Stdio3::null(), false)
-                .await;
             let _ = std::fs::remove_file(files::SOCKET);
             return 1;
         }

@@ -32,6 +32,36 @@ impl Mount {
     }
 }
 
+/// The mounts nookd makes for containers: a snapshot's mounts on a container's rootfs, and
+/// undoing them. [`RealMounter`] calls the kernel; the unit tests use an in-memory fake
+/// (`mount::fake`) that fails on the Nth call, to drive the create pipeline's rollback.
+pub trait Mounter: Send + Sync {
+    /// Mounts `mounts` (in order) on `target`, an existing directory.
+    fn mount_all(&self, mounts: &[Mount], target: &Path) -> Result<()>;
+    /// Unmounts `target`.
+    fn unmount(&self, target: &Path) -> Result<()>;
+    /// Whether `target` is a mount point.
+    fn is_mounted(&self, target: &Path) -> bool;
+}
+
+/// Mounting with mount(2), the new mount API and fuse-overlayfs.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RealMounter;
+
+impl Mounter for RealMounter {
+    fn mount_all(&self, mounts: &[Mount], target: &Path) -> Result<()> {
+        mount_all(mounts, target)
+    }
+
+    fn unmount(&self, target: &Path) -> Result<()> {
+        unmount(target)
+    }
+
+    fn is_mounted(&self, target: &Path) -> bool {
+        is_mountpoint(target)
+    }
+}
+
 /// Mounts `mounts` (in order) on `target`, an existing directory.
 pub fn mount_all(mounts: &[Mount], target: &Path) -> Result<()> {
     for m in mounts {
@@ -249,5 +279,37 @@ pub fn unmount(target: &Path) -> Result<()> {
                 )),
             }
         }
+    }
+}
+
+/// Whether `path` is a mount point (listed in /proc/self/mountinfo).
+pub fn is_mountpoint(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = path.to_string_lossy();
+    info.lines().any(|l| {
+        l.split(' ')
+            .nth(4)
+            .map(|m| {
+                m.replace("\\040", " ")
+                    .replace("\\011", "\t")
+                    .replace("\\134", "\\")
+            })
+            .is_some_and(|m| m == want)
+    })
+}
+
+#[cfg(test)]
+pub mod fake;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountpoints() {
+        assert!(is_mountpoint(Path::new("/proc")));
+        assert!(!is_mountpoint(Path::new("/proc/self")));
     }
 }

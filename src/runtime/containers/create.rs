@@ -103,7 +103,7 @@ impl Manager {
             id.clone(),
             o.more_networks.clone(),
         );
-        let att = tokio::task::spawn_blocking(move || {
+        let attached = tokio::task::spawn_blocking(move || {
             let att = d2.network.attach(&ns2, &id2, &req)?;
             for (net, aliases) in &more {
                 if let Err(e) = d2.network.connect(&ns2, &id2, net, aliases) {
@@ -114,8 +114,15 @@ impl Manager {
             // the view again: its /etc/hosts now lists the peers of every network
             Ok(d2.network.view_of(&ns2, &id2)?.unwrap_or(att))
         })
-        .await
-        .map_err(|e| Error::Internal(format!("attaching the network: {e}")))??;
+        .await;
+        let att = match attached {
+            Ok(att) => att?,
+            Err(e) => {
+                // a panic part-way skipped attach's own undoing
+                detach_network(d, ns, &id).await;
+                return Err(Error::Internal(format!("attaching the network: {e}")));
+            }
+        };
         let mut etc = EtcFiles::defaults(
             &hostname,
             &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
@@ -137,11 +144,15 @@ impl Manager {
         let prepared = tokio::task::spawn_blocking(move || {
             prepare_rootfs(&d2, &ns2, &img_name, &sn_name, &id2, &rootfs2)
         })
-        .await
-        .map_err(|e| Error::Internal(format!("preparing the rootfs: {e}")))?;
+        .await;
         let (image_name, image_digest, img_cfg, snapshotter) = match prepared {
-            Ok(p) => p,
+            Ok(Ok(p)) => p,
             Err(e) => {
+                // a panic part-way: the snapshot may be prepared and mounted
+                self.abort_create(ns, &id, &o.snapshotter).await;
+                return Err(Error::Internal(format!("preparing the rootfs: {e}")));
+            }
+            Ok(Err(e)) => {
                 let _ = self.tasks.remove_bundle(ns, &id);
                 detach_network(d, ns, &id).await;
                 return Err(e);
@@ -414,7 +425,7 @@ impl Manager {
     async fn abort_create(&self, ns: &str, id: &str, snapshotter: &str) {
         let d = &self.deps;
         let rootfs = self.rootfs(ns, id);
-        let _ = crate::snapshot::mount::unmount(&rootfs);
+        let _ = d.mounts.unmount(&rootfs);
         if let Ok(sn) = d.snapshotters.get(Some(snapshotter)) {
             let _ = crate::snapshot::Snapshotter::remove(sn.as_ref(), ns, id);
         }
@@ -582,7 +593,7 @@ fn prepare_rootfs(
     )?;
     std::fs::create_dir_all(rootfs)
         .map_err(|e| Error::io(format!("creating {}", rootfs.display()), e))?;
-    if let Err(e) = crate::snapshot::mount::mount_all(&mounts, rootfs) {
+    if let Err(e) = d.mounts.mount_all(&mounts, rootfs) {
         let _ = crate::snapshot::Snapshotter::remove(sn.as_ref(), ns, id);
         return Err(e);
     }
@@ -592,33 +603,4 @@ fn prepare_rootfs(
         cfg,
         unpacked.snapshotter,
     ))
-}
-
-/// Whether `path` is a mount point (listed in /proc/self/mountinfo).
-pub fn is_mountpoint(path: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let want = path.to_string_lossy();
-    info.lines().any(|l| {
-        l.split(' ')
-            .nth(4)
-            .map(|m| {
-                m.replace("\\040", " ")
-                    .replace("\\011", "\t")
-                    .replace("\\134", "\\")
-            })
-            .is_some_and(|m| m == want)
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mountpoints() {
-        assert!(is_mountpoint(Path::new("/proc")));
-        assert!(!is_mountpoint(Path::new("/proc/self")));
-    }
 }

@@ -24,13 +24,13 @@ impl Manager {
                 return Err(Error::NotFound(format!("container {} was removed", r.name)));
             }
             let rootfs = self.rootfs(ns, &r.id);
-            if !is_mountpoint(&rootfs) {
+            if !d.mounts.is_mounted(&rootfs) {
                 let sn = d.snapshotters.get(Some(&r.snapshotter))?;
                 let mounts =
                     crate::snapshot::Snapshotter::mounts(sn.as_ref(), ns, &r.snapshot_key)?;
                 std::fs::create_dir_all(&rootfs)
                     .map_err(|e| Error::io(format!("creating {}", rootfs.display()), e))?;
-                crate::snapshot::mount::mount_all(&mounts, &rootfs)?;
+                d.mounts.mount_all(&mounts, &rootfs)?;
             }
             tokio::task::spawn_blocking(move || f(&rootfs))
                 .await
@@ -60,12 +60,12 @@ impl Manager {
             self.tasks.write_spec(&bundle, &runtime_spec(d, r)?)?;
         }
         let rootfs = bundle.join("rootfs");
-        if !is_mountpoint(&rootfs) {
+        if !d.mounts.is_mounted(&rootfs) {
             let sn = d.snapshotters.get(Some(&r.snapshotter))?;
             let mounts = crate::snapshot::Snapshotter::mounts(sn.as_ref(), ns, &r.snapshot_key)?;
             std::fs::create_dir_all(&rootfs)
                 .map_err(|e| Error::io(format!("creating {}", rootfs.display()), e))?;
-            crate::snapshot::mount::mount_all(&mounts, &rootfs)?;
+            d.mounts.mount_all(&mounts, &rootfs)?;
         }
         Ok(())
     }
@@ -301,8 +301,8 @@ impl Manager {
             }
             // the rootfs is mounted again when a task is made again
             let rootfs = self.rootfs(ns, &r.id);
-            if is_mountpoint(&rootfs) {
-                crate::snapshot::mount::unmount(&rootfs)?;
+            if d.mounts.is_mounted(&rootfs) {
+                d.mounts.unmount(&rootfs)?;
             }
             let exit_file = c.bundle().join(crate::shim::files::EXIT);
             match std::fs::remove_file(&exit_file) {
@@ -492,10 +492,10 @@ impl Manager {
         }
         super::limits::forget(ns, &r.id);
         // unmounting, the redb commit and the removals below block: off the async threads
-        let rootfs = self.rootfs(ns, &r.id);
+        let (rootfs, mounts) = (self.rootfs(ns, &r.id), d.mounts.clone());
         blocking(move || {
-            if is_mountpoint(&rootfs) {
-                crate::snapshot::mount::unmount(&rootfs)?;
+            if mounts.is_mounted(&rootfs) {
+                mounts.unmount(&rootfs)?;
             }
             Ok(())
         })

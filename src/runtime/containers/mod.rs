@@ -11,9 +11,12 @@ mod create;
 mod lifecycle;
 mod recover;
 mod runtime_spec;
+#[cfg(test)]
+mod seam_tests;
 mod supervise;
 
-pub use create::{is_mountpoint, SLIRP_DNS};
+pub use crate::snapshot::mount::is_mountpoint;
+pub use create::SLIRP_DNS;
 pub(crate) use runtime_spec::runtime_spec;
 pub use runtime_spec::{adapt_client_spec, dev_core_hook, DEV_CORE_HOOK_ARG};
 use std::collections::BTreeMap;
@@ -257,8 +260,12 @@ impl Manager {
     }
 
     pub fn new(deps: Deps) -> Result<Arc<Manager>> {
-        let shim = task::find_shim()?;
-        Ok(Arc::new_cyclic(|me| Manager {
+        Ok(Self::with_shim(deps, task::find_shim()?))
+    }
+
+    /// The manager over `deps`, starting shims from `shim`.
+    pub fn with_shim(deps: Deps, shim: PathBuf) -> Arc<Manager> {
+        Arc::new_cyclic(|me| Manager {
             tasks: Tasks::new(&deps.paths.state, shim),
             removing: Default::default(),
             monitored: Default::default(),
@@ -267,7 +274,7 @@ impl Manager {
             events: deps.events.clone(),
             deps: Arc::new(deps),
             me: me.clone(),
-        }))
+        })
     }
 }
 

@@ -8,6 +8,13 @@ impl Manager {
     /// nookd was away. Running containers need nothing: their shims answer.
     pub async fn recover(&self) {
         let d = &self.deps;
+        let me = self.me.clone();
+        let swept = blocking(move || Ok(me.upgrade().map_or(0, |m| m.sweep_half_created())))
+            .await
+            .unwrap_or(0);
+        if swept > 0 {
+            tracing::info!(bundles = swept, "removed what killed creates left");
+        }
         let Ok(nss) = d.store.namespaces() else {
             return;
         };
@@ -63,5 +70,53 @@ impl Manager {
                 }
             }
         }
+    }
+}
+
+impl Manager {
+    /// Undoes creates a killed nookd did not finish: a bundle with neither a container record
+    /// nor a spec (`config.json` is written after the record) was being made. Its rootfs is
+    /// unmounted and the bundle removed; its snapshot (labelled `nook.container`) goes with the
+    /// next collection, its network with the network's reconcile. At start only, before the
+    /// socket opens (a create in progress looks the same). Blocking. Returns how many.
+    pub(super) fn sweep_half_created(&self) -> usize {
+        let d = &self.deps;
+        let root = self.tasks.bundle_dir("x", "x");
+        let Some(tasks) = root.parent().and_then(Path::parent) else {
+            return 0;
+        };
+        let Ok(nss) = std::fs::read_dir(tasks) else {
+            return 0;
+        };
+        let mut n = 0;
+        for ns in nss.flatten() {
+            let nsn = ns.file_name().to_string_lossy().into_owned();
+            let Ok(ids) = std::fs::read_dir(ns.path()) else {
+                continue;
+            };
+            for b in ids.flatten() {
+                let id = b.file_name().to_string_lossy().into_owned();
+                let recorded = d
+                    .store
+                    .get::<serde_json::Value>(CONTAINERS, &nsn, &id)
+                    .map(|r| r.is_some())
+                    .unwrap_or(true);
+                if recorded || b.path().join("config.json").exists() {
+                    continue;
+                }
+                let rootfs = b.path().join("rootfs");
+                if d.mounts.is_mounted(&rootfs) {
+                    if let Err(e) = d.mounts.unmount(&rootfs) {
+                        tracing::warn!(container = %id, "half-made container: {e}");
+                        continue;
+                    }
+                }
+                match self.tasks.remove_bundle(&nsn, &id) {
+                    Ok(()) => n += 1,
+                    Err(e) => tracing::warn!(container = %id, "half-made container: {e}"),
+                }
+            }
+        }
+        n
     }
 }

@@ -1,7 +1,44 @@
 //! The OCI runtime driver of the shim: runtime command lines, their stdio (pipes or a console
 //! socket that receives the pty master), and the runtime's own error from its JSON log.
+//!
+//! Every runtime invocation goes through [`OciRuntime`]: [`RuntimeBinary`] runs runc or crun;
+//! the unit tests give the shim an in-memory runtime (`oci::fake`) that fails on the Nth call.
+
+use std::future::Future;
+use std::pin::Pin;
 
 use super::*;
+
+/// A runtime invocation in progress.
+pub(super) type Invocation<'a> = Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send + 'a>>;
+
+/// The OCI runtime as the shim drives it: one invocation per call (`create`, `run`, `start`,
+/// `kill`, `ps`, `pause`, `resume`, `delete`, `exec`), the child's stdio given; its stdout
+/// returned when `capture`. An error is the runtime's own last message.
+pub(super) trait OciRuntime: Send + Sync {
+    fn invoke<'a>(
+        &'a self,
+        shim: &'a Shim,
+        args: &'a [&'a str],
+        io: Stdio3,
+        capture: bool,
+    ) -> Invocation<'a>;
+}
+
+/// The configured runtime binary (runc, crun), run in the bundle with a JSON log.
+pub(super) struct RuntimeBinary;
+
+impl OciRuntime for RuntimeBinary {
+    fn invoke<'a>(
+        &'a self,
+        shim: &'a Shim,
+        args: &'a [&'a str],
+        io: Stdio3,
+        capture: bool,
+    ) -> Invocation<'a> {
+        Box::pin(shim.run_binary(args, io, capture))
+    }
+}
 
 /// Standard streams of a process being created.
 pub(super) struct Stdio3 {
@@ -37,6 +74,16 @@ impl Shim {
 
     /// Runs the runtime; on failure the error is the runtime's own last error message.
     pub(super) async fn runtime(
+        &self,
+        args: &[&str],
+        io: Stdio3,
+        capture: bool,
+    ) -> Result<Vec<u8>, String> {
+        self.oci.invoke(self, args, io, capture).await
+    }
+
+    /// [`RuntimeBinary`]'s invocation.
+    async fn run_binary(
         &self,
         args: &[&str],
         io: Stdio3,
@@ -175,3 +222,6 @@ fn runtime_error(log: &Path, from: u64) -> Option<String> {
         .find(|v| v["level"] == "error" || v["level"] == "fatal")
         .and_then(|v| v["msg"].as_str().map(str::to_string))
 }
+
+#[cfg(test)]
+pub(super) mod fake;
