@@ -366,9 +366,9 @@ fn mounts_and_read_only() {
         "/scratch/x",
     ])
     .ok();
-    // bad volume: clear error
+    // bad volume (neither a host path nor a volume name): clear error
     let e = d
-        .nook(&["run", "--rm", "-v", "relative:/x", IMG, "true"])
+        .nook(&["run", "--rm", "-v", "rel/dir:/x", IMG, "true"])
         .fails();
     assert!(e.contains("absolute"), "{e}");
 }

@@ -8,10 +8,10 @@ mod docker;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Nookd;
+use common::{as_user, Nookd, Run};
 use docker::{docker_cli, load_busybox, Docker};
 use nook::image::fixture::{self, TestRegistry, TestRegistryOptions};
 
@@ -640,4 +640,156 @@ fn volumes_create_ls_inspect_run_rm_prune_and_df() {
     dk.run(&["volume", "rm", "-f", "dbdata"]).ok();
     let e = dk.run(&["volume", "create", "-d", "nfs", "remote"]).fails();
     assert!(e.contains("nfs"), "{e}");
+}
+
+/// A command run as the test user under `script`, which gives it a pseudo-terminal (the docker
+/// CLI's `-t` with `-i` wants its stdin to be a terminal).
+fn in_pty(dk: &Docker, cmd: &str) -> Run {
+    let mut env = dk.d.env();
+    env.push(("DOCKER_HOST", dk.host()));
+    env.push(("DOCKER_CONFIG", dk.cfg.display().to_string()));
+    let mut c = as_user(&dk.d.user, &env, "script");
+    c.args(["-qec", cmd, "/dev/null"]).stdin(Stdio::null());
+    Run {
+        out: c.output().expect("running script"),
+        what: format!("script -qec {cmd:?}"),
+    }
+}
+
+/// The one root step that gives the test user its cgroups (idempotent, as tests/limits.rs
+/// does it): `docker stats` reads them.
+fn delegate() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let o = Command::new("bash")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/setuptool/nook-rootless-setuptool.sh"
+            ))
+            .args(["delegate", "--no-boot-unit", common::USER])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "delegate: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    });
+}
+
+#[test]
+fn rename_stats_attach_and_ttys() {
+    let Some(_) = docker_cli() else { return };
+    delegate();
+    let d = Nookd::start();
+    let dk = Docker::new(&d);
+    load_busybox(&dk);
+    dk.run(&[
+        "run",
+        "-d",
+        "--name",
+        "old",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 300",
+    ])
+    .ok();
+    dk.run(&["rename", "old", "new"]).ok();
+    let ps = dk.run(&["ps", "--format", "{{.Names}}"]).ok();
+    assert_eq!(ps.trim(), "new");
+    let f = dk.run(&["inspect", "-f", "{{.Name}}", "new"]).ok();
+    assert_eq!(f.trim(), "/new");
+    dk.run(&["create", "--name", "other", "busybox", "true"])
+        .ok();
+    let e = dk.run(&["rename", "new", "other"]).fails();
+    assert!(e.contains("in use"), "{e}");
+    dk.run(&["rm", "other"]).ok();
+    // stats --no-stream: the running container's cgroup figures
+    let st = dk
+        .run(&[
+            "stats",
+            "--no-stream",
+            "--format",
+            "{{.Name}}|{{.PIDs}}|{{.MemUsage}}|{{.CPUPerc}}",
+            "new",
+        ])
+        .ok();
+    let cols: Vec<&str> = st.trim().split('|').collect();
+    assert_eq!(cols[0], "new", "{st}");
+    assert_eq!(cols[1], "1", "{st}");
+    assert!(!cols[2].starts_with("0B"), "memory counted: {st}");
+    assert!(cols[3].ends_with('%'), "{st}");
+    // update: a memory limit on the running task (stats show it) and the restart policy
+    dk.run(&[
+        "update",
+        "--memory",
+        "64m",
+        "--memory-swap",
+        "64m",
+        "--restart",
+        "on-failure:3",
+        "new",
+    ])
+    .ok();
+    let mem = dk
+        .run(&["stats", "--no-stream", "--format", "{{.MemUsage}}", "new"])
+        .ok();
+    assert!(mem.trim().ends_with("/ 64MiB"), "{mem}");
+    let f = dk
+        .run(&[
+            "inspect",
+            "-f",
+            "{{.HostConfig.RestartPolicy.Name}}:{{.HostConfig.RestartPolicy.MaximumRetryCount}}",
+            "new",
+        ])
+        .ok();
+    assert_eq!(f.trim(), "on-failure:3");
+    let e = dk.run(&["update", "--kernel-memory", "10m", "new"]).fails();
+    assert!(e.contains("KernelMemory"), "{e}");
+    // attach: the output of a running container until it exits, and its exit code
+    dk.run(&[
+        "run",
+        "-d",
+        "--name",
+        "talk",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 1; echo one; echo two; exit 5",
+    ])
+    .ok();
+    let out = dk.run(&["attach", "--no-stdin", "talk"]);
+    assert_eq!(out.stdout(), "one\ntwo\n", "{}", out.stderr());
+    assert_eq!(out.code(), 5);
+    // -it through a pseudo-terminal: run and exec
+    let out = in_pty(&dk, "docker run --rm -it busybox sh -c 'tty; exit 3'");
+    assert!(out.stdout().contains("/dev/pts/"), "{}", out.stdout());
+    assert_eq!(out.code(), 3);
+    let out = in_pty(&dk, "docker exec -it new sh -c 'tty; echo $TERM'");
+    assert!(
+        out.stdout().contains("/dev/pts/") && out.stdout().contains("xterm"),
+        "{} {}",
+        out.stdout(),
+        out.stderr()
+    );
+    // diff: what the container changed in its writable layer
+    dk.run(&[
+        "run",
+        "--name",
+        "ch",
+        "busybox",
+        "sh",
+        "-c",
+        "echo x > /tmp/new; rm /etc/extra",
+    ])
+    .ok();
+    let diff = dk.run(&["diff", "ch"]).ok();
+    let lines: Vec<&str> = diff.lines().collect();
+    for want in ["C /tmp", "A /tmp/new", "C /etc", "D /etc/extra"] {
+        assert!(lines.contains(&want), "{want} missing in:\n{diff}");
+    }
+    assert!(!diff.contains("/etc/hosts"), "{diff}");
+    dk.run(&["rm", "-f", "new", "talk", "ch"]).ok();
 }

@@ -477,10 +477,9 @@ fn relative_volume_sources_are_the_clients_directory() {
         std::fs::read_to_string(work.join("out/f")).unwrap(),
         "made\n"
     );
-    let e = d
-        .nook(&["run", "--rm", "-v", "named:/x", IMG, "true"])
-        .fails();
-    assert!(e.contains("./"), "{e}");
+    // a source without ./ and without / is a volume name, as docker's (tests/volumes.rs)
+    d.nook(&["run", "--rm", "-v", "named:/x", IMG, "true"]).ok();
+    assert_eq!(d.nook(&["volume", "ls", "-q"]).ok().trim(), "named");
 }
 
 /// Zombie processes (state Z) in the container.

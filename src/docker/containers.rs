@@ -64,21 +64,13 @@ pub async fn route(mut r: Req) -> Res {
                 (Method::POST, "resize") => resize(&r, &id).await,
                 (Method::GET, "top") => top(&r, &id).await,
                 (Method::POST, "exec") => super::exec::exec_create(&mut r, &id).await,
-                (Method::GET, "stats") => Err(ApiError::not_implemented(
-                    "stats are not supported yet by nook's Docker API",
-                )),
-                (Method::POST, "rename") => Err(ApiError::not_implemented(
-                    "rename is not supported yet by nook",
-                )),
-                (Method::GET, "changes") => Err(ApiError::not_implemented(
-                    "changes (docker diff) is not supported yet by nook",
-                )),
+                (Method::GET, "stats") => super::ops::stats(&r, &id).await,
+                (Method::POST, "rename") => super::ops::rename(&r, &id).await,
+                (Method::GET, "changes") => super::ops::changes(&r, &id).await,
                 (Method::HEAD, "archive") => super::archive::archive_stat(&r, &id).await,
                 (Method::GET, "archive") => super::archive::archive_get(&r, &id).await,
                 (Method::PUT, "archive") => super::archive::archive_put(&mut r, &id).await,
-                (Method::POST, "update") => Err(ApiError::not_implemented(
-                    "update is not supported yet by nook",
-                )),
+                (Method::POST, "update") => super::ops::update(&mut r, &id).await,
                 (Method::GET, "export") => Err(ApiError::not_implemented(
                     "export is not supported yet by nook",
                 )),

@@ -8,7 +8,7 @@ use super::ApiError;
 use crate::runtime::containers::CreateOptions;
 
 /// Whether a JSON value is the zero of its kind (what the docker CLI sends for "not set").
-fn unset(v: &Value) -> bool {
+pub(super) fn unset(v: &Value) -> bool {
     match v {
         Value::Null => true,
         Value::Bool(b) => !b,
@@ -402,7 +402,7 @@ fn volumes_or_tmpfs(
 
 /// HostConfig's resource fields as nook's limits (applied through the delegated cgroups; nook
 /// refuses them in one line where the controllers are not delegated).
-fn limits(hc: &Value) -> Result<crate::runtime::limits::Limits, ApiError> {
+pub(super) fn limits(hc: &Value) -> Result<crate::runtime::limits::Limits, ApiError> {
     let pos = |k: &str| hc[k].as_i64().filter(|v| *v > 0);
     let mut r = crate::cgroup::Resources {
         memory: pos("Memory"),

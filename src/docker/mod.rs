@@ -13,6 +13,7 @@ mod create;
 mod exec;
 mod images;
 mod networks;
+mod ops;
 mod system;
 mod volumes;
 

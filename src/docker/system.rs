@@ -191,6 +191,7 @@ fn docker_event(e: &Event) -> Option<serde_json::Value> {
     let (ty, action) = match e.topic.as_str() {
         "/containers/create" => ("container", "create".to_string()),
         "/containers/delete" => ("container", "destroy".into()),
+        "/containers/rename" => ("container", "rename".into()),
         "/tasks/start" => ("container", "start".into()),
         "/tasks/exit" => ("container", "die".into()),
         "/tasks/paused" => ("container", "pause".into()),

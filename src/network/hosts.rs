@@ -38,6 +38,23 @@ impl Manager {
         super::dns::hosts(&a.name, &a.hostname, a.ip, &peers)
     }
 
+    /// A container's new name (`docker rename`): its attachment records it, and the hosts
+    /// files of its network's members name it so.
+    pub fn rename(&self, ns: &str, id: &str, name: &str) -> crate::error::Result<()> {
+        let network = self.store.write(|tx| {
+            let Some(mut a) = tx.get::<AttachmentRecord>(crate::metadata::NETWORKS, ns, id)? else {
+                return Ok(None);
+            };
+            a.name = name.to_string();
+            tx.put(crate::metadata::NETWORKS, ns, id, &a)?;
+            Ok(Some(a.network))
+        })?;
+        if let Some(n) = network {
+            self.refresh_hosts(&n);
+        }
+        Ok(())
+    }
+
     /// Rewrites (in place, keeping bind mounts valid) the hosts files of `network`'s members.
     pub(super) fn refresh_hosts(&self, network: &str) {
         let Ok(all) = self.attachments() else {

@@ -187,6 +187,110 @@ impl Containers {
             .map_err(|e| Error::Internal(format!("disconnecting the network: {e}")))?
     }
 
+    /// Gives a container a new name (`docker rename`): unique in the namespace, checked in
+    /// the transaction that writes it; its network attachment and its peers' /etc/hosts
+    /// follow. Publishes `/containers/rename`.
+    pub async fn rename(&self, ns: &str, r: &ContainerRecord, name: &str) -> Result<()> {
+        let name = name.trim_start_matches('/').to_string();
+        crate::runtime::containers::validate_name(&name)?;
+        let d = self.manager.deps().clone();
+        let (ns2, id, name2) = (ns.to_string(), r.id.clone(), name.clone());
+        let old = crate::runtime::containers::blocking(move || {
+            let old = d.store.write(|tx| {
+                let all = tx.list::<ContainerRecord>(crate::metadata::CONTAINERS, &ns2)?;
+                if let Some((_, holder)) = all.iter().find(|(_, c)| c.name == name2 && c.id != id) {
+                    return Err(Error::AlreadyExists(format!(
+                        "the container name {name2:?} is in use by container {}: remove or rename that one first",
+                        &holder.id[..12.min(holder.id.len())]
+                    )));
+                }
+                let Some((_, mut rec)) = all.into_iter().find(|(_, c)| c.id == id) else {
+                    return Err(Error::NotFound(format!("no such container {id:?}")));
+                };
+                let old = std::mem::replace(&mut rec.name, name2.clone());
+                tx.put(crate::metadata::CONTAINERS, &ns2, &id, &rec)?;
+                Ok(old)
+            })?;
+            if let Err(e) = d.network.rename(&ns2, &id, &name2) {
+                tracing::warn!(container = %id, "renaming its network attachment: {e}");
+            }
+            Ok(old)
+        })
+        .await?;
+        self.events.publish(
+            ns,
+            "/containers/rename",
+            &[("id", r.id.clone()), ("name", name), ("oldName", old)],
+        );
+        Ok(())
+    }
+
+    /// What the container changed in its writable layer against its image (`docker diff`),
+    /// leaving out the mount points the runtime made for its mounts.
+    pub async fn changes(
+        &self,
+        ns: &str,
+        r: &ContainerRecord,
+    ) -> Result<Vec<(String, crate::snapshot::changes::Change)>> {
+        let d = self.manager.deps().clone();
+        let r = r.clone();
+        let ns = ns.to_string();
+        crate::runtime::containers::blocking(move || {
+            let sn = d.snapshotters.get(Some(&r.snapshotter))?;
+            let mounts = crate::snapshot::Snapshotter::mounts(sn.as_ref(), &ns, &r.snapshot_key)?;
+            let (upper, lowers) = crate::snapshot::changes::layers(&mounts)?;
+            let targets: Vec<String> = r.spec["mounts"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|m| m["destination"].as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let under = |p: &str| {
+                targets
+                    .iter()
+                    .any(|t| p == t || p.starts_with(&format!("{}/", t.trim_end_matches('/'))))
+            };
+            Ok(crate::snapshot::changes::changes(&upper, &lowers)?
+                .into_iter()
+                .filter(|(p, c)| !(under(p) && *c != crate::snapshot::changes::Change::Deleted))
+                .collect())
+        })
+        .await
+    }
+
+    /// Sets a container's restart policy (`docker update --restart`); refused for a `--rm`
+    /// container, which cannot be restarted.
+    pub async fn set_restart_policy(
+        &self,
+        ns: &str,
+        r: &ContainerRecord,
+        policy: &str,
+    ) -> Result<()> {
+        let policy = crate::runtime::restart::RestartPolicy::parse(policy)?;
+        let d = self.manager.deps().clone();
+        let (ns2, id) = (ns.to_string(), r.id.clone());
+        crate::runtime::containers::blocking(move || {
+            d.store.write(|tx| {
+                let Some(mut rec) =
+                    tx.get::<ContainerRecord>(crate::metadata::CONTAINERS, &ns2, &id)?
+                else {
+                    return Err(Error::NotFound(format!("no such container {id:?}")));
+                };
+                if rec.auto_remove && policy != crate::runtime::restart::RestartPolicy::No {
+                    return Err(Error::InvalidArgument(format!(
+                        "container {} was started with --rm, which cannot go with a restart policy",
+                        rec.name
+                    )));
+                }
+                rec.restart_policy = policy;
+                tx.put(crate::metadata::CONTAINERS, &ns2, &id, &rec)
+            })
+        })
+        .await
+    }
+
     /// Removes every stopped container of `ns` (created ones older than the grace), then
     /// collects what they held; reports them and the space freed.
     pub async fn prune(&self, ns: &str) -> Result<Pruned<Status>> {

@@ -15,6 +15,7 @@
 //! leaves a half-made snapshot visible; [`Snapshotter::cleanup`] removes directories no record
 //! references.
 
+pub mod changes;
 pub mod copy;
 pub mod mount;
 
