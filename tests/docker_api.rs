@@ -2,6 +2,8 @@
 //! against nookd's docker.sock, as the unprivileged test user.
 
 mod common;
+#[path = "common/docker.rs"]
+mod docker;
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -10,84 +12,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{as_user, Nookd, Run};
-use nook::image::fixture::{self, TestImage, TestRegistry, TestRegistryOptions};
-
-/// The docker CLI, or None (the test then says why it cannot run).
-fn docker_cli() -> Option<PathBuf> {
-    for p in ["/usr/local/bin/docker", "/usr/bin/docker"] {
-        if std::path::Path::new(p).exists() {
-            return Some(PathBuf::from(p));
-        }
-    }
-    eprintln!(
-        "SKIP: no docker CLI on this machine (install Debian's docker.io client, never its daemon)"
-    );
-    None
-}
-
-struct Docker<'a> {
-    d: &'a Nookd,
-    cfg: PathBuf,
-}
-
-impl<'a> Docker<'a> {
-    fn new(d: &'a Nookd) -> Docker<'a> {
-        let cfg = d.base.join("docker-config");
-        std::fs::create_dir_all(&cfg).unwrap();
-        let (uid, gid) = common::ids(&d.user);
-        std::os::unix::fs::chown(&cfg, Some(uid), Some(gid)).unwrap();
-        Docker { d, cfg }
-    }
-
-    fn host(&self) -> String {
-        format!("unix://{}", self.d.state.join("docker.sock").display())
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut env = self.d.env();
-        env.push(("DOCKER_HOST", self.host()));
-        env.push(("DOCKER_CONFIG", self.cfg.display().to_string()));
-        let mut c = as_user(&self.d.user, &env, "docker");
-        c.args(args);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        let out = self
-            .cmd(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("running docker");
-        Run {
-            out,
-            what: format!("docker {}", args.join(" ")),
-        }
-    }
-
-    fn run_stdin(&self, args: &[&str], input: &[u8]) -> Run {
-        let mut c = self
-            .cmd(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        c.stdin.take().unwrap().write_all(input).unwrap();
-        let out = c.wait_with_output().unwrap();
-        Run {
-            out,
-            what: format!("docker {}", args.join(" ")),
-        }
-    }
-}
-
-/// A busybox image loaded with `docker load` as `busybox:latest`.
-fn load_busybox(dk: &Docker) {
-    let img = TestImage::busybox("dk", true).unwrap();
-    let tar = fixture::docker_archive(&[(&["busybox:latest"], &img)]);
-    let out = dk.run_stdin(&["load"], &tar).ok();
-    assert!(out.contains("Loaded image: busybox:latest"), "{out}");
-}
+use docker::{docker_cli, load_busybox, Docker};
+use nook::image::fixture::{self, TestRegistry, TestRegistryOptions};
 
 fn curl_sock(sock: &std::path::Path, method: &str, path: &str) -> (u16, String, String) {
     use std::io::Read;

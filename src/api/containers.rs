@@ -327,6 +327,8 @@ impl pb::containers_server::Containers for Svc {
             labels: q.labels.into_iter().collect(),
             auto_remove: q.auto_remove,
             network: q.network,
+            network_aliases: q.network_aliases,
+            more_networks: Vec::new(),
             publish: q.publish,
             restart: q.restart,
             port_driver: q.port_driver,

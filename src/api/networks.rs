@@ -102,6 +102,30 @@ impl pb::networks_server::Networks for Svc {
         Ok(Response::new(to_pb(n, &self.0.network_driver())))
     }
 
+    async fn connect_container(
+        &self,
+        r: Request<pb::ConnectRequest>,
+    ) -> Result<Response<pb::ConnectResponse>, Status> {
+        let ns = namespace(&r)?;
+        let q = r.into_inner();
+        let svc = self.0.container_service()?;
+        let rec = svc.manager().find(&ns, &q.container)?;
+        svc.connect(&ns, &rec, &q.network, q.aliases).await?;
+        Ok(Response::new(pb::ConnectResponse {}))
+    }
+
+    async fn disconnect_container(
+        &self,
+        r: Request<pb::DisconnectRequest>,
+    ) -> Result<Response<pb::DisconnectResponse>, Status> {
+        let ns = namespace(&r)?;
+        let q = r.into_inner();
+        let svc = self.0.container_service()?;
+        let rec = svc.manager().find(&ns, &q.container)?;
+        svc.disconnect(&ns, &rec, &q.network).await?;
+        Ok(Response::new(pb::DisconnectResponse {}))
+    }
+
     async fn ports(
         &self,
         r: Request<pb::PortsRequest>,

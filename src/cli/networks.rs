@@ -1,4 +1,4 @@
-//! `nook network ls|create|rm|inspect` and `nook port CONTAINER`.
+//! `nook network ls|create|rm|inspect|connect|disconnect` and `nook port CONTAINER`.
 
 use std::process::ExitCode;
 
@@ -36,6 +36,16 @@ pub enum NetworkCmd {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Connect a container (created, running or stopped) to a network, live.
+    Connect {
+        network: String,
+        container: String,
+        /// Another name containers on that network reach it by (repeatable).
+        #[arg(long = "alias")]
+        aliases: Vec<String>,
+    },
+    /// Disconnect a container from a network.
+    Disconnect { network: String, container: String },
 }
 
 /// `nook port CONTAINER [PORT[/PROTO]]`
@@ -139,6 +149,24 @@ pub async fn run(ctx: &Ctx, cmd: NetworkCmd) -> anyhow::Result<ExitCode> {
                 .await
                 .or_fail()?;
             println!("{}", n.name);
+        }
+        NetworkCmd::Connect {
+            network,
+            container,
+            aliases,
+        } => {
+            cl.connect_container(c.req(pb::ConnectRequest {
+                network,
+                container,
+                aliases,
+            }))
+            .await
+            .or_fail()?;
+        }
+        NetworkCmd::Disconnect { network, container } => {
+            cl.disconnect_container(c.req(pb::DisconnectRequest { network, container }))
+                .await
+                .or_fail()?;
         }
         NetworkCmd::Rm { names } => {
             return Ok(output::each(names, |name| {

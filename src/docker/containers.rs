@@ -203,15 +203,10 @@ fn image_id(d: &Daemon, rec: &ContainerRecord) -> String {
 
 fn container_summary(d: &Daemon, st: &CStatus) -> serde_json::Value {
     let rec = &st.record;
-    let (plist, _, ip, gw, net) = ports(d, &rec.id);
-    let mode = net_mode(rec);
-    let mut nets = serde_json::Map::new();
-    if !net.is_empty() {
-        nets.insert(
-            net.clone(),
-            serde_json::json!({ "IPAddress": ip, "Gateway": gw, "NetworkID": net }),
-        );
-    }
+    let (plist, _, _, _, _) = ports(d, &rec.id);
+    let att = d.network.attachment(NS, &rec.id).ok().flatten();
+    let (nets, mode) =
+        super::networks::container_networks(d, att.as_ref(), &rec.id, &rec.name, super::MAX_API);
     serde_json::json!({
         "Id": rec.id,
         "Names": [format!("/{}", rec.name)],
@@ -227,19 +222,6 @@ fn container_summary(d: &Daemon, st: &CStatus) -> serde_json::Value {
         "NetworkSettings": { "Networks": nets },
         "Mounts": mounts(rec),
     })
-}
-
-fn net_mode(rec: &ContainerRecord) -> String {
-    let ns = rec.spec["linux"]["namespaces"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let net = ns.iter().find(|n| n["type"] == "network");
-    match net {
-        None => "host".into(),
-        Some(n) if n["path"].as_str().is_some_and(|p| p.contains("/none")) => "none".into(),
-        _ => "bridge".into(),
-    }
 }
 
 fn mounts(rec: &ContainerRecord) -> Vec<serde_json::Value> {
@@ -440,7 +422,7 @@ async fn inspect(r: &Req, id: &str) -> Res {
     let m = manager(d)?;
     let st = m.status(NS, rec.clone()).await;
     let bundle = m.tasks.bundle_dir(NS, &rec.id);
-    let (_, pmap, ip, gw, net) = ports(d, &rec.id);
+    let (_, pmap, ip, gw, _) = ports(d, &rec.id);
     let args = rec.command();
     let p = &rec.spec["process"];
     let t = st.task.as_ref();
@@ -449,17 +431,9 @@ async fn inspect(r: &Req, id: &str) -> Res {
         p["user"]["uid"].as_u64().unwrap_or(0),
         p["user"]["gid"].as_u64().unwrap_or(0)
     );
-    let mut nets = serde_json::Map::new();
-    if !net.is_empty() {
-        nets.insert(
-            net.clone(),
-            serde_json::json!({
-                "IPAddress": ip, "Gateway": gw, "NetworkID": net, "Aliases": [rec.name],
-                "IPPrefixLen": 0, "MacAddress": "",
-            }),
-        );
-    }
-    let mode = net_mode(&rec);
+    let att = d.network.attachment(NS, &rec.id).ok().flatten();
+    let (nets, mode) =
+        super::networks::container_networks(d, att.as_ref(), &rec.id, &rec.name, r.version);
     let v = serde_json::json!({
         "Id": rec.id,
         "Created": super::docker_time(rec.created_at),

@@ -196,23 +196,30 @@ pub fn options(body: &Value, name: &str, image: String) -> Result<CreateOptions,
         }
     };
 
+    // HostConfig.NetworkMode is the first network; NetworkingConfig's endpoints give each
+    // network's aliases, and any further network (compose v2 sends them all at once)
     let mut network = s(&hc["NetworkMode"]);
+    let mut network_aliases = Vec::new();
+    let mut more_networks = Vec::new();
     if let Some(eps) = body["NetworkingConfig"]["EndpointsConfig"].as_object() {
-        if eps.len() > 1 {
-            return Err(ApiError::unsupported(
-                "NetworkingConfig with several networks (connect the others after create)",
-            ));
+        if network.is_empty() || network == "default" {
+            if let Some(first) = eps.keys().next() {
+                network = first.clone();
+            }
         }
         for (net, ep) in eps {
-            if network.is_empty() || network == "default" {
-                network = net.clone();
-            }
-            for k in ["Aliases", "IPAMConfig", "Links", "MacAddress", "DriverOpts"] {
+            for k in ["IPAMConfig", "Links", "MacAddress", "DriverOpts"] {
                 if !unset(&ep[k]) {
                     return Err(ApiError::unsupported(&format!(
                         "NetworkingConfig.EndpointsConfig.{net}.{k}"
                     )));
                 }
+            }
+            let aliases = strings(&ep["Aliases"]);
+            if *net == network {
+                network_aliases = aliases;
+            } else {
+                more_networks.push((net.clone(), aliases));
             }
         }
     }
@@ -275,6 +282,8 @@ pub fn options(body: &Value, name: &str, image: String) -> Result<CreateOptions,
         labels,
         auto_remove: hc["AutoRemove"].as_bool().unwrap_or(false),
         network,
+        network_aliases,
+        more_networks,
         publish,
         restart,
         port_driver: String::new(),

@@ -119,30 +119,34 @@ pub async fn exec_start(r: &mut Req) -> Res {
     let rec = find(&d, &e.container)?;
     let m = manager(&d)?;
     let process = m.exec_process(NS, &rec, &e.args, &e.env, &e.user, &e.workdir, e.tty)?;
-    let (pid, stream) = m
-        .tasks
-        .client(NS, &rec.id)
-        .exec(&exec_id[..16], process, e.tty, e.stdin && !detach)
-        .await
-        .map_err(|err| match err {
-            Error::Unavailable(_) => {
-                ApiError::conflict(format!("container {} is not running", rec.id))
-            }
-            other => other.into(),
-        })?;
-    st.execs.update(&exec_id, |x| {
-        x.running = true;
-        x.pid = pid;
-    });
-    let (events, input) = stream.split();
-    let finish = move |code: Option<i32>| {
-        st.execs.update(&exec_id, |x| {
-            x.running = false;
-            x.exit_code = Some(code.unwrap_or(-1));
-        });
+    let client = m.tasks.client(NS, &rec.id);
+    let cid = rec.id.clone();
+    let start = move |stdin: bool| async move {
+        client
+            .exec(&exec_id[..16], process, e.tty, stdin)
+            .await
+            .map_err(|err| match err {
+                Error::Unavailable(_) => {
+                    ApiError::conflict(format!("container {cid} is not running"))
+                }
+                other => other.into(),
+            })
+            .map(|(pid, stream)| {
+                st.execs.update(&exec_id, |x| {
+                    x.running = true;
+                    x.pid = pid;
+                });
+                let finish = move |code: Option<i32>| {
+                    st.execs.update(&exec_id, |x| {
+                        x.running = false;
+                        x.exit_code = Some(code.unwrap_or(-1));
+                    });
+                };
+                (stream.split(), finish)
+            })
     };
     if detach {
-        let mut events = events;
+        let ((mut events, input), finish) = start(false).await?;
         tokio::spawn(async move {
             let code = loop {
                 match events.next().await {
@@ -156,10 +160,27 @@ pub async fn exec_start(r: &mut Req) -> Res {
         });
         return empty(StatusCode::OK);
     }
-    let stdin = e.stdin;
-    hijack(r, e.tty, move |io| async move {
-        let code = pump(io, events, stdin.then_some(input), e.tty, (e.out, e.err)).await;
-        finish(code);
+    // the process starts once the client holds the upgraded connection, as with dockerd:
+    // output that came before would share a read with the 101 response, and clients that
+    // take the raw socket from under their HTTP parser (docker-py) would lose it
+    let (stdin, tty, want) = (e.stdin, e.tty, (e.out, e.err));
+    hijack(r, tty, move |mut io| async move {
+        match start(stdin).await {
+            Ok(((events, input), finish)) => {
+                let code = pump(io, events, stdin.then_some(input), tty, want).await;
+                finish(code);
+            }
+            Err(err) => {
+                use tokio::io::AsyncWriteExt;
+                let msg = format!("{}\n", err.message);
+                let b = if tty {
+                    msg.into_bytes()
+                } else {
+                    super::attach::frame(2, msg.as_bytes())
+                };
+                let _ = io.write_all(&b).await;
+            }
+        }
     })
 }
 

@@ -12,6 +12,7 @@ mod containers;
 mod create;
 mod exec;
 mod images;
+mod networks;
 mod ops;
 mod system;
 mod volumes;
@@ -383,11 +384,12 @@ async fn route(d: Arc<Daemon>, st: Arc<State>, inner: hyper::Request<Incoming>) 
         "_ping" | "version" | "info" | "events" | "system" | "auth" => system::route(req).await,
         "images" | "build" | "commit" => images::route(req).await,
         "containers" | "exec" => containers::route(req).await,
+        "networks" => networks::route(req).await,
         "volumes" => volumes::route(req).await,
-        "networks" | "swarm" | "services" | "nodes" | "tasks" | "secrets" | "configs"
-        | "plugins" | "distribution" | "session" | "grpc" => Err(ApiError::not_implemented(
-            format!("/{first} is not served by nook's Docker API yet (see docs/docker-api.md)"),
-        )),
+        "swarm" | "services" | "nodes" | "tasks" | "secrets" | "configs" | "plugins"
+        | "distribution" | "session" | "grpc" => Err(ApiError::not_implemented(format!(
+            "/{first} is not served by nook's Docker API yet (see docs/docker-api.md)"
+        ))),
         _ => Err(ApiError::not_found(format!(
             "page not found: {} {}",
             req.method, path

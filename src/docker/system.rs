@@ -201,6 +201,8 @@ fn docker_event(e: &Event) -> Option<serde_json::Value> {
         "/images/delete" => ("image", "delete".into()),
         "/networks/create" => ("network", "create".into()),
         "/networks/delete" => ("network", "destroy".into()),
+        "/networks/connect" => ("network", "connect".into()),
+        "/networks/disconnect" => ("network", "disconnect".into()),
         "/volumes/create" => ("volume", "create".into()),
         "/volumes/delete" => ("volume", "destroy".into()),
         _ => return None,
@@ -213,8 +215,15 @@ fn docker_event(e: &Event) -> Option<serde_json::Value> {
         };
         attrs.insert(k.to_string(), serde_json::Value::String(v.clone()));
     }
+    // connect/disconnect: Docker's actor is the network, its `container` attribute the
+    // container (nook's event names the container `name`)
+    if let Some(net) = e.get("network") {
+        attrs.insert("name".into(), serde_json::Value::String(net.to_string()));
+        attrs.insert("type".into(), "bridge".into());
+    }
     let id = e
         .get("id")
+        .or_else(|| e.get("network"))
         .or_else(|| e.get("name"))
         .unwrap_or_default()
         .to_string();

@@ -82,7 +82,15 @@ impl Manager {
             ports: req.ports.clone(),
             direct: req.direct,
             published: Vec::new(),
+            aliases: req.aliases.clone(),
+            extra: Vec::new(),
         };
+        super::endpoints::validate_aliases(&req.aliases)?;
+        if !req.aliases.is_empty() && ["host", "none"].contains(&network) {
+            return Err(Error::InvalidArgument(format!(
+                "network aliases need a bridge network, not --network {network}"
+            )));
+        }
         match network {
             "host" => {
                 rec.mode = Mode::Host;
@@ -193,7 +201,8 @@ impl Manager {
                 let _ = self.kernel.remove_netns(&a.netns_path);
                 self.kernel
                     .create_netns(&a.netns_path)
-                    .map_err(io_err("creating the container's network namespace"))
+                    .map_err(io_err("creating the container's network namespace"))?;
+                self.plumb_extras(&a)
             }
             Mode::Bridge => {
                 let veth_ok = a
@@ -218,7 +227,8 @@ impl Manager {
                         ))
                     })?;
                 let _ = self.kernel.remove_netns(&a.netns_path);
-                self.plumb(&net, &a)
+                self.plumb(&net, &a)?;
+                self.plumb_extras(&a)
             }
         }
     }
@@ -239,14 +249,24 @@ impl Manager {
         let Some(a) = self.attachment(ns, id)? else {
             return Ok(());
         };
-        if let Some(v) = a.veth.clone() {
+        let veths: Vec<String> = a
+            .veth
+            .iter()
+            .cloned()
+            .chain(a.extra.iter().map(|e| e.veth.clone()))
+            .collect();
+        if !veths.is_empty() {
             let (netns, what) = (self.s.netns.clone(), format!("{ns}/{id}"));
             let kernel = self.kernel.clone();
-            let delete = move || match kernel.delete_link(&netns, &v) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    tracing::warn!("deleting veth of {what}: {e}")
+            let delete = move || {
+                for v in veths {
+                    match kernel.delete_link(&netns, &v) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            tracing::warn!("deleting veth of {what}: {e}")
+                        }
+                        _ => {}
+                    }
                 }
-                _ => {}
             };
             if wait_veth {
                 delete();
@@ -263,28 +283,29 @@ impl Manager {
                 .map_err(io_err("removing the container's network namespace"))?;
         }
         let h = holder(ns, id);
+        let nets: Vec<String> = a.endpoints().into_iter().map(|(n, _, _)| n).collect();
         self.store.write(|tx| {
-            if a.mode == Mode::Bridge {
-                if let Some(mut net) = tx.get_raw::<NetworkRecord>(SYSTEM, &net_key(&a.network))? {
+            for n in &nets {
+                if let Some(mut net) = tx.get_raw::<NetworkRecord>(SYSTEM, &net_key(n))? {
                     if net.pool.release(&h) {
-                        tx.put_raw(SYSTEM, &net_key(&a.network), &net)?;
+                        tx.put_raw(SYSTEM, &net_key(n), &net)?;
                     }
                 }
             }
             tx.delete(NETWORKS, ns, id)?;
             Ok(())
         })?;
-        if a.mode == Mode::Bridge {
+        for n in nets {
             self.events.publish(
                 ns,
                 "/networks/disconnect",
                 &[
-                    ("network", a.network.clone()),
+                    ("network", n.clone()),
                     ("container", id.to_string()),
                     ("name", a.name.clone()),
                 ],
             );
-            self.refresh_hosts(&a.network);
+            self.refresh_hosts(&n);
         }
         Ok(())
     }

@@ -17,19 +17,24 @@ impl Manager {
     }
 
     pub(super) fn hosts_for(&self, a: &AttachmentRecord, all: &[AttachmentRecord]) -> String {
-        let peers: Vec<(String, Ipv4Addr)> = if a.mode == Mode::Bridge {
-            all.iter()
-                .filter(|o| {
-                    o.mode == Mode::Bridge
-                        && o.network == a.network
-                        && o.namespace == a.namespace
-                        && o.container_id != a.container_id
-                })
-                .filter_map(|o| o.ip.map(|ip| (o.name.clone(), ip)))
-                .collect()
-        } else {
-            Vec::new()
-        };
+        // every peer on every network `a` is on, by its name and its aliases on that network
+        let mine = a.endpoints();
+        let mut peers: Vec<(String, Ipv4Addr)> = Vec::new();
+        for o in all
+            .iter()
+            .filter(|o| o.namespace == a.namespace && o.container_id != a.container_id)
+        {
+            for (net, ip, aliases) in o.endpoints() {
+                if !mine.iter().any(|(n, _, _)| *n == net) {
+                    continue;
+                }
+                let mut names = vec![o.name.clone()];
+                names.extend(aliases.iter().filter(|x| **x != o.name).cloned());
+                peers.push((names.join(" "), ip));
+            }
+        }
+        peers.sort();
+        peers.dedup();
         super::dns::hosts(&a.name, &a.hostname, a.ip, &peers)
     }
 
@@ -57,7 +62,7 @@ impl Manager {
         };
         for a in all
             .iter()
-            .filter(|a| a.mode == Mode::Bridge && a.network == network)
+            .filter(|a| a.endpoints().iter().any(|(n, _, _)| *n == network))
         {
             if let Some(p) = &a.hosts_path {
                 if p.parent().is_some_and(|d| d.exists()) {

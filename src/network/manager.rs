@@ -99,6 +99,28 @@ pub struct AttachmentRecord {
     /// (`--port-driver direct`), not relayed by nookd.
     #[serde(default)]
     pub direct: bool,
+    /// Further names peers on `network` reach it by (`--network-alias`).
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// The networks it was connected to after its first (`network connect`).
+    #[serde(default)]
+    pub extra: Vec<Endpoint>,
+}
+
+/// A further network a container is connected to (`nook network connect`): its own address,
+/// veth pair and interface (`eth1`, `eth2`, …) in the container's namespace, no default route.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub network: String,
+    pub ip: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Ipv4Addr,
+    /// Host side of the veth pair.
+    pub veth: String,
+    /// The interface's name in the container.
+    pub ifname: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
 }
 
 /// What the runtime needs to set a container up: the namespace to join and the /etc files.
@@ -127,6 +149,8 @@ pub struct AttachRequest {
     pub ports: Vec<PortMapping>,
     /// Serve the ports with the container's own sockets (`--port-driver direct`).
     pub direct: bool,
+    /// Further names peers on the network reach it by (`--network-alias`).
+    pub aliases: Vec<String>,
 }
 
 /// A network and who is on it.

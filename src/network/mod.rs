@@ -53,6 +53,7 @@ pub fn link_exists_in(pid: i32, name: &str) -> bool {
 
 mod attach;
 pub mod dns;
+mod endpoints;
 mod firewall;
 pub mod forward;
 mod hosts;
@@ -68,4 +69,5 @@ mod reconcile;
 #[cfg(test)]
 mod seam_tests;
 
-pub use manager::{AttachRequest, Attachment, Manager};
+pub use endpoints::validate_aliases;
+pub use manager::{AttachRequest, Attachment, Endpoint, Manager};

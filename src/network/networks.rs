@@ -19,16 +19,18 @@ impl Manager {
             .map(|record| {
                 let members = atts
                     .iter()
-                    .filter(|a| a.mode == Mode::Bridge && a.network == record.name)
-                    .filter_map(|a| {
-                        a.ip.map(|ip| {
-                            (
-                                a.namespace.clone(),
-                                a.container_id.clone(),
-                                a.name.clone(),
-                                ip,
-                            )
-                        })
+                    .flat_map(|a| {
+                        a.endpoints()
+                            .into_iter()
+                            .filter(|(n, _, _)| *n == record.name)
+                            .map(|(_, ip, _)| {
+                                (
+                                    a.namespace.clone(),
+                                    a.container_id.clone(),
+                                    a.name.clone(),
+                                    ip,
+                                )
+                            })
                     })
                     .collect();
                 NetworkInfo {

@@ -33,7 +33,11 @@ impl Manager {
         }
         let _g = self.lock();
         let atts = self.attachments()?;
-        let veths: HashSet<String> = atts.iter().filter_map(|a| a.veth.clone()).collect();
+        let veths: HashSet<String> = atts
+            .iter()
+            .flat_map(|a| a.veth.iter().chain(a.extra.iter().map(|e| &e.veth)))
+            .cloned()
+            .collect();
         let owned: HashSet<PathBuf> = atts.iter().map(|a| a.netns_path.clone()).collect();
         // stray veths in the containers' namespace
         let links = self
@@ -65,7 +69,7 @@ impl Manager {
         // addresses held by no attachment
         let holders: HashSet<String> = atts
             .iter()
-            .filter(|a| a.mode == Mode::Bridge)
+            .filter(|a| !a.endpoints().is_empty())
             .map(|a| holder(&a.namespace, &a.container_id))
             .collect();
         out.addresses = self.store.write(|tx| {

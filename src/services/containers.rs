@@ -153,6 +153,40 @@ impl Containers {
         rx
     }
 
+    /// Connects a container (created, running or stopped) to one more network, where peers
+    /// reach it by its name and `aliases`: a veth pair into its namespace, made live.
+    pub async fn connect(
+        &self,
+        ns: &str,
+        r: &ContainerRecord,
+        network: &str,
+        aliases: Vec<String>,
+    ) -> Result<()> {
+        let (net, ns, id, network) = (
+            self.manager.deps().network.clone(),
+            ns.to_string(),
+            r.id.clone(),
+            network.to_string(),
+        );
+        tokio::task::spawn_blocking(move || net.connect(&ns, &id, &network, &aliases))
+            .await
+            .map_err(|e| Error::Internal(format!("connecting the network: {e}")))?
+    }
+
+    /// Disconnects a container from a network (its first one too: the next takes its place,
+    /// or only `lo` is left until it is connected again).
+    pub async fn disconnect(&self, ns: &str, r: &ContainerRecord, network: &str) -> Result<()> {
+        let (net, ns, id, network) = (
+            self.manager.deps().network.clone(),
+            ns.to_string(),
+            r.id.clone(),
+            network.to_string(),
+        );
+        tokio::task::spawn_blocking(move || net.disconnect(&ns, &id, &network))
+            .await
+            .map_err(|e| Error::Internal(format!("disconnecting the network: {e}")))?
+    }
+
     /// Gives a container a new name (`docker rename`): unique in the namespace, checked in
     /// the transaction that writes it; its network attachment and its peers' /etc/hosts
     /// follow. Publishes `/containers/rename`.

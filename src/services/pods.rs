@@ -282,6 +282,7 @@ impl Pods {
             hosts_path: Some(dir.join("hosts")),
             ports: rec.ports.clone(),
             direct: false,
+            aliases: Vec::new(),
         };
         let (net, ns2, id2) = (self.network.clone(), ns.to_string(), rec.id.clone());
         let att = blocking(move || net.attach(&ns2, &id2, &req)).await?;

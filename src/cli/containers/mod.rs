@@ -124,6 +124,9 @@ pub struct CreateArgs {
     /// namespace, with its tap0 link), or none (loopback only).
     #[arg(long, default_value = "")]
     pub network: String,
+    /// Another name containers on the same network reach this one by (repeatable).
+    #[arg(long = "network-alias", value_name = "ALIAS")]
+    pub network_alias: Vec<String>,
     /// Publish a container port on the host: [HOSTIP:]HOSTPORT:PORT[/tcp|/udp], PORT (any
     /// free host port), or ranges like 8000-8005:80-85.
     #[arg(short = 'p', long = "publish")]

@@ -104,6 +104,7 @@ fn create_request(a: &CreateArgs) -> anyhow::Result<pb::CreateRequest> {
         init: a.init,
         group_add: a.group_add.clone(),
         ulimits: a.ulimit.clone(),
+        network_aliases: a.network_alias.clone(),
     })
 }
 

@@ -108,10 +108,26 @@ impl Manager {
                     hosts_path: Some(bundle.join(task::HOSTS_FILE)),
                     ports,
                     direct,
+                    aliases: o.network_aliases.clone(),
                 };
-                let (d2, ns2, id2) = (d.clone(), ns.to_string(), id.clone());
-                let attached =
-                    tokio::task::spawn_blocking(move || d2.network.attach(&ns2, &id2, &req)).await;
+                let (d2, ns2, id2, more) = (
+                    d.clone(),
+                    ns.to_string(),
+                    id.clone(),
+                    o.more_networks.clone(),
+                );
+                let attached = tokio::task::spawn_blocking(move || {
+                    let att = d2.network.attach(&ns2, &id2, &req)?;
+                    for (net, aliases) in &more {
+                        if let Err(e) = d2.network.connect(&ns2, &id2, net, aliases) {
+                            let _ = d2.network.detach(&ns2, &id2);
+                            return Err(e);
+                        }
+                    }
+                    // the view again: its /etc/hosts now lists the peers of every network
+                    Ok(d2.network.view_of(&ns2, &id2)?.unwrap_or(att))
+                })
+                .await;
                 let att = match attached {
                     Ok(att) => att?,
                     Err(e) => {

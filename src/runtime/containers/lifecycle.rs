@@ -548,6 +548,9 @@ impl Manager {
             }
         }
         d.gc.mutated(true);
+        // its networks go before the removal is announced: whoever waits for it (`docker run
+        // --rm`'s wait for "removed") may remove the network next
+        detach_network(d, ns, &r.id).await;
         if st.task.is_some() {
             let exit = self.tasks.client(ns, &r.id).recorded_exit();
             if let Some(e) = &exit {
@@ -597,7 +600,6 @@ impl Manager {
                 }
             }
         }
-        detach_network(d, ns, &r.id).await;
         let (tasks, ns2, id2) = (self.tasks.clone(), ns.to_string(), r.id.clone());
         blocking(move || tasks.remove_bundle(&ns2, &id2)).await?;
         Ok(())

@@ -149,6 +149,11 @@ pub struct CreateOptions {
     pub labels: BTreeMap<String, String>,
     pub auto_remove: bool,
     pub network: String,
+    /// `--network-alias`: further names peers on `network` reach it by.
+    pub network_aliases: Vec<String>,
+    /// Networks it is connected to as well from the start, each with its aliases (Docker's
+    /// NetworkingConfig with several endpoints).
+    pub more_networks: Vec<(String, Vec<String>)>,
     /// `-p` values ([HOSTIP:]HOSTPORT:PORT[/PROTO], PORT, ranges).
     pub publish: Vec<String>,
     /// `--restart` (no, on-failure[:N], always, unless-stopped).
