@@ -114,12 +114,22 @@ impl V1 {
             base: format!("{delegated}/{instance}"),
             user,
         };
-        // daemons gone long ago leave empty subtrees: remove them (busy ones stay)
+        // daemons gone long ago leave empty subtrees: remove them (busy ones stay). Another
+        // nookd of this user (another root) that is alive keeps its whole subtree: its
+        // containers' cgroups are empty for a moment between their mkdir and the runtime
+        // moving the process in, and an rmdir then would fail the runtime's writes (ENODEV).
+        let alive = |n: &str| {
+            v.hierarchies.iter().any(|h| {
+                under(&h.mount, &format!("{delegated}/{n}/daemon/cgroup.procs"))
+                    .and_then(|p| std::fs::read_to_string(p).ok())
+                    .is_some_and(|t| !t.trim().is_empty())
+            })
+        };
         for h in &v.hierarchies {
             if let Some(Ok(rd)) = under(&h.mount, &delegated).map(std::fs::read_dir) {
                 for e in rd.flatten() {
                     let n = e.file_name().to_string_lossy().to_string();
-                    if n.starts_with("nookd-") && n != instance {
+                    if n.starts_with("nookd-") && n != instance && !alive(&n) {
                         let _ = remove_tree(&e.path());
                     }
                 }
@@ -310,7 +320,17 @@ mod tests {
         std::fs::write(t.path().join("cpuset/nook/user-1001/cpuset.mems"), "0\n").unwrap();
         // a stale daemon's subtree goes; ours is made
         std::fs::create_dir_all(t.path().join("memory/nook/user-1001/nookd-old/daemon")).unwrap();
+        // a live daemon's (its leaf holds a process) stays whole, its empty cgroups too
+        let live = t.path().join("memory/nook/user-1001/nookd-live");
+        std::fs::create_dir_all(live.join("daemon")).unwrap();
+        std::fs::create_dir_all(live.join("c1")).unwrap();
+        std::fs::write(live.join("daemon/cgroup.procs"), "77\n").unwrap();
         let v = V1::setup(h, 1001, "nookd-abc", 4242).unwrap();
+        assert!(
+            live.join("c1").is_dir(),
+            "a live daemon's container cgroup was removed"
+        );
+        assert!(!t.path().join("memory/nook/user-1001/nookd-old").exists());
         assert_eq!(v.base, "/nook/user-1001/nookd-abc");
         let leaf = t.path().join("memory/nook/user-1001/nookd-abc/daemon");
         assert_eq!(
