@@ -392,25 +392,30 @@ fn image_of(d: &Daemon, r: &ContainerRecord) -> (String, String, String) {
         .unwrap_or_else(|| (r.image.clone(), String::new(), r.image_digest.clone()))
 }
 
+/// The CRI containers (those of a pod) matching a filter's id prefix, pod id prefix and
+/// labels; ListContainers and ListContainerStats share it (their filters differ in type only).
+fn in_pods(
+    m: &Manager,
+    id: &str,
+    pod: &str,
+    labels: &HashMap<String, String>,
+) -> Result<Vec<ContainerRecord>, Status> {
+    Ok(m.records(NAMESPACE)?
+        .into_iter()
+        .filter(|r| r.pod.is_some())
+        .filter(|r| id.is_empty() || r.id.starts_with(id))
+        .filter(|r| pod.is_empty() || r.pod.as_ref().is_some_and(|p| p.pod_id.starts_with(pod)))
+        .filter(|r| selected(&r.labels, labels))
+        .collect())
+}
+
 pub(super) async fn list(
     d: &Arc<Daemon>,
     r: cri::ListContainersRequest,
 ) -> R<cri::ListContainersResponse> {
     let f = r.filter.unwrap_or_default();
     let m = manager(d)?;
-    let mut recs: Vec<ContainerRecord> = m
-        .records(NAMESPACE)?
-        .into_iter()
-        .filter(|r| r.pod.is_some())
-        .filter(|r| f.id.is_empty() || r.id.starts_with(&f.id))
-        .filter(|r| {
-            f.pod_sandbox_id.is_empty()
-                || r.pod
-                    .as_ref()
-                    .is_some_and(|p| p.pod_id.starts_with(&f.pod_sandbox_id))
-        })
-        .filter(|r| selected(&r.labels, &f.label_selector))
-        .collect();
+    let mut recs = in_pods(m, &f.id, &f.pod_sandbox_id, &f.label_selector)?;
     recs.sort_by_key(|r| std::cmp::Reverse(r.created_at));
     let states = futures::future::join_all(recs.into_iter().map(|r| m.status(NAMESPACE, r))).await;
     let containers = states
@@ -672,19 +677,7 @@ pub(super) async fn list_stats(
 ) -> R<cri::ListContainerStatsResponse> {
     let f = r.filter.unwrap_or_default();
     let m = manager(d)?;
-    let recs: Vec<ContainerRecord> = m
-        .records(NAMESPACE)?
-        .into_iter()
-        .filter(|r| r.pod.is_some())
-        .filter(|r| f.id.is_empty() || r.id.starts_with(&f.id))
-        .filter(|r| {
-            f.pod_sandbox_id.is_empty()
-                || r.pod
-                    .as_ref()
-                    .is_some_and(|p| p.pod_id.starts_with(&f.pod_sandbox_id))
-        })
-        .filter(|r| selected(&r.labels, &f.label_selector))
-        .collect();
+    let recs = in_pods(m, &f.id, &f.pod_sandbox_id, &f.label_selector)?;
     let mut stats = Vec::new();
     for r in recs {
         stats.push(stats_of(d, m, r).await);
