@@ -1,0 +1,366 @@
+//! A real kubelet on nook's CRI door: the kubelet of Kubernetes (built from the Go module proxy
+//! by tests/kubelet/build-kubelet.sh into /var/tmp/go/bin/kubelet; not in .ci/run, it takes
+//! long on 2 cores) runs in standalone mode (no API server: a static pod from
+//! `staticPodPath`, no kubeconfig) as the unprivileged test user inside nookd's user and mount
+//! namespaces with the feature gate `KubeletInUserNamespace`, its runtime endpoint nook's socket.
+//! Ignored by default (the kubelet takes tens of seconds to settle); skipped in one line when no
+//! kubelet is built:
+//!
+//! ```text
+//! bash tests/kubelet/build-kubelet.sh
+//! cargo test --test kubelet -- --ignored --nocapture
+//! ```
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{as_user, Nookd, Run};
+use nook::image::fixture::{self, TestImage, TestRegistry, TestRegistryOptions};
+
+/// Where tests/kubelet/build-kubelet.sh puts the kubelet (`NOOK_KUBELET` overrides).
+fn kubelet_path() -> PathBuf {
+    std::env::var_os("NOOK_KUBELET")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/go/bin/kubelet"))
+}
+
+fn crictl_path() -> PathBuf {
+    std::env::var_os("NOOK_CRICTL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/go/bin/crictl"))
+}
+
+fn crictl(d: &Nookd, args: &[&str]) -> Run {
+    let endpoint = format!("unix://{}", d.address.display());
+    let mut c = as_user(&d.user, &d.env(), &crictl_path().display().to_string());
+    c.args([
+        "--runtime-endpoint",
+        &endpoint,
+        "--image-endpoint",
+        &endpoint,
+    ])
+    .args(["--timeout", "60s"])
+    .args(args)
+    .stdin(Stdio::null());
+    Run {
+        out: c.output().expect("running crictl"),
+        what: format!("crictl {}", args.join(" ")),
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A directory the test user owns.
+fn user_dir(p: &Path, d: &Nookd) {
+    std::fs::create_dir_all(p).unwrap();
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (uid, gid) = common::ids(&d.user);
+    std::os::unix::fs::chown(p, Some(uid), Some(gid)).unwrap();
+}
+
+fn write_public(p: &Path, text: &str) {
+    std::fs::write(p, text).unwrap();
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644)).unwrap();
+}
+
+/// GET / on 127.0.0.1:port from the host ("" while nothing answers).
+fn http_get(port: u16) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = c.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n");
+    let mut s = String::new();
+    let _ = c.read_to_string(&mut s);
+    s
+}
+
+/// The kubelet's configuration for a rootless, standalone kubelet on nook.
+fn kubelet_config(d: &Nookd, manifests: &Path, logs: &Path) -> String {
+    let sock = format!("unix://{}", d.address.display());
+    format!(
+        "apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+featureGates:
+  KubeletInUserNamespace: true
+containerRuntimeEndpoint: {sock}
+imageServiceEndpoint: {sock}
+staticPodPath: {manifests}
+podLogsDir: {logs}
+fileCheckFrequency: 1s
+syncFrequency: 5s
+cgroupDriver: cgroupfs
+cgroupsPerQOS: false
+enforceNodeAllocatable: []
+failSwapOn: false
+failCgroupV1: false
+localStorageCapacityIsolation: false
+protectKernelDefaults: false
+resolvConf: ''
+port: {port}
+readOnlyPort: 0
+healthzPort: 0
+address: 127.0.0.1
+authentication:
+  anonymous:
+    enabled: true
+  webhook:
+    enabled: false
+authorization:
+  mode: AlwaysAllow
+",
+        manifests = manifests.display(),
+        logs = logs.display(),
+        port = free_port(),
+    )
+}
+
+/// The static pod: busybox httpd serving on the pod's port 8080 (published on the host's
+/// 127.0.0.1:`host_port`) and a second container fetching it over the pod's shared localhost.
+fn static_pod(image: &str, host_port: u16) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  namespace: default
+  labels:
+    app: web
+spec:
+  containers:
+  - name: server
+    image: {image}
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "mkdir -p /www && echo hello-from-kubelet > /www/index.html && echo serving && exec busybox httpd -f -p 8080 -h /www"]
+    ports:
+    - containerPort: 8080
+      hostPort: {host_port}
+      hostIP: 127.0.0.1
+  - name: client
+    image: {image}
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "while true; do busybox wget -q -O - http://127.0.0.1:8080/; busybox sleep 1; done"]
+"#
+    )
+}
+
+/// The kubelet as the test user in nookd's user and mount namespaces (where the test user is
+/// root, as KubeletInUserNamespace expects), logging to `log`. The kubelet keeps its device
+/// plugin socket at the fixed path /var/lib/kubelet/device-plugins and its log links in
+/// /var/log/containers, which an unprivileged user cannot create: as rootlesskit's
+/// `--copy-up=/var/lib` does for usernetes, the kubelet gets a mount namespace of its own (a
+/// child of nookd's) with the test user's `var/lib` and `var/log` bound over /var/lib and
+/// /var/log. Its root directory is given by its real path, which nookd sees too.
+fn spawn_kubelet(d: &Nookd, dir: &Path, config: &Path, log: &Path) -> Child {
+    let pause = d.pause_pid().expect("no pause process");
+    let out = std::fs::File::create(log).unwrap();
+    let mut c = as_user(&d.user, &d.env(), "nsenter");
+    c.args([
+        "--preserve-credentials",
+        "-U",
+        "-m",
+        "-t",
+        &pause.to_string(),
+    ])
+    .args(["unshare", "-m", "--propagation", "slave", "sh", "-c"])
+    .arg(
+        "mount --bind \"$0/var/lib\" /var/lib && mount --bind \"$0/var/log\" /var/log \
+             && exec \"$@\"",
+    )
+    .arg(dir)
+    .arg(kubelet_path())
+    .arg(format!("--config={}", config.display()))
+    // the same path in nookd's mount namespace, where the bind mounts the kubelet gives
+    // its containers (/etc/hosts, volumes) are read
+    .arg(format!(
+        "--root-dir={}",
+        dir.join("var/lib/kubelet").display()
+    ))
+    .arg(format!("--cert-dir={}", dir.join("pki").display()))
+    .arg("--hostname-override=nook-node")
+    .arg("--v=2")
+    .stdin(Stdio::null())
+    .stdout(out.try_clone().unwrap())
+    .stderr(out);
+    c.spawn().expect("spawning the kubelet")
+}
+
+/// The kubelet's log and nookd's, for a failure message.
+fn logs(kubelet_log: &Path, d: &Nookd) -> String {
+    let k = std::fs::read_to_string(kubelet_log).unwrap_or_default();
+    let tail: Vec<&str> = k.lines().rev().take(60).collect();
+    let n = d.log_text();
+    let ntail: Vec<&str> = n.lines().rev().take(30).collect();
+    format!(
+        "--- kubelet (last lines) ---\n{}\n--- nookd (last lines) ---\n{}",
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+        ntail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    )
+}
+
+/// Polls `f` every 500 ms for at most `secs`; fails with the logs when it stays false.
+fn wait_for(what: &str, secs: u64, kl: &Path, d: &Nookd, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "{what}: not after {secs} s\n{}",
+            logs(kl, d)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+struct KillOnDrop(Child);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+#[ignore]
+fn kubelet_runs_a_static_pod_on_nook() {
+    if !kubelet_path().exists() || !crictl_path().exists() {
+        eprintln!(
+            "skipped: no kubelet at {} (bash tests/kubelet/build-kubelet.sh builds it) or no crictl",
+            kubelet_path().display()
+        );
+        return;
+    }
+    let d = Nookd::start();
+    let dir = d.base.join("k");
+    for sub in [
+        "",
+        "manifests",
+        "pods",
+        "var",
+        "var/lib",
+        "var/lib/kubelet",
+        "var/log",
+        "pki",
+    ] {
+        user_dir(&dir.join(sub), &d);
+    }
+    let reg = TestRegistry::start(&d.base.join("reg"), &TestRegistryOptions::default()).unwrap();
+    let img = TestImage::busybox("kubelet", true).unwrap();
+    d.nook_stdin(&["load"], &fixture::oci_layout(&[("local/k:1", &img)]))
+        .ok();
+    let image = format!("{}/test/kubelet:1", reg.host());
+    d.nook(&["push", "local/k:1", &image]).ok();
+
+    let config = dir.join("kubelet.yaml");
+    write_public(
+        &config,
+        &kubelet_config(&d, &dir.join("manifests"), &dir.join("pods")),
+    );
+    let host_port = free_port();
+    // the static pod (named web-nook-node: a static pod's name ends in its node's); the kubelet
+    // pulls the image itself (PullImage through the CRI)
+    write_public(
+        &dir.join("manifests/web.yaml"),
+        &static_pod(&image, host_port),
+    );
+    let kl = dir.join("kubelet.log");
+    let mut kubelet = KillOnDrop(spawn_kubelet(&d, &dir, &config, &kl));
+
+    let running = |name: &str| {
+        crictl(
+            &d,
+            &[
+                "ps",
+                "-q",
+                "--state",
+                "running",
+                "--name",
+                name,
+                "--label",
+                "io.kubernetes.pod.name=web-nook-node",
+            ],
+        )
+        .stdout()
+        .trim()
+        .len()
+            == 64
+    };
+    wait_for(
+        "the static pod's two containers running",
+        180,
+        &kl,
+        &d,
+        || {
+            if let Ok(Some(st)) = kubelet.0.try_wait() {
+                panic!("the kubelet exited ({st})\n{}", logs(&kl, &d));
+            }
+            running("server") && running("client")
+        },
+    );
+    // the server answers on the published port, and the client fetched it over localhost
+    wait_for("GET / on the pod's hostPort", 30, &kl, &d, || {
+        http_get(host_port).contains("hello-from-kubelet")
+    });
+    let client_id = crictl(&d, &["ps", "-q", "--name", "client"])
+        .ok()
+        .trim()
+        .to_string();
+    wait_for("the client's log", 30, &kl, &d, || {
+        crictl(&d, &["logs", &client_id])
+            .stdout()
+            .contains("hello-from-kubelet")
+    });
+    // the kubelet's pod log directory (podLogsDir/NAMESPACE_NAME_UID/CONTAINER/N.log)
+    let server_id = crictl(&d, &["ps", "-q", "--name", "server"])
+        .ok()
+        .trim()
+        .to_string();
+    let st: serde_json::Value =
+        serde_json::from_str(&crictl(&d, &["inspect", "-o", "json", &server_id]).ok()).unwrap();
+    let log_path = st["status"]["logPath"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        log_path.starts_with(&dir.join("pods").display().to_string()),
+        "{st}"
+    );
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(text.contains(" stdout F serving"), "{text}");
+
+    // the manifest removed: the kubelet stops and removes the pod
+    std::fs::remove_file(dir.join("manifests/web.yaml")).unwrap();
+    wait_for("the pod removed", 120, &kl, &d, || {
+        crictl(
+            &d,
+            &[
+                "pods",
+                "-q",
+                "--label",
+                "io.kubernetes.pod.name=web-nook-node",
+            ],
+        )
+        .stdout()
+        .trim()
+        .is_empty()
+    });
+    drop(kubelet);
+    // what the kubelet could not do (its log is removed with the daemon's directory)
+    let text = std::fs::read_to_string(&kl).unwrap_or_default();
+    if let Some(keep) = std::env::var_os("NOOK_KUBELET_LOG") {
+        std::fs::write(keep, &text).unwrap();
+    }
+    let errors = text.lines().filter(|l| l.starts_with('E')).count();
+    eprintln!("the kubelet logged {errors} error lines");
+    drop(reg);
+}
