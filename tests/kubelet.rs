@@ -86,8 +86,21 @@ fn http_get(port: u16) -> String {
     s
 }
 
+/// `curl -k` to the kubelet's own HTTPS server (anonymous, AlwaysAllow) on 127.0.0.1.
+fn kubelet_http(port: u16, method: &str, path: &str) -> Run {
+    let out = std::process::Command::new("curl")
+        .args(["-ksS", "--max-time", "30", "-X", method])
+        .arg(format!("https://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("running curl");
+    Run {
+        out,
+        what: format!("curl -X {method} kubelet{path}"),
+    }
+}
+
 /// The kubelet's configuration for a rootless, standalone kubelet on nook.
-fn kubelet_config(d: &Nookd, manifests: &Path, logs: &Path) -> String {
+fn kubelet_config(d: &Nookd, manifests: &Path, logs: &Path, port: u16) -> String {
     let sock = format!("unix://{}", d.address.display());
     format!(
         "apiVersion: kubelet.config.k8s.io/v1beta1
@@ -122,12 +135,13 @@ authorization:
 ",
         manifests = manifests.display(),
         logs = logs.display(),
-        port = free_port(),
     )
 }
 
 /// The static pod: busybox httpd serving on the pod's port 8080 (published on the host's
-/// 127.0.0.1:`host_port`) and a second container fetching it over the pod's shared localhost.
+/// 127.0.0.1:`host_port`) from an emptyDir volume, a second container reading that volume and
+/// fetching the page over the pod's shared localhost, and a third that exits 3 after a second
+/// (restartPolicy Always: the kubelet makes it again as attempt 1, 2, ...).
 fn static_pod(image: &str, host_port: u16) -> String {
     format!(
         r#"apiVersion: v1
@@ -138,11 +152,17 @@ metadata:
   labels:
     app: web
 spec:
+  volumes:
+  - name: www
+    emptyDir: {{}}
   containers:
   - name: server
     image: {image}
     imagePullPolicy: IfNotPresent
-    command: ["sh", "-c", "mkdir -p /www && echo hello-from-kubelet > /www/index.html && echo serving && exec busybox httpd -f -p 8080 -h /www"]
+    command: ["sh", "-c", "echo hello-from-kubelet > /www/index.html && echo serving && exec busybox httpd -f -p 8080 -h /www"]
+    volumeMounts:
+    - name: www
+      mountPath: /www
     ports:
     - containerPort: 8080
       hostPort: {host_port}
@@ -150,7 +170,14 @@ spec:
   - name: client
     image: {image}
     imagePullPolicy: IfNotPresent
-    command: ["sh", "-c", "while true; do busybox wget -q -O - http://127.0.0.1:8080/; busybox sleep 1; done"]
+    command: ["sh", "-c", "until [ -s /data/index.html ]; do busybox sleep 0.2; done; echo shared: $(busybox cat /data/index.html); while true; do busybox wget -q -O - http://127.0.0.1:8080/; busybox sleep 1; done"]
+    volumeMounts:
+    - name: www
+      mountPath: /data
+  - name: flaky
+    image: {image}
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "echo flaky-started; busybox sleep 1; exit 3"]
 "#
     )
 }
@@ -262,9 +289,10 @@ fn kubelet_runs_a_static_pod_on_nook() {
     d.nook(&["push", "local/k:1", &image]).ok();
 
     let config = dir.join("kubelet.yaml");
+    let kubelet_port = free_port();
     write_public(
         &config,
-        &kubelet_config(&d, &dir.join("manifests"), &dir.join("pods")),
+        &kubelet_config(&d, &dir.join("manifests"), &dir.join("pods"), kubelet_port),
     );
     let host_port = free_port();
     // the static pod (named web-nook-node: a static pod's name ends in its node's); the kubelet
@@ -320,6 +348,32 @@ fn kubelet_runs_a_static_pod_on_nook() {
             .stdout()
             .contains("hello-from-kubelet")
     });
+    assert!(
+        crictl(&d, &["logs", &client_id])
+            .stdout()
+            .contains("shared: hello-from-kubelet"),
+        "the client did not read the emptyDir volume"
+    );
+    // the container that exits is made again by the kubelet (attempt 1 after a 10 s back-off)
+    wait_for("the flaky container's second attempt", 90, &kl, &d, || {
+        let all: serde_json::Value =
+            serde_json::from_str(&crictl(&d, &["ps", "-a", "--name", "flaky", "-o", "json"]).ok())
+                .unwrap();
+        all["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["metadata"]["attempt"].as_u64() >= Some(1))
+    });
+    let first = crictl(
+        &d,
+        &["ps", "-a", "--name", "flaky", "--state", "exited", "-q"],
+    )
+    .ok();
+    let first = first.lines().next().expect("an exited flaky container");
+    let st: serde_json::Value =
+        serde_json::from_str(&crictl(&d, &["inspect", "-o", "json", first]).ok()).unwrap();
+    assert_eq!(st["status"]["exitCode"], 3, "{st}");
     // the kubelet's pod log directory (podLogsDir/NAMESPACE_NAME_UID/CONTAINER/N.log)
     let server_id = crictl(&d, &["ps", "-q", "--name", "server"])
         .ok()
@@ -337,6 +391,25 @@ fn kubelet_runs_a_static_pod_on_nook() {
     );
     let text = std::fs::read_to_string(&log_path).unwrap();
     assert!(text.contains(" stdout F serving"), "{text}");
+
+    // the kubelet's own server: container logs (the kubelet parses nook's CRI log files
+    // itself), /run (ExecSync), the pods it runs
+    let klogs = kubelet_http(
+        kubelet_port,
+        "GET",
+        "/containerLogs/default/web-nook-node/client",
+    )
+    .ok();
+    assert!(klogs.contains("hello-from-kubelet"), "{klogs}");
+    let ran = kubelet_http(
+        kubelet_port,
+        "POST",
+        "/run/default/web-nook-node/server?cmd=cat+/www/index.html",
+    )
+    .ok();
+    assert_eq!(ran.trim(), "hello-from-kubelet");
+    let pods = kubelet_http(kubelet_port, "GET", "/pods").ok();
+    assert!(pods.contains("\"web-nook-node\""), "{pods}");
 
     // the manifest removed: the kubelet stops and removes the pod
     std::fs::remove_file(dir.join("manifests/web.yaml")).unwrap();
