@@ -409,6 +409,31 @@ fn kubelet_runs_a_static_pod_on_nook() {
     .ok();
     assert_eq!(ran.trim(), "hello-from-kubelet");
     let pods = kubelet_http(kubelet_port, "GET", "/pods").ok();
+    // CPU and memory per container from ListContainerStats (the full summary fails in the
+    // kubelet's cAdvisor: see docs/kubernetes.md)
+    let summary: serde_json::Value = serde_json::from_str(
+        &kubelet_http(
+            kubelet_port,
+            "GET",
+            "/stats/summary?only_cpu_and_memory=true",
+        )
+        .ok(),
+    )
+    .unwrap();
+    let pod = summary["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["podRef"]["name"] == "web-nook-node")
+        .unwrap_or_else(|| panic!("{summary}"));
+    let mut names: Vec<&str> = pod["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["client", "flaky", "server"], "{pod}");
     assert!(pods.contains("\"web-nook-node\""), "{pods}");
 
     // the manifest removed: the kubelet stops and removes the pod
