@@ -452,6 +452,26 @@ fn kubelet_runs_a_static_pod_on_nook() {
         .trim()
         .is_empty()
     });
+    // the kubelet's own count of its runtime calls: every kind made, none failed
+    let metrics = kubelet_http(kubelet_port, "GET", "/metrics").ok();
+    let ops: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("kubelet_runtime_operations_"))
+        .collect();
+    for op in [
+        "run_podsandbox",
+        "create_container",
+        "exec_sync",
+        "remove_podsandbox",
+    ] {
+        let line = format!("kubelet_runtime_operations_total{{operation_type=\"{op}\"}}");
+        assert!(ops.iter().any(|l| l.starts_with(&line)), "{ops:#?}");
+    }
+    assert!(
+        !ops.iter()
+            .any(|l| l.starts_with("kubelet_runtime_operations_errors_total")),
+        "{ops:#?}"
+    );
     drop(kubelet);
     // what the kubelet could not do (its log is removed with the daemon's directory)
     let text = std::fs::read_to_string(&kl).unwrap_or_default();
