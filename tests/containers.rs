@@ -570,6 +570,26 @@ fn interactive_tty() {
     assert!(text.contains("42"), "{text}");
     assert!(text.contains("/dev/pts/"), "{text}");
     assert_eq!(out.status.code(), Some(4), "{text}");
+
+    // `nook exec -it` starts its process on a terminal of the client's size: a command that
+    // asks at once (before any resize could arrive) sees it
+    d.nook(&["run", "-d", "--name", "tt", IMG, "sleep", "600"])
+        .ok();
+    let mut c = common::as_user(&d.user, &env, "script");
+    c.args([
+        "-q",
+        "-e",
+        "-c",
+        "stty rows 33 cols 101; nook exec -it tt stty size",
+        "/dev/null",
+    ])
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let out = c.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("33 101"), "{text}");
+    d.nook(&["rm", "-f", "tt"]).ok();
 }
 
 /// The seccomp program nookd compiles for crun is byte for byte the one crun compiles itself
@@ -654,6 +674,9 @@ fn logs_follow_goes_on_across_nookd_restarts() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     d.signal_and_wait(nix::sys::signal::Signal::SIGTERM);
+    // the follower's stream ended with the shutdown: nookd did not wait out its grace for it
+    let log = std::fs::read_to_string(&d.log).unwrap();
+    assert!(!log.contains("did not end within"), "{log}");
     std::thread::sleep(Duration::from_millis(300));
     d.spawn();
     d.wait_ready();
