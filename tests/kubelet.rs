@@ -152,6 +152,7 @@ metadata:
   labels:
     app: web
 spec:
+  terminationGracePeriodSeconds: 3
   volumes:
   - name: www
     emptyDir: {{}}
@@ -182,13 +183,72 @@ spec:
     )
 }
 
+/// A second static pod: a security context (user, groups, read-only root, capabilities, no new
+/// privileges), a fieldRef env, exec liveness and readiness probes (ExecSync every 2 s), a
+/// preStop hook, and an emptyDir of medium Memory (a tmpfs the kubelet mounts itself).
+fn secure_pod(image: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: secure
+  namespace: default
+spec:
+  terminationGracePeriodSeconds: 5
+  securityContext:
+    runAsUser: 1000
+    runAsGroup: 1000
+    supplementalGroups: [2000]
+  containers:
+  - name: probed
+    image: {image}
+    command: ["sh", "-c", "echo pod=$MY_POD; busybox grep ' /tmp ' /proc/mounts; id; busybox touch /ro-test && echo WRITABLE || echo READONLY; echo ok > /tmp/ready; exec busybox sleep 1000"]
+    securityContext:
+      readOnlyRootFilesystem: true
+      allowPrivilegeEscalation: false
+      capabilities:
+        drop: ["ALL"]
+        add: ["NET_BIND_SERVICE"]
+    volumeMounts:
+    - name: tmp
+      mountPath: /tmp
+    env:
+    - name: MY_POD
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.name
+    livenessProbe:
+      exec:
+        command: ["busybox", "cat", "/tmp/ready"]
+      periodSeconds: 2
+      timeoutSeconds: 2
+    readinessProbe:
+      exec:
+        command: ["sh", "-c", "test -f /tmp/ready"]
+      periodSeconds: 2
+    lifecycle:
+      preStop:
+        exec:
+          command: ["sh", "-c", "echo prestop > /tmp/prestop"]
+  volumes:
+  - name: tmp
+    emptyDir:
+      medium: Memory
+"#
+    )
+}
+
 /// The kubelet as the test user in nookd's user and mount namespaces (where the test user is
 /// root, as KubeletInUserNamespace expects), logging to `log`. The kubelet keeps its device
 /// plugin socket at the fixed path /var/lib/kubelet/device-plugins and its log links in
 /// /var/log/containers, which an unprivileged user cannot create: as rootlesskit's
 /// `--copy-up=/var/lib` does for usernetes, the kubelet gets a mount namespace of its own (a
 /// child of nookd's) with the test user's `var/lib` and `var/log` bound over /var/lib and
-/// /var/log. Its root directory is given by its real path, which nookd sees too.
+/// /var/log. Its root directory is given by its real path, which nookd sees too, and is a shared
+/// mount (a peer in both namespaces) so that the kubelet's own mounts for a pod reach nookd.
+/// Mounts for the kubelet, then the kubelet (`sh -c SCRIPT DIR KUBELET ARGS`).
+const SPAWN_SCRIPT: &str = include_str!("kubelet/run-kubelet.sh");
+
 fn spawn_kubelet(d: &Nookd, dir: &Path, config: &Path, log: &Path) -> Child {
     let pause = d.pause_pid().expect("no pause process");
     let out = std::fs::File::create(log).unwrap();
@@ -200,11 +260,7 @@ fn spawn_kubelet(d: &Nookd, dir: &Path, config: &Path, log: &Path) -> Child {
         "-t",
         &pause.to_string(),
     ])
-    .args(["unshare", "-m", "--propagation", "slave", "sh", "-c"])
-    .arg(
-        "mount --bind \"$0/var/lib\" /var/lib && mount --bind \"$0/var/log\" /var/log \
-             && exec \"$@\"",
-    )
+    .args(["sh", "-c", SPAWN_SCRIPT, "run-kubelet.sh"])
     .arg(dir)
     .arg(kubelet_path())
     .arg(format!("--config={}", config.display()))
@@ -301,6 +357,7 @@ fn kubelet_runs_a_static_pod_on_nook() {
         &dir.join("manifests/web.yaml"),
         &static_pod(&image, host_port),
     );
+    write_public(&dir.join("manifests/secure.yaml"), &secure_pod(&image));
     let kl = dir.join("kubelet.log");
     let mut kubelet = KillOnDrop(spawn_kubelet(&d, &dir, &config, &kl));
 
@@ -365,15 +422,27 @@ fn kubelet_runs_a_static_pod_on_nook() {
             .iter()
             .any(|c| c["metadata"]["attempt"].as_u64() >= Some(1))
     });
-    let first = crictl(
+    // an exited attempt keeps its exit code (the kubelet removes all but the newest dead
+    // one, so which attempt is polled for)
+    wait_for(
+        "an exited flaky container with exit code 3",
+        30,
+        &kl,
         &d,
-        &["ps", "-a", "--name", "flaky", "--state", "exited", "-q"],
-    )
-    .ok();
-    let first = first.lines().next().expect("an exited flaky container");
-    let st: serde_json::Value =
-        serde_json::from_str(&crictl(&d, &["inspect", "-o", "json", first]).ok()).unwrap();
-    assert_eq!(st["status"]["exitCode"], 3, "{st}");
+        || {
+            let ids = crictl(
+                &d,
+                &["ps", "-a", "--name", "flaky", "--state", "exited", "-q"],
+            )
+            .stdout();
+            ids.lines().any(|id| {
+                serde_json::from_str::<serde_json::Value>(
+                    &crictl(&d, &["inspect", "-o", "json", id]).stdout(),
+                )
+                .is_ok_and(|st| st["status"]["exitCode"] == 3)
+            })
+        },
+    );
     // the kubelet's pod log directory (podLogsDir/NAMESPACE_NAME_UID/CONTAINER/N.log)
     let server_id = crictl(&d, &["ps", "-q", "--name", "server"])
         .ok()
@@ -436,6 +505,29 @@ fn kubelet_runs_a_static_pod_on_nook() {
     assert_eq!(names, ["client", "flaky", "server"], "{pod}");
     assert!(pods.contains("\"web-nook-node\""), "{pods}");
 
+    // the kubelet's own count of its runtime calls while the pods run: every kind made, none
+    // failed (once a pod is stopping, the kubelet cancels its own in-flight probes and counts
+    // those ExecSyncs as errors)
+    let metrics = kubelet_http(kubelet_port, "GET", "/metrics").ok();
+    let ops: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("kubelet_runtime_operations_"))
+        .collect();
+    for op in [
+        "run_podsandbox",
+        "create_container",
+        "exec_sync",
+        "start_container",
+    ] {
+        let line = format!("kubelet_runtime_operations_total{{operation_type=\"{op}\"}}");
+        assert!(ops.iter().any(|l| l.starts_with(&line)), "{ops:#?}");
+    }
+    assert!(
+        !ops.iter()
+            .any(|l| l.starts_with("kubelet_runtime_operations_errors_total")),
+        "{ops:#?}"
+    );
+
     // the manifest removed: the kubelet stops and removes the pod
     std::fs::remove_file(dir.join("manifests/web.yaml")).unwrap();
     wait_for("the pod removed", 120, &kl, &d, || {
@@ -452,27 +544,36 @@ fn kubelet_runs_a_static_pod_on_nook() {
         .trim()
         .is_empty()
     });
-    // the kubelet's own count of its runtime calls: every kind made, none failed
-    let metrics = kubelet_http(kubelet_port, "GET", "/metrics").ok();
-    let ops: Vec<&str> = metrics
-        .lines()
-        .filter(|l| l.starts_with("kubelet_runtime_operations_"))
-        .collect();
-    for op in [
-        "run_podsandbox",
-        "create_container",
-        "exec_sync",
-        "remove_podsandbox",
+    // the second pod: its security context and its tmpfs as the container sees them, and its
+    // probes keep passing (no restart)
+    wait_for("the probed container running", 60, &kl, &d, || {
+        crictl(&d, &["ps", "-q", "--state", "running", "--name", "probed"])
+            .stdout()
+            .trim()
+            .len()
+            == 64
+    });
+    let secure_id = crictl(&d, &["ps", "-q", "--name", "probed"])
+        .ok()
+        .trim()
+        .to_string();
+    assert_eq!(secure_id.len(), 64, "the probed container is not running");
+    let text = crictl(&d, &["logs", &secure_id]).ok();
+    for want in [
+        "pod=secure-nook-node",
+        "tmpfs /tmp tmpfs",
+        "uid=1000 gid=1000 groups=1000,2000",
+        "READONLY",
     ] {
-        let line = format!("kubelet_runtime_operations_total{{operation_type=\"{op}\"}}");
-        assert!(ops.iter().any(|l| l.starts_with(&line)), "{ops:#?}");
+        assert!(text.contains(want), "{want:?} not in {text}");
     }
-    assert!(
-        !ops.iter()
-            .any(|l| l.starts_with("kubelet_runtime_operations_errors_total")),
-        "{ops:#?}"
-    );
-    drop(kubelet);
+    let st: serde_json::Value =
+        serde_json::from_str(&crictl(&d, &["inspect", "-o", "json", &secure_id]).ok()).unwrap();
+    assert_eq!(st["status"]["metadata"]["attempt"], 0, "{st}");
+    std::fs::remove_file(dir.join("manifests/secure.yaml")).unwrap();
+    wait_for("every pod removed", 120, &kl, &d, || {
+        crictl(&d, &["pods", "-q"]).stdout().trim().is_empty()
+    });
     // what the kubelet could not do (its log is removed with the daemon's directory)
     let text = std::fs::read_to_string(&kl).unwrap_or_default();
     if let Some(keep) = std::env::var_os("NOOK_KUBELET_LOG") {
@@ -480,5 +581,6 @@ fn kubelet_runs_a_static_pod_on_nook() {
     }
     let errors = text.lines().filter(|l| l.starts_with('E')).count();
     eprintln!("the kubelet logged {errors} error lines");
+    drop(kubelet);
     drop(reg);
 }
