@@ -2,9 +2,10 @@
 //! by tests/kubelet/build-kubelet.sh into /var/tmp/go/bin/kubelet; not in .ci/run, it takes
 //! long on 2 cores) runs in standalone mode (no API server: a static pod from
 //! `staticPodPath`, no kubeconfig) as the unprivileged test user inside nookd's user and mount
-//! namespaces with the feature gate `KubeletInUserNamespace`, its runtime endpoint nook's socket.
-//! Ignored by default (the kubelet takes tens of seconds to settle); skipped in one line when no
-//! kubelet is built:
+//! namespaces (started by tests/kubelet/run-kubelet.sh) with the feature gate
+//! `KubeletInUserNamespace`, its runtime endpoint nook's socket. Ignored by default (about two
+//! minutes, mostly the kubelet's grace periods and garbage collection); skipped in one line when
+//! no kubelet is built:
 //!
 //! ```text
 //! bash tests/kubelet/build-kubelet.sh
