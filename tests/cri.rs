@@ -115,9 +115,9 @@ fn crictl_version_info_runtime_config() {
     assert!(out.to_lowercase().contains("cgroupfs"), "{out}");
 
     // what is not served yet says so, naming the call
-    let err = crictl(&d, &["metricdescs"]).fails();
+    let err = crictl(&d, &["checkpoint", "--export", "/tmp/none.tar", "abc"]).fails();
     assert!(
-        err.contains("ListMetricDescriptors is not implemented"),
+        err.contains("CheckpointContainer is not implemented"),
         "{err}"
     );
 }

@@ -73,7 +73,10 @@ pub const CPU_PERIOD: u64 = 100_000;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Stats {
     pub cpu_ns: u64,
+    /// The working set: usage less the inactive file cache (what the OOM killer weighs).
     pub memory_usage: u64,
+    /// Everything charged, page cache included.
+    pub memory_total: u64,
     /// `None`: unlimited.
     pub memory_limit: Option<u64>,
     pub block_read: u64,

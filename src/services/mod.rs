@@ -14,6 +14,7 @@ pub mod containers;
 pub mod gc;
 pub mod images;
 pub mod pods;
+pub mod stats;
 pub mod volumes;
 
 pub use containers::Containers;
