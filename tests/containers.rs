@@ -570,6 +570,26 @@ fn interactive_tty() {
     assert!(text.contains("42"), "{text}");
     assert!(text.contains("/dev/pts/"), "{text}");
     assert_eq!(out.status.code(), Some(4), "{text}");
+
+    // `nook exec -it` starts its process on a terminal of the client's size: a command that
+    // asks at once (before any resize could arrive) sees it
+    d.nook(&["run", "-d", "--name", "tt", IMG, "sleep", "600"])
+        .ok();
+    let mut c = common::as_user(&d.user, &env, "script");
+    c.args([
+        "-q",
+        "-e",
+        "-c",
+        "stty rows 33 cols 101; nook exec -it tt stty size",
+        "/dev/null",
+    ])
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let out = c.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("33 101"), "{text}");
+    d.nook(&["rm", "-f", "tt"]).ok();
 }
 
 /// The seccomp program nookd compiles for crun is byte for byte the one crun compiles itself

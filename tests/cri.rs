@@ -332,6 +332,35 @@ fn wait_state(d: &Nookd, id: &str, want: &str) -> serde_json::Value {
     }
 }
 
+/// Runs `crictl port-forward ARGS` until a GET / on the host's 127.0.0.1:local answers
+/// (at most 20 s); the answer.
+fn through_port_forward(d: &Nookd, args: &[&str], local: u16) -> String {
+    let endpoint = format!("unix://{}", d.address.display());
+    let mut c = as_user(&d.user, &d.env(), &crictl_path().display().to_string());
+    c.args(["--runtime-endpoint", &endpoint, "port-forward"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = c.spawn().expect("running crictl port-forward");
+    let t0 = std::time::Instant::now();
+    let page = loop {
+        if std::net::TcpStream::connect(("127.0.0.1", local)).is_ok() {
+            let p = http_get(local);
+            if p.contains("200 OK") || t0.elapsed() > std::time::Duration::from_secs(20) {
+                break p;
+            }
+        }
+        if t0.elapsed() > std::time::Duration::from_secs(20) {
+            break String::from("(crictl port-forward never listened)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    page
+}
+
 /// GET / on 127.0.0.1:port from the host.
 fn http_get(port: u16) -> String {
     use std::io::{Read, Write};
@@ -493,6 +522,14 @@ fn crictl_pod_of_two_containers_sharing_localhost() {
     // the pod's port mapping reaches the server from the host
     let page = http_get(port);
     assert!(page.contains("hello-from-pod"), "{page}");
+    // crictl port-forward to the pod (kubelet's way: the pod, not a container) reaches what
+    // listens on the pod's own localhost, over both transports
+    for transport in ["spdy", "websocket"] {
+        let local = free_port();
+        let fwd = format!("{local}:8080");
+        let page = through_port_forward(&d, &["-r", transport, &pod_id, &fwd], local);
+        assert!(page.contains("hello-from-pod"), "{transport}: {page}");
+    }
 
     // list filters: by pod, state, label; containers show in nook's own view of k8s.io
     let q = |args: &[&str]| {
@@ -535,6 +572,61 @@ fn crictl_pod_of_two_containers_sharing_localhost() {
     crictl(&d, &["rmp", &pod_id]).ok();
     assert_eq!(crictl(&d, &["pods", "-q"]).ok().trim(), "");
     assert_eq!(crictl(&d, &["ps", "-a", "-q"]).ok().trim(), "");
+}
+
+/// A pod on the host network: nook's host network is its own namespace, so the container's
+/// port is published on the host at the same number (in Kubernetes it is the node's own);
+/// port-forward to such a pod reaches it too.
+#[test]
+fn crictl_host_network_pod_is_reachable_at_its_container_port() {
+    if !have_crictl() {
+        return;
+    }
+    let dir = scratch("hostnet");
+    let d = Nookd::start();
+    let mut regs = Vec::new();
+    let image = pulled_busybox(&d, &dir, &mut regs);
+    let port = free_port();
+    let pod = write_json(
+        &dir.join("pod.json"),
+        &serde_json::json!({
+            "metadata": {"name": "hostweb", "namespace": "default", "uid": "u-h", "attempt": 0},
+            "port_mappings": [{"container_port": port}],
+            "linux": {"security_context": {"namespace_options": {"network": 2}}},
+        }),
+    );
+    let pod_id = crictl(&d, &["runp", &pod]).ok().trim().to_string();
+    let web = write_json(
+        &dir.join("web.json"),
+        &serde_json::json!({
+            "metadata": {"name": "web"},
+            "image": {"image": image},
+            "command": ["sh", "-c", format!("mkdir -p /www && echo hello-host-net > /www/index.html && exec busybox httpd -f -p {port} -h /www")],
+        }),
+    );
+    let id = crictl(&d, &["create", &pod_id, &web, &pod])
+        .ok()
+        .trim()
+        .to_string();
+    crictl(&d, &["start", &id]).ok();
+    wait_state(&d, &id, "CONTAINER_RUNNING");
+    let t0 = std::time::Instant::now();
+    let page = loop {
+        let p = http_get(port);
+        if p.contains("200 OK") || t0.elapsed() > std::time::Duration::from_secs(20) {
+            break p;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(page.contains("hello-host-net"), "{page}");
+    let local = free_port();
+    let fwd = format!("{local}:{port}");
+    let page = through_port_forward(&d, &[&pod_id, &fwd], local);
+    assert!(page.contains("hello-host-net"), "{page}");
+    crictl(&d, &["stopp", &pod_id]).ok();
+    crictl(&d, &["rmp", &pod_id]).ok();
+    // its port is closed with the pod
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
 }
 
 /// A container's security context (user, read-only root, capabilities, seccomp), devices
@@ -754,12 +846,19 @@ fn critest_conformance() {
         "-c",
         "echo httpd: busybox httpd on :80; exec httpd -f -p 80 -h /var/www",
     ];
-    for n in [
-        "e2e-test-images/httpd:2.4.39-4",
-        &format!("{stg}/hostnet-nginx-amd64:latest"),
-    ] {
-        images.push((n.to_string(), full_busybox_cmd("", "web", &httpd)));
-    }
+    images.push((
+        "e2e-test-images/httpd:2.4.39-4".into(),
+        full_busybox_cmd("", "web", &httpd),
+    ));
+    // cri-tools' images/hostnet-nginx serves on 12003 (its host network's port)
+    images.push((
+        format!("{stg}/hostnet-nginx-amd64:latest"),
+        full_busybox_cmd(
+            "",
+            "hostnet-web",
+            &["httpd", "-f", "-p", "12003", "-h", "/var/www"],
+        ),
+    ));
     images.push((
         "e2e-test-images/nginx:1.14-2".into(),
         full_busybox_cmd("", "web", &["httpd", "-f", "-p", "80", "-h", "/var/www"]),

@@ -419,6 +419,13 @@ impl pb::containers_server::Containers for Svc {
             &first.workdir,
             first.tty,
         )?;
+        let mut process = process;
+        if first.tty && first.width > 0 && first.height > 0 {
+            // the terminal's size from its start (a resize after it comes too late for a
+            // command that asks at once, as `stty size` does)
+            process["consoleSize"] =
+                serde_json::json!({"height": first.height, "width": first.width});
+        }
         let exec_id = crate::runtime::containers::new_id()[..16].to_string();
         let (_pid, stream) = m
             .tasks

@@ -213,11 +213,6 @@ impl Pods {
                 p.name, p.kube_namespace, p.uid, p.attempt, p.id
             )));
         }
-        if spec.host_network && !spec.ports.is_empty() {
-            return Err(Error::InvalidArgument(
-                "a pod on the host network publishes no ports: its containers listen in nook's network namespace".into(),
-            ));
-        }
         let id = new_id();
         let hostname = if spec.hostname.is_empty() {
             spec.name.chars().take(63).collect()

@@ -565,8 +565,15 @@ async fn handle(shim: Arc<Shim>, conn: UnixStream) {
             } else {
                 resp
             };
-            if send(&mut w, &resp).await.is_ok() && ok {
-                stream(shim.init.clone(), sub, r, w, stdin).await;
+            if ok {
+                if send(&mut w, &resp).await.is_ok() {
+                    stream(shim.init.clone(), sub, r, w, stdin).await;
+                } else if stdin {
+                    // gone before it heard of the stream: as if it left during it
+                    shim.init.client_gone();
+                }
+            } else {
+                let _ = send(&mut w, &resp).await;
             }
             shim.active.fetch_sub(1, Ordering::SeqCst);
             shim.maybe_quit();
@@ -585,6 +592,10 @@ async fn handle(shim: Arc<Shim>, conn: UnixStream) {
                     let pid = proc.pid();
                     if send(&mut w, &Response::Stream { pid }).await.is_ok() {
                         stream(proc, sub, r, w, stdin).await;
+                    } else {
+                        // nookd dropped the request (its client died while the process
+                        // started): nobody will ever write to its stdin or close it
+                        proc.client_gone();
                     }
                 }
                 Err(e) => {

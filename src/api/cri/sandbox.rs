@@ -21,10 +21,27 @@ const MODE_CONTAINER: i32 = 1;
 const MODE_NODE: i32 = 2;
 
 /// The pod's port mappings as nook's (`[IP:]HOST:CONTAINER/PROTO`); a host port of 0 maps
-/// nothing (as with containerd's CNI port mapping).
-fn ports(ms: &[cri::PortMapping]) -> R<Vec<crate::network::ports::PortMapping>> {
+/// nothing (as with containerd's CNI port mapping). On the host network a container's port is
+/// the node's own in Kubernetes; nook's host network is its own namespace, so there the port
+/// is published on the host at the same number (where the user may bind it).
+fn ports(
+    ms: &[cri::PortMapping],
+    host_network: bool,
+) -> R<Vec<crate::network::ports::PortMapping>> {
     let mut out = Vec::new();
     for m in ms {
+        let mut m = m.clone();
+        if host_network && m.host_port <= 0 {
+            let start = crate::network::ports::unprivileged_port_start();
+            if m.container_port < i32::from(start) {
+                tracing::warn!(
+                    "host-network pod: port {} stays inside nook's network namespace (below net.ipv4.ip_unprivileged_port_start, {start})",
+                    m.container_port
+                );
+                continue;
+            }
+            m.host_port = m.container_port;
+        }
         if m.host_port <= 0 {
             continue;
         }
@@ -106,7 +123,7 @@ fn spec(c: cri::PodSandboxConfig, handler: String) -> R<PodSpec> {
             searches: dns.searches,
             options: dns.options,
         },
-        ports: ports(&c.port_mappings)?,
+        ports: ports(&c.port_mappings, host_network)?,
         host_network,
         pid,
         runtime_handler: handler,
@@ -286,15 +303,22 @@ mod tests {
             host_port: h,
             host_ip: ip.into(),
         };
-        let got = ports(&[
-            m(8080, 80, "", 0),
-            m(0, 53, "", 1),
-            m(5353, 53, "127.0.0.1", 1),
-        ])
+        let got = ports(
+            &[
+                m(8080, 80, "", 0),
+                m(0, 53, "", 1),
+                m(5353, 53, "127.0.0.1", 1),
+            ],
+            false,
+        )
         .unwrap();
         assert_eq!(got.len(), 2);
         assert_eq!((got[0].host_port, got[0].container_port), (8080, 80));
         assert_eq!(got[1].host_ip.to_string(), "127.0.0.1");
-        assert!(ports(&[m(1, 1, "", 2)]).is_err());
+        assert!(ports(&[m(1, 1, "", 2)], false).is_err());
+        // the host network: the container's port is the node's (a privileged one stays inside)
+        let got = ports(&[m(0, 12003, "", 0), m(0, 1, "", 0)], true).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].host_port, got[0].container_port), (12003, 12003));
     }
 }

@@ -441,6 +441,11 @@ pub async fn exec(ctx: &Ctx, a: ExecArgs) -> anyhow::Result<ExitCode> {
     let c = ctx.connect().await?;
     let (tx, rx) = mpsc::channel::<In>(64);
     let (otx, orx) = mpsc::channel::<pb::ExecInput>(64);
+    let size = if a.tty {
+        term_size().unwrap_or_default()
+    } else {
+        (0, 0)
+    };
     otx.send(pb::ExecInput {
         id: a.container.clone(),
         args: a.args.clone(),
@@ -449,6 +454,9 @@ pub async fn exec(ctx: &Ctx, a: ExecArgs) -> anyhow::Result<ExitCode> {
         workdir: a.workdir.clone().unwrap_or_default(),
         tty: a.tty,
         stdin: a.interactive,
+        // the terminal's size from the start (the process may ask before a resize arrives)
+        width: size.0,
+        height: size.1,
         ..Default::default()
     })
     .await

@@ -200,3 +200,32 @@ async fn pids_come_from_the_runtime() {
     // no cgroup listing and no such pid namespace to look into: the runtime's error
     assert_injected(ask(&shim, Request::Pids).await, "ps");
 }
+
+/// nookd drops an exec request whose client died while the process started: the shim's answer
+/// then finds nobody, and the process's stdin is closed all the same (else an exec'd `cat`
+/// waits for input forever).
+#[tokio::test]
+async fn an_exec_whose_requester_left_before_the_answer_has_its_stdin_closed() {
+    let (_d, _rt, shim) = shim(true);
+    shim.create_or_delete().await.unwrap();
+    let (a, b) = UnixStream::pair().unwrap();
+    let req = Request::Exec {
+        exec_id: "e1".into(),
+        process: serde_json::json!({"args": ["cat"]}),
+        tty: false,
+        stdin: true,
+        frames: true,
+    };
+    let mut line = serde_json::to_string(&req).unwrap();
+    line.push('\n');
+    let (_, mut w) = a.into_split();
+    w.write_all(line.as_bytes()).await.unwrap();
+    // the requester is gone before the shim (a current-thread runtime) even reads the request
+    drop(w);
+    handle(shim.clone(), b).await;
+    let proc = shim.proc(&Some("e1".into())).expect("the exec was started");
+    assert!(
+        crate::shim::io::lock(&proc.stdin).is_none(),
+        "the exec's stdin was left open with nobody to write to it"
+    );
+}
