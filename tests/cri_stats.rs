@@ -198,6 +198,41 @@ fn crictl_statsp_metrics_and_started_at() {
     assert!(num(&ws["value"]["value"]).unwrap_or(0) > 0, "{m}");
     assert_eq!(ws["labelValues"][0], "worker", "{m}");
     assert_eq!(ws["labelValues"][4], "statspod", "{m}");
+    // cAdvisor's finer figures, with cgroups delegated: the start time, the one thread, the
+    // writable layer's filesystem, the memory breakdown
+    let value = |n: &str| {
+        cm["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == n)
+            .and_then(|x| num(&x["value"]["value"]))
+            .unwrap_or_else(|| panic!("no {n}: {cm}"))
+    };
+    let started = value("container_start_time_seconds") as i64;
+    assert!(
+        (chrono::Utc::now().timestamp() - started).abs() < 600,
+        "{cm}"
+    );
+    assert_eq!(value("container_threads"), 1, "{cm}");
+    assert!(value("container_fs_inodes_total") >= value("container_fs_inodes_free"));
+    assert!(value("container_fs_limit_bytes") > 0, "{cm}");
+    value("container_memory_cache");
+    value("container_cpu_cfs_periods_total");
+    // every descriptor's labels match the values sent under its name
+    for x in cm["metrics"].as_array().unwrap() {
+        let desc = descs["descriptors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|dsc| dsc["name"] == x["name"])
+            .unwrap_or_else(|| panic!("{} not described", x["name"]));
+        assert_eq!(
+            desc["labelKeys"].as_array().unwrap().len(),
+            x["labelValues"].as_array().unwrap().len(),
+            "{x}"
+        );
+    }
     if pm["metrics"].as_array().is_some_and(|a| !a.is_empty()) {
         assert!(
             pm["metrics"]
@@ -284,6 +319,17 @@ fn crictl_statsp_without_delegation() {
         num(&s["linux"]["memory"]["rssBytes"]["value"]).unwrap_or(0) > 0,
         "{s}"
     );
+    // metrics: what /proc tells is there, what only a cgroup could tell is left out
+    let m = crictl_json(&d, &["metricsp"]);
+    let names: Vec<&str> = m["podMetrics"][0]["containerMetrics"][0]["metrics"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{m}"))
+        .iter()
+        .filter_map(|x| x["name"].as_str())
+        .collect();
+    assert!(names.contains(&"container_memory_working_set_bytes"), "{m}");
+    assert!(names.contains(&"container_threads"), "{m}");
+    assert!(!names.contains(&"container_memory_cache"), "{m}");
     crictl(&d, &["rmp", "-f", &pod.0]).ok();
 }
 

@@ -18,6 +18,7 @@
 //! refused with one line naming the controller and the `delegate` command (see
 //! [`Cgroups::require`]): a limit is never accepted and silently ignored.
 
+pub mod detail;
 pub mod v1;
 pub mod v2;
 

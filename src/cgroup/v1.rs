@@ -157,7 +157,7 @@ impl V1 {
             .find(|h| h.controllers.iter().any(|c| c == controller))
     }
 
-    fn dir(&self, controller: &str, path: &str) -> Option<PathBuf> {
+    pub(super) fn dir(&self, controller: &str, path: &str) -> Option<PathBuf> {
         under(&self.find(controller)?.mount, path)
     }
 

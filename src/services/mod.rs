@@ -11,6 +11,7 @@
 
 pub mod archive;
 pub mod containers;
+pub mod detail;
 pub mod gc;
 pub mod images;
 pub mod pods;

@@ -44,9 +44,13 @@ pub struct Usage {
 pub struct Interface {
     pub name: String,
     pub rx_bytes: u64,
+    pub rx_packets: u64,
     pub rx_errors: u64,
+    pub rx_dropped: u64,
     pub tx_bytes: u64,
+    pub tx_packets: u64,
     pub tx_errors: u64,
+    pub tx_dropped: u64,
 }
 
 /// A pod's usage: the sum of its running containers', each container's own, and its network.
@@ -83,13 +87,17 @@ pub fn interfaces(text: &str) -> Vec<Interface> {
             .split_whitespace()
             .filter_map(|x| x.parse().ok())
             .collect();
-        if f.len() >= 11 {
+        if f.len() >= 12 {
             out.push(Interface {
                 name: name.to_string(),
                 rx_bytes: f[0],
+                rx_packets: f[1],
                 rx_errors: f[2],
+                rx_dropped: f[3],
                 tx_bytes: f[8],
+                tx_packets: f[9],
                 tx_errors: f[10],
+                tx_dropped: f[11],
             });
         }
     }
@@ -136,16 +144,7 @@ impl Containers {
     /// namespace with the holder and the other containers.
     async fn process_usage(&self, ns: &str, r: &ContainerRecord, init: i32) -> Option<Usage> {
         let all = self.manager().tasks.client(ns, &r.id).pids().await.ok()?;
-        let pids = descendants(init, &all, |p| {
-            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
-            // after the command's closing parenthesis: state, then the parent's pid
-            stat.rsplit_once(')')?
-                .1
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()
-        });
+        let pids = own_processes(init, &all);
         // SAFETY: sysconf has no side effects.
         let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
         // SAFETY: as above.
@@ -180,6 +179,21 @@ impl Containers {
             source: Source::Processes,
         })
     }
+}
+
+/// The container's own processes among `pids` (what its shim listed): its init and the
+/// init's descendants, read from /proc.
+pub(super) fn own_processes(init: i32, pids: &[i32]) -> Vec<i32> {
+    descendants(init, pids, |p| {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+        // after the command's closing parenthesis: state, then the parent's pid
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    })
 }
 
 /// `init` and those of `pids` descended from it, given each process's parent.
@@ -263,9 +277,13 @@ mod tests {
             vec![Interface {
                 name: "eth0".into(),
                 rx_bytes: 2048,
+                rx_packets: 12,
                 rx_errors: 3,
+                rx_dropped: 0,
                 tx_bytes: 1024,
+                tx_packets: 8,
                 tx_errors: 5,
+                tx_dropped: 0,
             }]
         );
         assert!(interfaces("").is_empty());
