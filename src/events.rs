@@ -130,6 +130,11 @@ impl Bus {
     pub fn close(&self) {
         self.closing.send_replace(true);
     }
+
+    /// Whether [`Bus::close`] was called: nookd is shutting down.
+    pub fn is_closed(&self) -> bool {
+        *self.closing.borrow()
+    }
 }
 
 /// One subscriber's view of the bus.
@@ -197,6 +202,11 @@ impl Publisher {
     /// A publisher that drops every event.
     pub fn discard() -> Publisher {
         Publisher(None)
+    }
+
+    /// Whether nookd is shutting down (its bus closed); never for a discarding publisher.
+    pub fn shutting_down(&self) -> bool {
+        self.0.as_ref().is_some_and(|b| b.is_closed())
     }
 
     /// Publishes an event stamped now; never waits for subscribers.

@@ -610,3 +610,45 @@ fn readme_tour_serves_a_real_page() {
         said
     );
 }
+
+/// `nook rename` and `nook diff` as docker's: a new name that `ps` and later commands use, a
+/// taken name refused, and the container's changes against its image (`A`/`C`/`D`).
+#[test]
+fn rename_and_diff() {
+    let d = daemon();
+    d.nook(&["run", "-d", "--name", "first", IMG, "sleep", "600"])
+        .ok();
+    d.nook(&["run", "-d", "--name", "other", IMG, "sleep", "600"])
+        .ok();
+    d.nook(&["rename", "first", "second"]).ok();
+    let ps = d.nook(&["ps", "--format", "{{.Names}}"]).ok();
+    assert!(lines(&ps).contains(&"second".to_string()), "{ps}");
+    assert!(!lines(&ps).contains(&"first".to_string()), "{ps}");
+    let err = d.nook(&["rename", "second", "other"]).fails();
+    assert!(err.contains("other"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    d.nook(&[
+        "exec",
+        "second",
+        "sh",
+        "-c",
+        "echo x > /tmp/new; echo changed > /www/index.html",
+    ])
+    .ok();
+    let diff = d.nook(&["diff", "second"]).ok();
+    let got = lines(&diff);
+    assert!(got.contains(&"A /tmp/new".to_string()), "{diff}");
+    assert!(got.contains(&"C /www/index.html".to_string()), "{diff}");
+    assert!(got.contains(&"C /tmp".to_string()), "{diff}");
+    let j: serde_json::Value =
+        serde_json::from_str(&d.nook(&["diff", "second", "--format", "json"]).ok()).unwrap();
+    assert!(
+        j.as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["Kind"] == "A" && c["Path"] == "/tmp/new"),
+        "{j}"
+    );
+    d.nook(&["rm", "-f", "second", "other"]).ok();
+}

@@ -674,6 +674,9 @@ fn logs_follow_goes_on_across_nookd_restarts() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     d.signal_and_wait(nix::sys::signal::Signal::SIGTERM);
+    // the follower's stream ended with the shutdown: nookd did not wait out its grace for it
+    let log = std::fs::read_to_string(&d.log).unwrap();
+    assert!(!log.contains("did not end within"), "{log}");
     std::thread::sleep(Duration::from_millis(300));
     d.spawn();
     d.wait_ready();

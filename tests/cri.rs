@@ -896,7 +896,20 @@ fn critest_conformance() {
     );
     let endpoint = format!("unix://{}", d.address.display());
     let report = dir.join("critest.log");
-    let mut c = as_user(&d.user, &d.env(), &critest_path().display().to_string());
+    let mut c = if std::env::var_os("NOOK_CRITEST_NSENTER").is_some() {
+        let tool = dir.join("nook-rootless-setuptool.sh");
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("setuptool/nook-rootless-setuptool.sh"),
+            &tool,
+        )
+        .unwrap();
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut c = as_user(&d.user, &d.env(), "bash");
+        c.arg(&tool).args(["nsenter", "--"]).arg(critest_path());
+        c
+    } else {
+        as_user(&d.user, &d.env(), &critest_path().display().to_string())
+    };
     c.args([
         "--runtime-endpoint",
         &endpoint,

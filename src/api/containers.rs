@@ -648,6 +648,43 @@ impl pb::containers_server::Containers for Svc {
         Ok(Response::new(self.get_pb(&ns, rec).await?))
     }
 
+    async fn rename(
+        &self,
+        r: Request<pb::RenameRequest>,
+    ) -> Result<Response<pb::Container>, Status> {
+        let ns = namespace(&r)?;
+        let q = r.into_inner();
+        let rec = self.find(&ns, &q.id)?;
+        self.svc()?.rename(&ns, &rec, &q.name).await?;
+        let rec = self.find(&ns, &rec.id)?;
+        Ok(Response::new(self.get_pb(&ns, rec).await?))
+    }
+
+    async fn changes(
+        &self,
+        r: Request<pb::ContainerRef>,
+    ) -> Result<Response<pb::ChangesResponse>, Status> {
+        use crate::snapshot::changes::Change;
+        let ns = namespace(&r)?;
+        let rec = self.find(&ns, &r.get_ref().id)?;
+        let changes = self
+            .svc()?
+            .changes(&ns, &rec)
+            .await?
+            .into_iter()
+            .map(|(path, k)| pb::changes_response::Change {
+                kind: match k {
+                    Change::Added => "A",
+                    Change::Modified => "C",
+                    Change::Deleted => "D",
+                }
+                .into(),
+                path,
+            })
+            .collect();
+        Ok(Response::new(pb::ChangesResponse { changes }))
+    }
+
     async fn stats(
         &self,
         r: Request<pb::StatsRequest>,

@@ -128,6 +128,11 @@ pub enum Command {
     Inspect(containers::ManyArgs),
     /// Show a container's processes.
     Top(containers::OneArgs),
+    /// Give a container a new name (its peers' /etc/hosts follow).
+    Rename(containers::RenameArgs),
+    /// Show what changed in a container's filesystem against its image (A added, C changed,
+    /// D deleted).
+    Diff(containers::DiffArgs),
     /// Change running containers' resource limits (kept for their later runs).
     Update(limits::UpdateArgs),
     /// Show containers' resource usage: CPU, memory, network and block I/O, processes.
@@ -324,6 +329,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rm(a) => containers::rm(&ctx, a).await,
         Command::Inspect(a) => containers::inspect(&ctx, a).await,
         Command::Top(a) => containers::top(&ctx, a).await,
+        Command::Rename(a) => containers::rename(&ctx, a).await,
+        Command::Diff(a) => containers::diff(&ctx, a).await,
         Command::Update(a) => limits::update(&ctx, a).await,
         Command::Stats(a) => limits::stats(&ctx, a).await,
         Command::Pause(a) => limits::pause(&ctx, a, true).await,

@@ -852,6 +852,11 @@ pub fn build_spec(img: &ImageConfig, o: &SpecOptions) -> Result<Spec> {
         }
         linux["readonlyPaths"] = json!(ro);
     }
+    // a bind mount that propagates needs the root to carry it (containerd sets the same)
+    let prop = |p: &str| o.binds.iter().any(|b| b.propagation == p);
+    if let Some(p) = ["rshared", "rslave"].into_iter().find(|p| prop(p)) {
+        linux["rootfsPropagation"] = json!(p);
+    }
     if let Some(cg) = o.cgroups_path.as_ref().filter(|c| !c.is_empty()) {
         linux["cgroupsPath"] = json!(cg);
     }

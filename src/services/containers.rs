@@ -495,6 +495,11 @@ async fn follow_log(
         if tx.is_closed() {
             return;
         }
+        if m.deps().events.shutting_down() {
+            // cut without its end, as a stopped nookd's stream is (`nook logs -f` goes on
+            // with the next nookd): a follower would hold up the shutdown for its grace
+            return;
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -488,13 +488,23 @@ pub(super) async fn status(
                     !["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"]
                         .contains(&m["destination"].as_str().unwrap_or(""))
                 })
-                .map(|m| cri::Mount {
-                    container_path: m["destination"].as_str().unwrap_or("").into(),
-                    host_path: m["source"].as_str().unwrap_or("").into(),
-                    readonly: m["options"]
-                        .as_array()
-                        .is_some_and(|o| o.iter().any(|x| x == "ro")),
-                    ..Default::default()
+                .map(|m| {
+                    let opts = m["options"].as_array();
+                    let has = |o: &str| opts.is_some_and(|v| v.iter().any(|x| x == o));
+                    let propagation = if has("rshared") || has("shared") {
+                        cri::MountPropagation::PropagationBidirectional
+                    } else if has("rslave") || has("slave") {
+                        cri::MountPropagation::PropagationHostToContainer
+                    } else {
+                        cri::MountPropagation::PropagationPrivate
+                    };
+                    cri::Mount {
+                        container_path: m["destination"].as_str().unwrap_or("").into(),
+                        host_path: m["source"].as_str().unwrap_or("").into(),
+                        readonly: has("ro"),
+                        propagation: propagation.into(),
+                        ..Default::default()
+                    }
                 })
                 .collect()
         })

@@ -283,6 +283,21 @@ pub struct OneArgs {
     pub container: String,
 }
 
+#[derive(Args, Debug)]
+pub struct RenameArgs {
+    /// The container (id, id prefix or name).
+    pub container: String,
+    /// Its new name.
+    pub name: String,
+}
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    pub container: String,
+    #[command(flatten)]
+    pub flags: output::ListFlags,
+}
+
 /// `nook containers ...`
 #[derive(Subcommand, Debug)]
 #[allow(clippy::large_enum_variant)]
@@ -578,6 +593,45 @@ pub async fn top(ctx: &Ctx, a: OneArgs) -> anyhow::Result<ExitCode> {
     let titles: Vec<&str> = r.titles.iter().map(String::as_str).collect();
     let rows: Vec<Vec<String>> = r.processes.into_iter().map(|p| p.fields).collect();
     output::table(&titles, &rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn rename(ctx: &Ctx, a: RenameArgs) -> anyhow::Result<ExitCode> {
+    let c = ctx.connect().await?;
+    client(&c)
+        .rename(c.req(pb::RenameRequest {
+            id: a.container,
+            name: a.name,
+        }))
+        .await
+        .or_fail()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn diff(ctx: &Ctx, a: DiffArgs) -> anyhow::Result<ExitCode> {
+    let c = ctx.connect().await?;
+    let r = client(&c)
+        .changes(c.req(pb::ContainerRef { id: a.container }))
+        .await
+        .or_fail()?;
+    if a.flags.format.is_none() && !a.flags.quiet {
+        // docker diff's lines: `A /path`
+        for ch in &r.changes {
+            println!("{} {}", ch.kind, ch.path);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<output::Row> = r
+        .changes
+        .into_iter()
+        .map(|ch| output::Row {
+            key: ch.path.clone(),
+            cells: vec![ch.kind.clone(), ch.path.clone()],
+            json: serde_json::json!({"Kind": ch.kind, "Path": ch.path}),
+            fields: Vec::new(),
+        })
+        .collect();
+    a.flags.print(&["KIND", "PATH"], &rows)?;
     Ok(ExitCode::SUCCESS)
 }
 
