@@ -10,7 +10,6 @@ mod cri;
 
 use std::io::BufReader;
 use std::sync::mpsc;
-use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use common::Nookd;
@@ -21,28 +20,6 @@ use cri::{
 
 /// A user without cgroup delegation (tests/limits.rs removes any it was given).
 const OTHER: &str = "nookother";
-
-/// The one root step that delegates cgroups to the test user (idempotent; tests/limits.rs
-/// does the same).
-fn delegate() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let o = std::process::Command::new("bash")
-            .arg(
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("setuptool/nook-rootless-setuptool.sh"),
-            )
-            .args(["delegate", "--no-boot-unit", common::USER])
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "delegate: {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-    });
-}
 
 /// A protobuf JSON uint64 (crictl prints them as strings).
 fn num(v: &serde_json::Value) -> Option<u64> {
@@ -120,7 +97,7 @@ fn crictl_statsp_metrics_and_started_at() {
     if !have_crictl() {
         return;
     }
-    delegate();
+    common::delegate_cgroups();
     let dir = scratch("statsp");
     let d = Nookd::start();
     let mut regs = Vec::new();
