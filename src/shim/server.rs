@@ -259,6 +259,10 @@ impl Shim {
             obj.insert("terminal".into(), serde_json::Value::Bool(tty));
         }
         let proc = Proc::new(None, None, false, true);
+        let size = &process["consoleSize"];
+        if let (Some(w), Some(h)) = (size["width"].as_u64(), size["height"].as_u64()) {
+            *lock(&proc.console_size) = Some((w as u16, h as u16));
+        }
         lock(&self.execs).insert(exec_id.to_string(), proc.clone());
         let rx = proc.subscribe();
         let res = self.exec_inner(exec_id, &process, tty, stdin, &proc).await;
