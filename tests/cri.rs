@@ -4,68 +4,18 @@
 //! is also checked through `nook -n k8s.io`: CRI's images are nook's images in that namespace.
 
 mod common;
+#[path = "common/cri.rs"]
+mod cri;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{as_user, Nookd, Run};
+use common::{as_user, Nookd};
+use cri::{
+    crictl, crictl_path, have_crictl, pulled_busybox, scratch, wait_state, write_json, write_public,
+};
 use nook::image::fixture::{self, TestImage, TestRegistry, TestRegistryOptions};
-
-/// Where .ci/run installs crictl (`NOOK_CRICTL` overrides).
-fn crictl_path() -> PathBuf {
-    std::env::var_os("NOOK_CRICTL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/tmp/go/bin/crictl"))
-}
-
-/// Whether crictl is installed; a test without it says so in one line and passes.
-fn have_crictl() -> bool {
-    let p = crictl_path();
-    if p.exists() {
-        return true;
-    }
-    eprintln!(
-        "skipped: no crictl at {} (.ci/run installs it: GOBIN=/var/tmp/go/bin go install sigs.k8s.io/cri-tools/cmd/crictl@v1.37.0)",
-        p.display()
-    );
-    false
-}
-
-/// Runs `crictl ARGS` as the test user against the daemon's socket.
-fn crictl(d: &Nookd, args: &[&str]) -> Run {
-    let endpoint = format!("unix://{}", d.address.display());
-    let mut c = as_user(&d.user, &d.env(), &crictl_path().display().to_string());
-    c.args([
-        "--runtime-endpoint",
-        &endpoint,
-        "--image-endpoint",
-        &endpoint,
-        "--timeout",
-        "60s",
-    ])
-    .args(args)
-    .stdin(Stdio::null());
-    let out = c.output().expect("running crictl");
-    Run {
-        out,
-        what: format!("crictl {}", args.join(" ")),
-    }
-}
-
-/// A scratch directory readable by the test user.
-fn scratch(name: &str) -> PathBuf {
-    let p = PathBuf::from(format!("/tmp/nook-cri-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&p);
-    std::fs::create_dir_all(&p).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777)).unwrap();
-    p
-}
-
-fn write_public(p: &Path, data: &[u8]) {
-    std::fs::write(p, data).unwrap();
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644)).unwrap();
-}
 
 #[test]
 fn crictl_version_info_runtime_config() {
@@ -292,44 +242,12 @@ fn crictl_info_network_not_ready_when_link_down() {
     assert!(msg.contains("disabled") && msg.contains("none"), "{net}");
 }
 
-/// Pulls a busybox image from a local registry into `k8s.io`; returns its name.
-fn pulled_busybox(d: &Nookd, dir: &Path, reg_keep: &mut Vec<TestRegistry>) -> String {
-    let reg = TestRegistry::start(&dir.join("reg"), &TestRegistryOptions::default()).unwrap();
-    let a = TestImage::busybox("pod", true).unwrap();
-    d.nook_stdin(&["load"], &fixture::oci_layout(&[("local/a:1", &a)]))
-        .ok();
-    let name = format!("{}/test/bb:1", reg.host());
-    d.nook(&["push", "local/a:1", &name]).ok();
-    crictl(d, &["pull", &name]).ok();
-    reg_keep.push(reg);
-    name
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn write_json(p: &Path, v: &serde_json::Value) -> String {
-    write_public(p, v.to_string().as_bytes());
-    p.display().to_string()
-}
-
-/// Polls `crictl inspect` until the container's state is `want` (at most 20 s).
-fn wait_state(d: &Nookd, id: &str, want: &str) -> serde_json::Value {
-    let t0 = std::time::Instant::now();
-    loop {
-        let st: serde_json::Value =
-            serde_json::from_str(&crictl(d, &["inspect", "-o", "json", id]).ok()).unwrap();
-        if st["status"]["state"] == want || t0.elapsed() > std::time::Duration::from_secs(20) {
-            assert_eq!(st["status"]["state"], want, "{st}");
-            return st;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
 }
 
 /// Runs `crictl port-forward ARGS` until a GET / on the host's 127.0.0.1:local answers
