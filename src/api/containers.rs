@@ -439,8 +439,14 @@ impl pb::containers_server::Containers for Svc {
                 other => other.into(),
             })?;
         let (events, mut input) = stream.split();
+        // the size goes as consoleSize and once more as a resize (crun does not always have
+        // it set before the process asks); a process that ended at once has closed its
+        // input, while its output and exit are still to be read
         for i in inputs(first.data, first.close_stdin, first.width, first.height) {
-            input.send(&i).await?;
+            if let Err(e) = input.send(&i).await {
+                tracing::debug!("exec {exec_id}: its first input found it gone: {e}");
+                break;
+            }
         }
         Ok(Response::new(bridge(
             events,

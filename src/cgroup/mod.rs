@@ -18,6 +18,7 @@
 //! refused with one line naming the controller and the `delegate` command (see
 //! [`Cgroups::require`]): a limit is never accepted and silently ignored.
 
+pub mod detail;
 pub mod v1;
 pub mod v2;
 
@@ -73,7 +74,10 @@ pub const CPU_PERIOD: u64 = 100_000;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Stats {
     pub cpu_ns: u64,
+    /// The working set: usage less the inactive file cache (what the OOM killer weighs).
     pub memory_usage: u64,
+    /// Everything charged, page cache included.
+    pub memory_total: u64,
     /// `None`: unlimited.
     pub memory_limit: Option<u64>,
     pub block_read: u64,

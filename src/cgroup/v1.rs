@@ -157,7 +157,7 @@ impl V1 {
             .find(|h| h.controllers.iter().any(|c| c == controller))
     }
 
-    fn dir(&self, controller: &str, path: &str) -> Option<PathBuf> {
+    pub(super) fn dir(&self, controller: &str, path: &str) -> Option<PathBuf> {
         under(&self.find(controller)?.mount, path)
     }
 
@@ -207,6 +207,7 @@ impl V1 {
             .and_then(|t| keyed(&t, "total_inactive_file"))
             .unwrap_or(0);
         s.memory_usage = usage.saturating_sub(inactive);
+        s.memory_total = usage;
         // "unlimited" is the largest page-aligned i64
         s.memory_limit = read_u64(&mem.join("memory.limit_in_bytes")).filter(|l| *l < (1u64 << 62));
         if let Some(d) = self.dir("blkio", path) {

@@ -120,6 +120,7 @@ impl V2 {
             .and_then(|t| keyed(&t, "inactive_file"))
             .unwrap_or(0);
         s.memory_usage = usage.saturating_sub(inactive);
+        s.memory_total = usage;
         s.memory_limit = read_u64(&d.join("memory.max"));
         if let Ok(t) = std::fs::read_to_string(d.join("io.stat")) {
             for l in t.lines() {

@@ -25,4 +25,5 @@ pub mod seccomp;
 pub mod seccomp_bpf;
 pub mod spec;
 pub mod task;
+pub mod ulimit;
 pub mod user;

@@ -307,7 +307,7 @@ impl Tasks {
                     id: id.to_string(),
                     pid: e.pid,
                     status: crate::shim::TaskStatus::Stopped,
-                    started_at: None,
+                    started_at: c.recorded_start(),
                     exit: Some(e),
                     shim_pid: 0,
                     drained: true,
@@ -502,6 +502,16 @@ mod tests {
         let s = t.state("default", "gone").await.unwrap();
         assert_eq!(s.status, crate::shim::TaskStatus::Stopped);
         assert_eq!(s.exit.unwrap().exit_code, 3);
+        assert_eq!(s.started_at, None);
+        // the shim records when the init started beside its exit: a stopped task keeps it
+        std::fs::write(
+            b.join(files::EXIT),
+            r#"{"pid":42,"exit_code":0,"exited_at":"2026-01-01T00:00:02Z","started_at":"2026-01-01T00:00:01Z"}"#,
+        )
+        .unwrap();
+        let s = t.state("default", "gone").await.unwrap();
+        assert_eq!(s.started_at.as_deref(), Some("2026-01-01T00:00:01Z"));
+        assert_eq!(s.exit.unwrap().exited_at, "2026-01-01T00:00:02Z");
     }
 
     #[test]

@@ -343,36 +343,6 @@ impl Containers {
         }
     }
 
-    /// A running container's CPU time (ns) and resident memory (bytes) summed over its
-    /// processes from /proc: the figures where its cgroup cannot be read (not delegated).
-    pub async fn process_usage(&self, ns: &str, r: &ContainerRecord) -> Option<(u64, u64)> {
-        let pids = self.manager.tasks.client(ns, &r.id).pids().await.ok()?;
-        // SAFETY: sysconf has no side effects.
-        let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-        let page = 4096u64;
-        let (mut cpu, mut rss) = (0u64, 0u64);
-        for p in pids {
-            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-            // after the command's closing parenthesis: state is field 3, utime 14, stime 15
-            let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-            let f: Vec<u64> = rest
-                .split_whitespace()
-                .map(|x| x.parse().unwrap_or(0))
-                .collect();
-            if f.len() > 12 {
-                cpu += (f[11] + f[12]) * 1_000_000_000 / tick;
-            }
-            let statm = std::fs::read_to_string(format!("/proc/{p}/statm")).unwrap_or_default();
-            rss += statm
-                .split_whitespace()
-                .nth(1)
-                .and_then(|x| x.parse::<u64>().ok())
-                .unwrap_or(0)
-                * page;
-        }
-        Some((cpu, rss))
-    }
-
     /// Removes every stopped container of `ns` (created ones older than the grace), then
     /// collects what they held; reports them and the space freed.
     pub async fn prune(&self, ns: &str) -> Result<Pruned<Status>> {

@@ -11,9 +11,11 @@
 
 pub mod archive;
 pub mod containers;
+pub mod detail;
 pub mod gc;
 pub mod images;
 pub mod pods;
+pub mod stats;
 pub mod volumes;
 
 pub use containers::Containers;

@@ -277,6 +277,14 @@ impl ShimClient {
         let b = std::fs::read(self.bundle.join(files::EXIT)).ok()?;
         serde_json::from_slice(&b).ok()
     }
+
+    /// When the exited init had started, as its shim recorded with the exit (shims before
+    /// this record did not say).
+    pub fn recorded_start(&self) -> Option<String> {
+        let b = std::fs::read(self.bundle.join(files::EXIT)).ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&b).ok()?;
+        v["started_at"].as_str().map(String::from)
+    }
 }
 
 fn unexpected(r: Response) -> Error {

@@ -117,6 +117,9 @@ pub(super) struct Proc {
     pub(super) stdin: Mutex<Option<Fd>>,
     /// The pty master (for resize).
     pub(super) master: Mutex<Option<Fd>>,
+    /// The terminal's size to set as soon as the master arrives (the process's consoleSize:
+    /// the runtime does not always set it before the process asks).
+    pub(super) console_size: Mutex<Option<(u16, u16)>>,
     /// Every client's queue: each event goes to all, in order, waiting for room.
     pub(super) subs: Mutex<Vec<mpsc::Sender<Event>>>,
     /// Output kept for the first subscriber (see [`ShimConfig::hold_output`]).
@@ -160,6 +163,7 @@ impl Proc {
             pid: Mutex::new(0),
             stdin: Mutex::new(None),
             master: Mutex::new(None),
+            console_size: Mutex::new(None),
             subs: Mutex::new(Vec::new()),
             exit: watch::channel(None).0,
             done: watch::channel(None).0,
@@ -400,6 +404,9 @@ pub(super) fn install_master(s: UnixStream, proc: &Arc<Proc>) -> Result<(), Stri
     let master = super::recv_fds(s.as_fd())
         .map_err(|e| format!("receiving the pty: {e}"))?
         .swap_remove(0);
+    if let Some((w, h)) = *lock(&proc.console_size) {
+        let _ = set_winsize(master.as_raw_fd(), w, h);
+    }
     let dup = master.try_clone().map_err(|e| e.to_string())?;
     let reader = async_fd(master).map_err(|e| e.to_string())?;
     let writer = async_fd(dup).map_err(|e| e.to_string())?;

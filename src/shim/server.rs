@@ -140,7 +140,8 @@ impl Shim {
                 exit_code: code,
                 exited_at: now_rfc3339(),
             };
-            if let Err(e) = write_exit(&me.bundle, &info) {
+            let started = lock(&me.started_at).clone();
+            if let Err(e) = write_exit(&me.bundle, &info, started.as_deref()) {
                 eprintln!("nook-shim: recording the exit: {e}");
             }
             *lock(&me.status) = "stopped";
@@ -166,13 +167,19 @@ impl Shim {
                 "container is {st}, not created: it cannot be started"
             ));
         }
-        self.runtime(&["start", &self.cfg.id], Stdio3::null(), false)
-            .await?;
+        // stamped before `runtime start`: a process that exits at once is recorded with it
+        *lock(&self.started_at) = Some(now_rfc3339());
+        if let Err(e) = self
+            .runtime(&["start", &self.cfg.id], Stdio3::null(), false)
+            .await
+        {
+            *lock(&self.started_at) = None;
+            return Err(e);
+        }
         let mut s = lock(&self.status);
         if *s == "created" {
             *s = "running";
         }
-        *lock(&self.started_at) = Some(now_rfc3339());
         Ok(())
     }
 
@@ -252,6 +259,10 @@ impl Shim {
             obj.insert("terminal".into(), serde_json::Value::Bool(tty));
         }
         let proc = Proc::new(None, None, false, true);
+        let size = &process["consoleSize"];
+        if let (Some(w), Some(h)) = (size["width"].as_u64(), size["height"].as_u64()) {
+            *lock(&proc.console_size) = Some((w as u16, h as u16));
+        }
         lock(&self.execs).insert(exec_id.to_string(), proc.clone());
         let rx = proc.subscribe();
         let res = self.exec_inner(exec_id, &process, tty, stdin, &proc).await;
@@ -361,9 +372,15 @@ fn pids_in_namespace_of(pid: i32) -> Option<Vec<i32>> {
     Some(pids)
 }
 
-fn write_exit(bundle: &Path, info: &ExitInfo) -> std::io::Result<()> {
+/// Records the init's exit, with when it started: once the shim is gone this record is all
+/// that tells of the task (`Tasks::state`).
+fn write_exit(bundle: &Path, info: &ExitInfo, started_at: Option<&str>) -> std::io::Result<()> {
     let tmp = bundle.join(".exit.json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec(info)?)?;
+    let mut v = serde_json::to_value(info)?;
+    if let Some(t) = started_at {
+        v["started_at"] = t.into();
+    }
+    std::fs::write(&tmp, serde_json::to_vec(&v)?)?;
     std::fs::rename(&tmp, bundle.join(files::EXIT))
 }
 

@@ -553,3 +553,23 @@ impl Drop for SmallDisk {
         }
     }
 }
+
+/// The one root step that delegates cgroups to the test user (`nook-rootless-setuptool.sh
+/// delegate`; idempotent, once per test binary), for tests whose figures need the cgroup
+/// (CRI metrics, critest's metrics specs).
+pub fn delegate_cgroups() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let o = Command::new("bash")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("setuptool/nook-rootless-setuptool.sh"))
+            .args(["delegate", "--no-boot-unit", USER])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "delegate {USER}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    });
+}

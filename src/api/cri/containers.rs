@@ -1,7 +1,7 @@
 //! CRI containers: a container config becomes nook's create options for the one containers
 //! service (joining its pod's namespaces, see [`crate::runtime::containers::pod`]); Start,
-//! Stop, Remove, List and Status, UpdateContainerResources, ReopenContainerLog, ExecSync and
-//! stats go to the same manager as `nook`'s and docker's containers.
+//! Stop, Remove, List and Status, UpdateContainerResources, ReopenContainerLog and ExecSync go
+//! to the same manager as `nook`'s and docker's containers (stats: [`super::stats`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -22,12 +22,12 @@ use crate::runtime::spec::{BindMount, SeccompChoice};
 
 type R<T> = Result<T, Status>;
 
-fn manager(d: &Daemon) -> R<&Arc<Manager>> {
+pub(super) fn manager(d: &Daemon) -> R<&Arc<Manager>> {
     d.containers().map_err(Into::into)
 }
 
 /// A CRI container (one that belongs to a pod) by id or unique id prefix.
-fn find(d: &Daemon, id: &str) -> R<ContainerRecord> {
+pub(super) fn find(d: &Daemon, id: &str) -> R<ContainerRecord> {
     if id.is_empty() {
         return Err(Status::invalid_argument("no container id given"));
     }
@@ -365,11 +365,11 @@ fn cri_state(s: &CStatus) -> cri::ContainerState {
     }
 }
 
-fn to_map(m: &BTreeMap<String, String>) -> HashMap<String, String> {
+pub(super) fn to_map(m: &BTreeMap<String, String>) -> HashMap<String, String> {
     m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
-fn metadata(r: &ContainerRecord) -> cri::ContainerMetadata {
+pub(super) fn metadata(r: &ContainerRecord) -> cri::ContainerMetadata {
     let p = r.pod.clone().unwrap_or_default();
     cri::ContainerMetadata {
         name: p.name,
@@ -394,7 +394,7 @@ fn image_of(d: &Daemon, r: &ContainerRecord) -> (String, String, String) {
 
 /// The CRI containers (those of a pod) matching a filter's id prefix, pod id prefix and
 /// labels; ListContainers and ListContainerStats share it (their filters differ in type only).
-fn in_pods(
+pub(super) fn in_pods(
     m: &Manager,
     id: &str,
     pod: &str,
@@ -622,77 +622,6 @@ pub(super) async fn exec_sync(
             r.cmd, r.timeout
         ))),
     }
-}
-
-fn attributes(r: &ContainerRecord) -> cri::ContainerAttributes {
-    cri::ContainerAttributes {
-        id: r.id.clone(),
-        metadata: Some(metadata(r)),
-        labels: to_map(&r.labels),
-        annotations: to_map(&r.annotations),
-    }
-}
-
-/// A container's stats: its attributes always; while it runs, CPU and memory from its cgroup,
-/// or summed over its processes where cgroups are not delegated.
-async fn stats_of(d: &Daemon, m: &Manager, r: ContainerRecord) -> cri::ContainerStats {
-    let st = m.status(NAMESPACE, r.clone()).await;
-    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
-    let pid = st.task.as_ref().map(|t| t.pid).unwrap_or(0);
-    let mut out = cri::ContainerStats {
-        attributes: Some(attributes(&r)),
-        ..Default::default()
-    };
-    if st.running() {
-        // the cgroup's figures where cgroups are delegated, else the processes' from /proc
-        let usage = match crate::runtime::limits::stats(m.deps(), &r, pid) {
-            Some((s, _, _)) => Some((s.cpu_ns, s.memory_usage)),
-            None => match d.container_service() {
-                Ok(c) => c.process_usage(NAMESPACE, &r).await,
-                Err(_) => None,
-            },
-        };
-        if let Some((cpu, mem)) = usage {
-            let v = |x: u64| Some(cri::UInt64Value { value: x });
-            out.cpu = Some(cri::CpuUsage {
-                timestamp: now,
-                usage_core_nano_seconds: v(cpu),
-                usage_nano_cores: None,
-            });
-            out.memory = Some(cri::MemoryUsage {
-                timestamp: now,
-                working_set_bytes: v(mem),
-                usage_bytes: v(mem),
-                ..Default::default()
-            });
-        }
-    }
-    out
-}
-
-pub(super) async fn stats(
-    d: &Arc<Daemon>,
-    r: cri::ContainerStatsRequest,
-) -> R<cri::ContainerStatsResponse> {
-    let rec = find(d, &r.container_id)?;
-    let m = manager(d)?;
-    Ok(cri::ContainerStatsResponse {
-        stats: Some(stats_of(d, m, rec).await),
-    })
-}
-
-pub(super) async fn list_stats(
-    d: &Arc<Daemon>,
-    r: cri::ListContainerStatsRequest,
-) -> R<cri::ListContainerStatsResponse> {
-    let f = r.filter.unwrap_or_default();
-    let m = manager(d)?;
-    let recs = in_pods(m, &f.id, &f.pod_sandbox_id, &f.label_selector)?;
-    let mut stats = Vec::new();
-    for r in recs {
-        stats.push(stats_of(d, m, r).await);
-    }
-    Ok(cri::ListContainerStatsResponse { stats })
 }
 
 #[cfg(test)]

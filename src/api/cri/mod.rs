@@ -2,13 +2,17 @@
 //! for crictl, critest and a kubelet. Its images, pods and containers live in the `k8s.io`
 //! namespace, as containerd keeps them, and every call goes to the same services as nook's own
 //! API. [`runtime`] (RuntimeService) delegates pod sandboxes to [`sandbox`] (the pods service)
-//! and containers to [`containers`] (the containers service); [`images`] is the ImageService.
+//! and containers to [`containers`] (the containers service), stats and metrics to [`stats`]
+//! and [`metrics`], container events to [`events`]; [`images`] is the ImageService.
 //! Exec, Attach and PortForward hand out URLs of the streaming server in [`stream`].
 
 mod containers;
+mod events;
 mod images;
+mod metrics;
 mod runtime;
 mod sandbox;
+mod stats;
 mod stream;
 
 use std::sync::Arc;

@@ -1,6 +1,7 @@
 //! CRI's RuntimeService: Version, Status and RuntimeConfig answer from the daemon's plugins and
-//! config; pod sandboxes go to [`super::sandbox`], containers to [`super::containers`]; what is
-//! not served answers Unimplemented naming the call.
+//! config; pod sandboxes go to [`super::sandbox`], containers to [`super::containers`], stats
+//! and metrics to [`super::stats`] and [`super::metrics`], events to [`super::events`]; what
+//! is not served (CheckpointContainer) answers Unimplemented naming the call.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -137,14 +138,13 @@ impl RuntimeService for Runtime {
         Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
     }
 
-    type GetContainerEventsStream =
-        futures::stream::Empty<Result<cri::ContainerEventResponse, Status>>;
+    type GetContainerEventsStream = super::events::Stream;
 
     async fn get_container_events(
         &self,
         _r: Request<cri::GetEventsRequest>,
     ) -> R<Self::GetContainerEventsStream> {
-        Err(not_yet("GetContainerEvents"))
+        super::events::stream(self.d.clone()).map(Response::new)
     }
 
     async fn run_pod_sandbox(
@@ -292,7 +292,7 @@ impl RuntimeService for Runtime {
         &self,
         r: Request<cri::ContainerStatsRequest>,
     ) -> R<cri::ContainerStatsResponse> {
-        super::containers::stats(&self.d, r.into_inner())
+        super::stats::container(&self.d, r.into_inner())
             .await
             .map(Response::new)
     }
@@ -301,23 +301,27 @@ impl RuntimeService for Runtime {
         &self,
         r: Request<cri::ListContainerStatsRequest>,
     ) -> R<cri::ListContainerStatsResponse> {
-        super::containers::list_stats(&self.d, r.into_inner())
+        super::stats::list_containers(&self.d, r.into_inner())
             .await
             .map(Response::new)
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _r: Request<cri::PodSandboxStatsRequest>,
+        r: Request<cri::PodSandboxStatsRequest>,
     ) -> R<cri::PodSandboxStatsResponse> {
-        Err(not_yet("PodSandboxStats"))
+        super::stats::pod(&self.d, r.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _r: Request<cri::ListPodSandboxStatsRequest>,
+        r: Request<cri::ListPodSandboxStatsRequest>,
     ) -> R<cri::ListPodSandboxStatsResponse> {
-        Err(not_yet("ListPodSandboxStats"))
+        super::stats::list_pods(&self.d, r.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn checkpoint_container(
@@ -331,13 +335,13 @@ impl RuntimeService for Runtime {
         &self,
         _r: Request<cri::ListMetricDescriptorsRequest>,
     ) -> R<cri::ListMetricDescriptorsResponse> {
-        Err(not_yet("ListMetricDescriptors"))
+        Ok(Response::new(super::metrics::descriptors()))
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         _r: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> R<cri::ListPodSandboxMetricsResponse> {
-        Err(not_yet("ListPodSandboxMetrics"))
+        super::metrics::pods(&self.d).await.map(Response::new)
     }
 }

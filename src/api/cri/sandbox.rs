@@ -139,7 +139,7 @@ fn state(p: &PodRecord) -> i32 {
     }
 }
 
-fn metadata(p: &PodRecord) -> cri::PodSandboxMetadata {
+pub(super) fn metadata(p: &PodRecord) -> cri::PodSandboxMetadata {
     cri::PodSandboxMetadata {
         name: p.name.clone(),
         uid: p.uid.clone(),
@@ -148,7 +148,7 @@ fn metadata(p: &PodRecord) -> cri::PodSandboxMetadata {
     }
 }
 
-fn to_map(m: &std::collections::BTreeMap<String, String>) -> HashMap<String, String> {
+pub(super) fn to_map(m: &std::collections::BTreeMap<String, String>) -> HashMap<String, String> {
     m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
