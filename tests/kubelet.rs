@@ -103,12 +103,20 @@ fn kubelet_http(port: u16, method: &str, path: &str) -> Run {
 /// The kubelet's configuration for a rootless, standalone kubelet on nook.
 fn kubelet_config(d: &Nookd, manifests: &Path, logs: &Path, port: u16) -> String {
     let sock = format!("unix://{}", d.address.display());
+    // NOOK_KUBELET_GATES=A,B turns more feature gates on (e.g. the alpha
+    // PodAndContainerStatsFromCRI and EventedPLEG, which call nook's pod stats and events)
+    let gates: String = std::env::var("NOOK_KUBELET_GATES")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|g| !g.is_empty())
+        .map(|g| format!("  {g}: true\n"))
+        .collect();
     format!(
         "apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 featureGates:
   KubeletInUserNamespace: true
-containerRuntimeEndpoint: {sock}
+{gates}containerRuntimeEndpoint: {sock}
 imageServiceEndpoint: {sock}
 staticPodPath: {manifests}
 podLogsDir: {logs}
@@ -283,6 +291,9 @@ fn spawn_kubelet(d: &Nookd, dir: &Path, config: &Path, log: &Path) -> Child {
 /// The kubelet's log and nookd's, for a failure message.
 fn logs(kubelet_log: &Path, d: &Nookd) -> String {
     let k = std::fs::read_to_string(kubelet_log).unwrap_or_default();
+    if let Some(keep) = std::env::var_os("NOOK_KUBELET_LOG") {
+        let _ = std::fs::write(keep, &k);
+    }
     let tail: Vec<&str> = k.lines().rev().take(60).collect();
     let n = d.log_text();
     let ntail: Vec<&str> = n.lines().rev().take(30).collect();
