@@ -61,24 +61,7 @@ async fn response(d: &Arc<Daemon>, e: &Event, id: &str, pod: &str) -> cri::Conta
     .await
     .ok()
     .and_then(|r| r.status);
-    let members = d
-        .pods()
-        .and_then(|p| p.members(NAMESPACE, pod))
-        .unwrap_or_default();
-    let mut statuses = Vec::new();
-    for m in members {
-        let st = super::containers::status(
-            d,
-            cri::ContainerStatusRequest {
-                container_id: m.id,
-                verbose: false,
-            },
-        )
-        .await;
-        if let Some(s) = st.ok().and_then(|r| r.status) {
-            statuses.push(s);
-        }
-    }
+    let statuses = super::sandbox::member_statuses(d, pod).await;
     cri::ContainerEventResponse {
         container_id: id.to_string(),
         container_event_type: kind as i32,

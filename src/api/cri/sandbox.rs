@@ -261,9 +261,33 @@ pub(super) async fn status(
             runtime_handler: p.runtime_handler.clone(),
         }),
         info,
-        containers_statuses: vec![],
+        // a kubelet with EventedPLEG takes the pod's containers from here
+        containers_statuses: member_statuses(d, &p.id).await,
         timestamp: chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0),
     })
+}
+
+/// The CRI statuses of the pod's containers now.
+pub(super) async fn member_statuses(d: &Arc<Daemon>, pod: &str) -> Vec<cri::ContainerStatus> {
+    let members = d
+        .pods()
+        .and_then(|p| p.members(NAMESPACE, pod))
+        .unwrap_or_default();
+    let mut statuses = Vec::new();
+    for m in members {
+        let st = super::containers::status(
+            d,
+            cri::ContainerStatusRequest {
+                container_id: m.id,
+                verbose: false,
+            },
+        )
+        .await;
+        if let Some(s) = st.ok().and_then(|r| r.status) {
+            statuses.push(s);
+        }
+    }
+    statuses
 }
 
 pub(super) async fn list(
