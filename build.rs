@@ -1,6 +1,7 @@
 //! Compiles every `.proto` file under `proto/` into tonic services and prost messages, and
 //! generates the server side of containerd's v1 services over the message types of the
-//! `containerd-client` crate (which compiles containerd's own vendored protos).
+//! `containerd-client` crate (which compiles containerd's own vendored protos), and
+//! Kubernetes' CRI from `proto/cri/api.proto`.
 //! nook's protoc comes from `protoc-bin-vendored`; containerd-client's build script needs a
 //! system `protoc` (Debian's protobuf-compiler).
 
@@ -15,6 +16,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         unsafe { std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?) };
     }
     tonic_prost_build::configure().compile_protos(&protos, &[std::path::PathBuf::from("proto")])?;
+    // Kubernetes' CRI (proto/cri/README.md): servers only, and the calls nook does not
+    // implement answer Unimplemented by themselves
+    tonic_prost_build::configure()
+        .build_client(false)
+        .generate_default_stubs(true)
+        .compile_protos(&["proto/cri/api.proto"], &["proto/cri"])?;
     containerd_servers();
     println!("cargo:rerun-if-changed=proto");
     println!("cargo:rerun-if-changed=build.rs");

@@ -784,7 +784,6 @@ const CRITEST_EXPLAINED: &[(&str, &str)] = &[
         "runtime should support portforward [Conformance]",
         "it fetches the pod's address from the host first",
     ),
-    ("Image Volume", "image volumes are refused"),
     (
         "runtime should support HostPID",
         "the host's PID namespace is out of a user namespace's reach",

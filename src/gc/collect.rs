@@ -129,6 +129,14 @@ fn mark(
             if let Some((sn, key)) = container_snapshot(&c) {
                 m.snapshots.insert((ns.clone(), format!("{sn}/{key}")));
             }
+            // and its image volumes' views
+            for v in c["image_volumes"].as_array().into_iter().flatten() {
+                if let (Some(sn), Some(key)) =
+                    (v["snapshotter"].as_str(), v["snapshot_key"].as_str())
+                {
+                    m.snapshots.insert((ns.clone(), format!("{sn}/{key}")));
+                }
+            }
         }
         // leases
         for (_, l) in store.list::<Lease>(LEASES, &ns)? {

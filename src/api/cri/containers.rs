@@ -7,13 +7,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_cri::v1 as cri;
+use crate::api::cri::v1 as cri;
 use tonic::Status;
 
 use super::sandbox::selected;
 use super::NAMESPACE;
 use crate::daemon::Daemon;
 use crate::error::Error;
+use crate::runtime::containers::image_volumes::ImageMount;
 use crate::runtime::containers::pod::PodMember;
 use crate::runtime::containers::{
     ContainerRecord, ContainerState, CreateOptions, Manager, Status as CStatus,
@@ -129,6 +130,35 @@ fn limits(r: &cri::LinuxContainerResources) -> crate::runtime::limits::Limits {
     }
 }
 
+/// An image volume (`Mount.image`): the image must be present and the mount read-only, as
+/// Kubernetes makes it.
+fn image_mount(d: &Daemon, m: &cri::Mount, spec: &cri::ImageSpec) -> R<ImageMount> {
+    if !m.container_path.starts_with('/') {
+        return Err(Status::invalid_argument(format!(
+            "image volume at {:?}: the container path must be absolute",
+            m.container_path
+        )));
+    }
+    if !m.readonly {
+        return Err(Status::invalid_argument(format!(
+            "image volume at {}: image volumes are read-only; set readonly on the mount",
+            m.container_path
+        )));
+    }
+    let (image, image_id, _) = super::images::lookup(d, &spec.image)?.ok_or_else(|| {
+        Status::not_found(format!(
+            "image volume at {}: image {:?} is not present: pull it first (crictl pull {})",
+            m.container_path, spec.image, spec.image
+        ))
+    })?;
+    Ok(ImageMount {
+        image,
+        image_id,
+        destination: m.container_path.clone(),
+        sub_path: m.image_sub_path.clone(),
+    })
+}
+
 /// The create options for a CRI container config in pod `p` (the deprecated
 /// `seccomp_profile_path` is still read: older clients send only it).
 #[allow(deprecated)]
@@ -140,6 +170,15 @@ fn options(
     let meta = c
         .metadata
         .ok_or_else(|| Status::invalid_argument("the container config has no metadata"))?;
+    if !matches!(
+        cri::Signal::try_from(c.stop_signal),
+        Ok(cri::Signal::RuntimeDefault | cri::Signal::Sigterm)
+    ) {
+        return Err(Status::invalid_argument(format!(
+            "stop signal {:?}: nook stops containers with SIGTERM (then SIGKILL) only; drop the container's stop signal",
+            cri::Signal::try_from(c.stop_signal).map(|s| s.as_str_name()).unwrap_or("unknown")
+        )));
+    }
     if !c.devices.is_empty() || !c.cdi_devices.is_empty() {
         return Err(Status::invalid_argument(
             "devices cannot be given to a rootless container: an unprivileged user cannot create device nodes; drop devices from the container config",
@@ -161,11 +200,11 @@ fn options(
         ))
     })?;
     let mut mounts = Vec::new();
+    let mut image_mounts = Vec::new();
     for m in &c.mounts {
-        if m.image.is_some() {
-            return Err(Status::invalid_argument(
-                "image volumes are not supported by nook's CRI",
-            ));
+        if let Some(spec) = &m.image {
+            image_mounts.push(image_mount(d, m, spec)?);
+            continue;
         }
         if !m.host_path.starts_with('/') || !m.container_path.starts_with('/') {
             return Err(Status::invalid_argument(format!(
@@ -245,7 +284,7 @@ fn options(
         env: c
             .envs
             .into_iter()
-            .map(|kv| format!("{}={}", kv.key, kv.value))
+            .map(|kv| format!("{}={}", kv.key, String::from_utf8_lossy(&kv.value)))
             .collect(),
         workdir: c.working_dir,
         user,
@@ -264,6 +303,7 @@ fn options(
         labels: c.labels.into_iter().collect(),
         annotations: c.annotations.into_iter().collect(),
         mounts,
+        image_mounts,
         // a privileged container runs unconfined whatever profile is named (containerd's rule)
         seccomp: Some(if sc.privileged {
             SeccompChoice::Unconfined
@@ -498,8 +538,23 @@ pub(super) async fn status(
                     } else {
                         cri::MountPropagation::PropagationPrivate
                     };
+                    let dest = m["destination"].as_str().unwrap_or("");
+                    if let Some(v) = rec.image_volumes.iter().find(|v| v.destination == dest) {
+                        // an image volume: the image and its id, as the client gave it
+                        return cri::Mount {
+                            container_path: dest.into(),
+                            readonly: true,
+                            image: Some(cri::ImageSpec {
+                                image: v.image.clone(),
+                                image_ref: v.image_id.clone(),
+                                ..Default::default()
+                            }),
+                            image_sub_path: v.sub_path.clone(),
+                            ..Default::default()
+                        };
+                    }
                     cri::Mount {
-                        container_path: m["destination"].as_str().unwrap_or("").into(),
+                        container_path: dest.into(),
                         host_path: m["source"].as_str().unwrap_or("").into(),
                         readonly: has("ro"),
                         propagation: propagation.into(),
@@ -570,6 +625,8 @@ pub(super) async fn status(
                         .unwrap_or_default(),
                 }),
             }),
+            // nook stops with SIGTERM, then SIGKILL (a config's other stop signal is refused)
+            stop_signal: cri::Signal::Sigterm as i32,
         }),
         info,
     })

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use k8s_cri::v1 as cri;
+use crate::api::cri::v1 as cri;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
@@ -18,7 +18,7 @@ use crate::daemon::Daemon;
 use crate::events::{Event, Filter};
 
 /// The stream GetContainerEvents answers with.
-pub(super) type Stream = ReceiverStream<Result<cri::ContainerEventResponse, Status>>;
+pub(super) type Stream = tonic::codegen::BoxStream<cri::ContainerEventResponse>;
 
 /// The CRI event type of a bus topic, for the topics CRI has a word for.
 fn event_type(topic: &str) -> Option<cri::ContainerEventType> {
@@ -117,7 +117,7 @@ pub(super) fn stream(d: Arc<Daemon>) -> Result<Stream, Status> {
         }
         tracing::debug!("GetContainerEvents: the stream ended");
     });
-    Ok(ReceiverStream::new(rx))
+    Ok(Box::pin(ReceiverStream::new(rx)))
 }
 
 #[cfg(test)]

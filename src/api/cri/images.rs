@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_server::ImageService;
+use crate::api::cri::v1 as cri;
+use crate::api::cri::v1::image_service_server::ImageService;
 use tonic::{Request, Response, Status};
 
 use super::{ensure_namespace, NAMESPACE};

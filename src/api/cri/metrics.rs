@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use k8s_cri::v1 as cri;
+use crate::api::cri::v1 as cri;
 use tonic::Status;
 
 use super::NAMESPACE;

@@ -15,11 +15,18 @@ mod sandbox;
 mod stats;
 mod stream;
 
+/// CRI's messages and server traits, compiled from `proto/cri/api.proto` (Kubernetes'
+/// cri-api v0.37.0) by build.rs.
+#[allow(clippy::all, missing_docs)]
+pub mod v1 {
+    tonic::include_proto!("runtime.v1");
+}
+
 use std::sync::Arc;
 
-use k8s_cri::v1::image_service_server::ImageServiceServer;
-use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 use tonic::Status;
+use v1::image_service_server::ImageServiceServer;
+use v1::runtime_service_server::RuntimeServiceServer;
 
 use crate::daemon::Daemon;
 

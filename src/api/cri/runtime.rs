@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::runtime_service_server::RuntimeService;
+use crate::api::cri::v1 as cri;
+use crate::api::cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
 use super::{not_yet, API_VERSION};
@@ -114,6 +114,8 @@ impl RuntimeService for Runtime {
             }],
             features: Some(cri::RuntimeFeatures {
                 supplemental_groups_policy: false,
+                user_namespaces_host_network: false,
+                mount_options: false,
             }),
         }))
     }
@@ -138,12 +140,10 @@ impl RuntimeService for Runtime {
         Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
     }
 
-    type GetContainerEventsStream = super::events::Stream;
-
     async fn get_container_events(
         &self,
         _r: Request<cri::GetEventsRequest>,
-    ) -> R<Self::GetContainerEventsStream> {
+    ) -> R<super::events::Stream> {
         super::events::stream(self.d.clone()).map(Response::new)
     }
 

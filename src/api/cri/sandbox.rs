@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_cri::v1 as cri;
+use crate::api::cri::v1 as cri;
 use tonic::Status;
 
 use super::{ensure_namespace, NAMESPACE};

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use k8s_cri::v1 as cri;
+use crate::api::cri::v1 as cri;
 use tonic::Status;
 
 use super::containers::{find, in_pods, manager, metadata, to_map};
@@ -36,6 +36,7 @@ fn cpu(u: &Usage) -> cri::CpuUsage {
         timestamp: u.timestamp,
         usage_core_nano_seconds: v(u.cpu_ns),
         usage_nano_cores: None,
+        psi: None,
     }
 }
 
@@ -127,6 +128,7 @@ pub(super) fn pod_stats(u: &PodUsage) -> cri::PodSandboxStats {
                 timestamp: u.timestamp,
                 process_count: v(u.total.map(|t| t.processes).unwrap_or(0)),
             }),
+            io: None,
             containers: u
                 .containers
                 .iter()

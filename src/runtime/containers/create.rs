@@ -170,6 +170,35 @@ impl Manager {
             }
         };
 
+        // image volumes (CRI's): each image read-only, as a view snapshot of its own
+        let (d2, ns2, id2, sn2, bundle2, want) = (
+            d.clone(),
+            ns.to_string(),
+            id.clone(),
+            snapshotter.clone(),
+            bundle.clone(),
+            o.image_mounts.clone(),
+        );
+        let image_volumes = match blocking(move || {
+            image_volumes::mount_new(&d2, &ns2, &id2, &sn2, &bundle2, &want)
+        })
+        .await
+        {
+            Ok(v) => v,
+            Err(e) => {
+                self.abort_create(ns, &id, &snapshotter).await;
+                return Err(e);
+            }
+        };
+        for (v, source) in &image_volumes {
+            binds.push(BindMount {
+                source: source.clone(),
+                destination: v.destination.clone(),
+                read_only: true,
+                propagation: "rprivate".into(),
+            });
+        }
+
         // the volumes: made when missing (a name used for the first time, `-v /path`),
         // filled from the image when new and empty, then bound like host directories
         // the image's VOLUMEs that no -v or --tmpfs covers get anonymous volumes, as docker's
@@ -321,6 +350,7 @@ impl Manager {
             annotations: o.annotations.clone(),
             pod: o.pod.as_ref().map(|j| j.member.clone()),
             volumes: vols.clone(),
+            image_volumes: image_volumes.into_iter().map(|(v, _)| v).collect(),
         };
         let res = d.store.write(|tx| {
             // a volume removed since it was mounted above: the container would hold a
@@ -416,6 +446,7 @@ impl Manager {
             client: Some(client),
             annotations: BTreeMap::new(),
             pod: None,
+            image_volumes: vec![],
         };
         d.store.write(|tx| {
             for (_, r) in tx_list(tx, ns)? {
@@ -458,6 +489,7 @@ impl Manager {
         let d = &self.deps;
         let rootfs = self.rootfs(ns, id);
         let _ = d.mounts.unmount(&rootfs);
+        image_volumes::undo(d, ns, id, snapshotter, &self.tasks.bundle_dir(ns, id));
         if let Ok(sn) = d.snapshotters.get(Some(snapshotter)) {
             let _ = crate::snapshot::Snapshotter::remove(sn.as_ref(), ns, id);
         }

@@ -67,6 +67,7 @@ impl Manager {
                 .map_err(|e| Error::io(format!("creating {}", rootfs.display()), e))?;
             d.mounts.mount_all(&mounts, &rootfs)?;
         }
+        image_volumes::ensure_mounted(d, ns, r, &bundle)?;
         Ok(())
     }
 
@@ -317,6 +318,7 @@ impl Manager {
             if d.mounts.is_mounted(&rootfs) {
                 d.mounts.unmount(&rootfs)?;
             }
+            image_volumes::unmount_all(d, c.bundle())?;
             let exit_file = c.bundle().join(crate::shim::files::EXIT);
             match std::fs::remove_file(&exit_file) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -506,12 +508,16 @@ impl Manager {
         }
         super::limits::forget(ns, &r.id);
         // unmounting, the redb commit and the removals below block: off the async threads
-        let (rootfs, mounts) = (self.rootfs(ns, &r.id), d.mounts.clone());
+        let (rootfs, d2, bundle) = (
+            self.rootfs(ns, &r.id),
+            d.clone(),
+            self.tasks.bundle_dir(ns, &r.id),
+        );
         blocking(move || {
-            if mounts.is_mounted(&rootfs) {
-                mounts.unmount(&rootfs)?;
+            if d2.mounts.is_mounted(&rootfs) {
+                d2.mounts.unmount(&rootfs)?;
             }
-            Ok(())
+            image_volumes::unmount_all(&d2, &bundle)
         })
         .await?;
         let _gc = d.gc.lock.read().await;

@@ -8,6 +8,7 @@
 //! nookd sees exactly what is running.
 
 mod create;
+pub mod image_volumes;
 mod lifecycle;
 pub mod pod;
 mod recover;
@@ -94,6 +95,9 @@ pub struct ContainerRecord {
     /// The pod it belongs to, if any (a CRI container).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<pod::PodMember>,
+    /// Images it mounts read-only (CRI's image volumes), each a view snapshot of its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_volumes: Vec<image_volumes::ImageVolume>,
 }
 
 /// What a containerd client gave at creation, kept as given: its runtime name and options,
@@ -176,6 +180,8 @@ pub struct CreateOptions {
     pub annotations: BTreeMap<String, String>,
     /// Bind mounts given as such (CRI's), besides `volumes`.
     pub mounts: Vec<BindMount>,
+    /// Images to mount read-only (CRI's image volumes).
+    pub image_mounts: Vec<image_volumes::ImageMount>,
     /// A seccomp choice given as such (CRI's security context), instead of `security_opt`'s.
     pub seccomp: Option<spec::SeccompChoice>,
     /// `no_new_privs` given as such.
@@ -442,6 +448,7 @@ mod tests {
             annotations: BTreeMap::new(),
             pod: None,
             volumes: vec![],
+            image_volumes: vec![],
         };
         assert_eq!(rec.command(), ["sh", "-c", "true"]);
         let s = Status {

@@ -111,6 +111,10 @@ impl Manager {
                         continue;
                     }
                 }
+                if let Err(e) = image_volumes::unmount_all(d, &b.path()) {
+                    tracing::warn!(container = %id, "half-made container: {e}");
+                    continue;
+                }
                 match self.tasks.remove_bundle(&nsn, &id) {
                     Ok(()) => n += 1,
                     Err(e) => tracing::warn!(container = %id, "half-made container: {e}"),

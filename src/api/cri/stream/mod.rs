@@ -26,11 +26,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::api::cri::v1 as cri;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming as Body;
 use hyper::{Request, Response, StatusCode};
-use k8s_cri::v1 as cri;
 use tonic::Status;
 
 use super::NAMESPACE;
