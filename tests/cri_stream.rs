@@ -6,13 +6,15 @@
 //! where CRI's containers live.
 
 mod common;
+#[path = "common/cri.rs"]
+mod cri;
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{as_user, Nookd, Run};
+use cri::{crictl_cmd, crictl_path, crictl_stdin, have_crictl};
 use nook::image::fixture::{docker_archive, FileSpec, TestImage};
 
 const IMG: &str = "bb:latest";
@@ -36,25 +38,6 @@ fn image() -> Vec<u8> {
     docker_archive(&[(&[IMG], &img)])
 }
 
-fn crictl_path() -> PathBuf {
-    std::env::var_os("NOOK_CRICTL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/tmp/go/bin/crictl"))
-}
-
-/// Whether crictl is installed; a test without it says so in one line and passes.
-fn have_crictl() -> bool {
-    let p = crictl_path();
-    if p.exists() {
-        return true;
-    }
-    eprintln!(
-        "skipped: no crictl at {} (.ci/run installs it: GOBIN=/var/tmp/go/bin go install sigs.k8s.io/cri-tools/cmd/crictl@v1.37.0)",
-        p.display()
-    );
-    false
-}
-
 /// A daemon with the test image in `k8s.io`.
 fn daemon() -> Nookd {
     let d = Nookd::start();
@@ -73,34 +56,6 @@ fn run_k8s(d: &Nookd, args: &[&str]) -> String {
         serde_json::from_str(&d.nook(&["-n", "k8s.io", "inspect", name]).ok()).unwrap();
     let v = if v.is_array() { v[0].clone() } else { v };
     v["Id"].as_str().unwrap().to_string()
-}
-
-fn crictl_cmd(d: &Nookd, args: &[&str]) -> Command {
-    let endpoint = format!("unix://{}", d.address.display());
-    let mut c = as_user(&d.user, &d.env(), &crictl_path().display().to_string());
-    c.args(["--runtime-endpoint", &endpoint, "--timeout", "30s"])
-        .args(args);
-    c
-}
-
-/// Runs crictl with `input` on its stdin (none: /dev/null).
-fn crictl(d: &Nookd, args: &[&str], input: Option<&[u8]>) -> Run {
-    let mut c = crictl_cmd(d, args);
-    c.stdout(Stdio::piped()).stderr(Stdio::piped());
-    c.stdin(if input.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    });
-    let mut child = c.spawn().expect("running crictl");
-    if let Some(i) = input {
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(i).unwrap();
-    }
-    Run {
-        out: child.wait_with_output().unwrap(),
-        what: format!("crictl {}", args.join(" ")),
-    }
 }
 
 /// Runs `script -qec CMD` as the test user: crictl on a pseudo-terminal, fed `input`.
@@ -153,9 +108,9 @@ fn crictl_exec_over_spdy_and_websocket() {
             a
         }
         // output on both streams, exit code 0, by full id and by prefix
-        let out = crictl(&d, &with(transport, &[&id, "echo", "hello"]), None).ok();
+        let out = crictl_stdin(&d, &with(transport, &[&id, "echo", "hello"]), None).ok();
         assert_eq!(out.trim(), "hello", "{transport}");
-        let run = crictl(
+        let run = crictl_stdin(
             &d,
             &with(
                 transport,
@@ -177,14 +132,14 @@ fn crictl_exec_over_spdy_and_websocket() {
         );
         // stdin to the end, then its close ends `cat`
         let data: Vec<u8> = (0..200_000u32).map(|i| b'a' + (i % 26) as u8).collect();
-        let run = crictl(
+        let run = crictl_stdin(
             &d,
             &with(transport, &["-i", &id, "sh", "-c", "cat | wc -c"]),
             Some(&data),
         );
         assert_eq!(run.ok().trim(), "200000", "{transport}");
         // a large output arrives whole
-        let run = crictl(
+        let run = crictl_stdin(
             &d,
             &with(transport, &[&id, "head", "-c", "3000000", "/dev/zero"]),
             None,
@@ -193,16 +148,16 @@ fn crictl_exec_over_spdy_and_websocket() {
         assert_eq!(run.out.stdout.len(), 3_000_000, "{transport}");
     }
     // what cannot be run says so
-    let err = crictl(&d, &["exec", &id, "/no/such/program"], None).fails();
+    let err = crictl_stdin(&d, &["exec", &id, "/no/such/program"], None).fails();
     assert!(
         err.contains("no/such/program") || err.contains("exit code"),
         "{err}"
     );
-    let err = crictl(&d, &["exec", "0000000000000", "true"], None).fails();
+    let err = crictl_stdin(&d, &["exec", "0000000000000", "true"], None).fails();
     assert!(err.contains("no such container"), "{err}");
     // a stopped container is refused at the RPC
     d.nook(&["-n", "k8s.io", "stop", "-t", "0", "s"]).ok();
-    let err = crictl(&d, &["exec", &id, "true"], None).fails();
+    let err = crictl_stdin(&d, &["exec", &id, "true"], None).fails();
     assert!(err.contains("not running"), "{err}");
 }
 
@@ -249,7 +204,7 @@ fn crictl_attach() {
             "sleep 3; echo attached-out; echo attached-err >&2; sleep 1",
         ],
     );
-    let run = crictl(&d, &["attach", &id], None);
+    let run = crictl_stdin(&d, &["attach", &id], None);
     run.ok();
     assert!(run.stdout().contains("attached-out"), "{}", run.stdout());
     assert!(run.stderr().contains("attached-err"), "{}", run.stderr());
@@ -257,7 +212,7 @@ fn crictl_attach() {
     for transport in ["spdy", "websocket"] {
         let name = format!("cat-{transport}");
         let id = run_k8s(&d, &["-i", "--name", &name, IMG, "cat"]);
-        let run = crictl(
+        let run = crictl_stdin(
             &d,
             &["attach", "-r", transport, "-i", &id],
             Some(b"through attach\n"),

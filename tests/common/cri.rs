@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -55,6 +56,24 @@ pub fn crictl(d: &Nookd, args: &[&str]) -> Run {
     let out = crictl_cmd(d, args).output().expect("running crictl");
     Run {
         out,
+        what: format!("crictl {}", args.join(" ")),
+    }
+}
+
+/// Runs `crictl ARGS` with `input` on its stdin (none: /dev/null).
+pub fn crictl_stdin(d: &Nookd, args: &[&str], input: Option<&[u8]>) -> Run {
+    let Some(input) = input else {
+        return crictl(d, args);
+    };
+    let mut child = crictl_cmd(d, args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running crictl");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    Run {
+        out: child.wait_with_output().unwrap(),
         what: format!("crictl {}", args.join(" ")),
     }
 }
