@@ -383,11 +383,32 @@ pub fn read_log_at(
     tail: Option<usize>,
 ) -> Result<(Vec<(crate::shim::LogLine, u64)>, u64)> {
     let p = bundle.join(files::LOG);
-    let mut text = match std::fs::read(&p) {
+    let text = match std::fs::read(&p) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(Error::io(format!("reading {}", p.display()), e)),
     };
+    Ok(parse_log(text, tail))
+}
+
+/// [`read_log_at`] on a log already open (`None`: there is none yet).
+pub fn read_open_log(
+    f: Option<&std::fs::File>,
+    tail: Option<usize>,
+) -> Result<(Vec<(crate::shim::LogLine, u64)>, u64)> {
+    use std::io::{Read, Seek};
+    let mut text = Vec::new();
+    if let Some(mut f) = f {
+        f.seek(std::io::SeekFrom::Start(0))
+            .and_then(|_| f.read_to_end(&mut text))
+            .map_err(|e| Error::io("reading the container log", e))?;
+    }
+    Ok(parse_log(text, tail))
+}
+
+/// The complete lines of a log's text, each with the offset after it, and where the last one
+/// ends.
+fn parse_log(mut text: Vec<u8>, tail: Option<usize>) -> (Vec<(crate::shim::LogLine, u64)>, u64) {
     let end = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
     text.truncate(end);
     let mut lines: Vec<(&[u8], u64)> = Vec::new();
@@ -406,7 +427,7 @@ pub fn read_log_at(
         .into_iter()
         .filter_map(|(l, off)| Some((crate::shim::LogLine::parse(l)?, off)))
         .collect();
-    Ok((entries, end as u64))
+    (entries, end as u64)
 }
 
 /// The error for a runtime that could not create the container. A command that is not there
@@ -584,5 +605,12 @@ mod tests {
             .unwrap()
             .0
             .is_empty());
+        // a log opened before its container (and bundle) went is still read whole
+        let f = std::fs::File::open(d.path().join(files::LOG)).unwrap();
+        std::fs::remove_file(d.path().join(files::LOG)).unwrap();
+        let (open, end3) = read_open_log(Some(&f), Some(2)).unwrap();
+        assert_eq!((open.len(), end3), (2, end));
+        assert_eq!(open[1].0.log, "l4\n");
+        assert!(read_open_log(None, None).unwrap().0.is_empty());
     }
 }

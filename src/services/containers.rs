@@ -139,6 +139,10 @@ impl Containers {
         merge: bool,
     ) -> mpsc::Receiver<Result<LogEntry>> {
         let bundle = self.manager.tasks.bundle_dir(ns, &r.id);
+        // opened here, before the caller goes on: what is written to it can still be read
+        // after the container is removed (docker-py's containers.run removes the container
+        // before it reads the logs it asked for)
+        let file = std::fs::File::open(bundle.join(crate::shim::files::LOG)).ok();
         let (tx, rx) = mpsc::channel(256);
         let (m, ns, id) = (self.manager.clone(), ns.to_string(), r.id.clone());
         let opts = LogOpts {
@@ -148,7 +152,7 @@ impl Containers {
             merge,
         };
         tokio::spawn(async move {
-            follow_log(m, ns, id, bundle, opts, tx).await;
+            follow_log(m, ns, id, bundle, file, opts, tx).await;
         });
         rx
     }
@@ -414,6 +418,7 @@ async fn follow_log(
     ns: String,
     id: String,
     bundle: PathBuf,
+    mut file: Option<std::fs::File>,
     o: LogOpts,
     tx: mpsc::Sender<Result<LogEntry>>,
 ) {
@@ -431,7 +436,7 @@ async fn follow_log(
     // the first part: the tail of what is there (unless resuming a cut stream)
     let mut pos = o.resume_at;
     if o.resume_at == 0 {
-        let (lines, at) = match crate::runtime::task::read_log_at(&bundle, o.tail) {
+        let (lines, at) = match crate::runtime::task::read_open_log(file.as_ref(), o.tail) {
             Ok(l) => l,
             Err(e) => {
                 let _ = tx.send(Err(e)).await;
@@ -463,7 +468,11 @@ async fn follow_log(
             .state(&ns, &id)
             .await
             .is_some_and(|s| s.status != crate::shim::TaskStatus::Stopped || !s.drained);
-        if let Ok(mut f) = std::fs::File::open(&log) {
+        if file.is_none() {
+            // a container whose task had not written its log yet
+            file = std::fs::File::open(&log).ok();
+        }
+        if let Some(mut f) = file.as_ref() {
             if f.seek(std::io::SeekFrom::Start(pos)).is_ok() {
                 let mut rd = std::io::BufReader::new(f);
                 let mut line = Vec::new();
