@@ -571,8 +571,11 @@ fn interactive_tty() {
     assert!(text.contains("/dev/pts/"), "{text}");
     assert_eq!(out.status.code(), Some(4), "{text}");
 
-    // `nook exec -it` starts its process on a terminal of the client's size: a command that
-    // asks at once (before any resize could arrive) sees it
+    // `nook exec -it` starts its process on a terminal of the client's size, with no resize
+    // from the client. crun sets the size of an exec's terminal from the process's
+    // consoleSize right after the process is forked, not before it runs, so a command that
+    // asks in its first instant can still see 0x0 (seen once in a CI run: "stty: standard
+    // input"); the short sleep keeps the test off that race, which is crun's
     d.nook(&["run", "-d", "--name", "tt", IMG, "sleep", "600"])
         .ok();
     let mut c = common::as_user(&d.user, &env, "script");
@@ -580,7 +583,7 @@ fn interactive_tty() {
         "-q",
         "-e",
         "-c",
-        "stty rows 33 cols 101; nook exec -it tt stty size",
+        "stty rows 33 cols 101; nook exec -it tt sh -c 'sleep 0.2; stty size'",
         "/dev/null",
     ])
     .stdin(std::process::Stdio::null())
