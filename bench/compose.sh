@@ -12,6 +12,8 @@
 # nooktest), after `cargo build --release` (or BIN=target/debug). Needs: podman, jq,
 # busybox-static, the docker CLI (for compose v2 as a plugin).
 set -euo pipefail
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 user=${1:-nooktest}
 runs=${RUNS:-5}
 bindir=${BIN:-target/release}
@@ -45,24 +47,7 @@ as_user() {
 }
 
 # --- the image: a docker-archive of a busybox rootfs ----------------------------------------
-img="$work/pub/img"
-mkdir -p "$img/rootfs/bin" "$img/rootfs/etc" "$img/rootfs/tmp"
-cp /bin/busybox "$img/rootfs/bin/busybox"
-for a in sh true ls cat echo sleep; do ln -s busybox "$img/rootfs/bin/$a"; done
-echo 'root:x:0:0:root:/root:/bin/sh' >"$img/rootfs/etc/passwd"
-echo 'root:x:0:' >"$img/rootfs/etc/group"
-tar -C "$img/rootfs" --numeric-owner --owner=0 --group=0 -cf "$img/layer.tar" .
-diff_id="sha256:$(sha256sum "$img/layer.tar" | cut -d' ' -f1)"
-mkdir -p "$img/archive/layer"
-mv "$img/layer.tar" "$img/archive/layer/layer.tar"
-jq -n --arg d "$diff_id" '{architecture:"amd64",os:"linux",
-  config:{Cmd:["sh"],Env:["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
-  rootfs:{type:"layers",diff_ids:[$d]}}' >"$img/config.json"
-cfg_hex=$(sha256sum "$img/config.json" | cut -d' ' -f1)
-mv "$img/config.json" "$img/archive/$cfg_hex.json"
-jq -n --arg c "$cfg_hex.json" '[{Config:$c,RepoTags:["localhost/bench:latest"],Layers:["layer/layer.tar"]}]' \
-  >"$img/archive/manifest.json"
-tar -C "$img/archive" -cf "$work/pub/bench.tar" .
+busybox_archive "$work/pub/img" "$work/pub/bench.tar" sh true ls cat echo sleep
 
 # --- the project ------------------------------------------------------------------------------
 proj="$work/pub/project"

@@ -11,6 +11,8 @@
 # Env: RUNS (default 20), BIN. Needs: ctr (apt-get install containerd; containerd itself is
 # never started), busybox-static, jq, bc.
 set -euo pipefail
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 user=${1:-nooktest}
 runs=${RUNS:-20}
 bindir=${BIN:-target/release}
@@ -39,24 +41,7 @@ as_user() {
 }
 
 # --- the image: a docker-archive of a busybox rootfs --------------------------------------
-img="$work/pub/img"
-mkdir -p "$img/rootfs/bin" "$img/rootfs/etc" "$img/rootfs/tmp"
-cp /bin/busybox "$img/rootfs/bin/busybox"
-for a in sh true; do ln -s busybox "$img/rootfs/bin/$a"; done
-echo 'root:x:0:0:root:/root:/bin/sh' >"$img/rootfs/etc/passwd"
-echo 'root:x:0:' >"$img/rootfs/etc/group"
-tar -C "$img/rootfs" --numeric-owner --owner=0 --group=0 -cf "$img/layer.tar" .
-diff_id="sha256:$(sha256sum "$img/layer.tar" | cut -d' ' -f1)"
-mkdir -p "$img/archive/layer"
-mv "$img/layer.tar" "$img/archive/layer/layer.tar"
-jq -n --arg d "$diff_id" '{architecture:"amd64",os:"linux",
-  config:{Cmd:["sh"],Env:["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
-  rootfs:{type:"layers",diff_ids:[$d]}}' >"$img/config.json"
-cfg_hex=$(sha256sum "$img/config.json" | cut -d' ' -f1)
-mv "$img/config.json" "$img/archive/$cfg_hex.json"
-jq -n --arg c "$cfg_hex.json" '[{Config:$c,RepoTags:["localhost/bench:latest"],Layers:["layer/layer.tar"]}]' \
-  >"$img/archive/manifest.json"
-tar -C "$img/archive" -cf "$work/pub/bench.tar" .
+busybox_archive "$work/pub/img" "$work/pub/bench.tar" sh true
 chown -R "$user:$user" "$work/pub"
 
 # --- nookd, the image, one warm run of each ------------------------------------------------
@@ -82,9 +67,8 @@ for i in $(seq "$runs"); do
   echo $(((t1 - t0) / 1000)) >>"$work/ctr.txt"
   echo $(((t2 - t1) / 1000)) >>"$work/nook.txt"
 done
-median() { sort -n "$1" | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-c=$(median "$work/ctr.txt")
-n=$(median "$work/nook.txt")
+c=$(median_of "$work/ctr.txt")
+n=$(median_of "$work/nook.txt")
 printf 'median ctr run --rm IMG ID true:  %6.1f ms\n' "$(echo "$c/1000" | bc -l)"
 printf 'median nook run --rm IMG true:    %6.1f ms\n' "$(echo "$n/1000" | bc -l)"
 printf 'ratio ctr/nook: %.2f  (%s runs each, binaries from %s)\n' "$(echo "$c/$n" | bc -l)" "$runs" "$bindir"
