@@ -152,15 +152,13 @@ fn relative_sub_path(p: &str) -> std::result::Result<String, &'static str> {
 /// delete, or after a reboot).
 pub(super) fn ensure_mounted(d: &Deps, ns: &str, r: &ContainerRecord, bundle: &Path) -> Result<()> {
     for (n, v) in r.image_volumes.iter().enumerate() {
-        let target = mountpoint(bundle, n);
-        if d.mounts.is_mounted(&target) {
-            continue;
-        }
-        let sn = d.snapshotters.get(Some(&v.snapshotter))?;
-        let mounts = crate::snapshot::Snapshotter::mounts(sn.as_ref(), ns, &v.snapshot_key)?;
-        std::fs::create_dir_all(&target)
-            .map_err(|e| Error::io(format!("creating {}", target.display()), e))?;
-        d.mounts.mount_all(&mounts, &target)?;
+        super::mount_snapshot_at(
+            d,
+            ns,
+            &v.snapshotter,
+            &v.snapshot_key,
+            &mountpoint(bundle, n),
+        )?;
     }
     Ok(())
 }

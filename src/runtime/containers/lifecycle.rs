@@ -24,14 +24,7 @@ impl Manager {
                 return Err(Error::NotFound(format!("container {} was removed", r.name)));
             }
             let rootfs = self.rootfs(ns, &r.id);
-            if !d.mounts.is_mounted(&rootfs) {
-                let sn = d.snapshotters.get(Some(&r.snapshotter))?;
-                let mounts =
-                    crate::snapshot::Snapshotter::mounts(sn.as_ref(), ns, &r.snapshot_key)?;
-                std::fs::create_dir_all(&rootfs)
-                    .map_err(|e| Error::io(format!("creating {}", rootfs.display()), e))?;
-                d.mounts.mount_all(&mounts, &rootfs)?;
-            }
+            mount_snapshot_at(d, ns, &r.snapshotter, &r.snapshot_key, &rootfs)?;
             tokio::task::spawn_blocking(move || f(&rootfs))
                 .await
                 .map_err(|e| Error::Internal(format!("copy thread: {e}")))?
@@ -59,14 +52,13 @@ impl Manager {
             self.tasks.prepare_bundle(ns, &r.id, &etc)?;
             self.tasks.write_spec(&bundle, &runtime_spec(d, r)?)?;
         }
-        let rootfs = bundle.join("rootfs");
-        if !d.mounts.is_mounted(&rootfs) {
-            let sn = d.snapshotters.get(Some(&r.snapshotter))?;
-            let mounts = crate::snapshot::Snapshotter::mounts(sn.as_ref(), ns, &r.snapshot_key)?;
-            std::fs::create_dir_all(&rootfs)
-                .map_err(|e| Error::io(format!("creating {}", rootfs.display()), e))?;
-            d.mounts.mount_all(&mounts, &rootfs)?;
-        }
+        mount_snapshot_at(
+            d,
+            ns,
+            &r.snapshotter,
+            &r.snapshot_key,
+            &bundle.join("rootfs"),
+        )?;
         image_volumes::ensure_mounted(d, ns, r, &bundle)?;
         Ok(())
     }

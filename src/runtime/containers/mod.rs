@@ -127,6 +127,25 @@ impl ContainerRecord {
     }
 }
 
+/// Mounts snapshot `key` of `snapshotter` on `target` (made if missing), unless something is
+/// mounted there already: a container's rootfs or image volume when a task is made again.
+fn mount_snapshot_at(
+    d: &Deps,
+    ns: &str,
+    snapshotter: &str,
+    key: &str,
+    target: &Path,
+) -> Result<()> {
+    if d.mounts.is_mounted(target) {
+        return Ok(());
+    }
+    let sn = d.snapshotters.get(Some(snapshotter))?;
+    let mounts = crate::snapshot::Snapshotter::mounts(sn.as_ref(), ns, key)?;
+    std::fs::create_dir_all(target)
+        .map_err(|e| Error::io(format!("creating {}", target.display()), e))?;
+    d.mounts.mount_all(&mounts, target)
+}
+
 /// What `create` needs beyond [`SpecOptions`].
 #[derive(Debug, Clone, Default)]
 pub struct CreateOptions {
