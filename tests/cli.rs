@@ -8,7 +8,7 @@ mod common;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use common::{as_user, Nookd};
+use common::{as_user, free_port, Nookd};
 use nook::image::fixture::{docker_archive, FileSpec, TestImage};
 
 const IMG: &str = "bb:latest";
@@ -328,14 +328,6 @@ fn http_get(port: u16) -> Option<String> {
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     Some(out.replace("\r\n", "\n").split("\n\n").nth(1)?.to_string())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

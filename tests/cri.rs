@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{as_user, Nookd};
+use common::{as_user, free_port, Nookd};
 use cri::{
     crictl, crictl_path, have_crictl, pulled_busybox, scratch, wait_state, write_json, write_public,
 };
@@ -240,14 +240,6 @@ fn crictl_info_network_not_ready_when_link_down() {
     assert_eq!(net["reason"], "NetworkSkip", "{net}");
     let msg = net["message"].as_str().unwrap();
     assert!(msg.contains("disabled") && msg.contains("none"), "{net}");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Runs `crictl port-forward ARGS` until a GET / on the host's 127.0.0.1:local answers

@@ -10,10 +10,10 @@ mod common;
 mod cri;
 
 use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{as_user, Nookd, Run};
+use common::{as_user, free_port, KillOnDrop, Nookd, Run};
 use cri::{crictl_cmd, crictl_path, crictl_stdin, have_crictl};
 use nook::image::fixture::{docker_archive, FileSpec, TestImage};
 
@@ -225,15 +225,6 @@ fn crictl_attach() {
     }
 }
 
-/// A free TCP port on the host's loopback.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn http_get(port: u16) -> Option<String> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
@@ -242,15 +233,6 @@ fn http_get(port: u16) -> Option<String> {
     let mut b = String::new();
     s.read_to_string(&mut b).ok()?;
     Some(b)
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]
@@ -289,7 +271,7 @@ fn crictl_port_forward_reaches_the_containers_localhost() {
         c.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let _pf = Killed(c.spawn().unwrap());
+        let _pf = KillOnDrop(c.spawn().unwrap());
         let t0 = Instant::now();
         let body = loop {
             match http_get(port) {
@@ -332,7 +314,7 @@ fn crictl_port_forward_reaches_the_containers_localhost() {
     c.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut pf = Killed(c.spawn().unwrap());
+    let mut pf = KillOnDrop(c.spawn().unwrap());
     let t0 = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(t0.elapsed() < Duration::from_secs(20), "no listener");

@@ -13,13 +13,16 @@
 //! ```
 
 mod common;
+#[path = "common/cri.rs"]
+mod cri;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{as_user, Nookd, Run};
+use common::{as_user, free_port, KillOnDrop, Nookd, Run};
+use cri::{crictl, crictl_path};
 use nook::image::fixture::{self, TestImage, TestRegistry, TestRegistryOptions};
 
 /// Where tests/kubelet/build-kubelet.sh puts the kubelet (`NOOK_KUBELET` overrides).
@@ -27,38 +30,6 @@ fn kubelet_path() -> PathBuf {
     std::env::var_os("NOOK_KUBELET")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/tmp/go/bin/kubelet"))
-}
-
-fn crictl_path() -> PathBuf {
-    std::env::var_os("NOOK_CRICTL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/tmp/go/bin/crictl"))
-}
-
-fn crictl(d: &Nookd, args: &[&str]) -> Run {
-    let endpoint = format!("unix://{}", d.address.display());
-    let mut c = as_user(&d.user, &d.env(), &crictl_path().display().to_string());
-    c.args([
-        "--runtime-endpoint",
-        &endpoint,
-        "--image-endpoint",
-        &endpoint,
-    ])
-    .args(["--timeout", "60s"])
-    .args(args)
-    .stdin(Stdio::null());
-    Run {
-        out: c.output().expect("running crictl"),
-        what: format!("crictl {}", args.join(" ")),
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A directory the test user owns.
@@ -314,14 +285,6 @@ fn wait_for(what: &str, secs: u64, kl: &Path, d: &Nookd, mut f: impl FnMut() -> 
             logs(kl, d)
         );
         std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-struct KillOnDrop(Child);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

@@ -9,7 +9,7 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::Nookd;
+use common::{free_port, Nookd};
 use nook::image::fixture::{docker_archive, FileSpec, TestImage};
 
 const IMG: &str = "bb:latest";
@@ -387,14 +387,6 @@ fn system_info_reports_versions_and_kernel_features() {
             && runc_row.contains(comp("runc")["path"].as_str().unwrap()),
         "{runc_row}"
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `nook inspect NAME` as JSON (the first element).

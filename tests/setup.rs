@@ -829,14 +829,6 @@ fn cli_md_lists_exactly_the_commands() {
 // ------------------------------------------------------------------------------------------------
 // Metrics
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     scrape
         .samples
@@ -855,7 +847,7 @@ fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)])
 #[test]
 fn metrics_are_served_to_the_host_and_parse() {
     need_root();
-    let port = free_port();
+    let port = common::free_port();
     let d = common::Nookd::start_with(&format!("[metrics]\naddress = \"127.0.0.1:{port}\"\n"));
     d.nook(&["namespaces", "create", "metrics-a"]).ok();
     d.nook(&["namespaces", "create", "metrics-b"]).ok();
