@@ -377,21 +377,9 @@ impl Tasks {
 /// Reads a container's json-file log: the last `tail` entries (all when None), each with the
 /// byte offset just after it, and the offset just after the last complete line (where following
 /// the log goes on: a line still being written is left for the next read).
+/// It reads through a handle opened beforehand (`None`: there is no log yet), so that a log
+/// removed since (with its container) is still read whole.
 #[allow(clippy::type_complexity)]
-pub fn read_log_at(
-    bundle: &Path,
-    tail: Option<usize>,
-) -> Result<(Vec<(crate::shim::LogLine, u64)>, u64)> {
-    let p = bundle.join(files::LOG);
-    let text = match std::fs::read(&p) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(Error::io(format!("reading {}", p.display()), e)),
-    };
-    Ok(parse_log(text, tail))
-}
-
-/// [`read_log_at`] on a log already open (`None`: there is none yet).
 pub fn read_open_log(
     f: Option<&std::fs::File>,
     tail: Option<usize>,
@@ -591,20 +579,19 @@ mod tests {
         // a line being written is left for later
         text.push_str("{\"log\":\"l5");
         std::fs::write(d.path().join(files::LOG), &text).unwrap();
-        let (all, end) = read_log_at(d.path(), None).unwrap();
+        let open = || std::fs::File::open(d.path().join(files::LOG)).ok();
+        let (all, end) = read_open_log(open().as_ref(), None).unwrap();
         assert_eq!(all.len(), 5);
         assert_eq!(end as usize, text.len() - "{\"log\":\"l5".len());
         // each line carries the offset just after it: the last complete line's is the end
         assert_eq!(all[4].1, end);
         assert_eq!(all[0].1 as usize, text.find('\n').unwrap() + 1);
-        let (t, end2) = read_log_at(d.path(), Some(2)).unwrap();
+        let (t, end2) = read_open_log(open().as_ref(), Some(2)).unwrap();
         assert_eq!(t.len(), 2);
         assert_eq!(end2, end);
         assert_eq!(t[0].0.log, "l3\n");
-        assert!(read_log_at(&d.path().join("nope"), Some(1))
-            .unwrap()
-            .0
-            .is_empty());
+        let nope = std::fs::File::open(d.path().join("nope")).ok();
+        assert!(read_open_log(nope.as_ref(), Some(1)).unwrap().0.is_empty());
         // a log opened before its container (and bundle) went is still read whole
         let f = std::fs::File::open(d.path().join(files::LOG)).unwrap();
         std::fs::remove_file(d.path().join(files::LOG)).unwrap();
